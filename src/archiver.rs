@@ -1,0 +1,682 @@
+//! Backup: walk sources, chunk and save file contents, build trees bottom-up,
+//! then write the snapshot — after the index, so a snapshot never names a blob
+//! no index lists.
+//!
+//! Directory entries are processed in parallel (rayon), and a large file's
+//! chunks are hashed, compressed and sealed in parallel batches while the next
+//! batch is read, so both cores work from the walk to the upload.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::Metadata;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+
+use crate::blob::BlobType;
+use crate::chunker;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId};
+use crate::repo::{hostname, Repository, SnapshotFilter};
+use crate::saver::{save_tree, BlobSaver};
+use crate::snapshot::{Snapshot, SnapshotSummary};
+use crate::tree::{encode_name, ContentRef, Node, NodeType, Tree};
+
+/// Bytes of chunks read ahead while the previous batch is being sealed.
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Where a backup's data comes from.
+pub enum Source {
+    Paths(Vec<PathBuf>),
+    /// Standard input, stored as one file of this name.
+    Stdin { name: String },
+    /// A command's standard output; the snapshot is saved only if it exits 0.
+    Command { name: String, argv: Vec<String> },
+}
+
+#[derive(Default)]
+pub struct BackupOptions {
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+    pub excludes: Vec<String>,
+    pub one_file_system: bool,
+    pub time: Option<DateTime<Utc>>,
+    pub dry_run: bool,
+    /// Explicit parent snapshot; otherwise the latest one with the same host and paths.
+    pub parent: Option<SnapshotId>,
+    /// Read every file even if its metadata says unchanged.
+    pub force: bool,
+}
+
+/// Progress callbacks, called from many threads.
+pub trait Progress: Sync {
+    fn file_done(&self, _path: &Path, _bytes: u64) {}
+    fn bytes_read(&self, _n: u64) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// What a backup did.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// None for a dry run.
+    pub snapshot_id: Option<SnapshotId>,
+    pub snapshot: Snapshot,
+    pub parent: Option<SnapshotId>,
+    /// Sources that could not be read, with why; the snapshot omits them.
+    pub errors: Vec<(PathBuf, String)>,
+    pub bytes_read: u64,
+    pub duration_secs: f64,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs_new: AtomicU64,
+    dirs_changed: AtomicU64,
+    dirs_unmodified: AtomicU64,
+    bytes_processed: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Path filters in restic's spirit: a pattern without `/` matches a name at any
+/// depth; one with `/` matches the whole absolute path.
+pub struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Excludes> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        for p in patterns.iter().map(|p| p.trim()).filter(|p| !p.is_empty() && !p.starts_with('#')) {
+            let anchored = p.contains('/');
+            let glob = GlobBuilder::new(p.trim_end_matches('/'))
+                .literal_separator(anchored)
+                .build()
+                .map_err(|e| Error::InvalidArgument(format!("bad exclude pattern '{p}': {e}")))?;
+            if anchored {
+                paths.add(glob);
+            } else {
+                names.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidArgument(e.to_string()));
+        Ok(Excludes { names: build(names)?, paths: build(paths)? })
+    }
+
+    pub fn is_excluded(&self, path: &Path) -> bool {
+        path.file_name().is_some_and(|n| self.names.is_match(n)) || self.paths.is_match(path)
+    }
+}
+
+struct Archiver<'a> {
+    repo: &'a Repository,
+    saver: BlobSaver<'a>,
+    excludes: Excludes,
+    one_file_system: bool,
+    force: bool,
+    counters: Counters,
+    errors: Mutex<Vec<(PathBuf, String)>>,
+    progress: &'a dyn Progress,
+}
+
+/// Makes a path absolute and lexically clean, without resolving symlinks
+/// (a symlink given as a source is backed up as a symlink, as restic does).
+fn clean_absolute(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+pub fn unix_nanos(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+/// The node for an entry, without content or subtree.
+pub fn node_from_metadata(name: &OsStr, meta: &Metadata) -> Node {
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        NodeType::File
+    } else if ft.is_dir() {
+        NodeType::Dir
+    } else if ft.is_symlink() {
+        NodeType::Symlink
+    } else if ft.is_block_device() {
+        NodeType::Dev
+    } else if ft.is_char_device() {
+        NodeType::Chardev
+    } else if ft.is_fifo() {
+        NodeType::Fifo
+    } else {
+        NodeType::Socket
+    };
+    let (name, name_hex) = encode_name(name);
+    Node {
+        name,
+        name_hex,
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        user: String::new(),
+        group: String::new(),
+        mtime_ns: unix_nanos(meta.mtime(), meta.mtime_nsec()),
+        ctime_ns: unix_nanos(meta.ctime(), meta.ctime_nsec()),
+        inode: meta.ino(),
+        device: meta.dev(),
+        links: if kind == NodeType::Dir { 0 } else { meta.nlink() },
+        size: if kind == NodeType::File { meta.size() } else { 0 },
+        content: Vec::new(),
+        subtree: None,
+        target: None,
+        target_hex: None,
+        rdev: if matches!(kind, NodeType::Dev | NodeType::Chardev) { meta.rdev() } else { 0 },
+    }
+}
+
+/// The intermediate directories between `/` and the sources, merged.
+#[derive(Default)]
+struct VirtualDir {
+    children: BTreeMap<OsString, VirtualEntry>,
+}
+
+enum VirtualEntry {
+    Dir(PathBuf, VirtualDir),
+    Source(PathBuf),
+}
+
+impl VirtualDir {
+    fn insert(&mut self, full: &Path) {
+        let comps: Vec<_> = full.components().filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            _ => None,
+        }).collect();
+        let mut dir = self;
+        let mut here = PathBuf::from("/");
+        for (i, c) in comps.iter().enumerate() {
+            here.push(c);
+            if i + 1 == comps.len() {
+                dir.children.insert(c.clone(), VirtualEntry::Source(here.clone()));
+                return;
+            }
+            let entry = dir.children.entry(c.clone()).or_insert_with(|| VirtualEntry::Dir(here.clone(), VirtualDir::default()));
+            match entry {
+                VirtualEntry::Dir(_, d) => dir = d,
+                // An ancestor is itself a source: it covers this path already.
+                VirtualEntry::Source(_) => return,
+            }
+        }
+    }
+}
+
+impl<'a> Archiver<'a> {
+    fn fail(&self, path: &Path, why: impl std::fmt::Display) {
+        self.errors.lock().unwrap().push((path.to_path_buf(), why.to_string()));
+    }
+
+    fn parent_tree(&self, id: Option<BlobId>) -> Option<Tree> {
+        id.and_then(|id| self.repo.load_tree(&id).ok())
+    }
+
+    fn find<'t>(tree: &'t Option<Tree>, name: &str, name_hex: &Option<String>) -> Option<&'t Node> {
+        tree.as_ref()?.nodes.iter().find(|n| n.name == name && n.name_hex == *name_hex)
+    }
+
+    fn archive_virtual(&self, dir: &VirtualDir, parent: Option<BlobId>) -> Result<BlobId> {
+        let ptree = self.parent_tree(parent);
+        let nodes: Vec<Option<Node>> = dir
+            .children
+            .par_iter()
+            .map(|(name, entry)| -> Result<Option<Node>> {
+                let (name_s, name_hex) = encode_name(name);
+                let pnode = Self::find(&ptree, &name_s, &name_hex);
+                match entry {
+                    VirtualEntry::Source(path) => match std::fs::symlink_metadata(path) {
+                        Ok(meta) => self.archive_entry(path, name, &meta, pnode, meta.dev()),
+                        Err(e) => {
+                            self.fail(path, e);
+                            Ok(None)
+                        }
+                    },
+                    VirtualEntry::Dir(path, sub) => {
+                        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+                        let mut node = node_from_metadata(name, &meta);
+                        node.kind = NodeType::Dir;
+                        node.subtree = Some(self.archive_virtual(sub, pnode.and_then(|p| p.subtree))?);
+                        Ok(Some(node))
+                    }
+                }
+            })
+            .collect::<Result<_>>()?;
+        let mut tree = Tree { nodes: nodes.into_iter().flatten().collect() };
+        Ok(save_tree(&self.saver, &mut tree)?.0)
+    }
+
+    /// Archives one entry; Ok(None) when it was skipped (error recorded).
+    fn archive_entry(&self, path: &Path, name: &OsStr, meta: &Metadata, pnode: Option<&Node>, root_dev: u64) -> Result<Option<Node>> {
+        let mut node = node_from_metadata(name, meta);
+        match node.kind {
+            NodeType::File => {
+                if !self.archive_file(path, &mut node, pnode)? {
+                    return Ok(None);
+                }
+            }
+            NodeType::Dir => {
+                let parent_sub = pnode.filter(|p| p.kind == NodeType::Dir).and_then(|p| p.subtree);
+                match self.archive_dir(path, parent_sub, root_dev)? {
+                    Some(id) => {
+                        let counter = match parent_sub {
+                            None => &self.counters.dirs_new,
+                            Some(p) if p == id => &self.counters.dirs_unmodified,
+                            Some(_) => &self.counters.dirs_changed,
+                        };
+                        inc(counter);
+                        node.subtree = Some(id);
+                    }
+                    None => return Ok(None),
+                }
+            }
+            NodeType::Symlink => match std::fs::read_link(path) {
+                Ok(t) => {
+                    let (t, t_hex) = encode_name(t.as_os_str());
+                    node.target = Some(t);
+                    node.target_hex = t_hex;
+                }
+                Err(e) => {
+                    self.fail(path, e);
+                    return Ok(None);
+                }
+            },
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    fn archive_dir(&self, path: &Path, parent: Option<BlobId>, root_dev: u64) -> Result<Option<BlobId>> {
+        let rd = match std::fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.fail(path, e);
+                return Ok(None);
+            }
+        };
+        let mut entries = Vec::new();
+        for e in rd {
+            match e {
+                Ok(e) => entries.push(e),
+                Err(err) => self.fail(path, err),
+            }
+        }
+        let ptree = self.parent_tree(parent);
+        let nodes: Vec<Option<Node>> = entries
+            .par_iter()
+            .map(|e| -> Result<Option<Node>> {
+                let child = e.path();
+                if self.excludes.is_excluded(&child) {
+                    return Ok(None);
+                }
+                let meta = match e.metadata() {
+                    Ok(m) => m,
+                    Err(err) => {
+                        self.fail(&child, err);
+                        return Ok(None);
+                    }
+                };
+                if self.one_file_system && meta.is_dir() && meta.dev() != root_dev {
+                    return Ok(None);
+                }
+                let name = e.file_name();
+                let (name_s, name_hex) = encode_name(&name);
+                let pnode = Self::find(&ptree, &name_s, &name_hex);
+                self.archive_entry(&child, &name, &meta, pnode, root_dev)
+            })
+            .collect::<Result<_>>()?;
+        let mut tree = Tree { nodes: nodes.into_iter().flatten().collect() };
+        Ok(Some(save_tree(&self.saver, &mut tree)?.0))
+    }
+
+    /// Fills a file node's content; false when the file could not be read.
+    fn archive_file(&self, path: &Path, node: &mut Node, pnode: Option<&Node>) -> Result<bool> {
+        self.counters.bytes_processed.fetch_add(node.size, Ordering::Relaxed);
+        if let Some(p) = pnode.filter(|p| !self.force && self.unchanged(p, node)) {
+            node.content = p.content.clone();
+            inc(&self.counters.files_unmodified);
+            self.progress.file_done(path, node.size);
+            return Ok(true);
+        }
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(path, e);
+                return Ok(false);
+            }
+        };
+        match self.save_stream(file, Some(node.size)) {
+            Ok((content, n)) => {
+                node.content = content;
+                // What we read is what we stored, even if the file grew meanwhile.
+                node.size = n;
+            }
+            Err(Error::Io { source, .. }) => {
+                self.fail(path, source);
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+        inc(if pnode.is_some() { &self.counters.files_changed } else { &self.counters.files_new });
+        self.progress.file_done(path, node.size);
+        Ok(true)
+    }
+
+    /// Metadata says the file is the one the parent snapshot read, and the
+    /// blobs it names are still indexed.
+    fn unchanged(&self, p: &Node, n: &Node) -> bool {
+        p.kind == NodeType::File
+            && p.size == n.size
+            && p.mtime_ns == n.mtime_ns
+            && p.ctime_ns == n.ctime_ns
+            && p.inode == n.inode
+            && p.content.iter().all(|c| self.repo.index().contains(&c.id))
+    }
+
+    /// Chunks and saves a stream; returns its content list and length. Errors
+    /// reading the stream come back as `Error::Io`.
+    fn save_stream<R: Read + Send + 'static>(&self, reader: R, size_hint: Option<u64>) -> Result<(Vec<ContentRef>, u64)> {
+        let mut chunks = chunker::chunks(reader, size_hint, &self.repo.config().chunker);
+        let mut content = Vec::new();
+        let mut total = 0u64;
+        let mut batch = self.next_batch(&mut chunks)?;
+        while !batch.is_empty() {
+            let (saved, next) = rayon::join(
+                || {
+                    batch
+                        .par_iter()
+                        .map(|c| Ok(ContentRef { id: self.saver.save(BlobType::Data, c)?.0, size: c.len() as u32 }))
+                        .collect::<Result<Vec<_>>>()
+                },
+                || self.next_batch(&mut chunks),
+            );
+            total += batch.iter().map(|c| c.len() as u64).sum::<u64>();
+            content.extend(saved?);
+            batch = next?;
+        }
+        Ok((content, total))
+    }
+
+    fn next_batch(&self, chunks: &mut chunker::ChunkIter) -> Result<Vec<Vec<u8>>> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while bytes < BATCH_BYTES {
+            match chunks.next() {
+                Some(Ok(c)) => {
+                    bytes += c.len();
+                    self.counters.bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed);
+                    self.progress.bytes_read(c.len() as u64);
+                    batch.push(c);
+                }
+                Some(Err(e)) => return Err(Error::io("<input>", e)),
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+}
+
+/// The latest snapshot with the same host and paths, as restic picks a parent.
+fn find_parent(repo: &Repository, host: &str, paths: &[String]) -> Result<Option<SnapshotId>> {
+    let filter = SnapshotFilter { hosts: vec![host.to_string()], ..Default::default() };
+    let mut sorted = paths.to_vec();
+    sorted.sort();
+    Ok(repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s) && {
+            let mut p = s.paths.clone();
+            p.sort();
+            p == sorted
+        })
+        .next_back()
+        .map(|(id, _)| id))
+}
+
+fn current_ids() -> (u32, u32) {
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// Runs a backup. The repository's index must be loaded.
+pub fn backup(repo: &mut Repository, source: Source, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupOutcome> {
+    let start = Instant::now();
+    let started_at = Utc::now();
+    if !opts.dry_run {
+        repo.adopt_unindexed_packs()?;
+    }
+    let host = opts.host.clone().unwrap_or_else(hostname);
+    let (paths, roots) = match &source {
+        Source::Paths(ps) => {
+            let mut abs = Vec::new();
+            for p in ps {
+                abs.push(clean_absolute(p)?);
+            }
+            abs.sort();
+            abs.dedup();
+            let existing: Vec<PathBuf> = abs.iter().filter(|p| std::fs::symlink_metadata(p).is_ok()).cloned().collect();
+            if existing.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "no source path exists: {}",
+                    abs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            (abs.iter().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>(), abs)
+        }
+        Source::Stdin { name } | Source::Command { name, .. } => {
+            validate_stdin_name(name)?;
+            (vec![format!("/{name}")], Vec::new())
+        }
+    };
+    // Stdin and commands have no metadata to compare: always read, never skip.
+    let parent = match (&source, opts.parent) {
+        (_, Some(p)) => Some(p),
+        (Source::Paths(_), None) if !opts.force => find_parent(repo, &host, &paths)?,
+        _ => None,
+    };
+    let parent_tree = match parent {
+        Some(p) => Some(repo.load_snapshot(&p)?.tree),
+        None => None,
+    };
+    let repo_ref: &Repository = repo;
+    let arch = Archiver {
+        repo: repo_ref,
+        saver: BlobSaver::new(repo_ref, opts.dry_run),
+        excludes: Excludes::new(&opts.excludes)?,
+        one_file_system: opts.one_file_system,
+        force: opts.force,
+        counters: Counters::default(),
+        errors: Mutex::new(Vec::new()),
+        progress,
+    };
+    let root = match &source {
+        Source::Paths(_) => {
+            let mut vroot = VirtualDir::default();
+            for r in &roots {
+                vroot.insert(r);
+            }
+            arch.archive_virtual(&vroot, parent_tree)?
+        }
+        Source::Stdin { name } => arch.archive_stdin(name, std::io::stdin())?,
+        Source::Command { name, argv } => arch.archive_command(name, argv)?,
+    };
+    let Archiver { saver, counters, errors, .. } = arch;
+    let (packs, stats) = saver.finish()?;
+    repo.index_packs(&packs);
+    let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let (uid, gid) = current_ids();
+    let summary = SnapshotSummary {
+        files_new: c(&counters.files_new),
+        files_changed: c(&counters.files_changed),
+        files_unmodified: c(&counters.files_unmodified),
+        dirs_new: c(&counters.dirs_new),
+        dirs_changed: c(&counters.dirs_changed),
+        dirs_unmodified: c(&counters.dirs_unmodified),
+        data_blobs: stats.data_blobs,
+        tree_blobs: stats.tree_blobs,
+        data_added: stats.bytes_added,
+        data_added_packed: stats.bytes_packed,
+        total_files_processed: c(&counters.files_new) + c(&counters.files_changed) + c(&counters.files_unmodified),
+        total_bytes_processed: c(&counters.bytes_processed),
+        backup_start: started_at,
+        backup_end: Utc::now(),
+    };
+    let snapshot = Snapshot {
+        time: opts.time.unwrap_or(started_at),
+        tree: root,
+        paths,
+        hostname: host,
+        username: std::env::var("USER").unwrap_or_default(),
+        uid,
+        gid,
+        tags: opts.tags.iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(String::from).collect(),
+        excludes: opts.excludes.clone(),
+        parent,
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        summary: Some(summary),
+    };
+    let snapshot_id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
+    Ok(BackupOutcome {
+        snapshot_id,
+        snapshot,
+        parent,
+        errors: errors.into_inner().unwrap(),
+        bytes_read: c(&counters.bytes_read),
+        duration_secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn validate_stdin_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(Error::InvalidArgument(format!("'{name}' is not a usable --stdin-filename")));
+    }
+    Ok(())
+}
+
+impl<'a> Archiver<'a> {
+    /// Stores one stream as file `name` (possibly `dir/file`) and returns the root tree.
+    fn archive_stream<R: Read + Send + 'static>(&self, name: &str, reader: R) -> Result<BlobId> {
+        let (content, size) = match self.save_stream(reader, None) {
+            Err(Error::Io { source, .. }) => return Err(Error::io("<stdin>", source)),
+            other => other?,
+        };
+        let now = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let (uid, gid) = current_ids();
+        let mut comps: Vec<&str> = name.split('/').collect();
+        let file_name = comps.pop().unwrap_or(name);
+        let base = Node {
+            name: file_name.to_string(),
+            name_hex: None,
+            kind: NodeType::File,
+            mode: 0o644,
+            uid,
+            gid,
+            user: String::new(),
+            group: String::new(),
+            mtime_ns: now,
+            ctime_ns: now,
+            inode: 0,
+            device: 0,
+            links: 1,
+            size,
+            content,
+            subtree: None,
+            target: None,
+            target_hex: None,
+            rdev: 0,
+        };
+        inc(&self.counters.files_new);
+        self.counters.bytes_processed.fetch_add(size, Ordering::Relaxed);
+        let mut tree = Tree { nodes: vec![base.clone()] };
+        // Wrap in the named directories, innermost first.
+        for dir in comps.iter().rev() {
+            let id = save_tree(&self.saver, &mut tree)?.0;
+            let mut d = base.clone();
+            d.name = dir.to_string();
+            d.kind = NodeType::Dir;
+            d.mode = 0o755;
+            d.size = 0;
+            d.links = 0;
+            d.content = Vec::new();
+            d.subtree = Some(id);
+            tree = Tree { nodes: vec![d] };
+        }
+        Ok(save_tree(&self.saver, &mut tree)?.0)
+    }
+
+    fn archive_stdin(&self, name: &str, stdin: std::io::Stdin) -> Result<BlobId> {
+        self.archive_stream(name, stdin)
+    }
+
+    fn archive_command(&self, name: &str, argv: &[String]) -> Result<BlobId> {
+        let (prog, args) = argv.split_first().ok_or_else(|| Error::InvalidArgument("no command given after --".into()))?;
+        let mut child = std::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::CommandFailed(format!("cannot run '{prog}': {e}")))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let result = self.archive_stream(name, stdout);
+        let status = child.wait().map_err(|e| Error::CommandFailed(format!("waiting for '{prog}': {e}")))?;
+        if !status.success() {
+            return Err(Error::CommandFailed(format!("'{prog}' failed ({status}); no snapshot saved")));
+        }
+        result
+    }
+}
+
+/// Counts files and bytes under sources (for a progress bar's total).
+pub fn scan_totals(paths: &[PathBuf], excludes: &Excludes) -> (u64, u64) {
+    fn walk(p: &Path, ex: &Excludes, acc: &mut (u64, u64)) {
+        let Ok(meta) = std::fs::symlink_metadata(p) else { return };
+        if meta.is_file() {
+            acc.0 += 1;
+            acc.1 += meta.len();
+        } else if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    let c = e.path();
+                    if !ex.is_excluded(&c) {
+                        walk(&c, ex, acc);
+                    }
+                }
+            }
+        }
+    }
+    let mut acc = (0, 0);
+    for p in paths {
+        walk(p, excludes, &mut acc);
+    }
+    acc
+}

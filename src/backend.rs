@@ -1,0 +1,244 @@
+//! Storage: the only module that knows object_store and tokio. It gives the rest
+//! of the engine a synchronous, thread-safe interface over any object store.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+
+use crate::error::{Error, Result};
+
+/// What happened to a conditional create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    /// An object of that name was already there; nothing was written.
+    AlreadyExisted,
+}
+
+/// A listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Key relative to the repository root, e.g. `data/ab/ab12…`.
+    pub key: String,
+    pub size: u64,
+}
+
+#[derive(Clone)]
+pub struct Backend {
+    store: Arc<dyn ObjectStore>,
+    rt: Arc<tokio::runtime::Runtime>,
+    location: String,
+    /// For a local path: the directory, so `init` can create it.
+    local_dir: Option<std::path::PathBuf>,
+}
+
+fn runtime() -> Arc<tokio::runtime::Runtime> {
+    Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-io")
+            .enable_all()
+            .build()
+            .expect("starting the I/O runtime"),
+    )
+}
+
+fn bad(url: &str, reason: impl std::fmt::Display) -> Error {
+    Error::BadLocation { url: url.to_string(), reason: reason.to_string() }
+}
+
+impl Backend {
+    /// In-process store, for tests.
+    pub fn memory() -> Backend {
+        Backend {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            rt: runtime(),
+            location: "memory://".into(),
+            local_dir: None,
+        }
+    }
+
+    /// Opens a location: a path, `file://`, `s3://`, `gs://`, `az://` or `memory://`.
+    /// `create_dir` makes a missing local directory (for `init`).
+    pub fn open(location: &str, options: &[(String, String)], create_dir: bool) -> Result<Backend> {
+        if location.is_empty() {
+            return Err(bad(location, "empty location"));
+        }
+        if location == "memory://" || location.starts_with("memory:") {
+            return Ok(Backend::memory());
+        }
+        match location.split_once("://") {
+            Some(("file", rest)) => Self::local(location, std::path::Path::new(rest), options, create_dir),
+            Some((scheme, _)) if ["s3", "gs", "az", "azure", "abfs", "abfss"].contains(&scheme) => {
+                Self::cloud(location, scheme, options)
+            }
+            Some((scheme, _)) => Err(bad(location, format!("unsupported scheme '{scheme}'"))),
+            None => Self::local(location, std::path::Path::new(location), options, create_dir),
+        }
+    }
+
+    fn local(location: &str, dir: &std::path::Path, options: &[(String, String)], create: bool) -> Result<Backend> {
+        if let Some((k, _)) = options.first() {
+            return Err(bad(location, format!("option '{k}' does not apply to a local repository")));
+        }
+        if create {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        } else if !dir.is_dir() {
+            return Err(Error::RepoNotFound(location.to_string()));
+        }
+        let dir = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(location, e))?;
+        Ok(Backend { store: Arc::new(store), rt: runtime(), location: location.to_string(), local_dir: Some(dir) })
+    }
+
+    fn cloud(location: &str, scheme: &str, options: &[(String, String)]) -> Result<Backend> {
+        let url = url::Url::parse(location).map_err(|e| bad(location, e))?;
+        let store: Arc<dyn ObjectStore> = match scheme {
+            "s3" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(location);
+                for (k, v) in options {
+                    let key = k.parse().map_err(|_| bad(location, format!("unknown S3 option '{k}'")))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| bad(location, e))?)
+            }
+            "gs" => {
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(location);
+                for (k, v) in options {
+                    let key = k.parse().map_err(|_| bad(location, format!("unknown GCS option '{k}'")))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| bad(location, e))?)
+            }
+            _ => {
+                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(location);
+                for (k, v) in options {
+                    let key = k.parse().map_err(|_| bad(location, format!("unknown Azure option '{k}'")))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| bad(location, e))?)
+            }
+        };
+        // The store built from a URL is not confined to the URL's path: confine it.
+        let prefix = url.path().trim_matches('/').to_string();
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            store
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(store, prefix.as_str()))
+        };
+        Ok(Backend { store, rt: runtime(), location: location.to_string(), local_dir: None })
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local_dir.as_deref()
+    }
+
+    fn path(key: &str) -> StorePath {
+        StorePath::from(key)
+    }
+
+    fn storage_err(key: &str, e: object_store::Error) -> Error {
+        match e {
+            object_store::Error::NotFound { .. } => Error::MissingObject(key.to_string()),
+            other => Error::Storage { key: key.to_string(), source: other },
+        }
+    }
+
+    /// Writes an object only if no object of that name exists. Never overwrites.
+    pub fn create(&self, key: &str, bytes: Vec<u8>) -> Result<Created> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let res = self.rt.block_on(self.store.put_opts(&Self::path(key), PutPayload::from(bytes), opts));
+        match res {
+            Ok(_) => Ok(Created::New),
+            Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
+                Ok(Created::AlreadyExisted)
+            }
+            Err(e) => Err(Self::storage_err(key, e)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Result<Bytes> {
+        self.rt
+            .block_on(async { self.store.get(&Self::path(key)).await?.bytes().await })
+            .map_err(|e| Self::storage_err(key, e))
+    }
+
+    pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.rt.block_on(self.store.get_range(&Self::path(key), range)).map_err(|e| Self::storage_err(key, e))
+    }
+
+    /// Size of an object, or None when it does not exist.
+    pub fn size(&self, key: &str) -> Result<Option<u64>> {
+        match self.rt.block_on(self.store.head(&Self::path(key))) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Self::storage_err(key, e)),
+        }
+    }
+
+    pub fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.size(key)?.is_some())
+    }
+
+    /// Every object under a folder (recursively). Temporary files some stores
+    /// leave while writing are not listed by object_store.
+    pub fn list(&self, folder: &str) -> Result<Vec<Listed>> {
+        let prefix = Self::path(folder);
+        let metas: Vec<_> = self
+            .rt
+            .block_on(self.store.list(Some(&prefix)).try_collect::<Vec<_>>())
+            .map_err(|e| Self::storage_err(folder, e))?;
+        Ok(metas.into_iter().map(|m| Listed { key: m.location.to_string(), size: m.size }).collect())
+    }
+
+    /// Deletes an object; a missing object is not an error (stores differ here).
+    pub fn delete(&self, key: &str) -> Result<()> {
+        match self.rt.block_on(self.store.delete(&Self::path(key))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Self::storage_err(key, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_never_overwrites() {
+        let b = Backend::memory();
+        assert_eq!(b.create("a/b", b"one".to_vec()).unwrap(), Created::New);
+        assert_eq!(b.create("a/b", b"two".to_vec()).unwrap(), Created::AlreadyExisted);
+        assert_eq!(&b.get("a/b").unwrap()[..], b"one");
+        assert_eq!(b.list("a").unwrap(), vec![Listed { key: "a/b".into(), size: 3 }]);
+        assert_eq!(&b.get_range("a/b", 1..3).unwrap()[..], b"ne");
+        b.delete("a/b").unwrap();
+        b.delete("a/b").unwrap();
+        assert!(matches!(b.get("a/b"), Err(Error::MissingObject(_))));
+    }
+
+    #[test]
+    fn local_create_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Backend::open(dir.path().to_str().unwrap(), &[], false).unwrap();
+        assert_eq!(b.create("x/y", b"one".to_vec()).unwrap(), Created::New);
+        assert_eq!(b.create("x/y", b"two".to_vec()).unwrap(), Created::AlreadyExisted);
+        assert_eq!(&b.get("x/y").unwrap()[..], b"one");
+        assert_eq!(b.list("x").unwrap().len(), 1);
+        assert!(b.list("nothing").unwrap().is_empty());
+    }
+
+    #[test]
+    fn missing_local_dir_is_not_a_repo() {
+        assert!(matches!(Backend::open("/nonexistent/cairn-x", &[], false), Err(Error::RepoNotFound(_))));
+        assert!(matches!(Backend::open("ftp://x/y", &[], false), Err(Error::BadLocation { .. })));
+    }
+}

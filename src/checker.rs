@@ -1,0 +1,288 @@
+//! Check: is the repository whole? Structure always; pack contents on request.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::blob::{self, BlobType};
+use crate::error::Result;
+use crate::id::{storage_hash, BlobId, PackId, SnapshotId};
+use crate::pack;
+use crate::repo::{pack_key, Repository, INDEX_DIR};
+use crate::tree::NodeType;
+
+/// Which packs `--read-data` reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    /// A random share, 0 < f <= 1.
+    Fraction(f64),
+    /// Slice n of m (1-based): the packs whose ID falls in the n-th of m equal
+    /// ranges of the ID space, so m runs cover every pack exactly once.
+    Slice(u32, u32),
+}
+
+impl std::str::FromStr for ReadData {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let err = || format!("'{s}' is not a subset: use a percentage (10%) or a slice (3/7)");
+        if let Some(p) = s.strip_suffix('%') {
+            let f: f64 = p.trim().parse().map_err(|_| err())?;
+            if !(f > 0.0 && f <= 100.0) {
+                return Err(err());
+            }
+            return Ok(ReadData::Fraction(f / 100.0));
+        }
+        if let Some((n, m)) = s.split_once('/') {
+            let (n, m): (u32, u32) = (n.trim().parse().map_err(|_| err())?, m.trim().parse().map_err(|_| err())?);
+            if m == 0 || n == 0 || n > m {
+                return Err(err());
+            }
+            return Ok(ReadData::Slice(n, m));
+        }
+        Err(err())
+    }
+}
+
+/// One problem found, named by the object it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub object: String,
+    pub message: String,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub trees: usize,
+    pub packs: usize,
+    pub packs_read: usize,
+    pub blobs_indexed: usize,
+    pub errors: Vec<Problem>,
+    /// Not damage, but worth knowing (e.g. packs no index lists).
+    pub warnings: Vec<Problem>,
+    /// Files hurt by damaged blobs: snapshot short ID and path.
+    pub damaged_files: Vec<(String, String)>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+struct Checker<'a> {
+    repo: &'a Repository,
+    errors: Mutex<Vec<Problem>>,
+}
+
+impl Checker<'_> {
+    fn error(&self, object: impl Into<String>, message: impl std::fmt::Display) {
+        self.errors.lock().unwrap().push(Problem { object: object.into(), message: message.to_string() });
+    }
+}
+
+/// Runs a check. Loads the index itself (reporting unreadable index objects).
+pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let index_problems = load_index_tolerant(repo)?;
+    let repo: &Repository = repo;
+    let c = Checker { repo, errors: Mutex::new(index_problems) };
+    let stored: HashMap<PackId, (BlobType, u64)> = repo.list_packs()?.into_iter().map(|(id, k, s)| (id, (k, s))).collect();
+    report.packs = stored.len();
+    report.blobs_indexed = repo.index().blob_count();
+
+    check_index_against_storage(&c, &stored, &mut report);
+    let (snapshots, trees, used) = check_snapshots(&c)?;
+    report.snapshots = snapshots.len();
+    report.trees = trees;
+
+    let damaged_blobs = if read != ReadData::None {
+        let chosen = choose_packs(&stored, read);
+        report.packs_read = chosen.len();
+        read_packs(&c, &chosen)
+    } else {
+        HashSet::new()
+    };
+    let mut missing_or_damaged: HashSet<BlobId> = damaged_blobs;
+    missing_or_damaged.extend(used.iter().filter(|id| !repo.index().contains(id)));
+    if !missing_or_damaged.is_empty() {
+        report.damaged_files = files_using(repo, &snapshots, &missing_or_damaged);
+    }
+    report.errors = c.errors.into_inner().unwrap();
+    Ok(report)
+}
+
+fn load_index_tolerant(repo: &mut Repository) -> Result<Vec<Problem>> {
+    let mut problems = Vec::new();
+    for l in repo.backend().list(INDEX_DIR)? {
+        if let Err(e) = repo.read_index_object(&l.key) {
+            problems.push(Problem { object: l.key.clone(), message: e.to_string() });
+        }
+    }
+    if problems.is_empty() {
+        repo.load_index()?;
+    } else {
+        // Load what is readable so the rest of the check can go on.
+        let mut readable = Vec::new();
+        for l in repo.backend().list(INDEX_DIR)? {
+            if let Ok(p) = repo.read_index_object(&l.key) {
+                readable.extend(p);
+            }
+        }
+        repo.index_packs(&readable);
+    }
+    Ok(problems)
+}
+
+fn check_index_against_storage(c: &Checker, stored: &HashMap<PackId, (BlobType, u64)>, report: &mut CheckReport) {
+    let mut ends: HashMap<PackId, u64> = HashMap::new();
+    for (_, loc) in c.repo.index().iter() {
+        let e = ends.entry(loc.pack).or_default();
+        *e = (*e).max(loc.offset as u64 + loc.length as u64);
+    }
+    for (pack, kind) in c.repo.index().packs() {
+        match stored.get(&pack) {
+            None => c.error(pack_key(kind, &pack), "pack is in the index but missing from storage"),
+            Some((k, _)) if *k != kind => c.error(pack_key(kind, &pack), "pack is stored under the wrong type"),
+            Some((_, size)) if ends.get(&pack).copied().unwrap_or(0) + 4 > *size => {
+                c.error(pack_key(kind, &pack), format!("pack is {size} bytes, shorter than its indexed blobs"))
+            }
+            _ => {}
+        }
+    }
+    for (id, (kind, _)) in stored {
+        if !c.repo.index().has_pack(id) {
+            report.warnings.push(Problem {
+                object: pack_key(*kind, id),
+                message: "pack is not in any index (left by an interrupted backup; the next backup adopts it)".into(),
+            });
+        }
+    }
+}
+
+/// Loads every snapshot and walks every tree once. Returns the snapshots, the
+/// number of trees and every data blob referenced.
+fn check_snapshots(c: &Checker) -> Result<(Vec<(SnapshotId, crate::snapshot::Snapshot)>, usize, HashSet<BlobId>)> {
+    let mut snapshots = Vec::new();
+    for id in c.repo.snapshot_ids()? {
+        match c.repo.load_snapshot(&id) {
+            Ok(s) => snapshots.push((id, s)),
+            Err(e) => c.error(format!("snapshots/{id}"), e),
+        }
+    }
+    let mut seen_trees: HashSet<BlobId> = HashSet::new();
+    let mut data: HashSet<BlobId> = HashSet::new();
+    let mut queue: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    while !queue.is_empty() {
+        let batch: Vec<BlobId> = queue.drain(..).filter(|t| seen_trees.insert(*t)).collect();
+        let loaded: Vec<_> = batch.par_iter().map(|id| (*id, c.repo.load_tree(id))).collect();
+        for (id, tree) in loaded {
+            match tree {
+                Ok(t) => {
+                    for n in t.nodes {
+                        if let (NodeType::Dir, Some(sub)) = (n.kind, n.subtree) {
+                            queue.push(sub);
+                        }
+                        data.extend(n.content.iter().map(|r| r.id));
+                    }
+                }
+                Err(e) => c.error(format!("tree {id}"), e),
+            }
+        }
+    }
+    for id in &data {
+        if !c.repo.index().contains(id) {
+            c.error(format!("blob {id}"), "data blob is referenced by a snapshot but not in any index");
+        }
+    }
+    Ok((snapshots, seen_trees.len(), data))
+}
+
+fn choose_packs(stored: &HashMap<PackId, (BlobType, u64)>, read: ReadData) -> Vec<(PackId, BlobType, u64)> {
+    let mut all: Vec<_> = stored.iter().map(|(id, (k, s))| (*id, *k, *s)).collect();
+    all.sort_by_key(|(id, _, _)| *id);
+    match read {
+        ReadData::None => Vec::new(),
+        ReadData::All => all,
+        ReadData::Fraction(f) => {
+            use rand::seq::SliceRandom;
+            let n = ((all.len() as f64) * f).ceil() as usize;
+            all.shuffle(&mut rand::thread_rng());
+            all.truncate(n.min(all.len()));
+            all
+        }
+        ReadData::Slice(n, m) => all
+            .into_iter()
+            .filter(|(id, _, _)| {
+                let x = u32::from_be_bytes(id.0[..4].try_into().unwrap()) as u64;
+                (x * m as u64 >> 32) as u32 == n - 1
+            })
+            .collect(),
+    }
+}
+
+/// Downloads packs, checks their names, headers and every blob. Returns the
+/// IDs of damaged blobs (all of a pack's indexed blobs when the pack is unreadable).
+fn read_packs(c: &Checker, packs: &[(PackId, BlobType, u64)]) -> HashSet<BlobId> {
+    let damaged = Mutex::new(HashSet::new());
+    let indexed_in = |pack: &PackId| -> Vec<BlobId> {
+        c.repo.index().iter().filter(|(_, l)| l.pack == *pack).map(|(id, _)| id).collect()
+    };
+    packs.par_iter().for_each(|(id, kind, _)| {
+        let key = pack_key(*kind, id);
+        let bytes = match c.repo.backend().get(&key) {
+            Ok(b) => b,
+            Err(e) => {
+                c.error(&key, e);
+                damaged.lock().unwrap().extend(indexed_in(id));
+                return;
+            }
+        };
+        if storage_hash(&bytes) != id.0 {
+            c.error(&key, "content does not match its SHA-256 name");
+        }
+        let entries = match pack::read_header(c.repo.cipher(), &bytes) {
+            Ok((_, e)) => e,
+            Err(e) => {
+                c.error(&key, format!("header unreadable: {e}"));
+                damaged.lock().unwrap().extend(indexed_in(id));
+                return;
+            }
+        };
+        for e in entries {
+            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+            let ok = blob::decode(c.repo.cipher(), &e.id, sealed, Some(e.raw_length as usize))
+                .map(|p| c.repo.hasher().id(&p) == e.id)
+                .unwrap_or(false);
+            if !ok {
+                c.error(&key, format!("blob {} is damaged", e.id));
+                damaged.lock().unwrap().insert(e.id);
+            }
+            if let Some(loc) = c.repo.index().lookup(&e.id) {
+                if loc.pack == *id && (loc.offset, loc.length) != (e.offset, e.length) {
+                    c.error(&key, format!("blob {}: index and pack header disagree on its place", e.id));
+                }
+            }
+        }
+    });
+    damaged.into_inner().unwrap()
+}
+
+/// Which snapshot files use any of the given blobs.
+fn files_using(repo: &Repository, snaps: &[(SnapshotId, crate::snapshot::Snapshot)], bad: &HashSet<BlobId>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (sid, s) in snaps {
+        // A tree that fails to load was reported already; list what can be reached.
+        let _ = crate::restorer::walk_tree(repo, &s.tree, Path::new("/"), &mut |item| {
+            if item.node.content.iter().any(|c| bad.contains(&c.id)) {
+                out.push((sid.short(), item.path.display().to_string()));
+            }
+            Ok(true)
+        });
+    }
+    out
+}

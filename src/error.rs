@@ -1,0 +1,76 @@
+//! The library's error type: what failed, on which object.
+
+use std::path::PathBuf;
+
+use crate::format::FormatError;
+use crate::pack::PackError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no repository at {0} (run `cairn init` first)")]
+    RepoNotFound(String),
+    #[error("a repository already exists at {0}; refusing to overwrite it")]
+    RepoExists(String),
+    #[error("wrong password or no key matches")]
+    WrongPassword,
+    #[error("repository is locked by {0} (if that process is gone, run `cairn unlock`)")]
+    Locked(String),
+    #[error("invalid repository location '{url}': {reason}")]
+    BadLocation { url: String, reason: String },
+    #[error("storage error on {key}: {source}")]
+    Storage {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("object {0} not found in the repository")]
+    MissingObject(String),
+    #[error("{what} is damaged: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("{what}: {source}")]
+    Format {
+        what: String,
+        #[source]
+        source: FormatError,
+    },
+    #[error("pack {pack}: {source}")]
+    Pack {
+        pack: String,
+        #[source]
+        source: PackError,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("blob {0} is not in the index")]
+    BlobNotIndexed(String),
+    #[error("no snapshot matches '{0}'")]
+    SnapshotNotFound(String),
+    #[error("snapshot prefix '{0}' is ambiguous; give more digits")]
+    AmbiguousSnapshot(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    CommandFailed(String),
+    #[error("path {0} not found in the snapshot")]
+    PathNotInSnapshot(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub fn corrupt(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Error::Corrupt { what: what.into(), reason: reason.to_string() }
+    }
+
+    pub fn format(what: impl Into<String>, source: FormatError) -> Self {
+        Error::Format { what: what.into(), source }
+    }
+}

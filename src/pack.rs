@@ -1,0 +1,193 @@
+//! Pack objects: many sealed blobs, then a sealed header listing them, then the
+//! header's length. Pure encode/decode; uploading is the repository's job.
+//!
+//! ```text
+//! blob_0 || blob_1 || ... || sealed(header) || u32 LE len(sealed(header))
+//! header = version u8 (1) || type u8 || count u32 LE || count × (id[32] || length u32 LE || raw_length u32 LE)
+//! ```
+//! Blob offsets are implicit: blob i starts where blob i-1 ended, the first at 0.
+
+use crate::blob::BlobType;
+use crate::crypto::{aad, Cipher, DecryptError};
+use crate::id::BlobId;
+
+pub const PACK_HEADER_VERSION: u8 = 1;
+const ENTRY_LEN: usize = 40;
+const HEADER_FIXED: usize = 6;
+
+/// One blob's place inside a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: BlobId,
+    pub offset: u32,
+    /// Stored (sealed) length.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_length: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PackError {
+    #[error("pack is too short to hold a header")]
+    TooShort,
+    #[error("pack header length {0} is out of range")]
+    BadHeaderLength(u32),
+    #[error("pack header does not decrypt: {0}")]
+    Decrypt(#[from] DecryptError),
+    #[error("unsupported pack header version {0}")]
+    Version(u8),
+    #[error("pack header is malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// Accumulates sealed blobs of one type into a pack.
+pub struct PackBuilder {
+    kind: BlobType,
+    data: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    pub fn new(kind: BlobType, capacity: usize) -> Self {
+        PackBuilder { kind, data: Vec::with_capacity(capacity), entries: Vec::new() }
+    }
+
+    pub fn kind(&self) -> BlobType {
+        self.kind
+    }
+
+    pub fn add(&mut self, id: BlobId, sealed: &[u8], raw_length: u32) {
+        let offset = self.data.len() as u32;
+        self.data.extend_from_slice(sealed);
+        self.entries.push(PackEntry { id, offset, length: sealed.len() as u32, raw_length });
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends the sealed header and trailer; returns the pack bytes and its entries.
+    pub fn finish(mut self, cipher: &Cipher) -> (Vec<u8>, BlobType, Vec<PackEntry>) {
+        let header = encode_header(self.kind, &self.entries);
+        let sealed = cipher.seal(&header, aad::PACK_HEADER);
+        self.data.extend_from_slice(&sealed);
+        self.data.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        (self.data, self.kind, self.entries)
+    }
+}
+
+fn encode_header(kind: BlobType, entries: &[PackEntry]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER_FIXED + entries.len() * ENTRY_LEN);
+    h.push(PACK_HEADER_VERSION);
+    h.push(kind.code());
+    h.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        h.extend_from_slice(e.id.as_bytes());
+        h.extend_from_slice(&e.length.to_le_bytes());
+        h.extend_from_slice(&e.raw_length.to_le_bytes());
+    }
+    h
+}
+
+/// Length of the sealed header, read from the pack's last four bytes.
+pub fn header_length(pack_len: u64, trailer: &[u8]) -> Result<u32, PackError> {
+    let t: [u8; 4] = trailer.try_into().map_err(|_| PackError::TooShort)?;
+    let n = u32::from_le_bytes(t);
+    if (n as u64) + 4 > pack_len || (n as usize) < crate::crypto::SEAL_OVERHEAD + HEADER_FIXED {
+        return Err(PackError::BadHeaderLength(n));
+    }
+    Ok(n)
+}
+
+/// Opens a sealed header and checks that its blobs tile the pack exactly up to it.
+pub fn decode_header(
+    cipher: &Cipher,
+    sealed: &[u8],
+    blobs_end: u64,
+) -> Result<(BlobType, Vec<PackEntry>), PackError> {
+    let h = cipher.open(sealed, aad::PACK_HEADER)?;
+    if h.len() < HEADER_FIXED {
+        return Err(PackError::Malformed("header shorter than its fixed part"));
+    }
+    if h[0] != PACK_HEADER_VERSION {
+        return Err(PackError::Version(h[0]));
+    }
+    let kind = BlobType::from_code(h[1]).ok_or(PackError::Malformed("unknown blob type"))?;
+    let count = u32::from_le_bytes(h[2..6].try_into().unwrap()) as usize;
+    if h.len() != HEADER_FIXED + count * ENTRY_LEN {
+        return Err(PackError::Malformed("header length does not match its blob count"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    let mut offset: u64 = 0;
+    for e in h[HEADER_FIXED..].chunks_exact(ENTRY_LEN) {
+        let length = u32::from_le_bytes(e[32..36].try_into().unwrap());
+        let raw_length = u32::from_le_bytes(e[36..40].try_into().unwrap());
+        entries.push(PackEntry { id: BlobId(e[..32].try_into().unwrap()), offset: offset as u32, length, raw_length });
+        offset += length as u64;
+    }
+    if offset != blobs_end {
+        return Err(PackError::Malformed("blobs do not end where the header starts"));
+    }
+    Ok((kind, entries))
+}
+
+/// Decodes the header of a whole pack held in memory.
+pub fn read_header(cipher: &Cipher, pack: &[u8]) -> Result<(BlobType, Vec<PackEntry>), PackError> {
+    if pack.len() < 4 {
+        return Err(PackError::TooShort);
+    }
+    let n = header_length(pack.len() as u64, &pack[pack.len() - 4..])? as usize;
+    let start = pack.len() - 4 - n;
+    decode_header(cipher, &pack[start..pack.len() - 4], start as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Secret;
+    use proptest::prelude::*;
+
+    fn cipher() -> Cipher {
+        Cipher::new(&Secret([9; 32]))
+    }
+
+    proptest! {
+        #[test]
+        fn pack_round_trip(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20)) {
+            let c = cipher();
+            let mut b = PackBuilder::new(BlobType::Data, 0);
+            for (i, blob) in blobs.iter().enumerate() {
+                let id = BlobId([i as u8; 32]);
+                let sealed = crate::blob::encode(&c, &id, blob, 3);
+                b.add(id, &sealed, blob.len() as u32);
+            }
+            let (bytes, kind, entries) = b.finish(&c);
+            let (k2, e2) = read_header(&c, &bytes).unwrap();
+            prop_assert_eq!(kind, k2);
+            prop_assert_eq!(&entries, &e2);
+            for (e, blob) in e2.iter().zip(&blobs) {
+                let s = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                prop_assert_eq!(&crate::blob::decode(&c, &e.id, s, Some(blob.len())).unwrap(), blob);
+            }
+        }
+    }
+
+    #[test]
+    fn tampered_header_is_rejected() {
+        let c = cipher();
+        let mut b = PackBuilder::new(BlobType::Tree, 0);
+        b.add(BlobId([1; 32]), &crate::blob::encode(&c, &BlobId([1; 32]), b"abc", 3), 3);
+        let (mut bytes, _, _) = b.finish(&c);
+        let n = bytes.len();
+        bytes[n - 10] ^= 1;
+        assert!(matches!(read_header(&c, &bytes), Err(PackError::Decrypt(_))));
+        let mut bad_len = bytes.clone();
+        bad_len[n - 1] = 0xff;
+        assert!(matches!(read_header(&c, &bad_len), Err(PackError::BadHeaderLength(_))));
+        assert_eq!(read_header(&c, &[1, 2]), Err(PackError::TooShort));
+    }
+}

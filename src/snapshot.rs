@@ -1,0 +1,53 @@
+//! Snapshot objects: the root tree of one backup plus who, when, what and figures.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::{BlobId, SnapshotId};
+
+/// Figures recorded by the backup that made the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSummary {
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs_new: u64,
+    pub dirs_changed: u64,
+    pub dirs_unmodified: u64,
+    pub data_blobs: u64,
+    pub tree_blobs: u64,
+    /// Bytes of new blob plaintext (before compression).
+    pub data_added: u64,
+    /// Bytes those new blobs take in packs (after compression and encryption).
+    pub data_added_packed: u64,
+    pub total_files_processed: u64,
+    pub total_bytes_processed: u64,
+    pub backup_start: DateTime<Utc>,
+    pub backup_end: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub time: DateTime<Utc>,
+    pub tree: BlobId,
+    pub paths: Vec<String>,
+    pub hostname: String,
+    pub username: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<SnapshotId>,
+    pub program_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<SnapshotSummary>,
+}
+
+impl Snapshot {
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+}
