@@ -58,7 +58,8 @@ pub struct BackupOptions {
 /// Progress callbacks, called from many threads.
 pub trait Progress: Sync {
     fn file_done(&self, _path: &Path, _bytes: u64) {}
-    fn bytes_read(&self, _n: u64) {}
+    /// Bytes read, or skipped as unchanged.
+    fn bytes_processed(&self, _n: u64) {}
 }
 
 pub struct NoProgress;
@@ -366,6 +367,7 @@ impl<'a> Archiver<'a> {
         if let Some(p) = pnode.filter(|p| !self.force && self.unchanged(p, node)) {
             node.content = p.content.clone();
             inc(&self.counters.files_unmodified);
+            self.progress.bytes_processed(node.size);
             self.progress.file_done(path, node.size);
             return Ok(true);
         }
@@ -436,7 +438,7 @@ impl<'a> Archiver<'a> {
                 Some(Ok(c)) => {
                     bytes += c.len();
                     self.counters.bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed);
-                    self.progress.bytes_read(c.len() as u64);
+                    self.progress.bytes_processed(c.len() as u64);
                     batch.push(c);
                 }
                 Some(Err(e)) => return Err(Error::io("<input>", e)),

@@ -1,0 +1,236 @@
+//! `backup`: paths, `--stdin`, or `--stdin-from-command -- CMD...`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use chrono::{Local, NaiveDateTime, TimeZone, Utc};
+use clap::Args;
+use serde_json::json;
+
+use cairn::archiver::{self, BackupOptions, BackupOutcome, NoProgress, Source};
+
+use super::events::{emit, Severity};
+use super::output::{self, line};
+use super::{usage, Finished, Global, EXIT_PARTIAL};
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Files and folders to back up
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Add a tag (repeatable; "a,b" adds both)
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Record this host name instead of the machine's
+    #[arg(long, visible_alias = "hostname", value_name = "HOST")]
+    host: Option<String>,
+    /// Exclude paths matching a glob (repeatable)
+    #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// Read exclude globs from a file, one per line (repeatable)
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    exclude_files: Vec<PathBuf>,
+    /// Stay on the file system of each source path
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+    /// Use this snapshot as the parent (default: latest with the same host and paths)
+    #[arg(long, value_name = "SNAP")]
+    parent: Option<String>,
+    /// Read every file, ignoring the parent's metadata
+    #[arg(short, long)]
+    force: bool,
+    /// Record this time instead of now ("2024-01-31 02:00:00", local time)
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
+    /// Do everything but write to the repository
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Back up standard input as one file
+    #[arg(long)]
+    stdin: bool,
+    /// File name for --stdin / --stdin-from-command
+    #[arg(long, visible_alias = "stdin-name", value_name = "NAME", default_value = "stdin")]
+    stdin_filename: String,
+    /// Run the command after `--` and back up its standard output
+    #[arg(long)]
+    stdin_from_command: bool,
+    /// The dump command and its arguments (after `--`)
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
+            if let Some(t) = Local.from_local_datetime(&n).earliest() {
+                return Ok(t.with_timezone(&Utc));
+            }
+        }
+    }
+    Err(usage(format!("--time '{s}' is not a time like \"2024-01-31 02:00:00\"")))
+}
+
+fn source(a: &BackupArgs) -> Result<Source> {
+    let modes = [!a.paths.is_empty(), a.stdin, a.stdin_from_command].iter().filter(|m| **m).count();
+    if modes > 1 {
+        return Err(usage("give paths, --stdin, or --stdin-from-command, not several"));
+    }
+    if a.stdin_from_command {
+        if a.command.is_empty() {
+            return Err(usage("--stdin-from-command needs a command after `--`"));
+        }
+        return Ok(Source::Command { name: a.stdin_filename.clone(), argv: a.command.clone() });
+    }
+    if !a.command.is_empty() {
+        return Err(usage("a command after `--` needs --stdin-from-command"));
+    }
+    if a.stdin {
+        return Ok(Source::Stdin { name: a.stdin_filename.clone() });
+    }
+    if a.paths.is_empty() {
+        return Err(usage("nothing to back up: give paths, --stdin or --stdin-from-command"));
+    }
+    Ok(Source::Paths(a.paths.clone()))
+}
+
+fn excludes(a: &BackupArgs) -> Result<Vec<String>> {
+    let mut ex = a.excludes.clone();
+    for f in &a.exclude_files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read exclude file {}", f.display()))?;
+        ex.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    Ok(ex)
+}
+
+pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
+    let src = source(a)?;
+    let time = a.time.as_deref().map(parse_time).transpose()?;
+    let excludes = excludes(a)?;
+    let mut repo = g.open()?;
+    let _lock = if a.dry_run { None } else { Some(cairn::lock::acquire(&repo, false)?) };
+    repo.load_index()?;
+    let parent = match &a.parent {
+        Some(p) => Some(super::select_snapshot(&repo, p, &Default::default())?.0),
+        None => None,
+    };
+    let opts = BackupOptions {
+        tags: a.tags.clone(),
+        host: a.host.clone(),
+        excludes: excludes.clone(),
+        one_file_system: a.one_file_system,
+        time,
+        dry_run: a.dry_run,
+        parent,
+        force: a.force,
+    };
+    let progress = g.progress().then(|| Arc::new(output::BackupProgress::new()));
+    if let (Some(p), Source::Paths(paths)) = (&progress, &src) {
+        // The total for the ETA comes from a concurrent scan, as restic does.
+        let (p, paths, ex) = (p.clone(), paths.clone(), excludes.clone());
+        std::thread::spawn(move || {
+            if let Ok(ex) = archiver::Excludes::new(&ex) {
+                let (files, bytes) = archiver::scan_totals(&paths, &ex);
+                p.set_total(files, bytes);
+            }
+        });
+    }
+    let result = match &progress {
+        Some(p) => archiver::backup(&mut repo, src, &opts, p.as_ref()),
+        None => archiver::backup(&mut repo, src, &opts, &NoProgress),
+    };
+    if let Some(p) = &progress {
+        p.finish();
+    }
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            emit(g, "backup.failed", Severity::Critical, None, json!({"error": e.to_string()}));
+            return Err(e.into());
+        }
+    };
+    report(g, &outcome);
+    for (path, why) in &outcome.errors {
+        eprintln!("error: {}: {why}", path.display());
+    }
+    let sid = outcome.snapshot_id.map(|i| i.to_hex());
+    let severity = if outcome.errors.is_empty() { Severity::Info } else { Severity::Warning };
+    if !a.dry_run {
+        emit(g, "backup.completed", severity, sid, summary_json(&outcome));
+    }
+    if !outcome.errors.is_empty() {
+        return Err(Finished(
+            EXIT_PARTIAL,
+            format!("snapshot saved, but {} source(s) could not be read", outcome.errors.len()),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn summary_json(o: &BackupOutcome) -> serde_json::Value {
+    let s = o.snapshot.summary.clone().unwrap_or_default();
+    json!({
+        "message_type": "summary",
+        "snapshot_id": o.snapshot_id.map(|i| i.to_hex()),
+        "parent": o.parent.map(|i| i.to_hex()),
+        "dry_run": o.snapshot_id.is_none(),
+        "files_new": s.files_new,
+        "files_changed": s.files_changed,
+        "files_unmodified": s.files_unmodified,
+        "dirs_new": s.dirs_new,
+        "dirs_changed": s.dirs_changed,
+        "dirs_unmodified": s.dirs_unmodified,
+        "data_blobs": s.data_blobs,
+        "tree_blobs": s.tree_blobs,
+        "data_added": s.data_added,
+        "data_added_packed": s.data_added_packed,
+        "bytes_read": o.bytes_read,
+        "bytes_added": s.data_added_packed,
+        "total_files_processed": s.total_files_processed,
+        "total_bytes_processed": s.total_bytes_processed,
+        "total_duration": o.duration_secs,
+        "errors": o.errors.len(),
+    })
+}
+
+fn report(g: &Global, o: &BackupOutcome) {
+    if g.json {
+        output::json(&summary_json(o));
+        return;
+    }
+    if g.quiet {
+        return;
+    }
+    let s = o.snapshot.summary.clone().unwrap_or_default();
+    if let Some(p) = o.parent {
+        line(format!("using parent snapshot {}", p.short()));
+    }
+    line(format!(
+        "Files:       {:>6} new, {:>6} changed, {:>6} unmodified",
+        s.files_new, s.files_changed, s.files_unmodified
+    ));
+    line(format!(
+        "Dirs:        {:>6} new, {:>6} changed, {:>6} unmodified",
+        s.dirs_new, s.dirs_changed, s.dirs_unmodified
+    ));
+    line(format!(
+        "Added to the repository: {} ({} stored)",
+        output::size(s.data_added),
+        output::size(s.data_added_packed)
+    ));
+    line("");
+    line(format!(
+        "processed {} files, {} in {}",
+        s.total_files_processed,
+        output::size(s.total_bytes_processed),
+        output::duration(o.duration_secs)
+    ));
+    match o.snapshot_id {
+        Some(id) => line(format!("snapshot {} saved", id.short())),
+        None => line("dry run: nothing was written"),
+    }
+}

@@ -1,0 +1,165 @@
+//! `init`, `key list|add|remove|passwd`, `unlock`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use cairn::{InitOptions, Repository};
+
+use super::events::{emit, Severity};
+use super::output::{json as print_json, line};
+use super::password;
+use super::Global;
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// Copy chunker parameters and blob-ID key from this repository, so data dedups across both
+    #[arg(long, value_name = "URL")]
+    from: Option<String>,
+    /// Password file for the --from repository (else CAIRN_FROM_PASSWORD, else the same password)
+    #[arg(long, value_name = "FILE")]
+    from_password_file: Option<PathBuf>,
+    /// zstd level for new blobs (0 = no compression)
+    #[arg(long, value_name = "LEVEL")]
+    compression: Option<i32>,
+    /// Target pack size in MiB
+    #[arg(long, value_name = "MIB")]
+    pack_size: Option<u32>,
+}
+
+pub fn init(g: &Global, a: &InitArgs) -> Result<()> {
+    let backend = g.backend(true)?;
+    if Repository::exists(&backend)? {
+        return Err(cairn::Error::RepoExists(backend.location().to_string()).into());
+    }
+    let mut opts = InitOptions {
+        compression: a.compression,
+        pack_size: a.pack_size.map(|m| m.saturating_mul(1024 * 1024)),
+        ..Default::default()
+    };
+    if let Some(from) = &a.from {
+        let src_backend = cairn::Backend::open(from, &g.store_options()?, false)?;
+        let pw = password::other_password(&a.from_password_file, "CAIRN_FROM_PASSWORD", g)?;
+        let src = Repository::open(src_backend, pw.as_bytes())?;
+        opts.chunker = Some(src.config().chunker);
+        opts.blob_id_key = Some(src.config().blob_id_key);
+    }
+    let pw = password::new_repository_password(g)?;
+    let repo = Repository::init(backend, pw.as_bytes(), opts)?;
+    emit(g, "repository.initialized", Severity::Info, None, json!({}));
+    if g.json {
+        print_json(&json!({"message_type": "initialized", "id": repo.config().id, "repository": g.location()?}));
+    } else if !g.quiet {
+        line(format!("created cairn repository {} at {}", &repo.config().id[..10], g.location()?));
+        line("");
+        line("Please note that knowledge of your password is required to access");
+        line("the repository. Losing your password means that your data is");
+        line("irrecoverably lost.");
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct KeyArgs {
+    #[command(subcommand)]
+    cmd: KeyCmd,
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// List keys (passwords)
+    List,
+    /// Add a password
+    Add(NewPw),
+    /// Remove a key by ID (as shown by `key list`)
+    Remove {
+        /// Key ID or unique prefix
+        id: String,
+    },
+    /// Change the password in use
+    Passwd(NewPw),
+}
+
+#[derive(Args)]
+struct NewPw {
+    /// Read the new password from this file (else CAIRN_NEW_PASSWORD, else a prompt)
+    #[arg(long, value_name = "FILE")]
+    new_password_file: Option<PathBuf>,
+}
+
+pub fn key(g: &Global, a: &KeyArgs) -> Result<()> {
+    let mut repo = g.open()?;
+    match &a.cmd {
+        KeyCmd::List => {
+            let keys = repo.list_keys()?;
+            if g.json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .map(|(id, k)| {
+                        json!({"id": id.to_hex(), "short_id": id.short(), "current": *id == repo.key_id(),
+                               "username": k.username, "hostname": k.hostname, "created": k.created})
+                    })
+                    .collect();
+                print_json(&json!(v));
+            } else {
+                line(format!(" {:<10} {:<12} {:<20} {}", "ID", "User", "Host", "Created"));
+                for (id, k) in &keys {
+                    let cur = if *id == repo.key_id() { "*" } else { " " };
+                    line(format!(
+                        "{cur}{:<10} {:<12} {:<20} {}",
+                        id.short(),
+                        k.username,
+                        k.hostname,
+                        k.created.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
+                    ));
+                }
+            }
+        }
+        KeyCmd::Add(n) => {
+            let pw = password::new_key_password(&n.new_password_file)?;
+            let id = repo.add_key(pw.as_bytes(), None)?;
+            emit(g, "key.added", Severity::Info, None, json!({"key": id.to_hex()}));
+            report(g, "added", &id.to_hex(), format!("saved new key {}", id.short()));
+        }
+        KeyCmd::Remove { id } => {
+            let removed = repo.remove_key(id)?;
+            emit(g, "key.removed", Severity::Warning, None, json!({"key": removed.to_hex()}));
+            report(g, "removed", &removed.to_hex(), format!("removed key {}", removed.short()));
+        }
+        KeyCmd::Passwd(n) => {
+            let pw = password::new_key_password(&n.new_password_file)?;
+            let id = repo.change_password(pw.as_bytes())?;
+            emit(g, "key.changed", Severity::Info, None, json!({"key": id.to_hex()}));
+            report(g, "changed", &id.to_hex(), format!("saved new key {}; the old password no longer works", id.short()));
+        }
+    }
+    Ok(())
+}
+
+fn report(g: &Global, what: &str, id: &str, text: String) {
+    if g.json {
+        print_json(&json!({"message_type": format!("key_{what}"), "id": id}));
+    } else if !g.quiet {
+        line(text);
+    }
+}
+
+#[derive(Args)]
+pub struct UnlockArgs {
+    /// Remove all locks, even live ones (only when no other cairn runs)
+    #[arg(long)]
+    remove_all: bool,
+}
+
+pub fn unlock(g: &Global, a: &UnlockArgs) -> Result<()> {
+    let repo = g.open()?;
+    let n = cairn::lock::remove_locks(&repo, a.remove_all)?;
+    if g.json {
+        print_json(&json!({"message_type": "unlocked", "removed": n}));
+    } else if !g.quiet {
+        line(format!("removed {n} {}", if n == 1 { "lock" } else { "locks" }));
+    }
+    Ok(())
+}

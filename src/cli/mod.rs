@@ -1,0 +1,277 @@
+//! Command-line front end: parses arguments, calls the library, prints.
+//! Library errors are mapped to the documented exit codes here and nowhere else.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use clap::{Args, Parser, Subcommand};
+
+mod backup;
+mod check;
+mod events;
+mod inspect;
+mod keys;
+mod output;
+mod password;
+mod restore;
+
+use cairn::{Backend, Repository};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_PARTIAL: i32 = 3;
+pub const EXIT_NO_REPO: i32 = 10;
+pub const EXIT_LOCKED: i32 = 11;
+pub const EXIT_WRONG_PASSWORD: i32 = 12;
+
+/// A mistake in how cairn was called (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// A command that ran but found problems (exit code given).
+#[derive(Debug, thiserror::Error)]
+#[error("{1}")]
+pub struct Finished(pub i32, pub String);
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Content-addressed, deduplicating, encrypted backups")]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Repository location: a path, file://, s3://, gs://, az:// or memory://
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPO", global = true, value_name = "URL")]
+    pub repo: Option<String>,
+    /// Storage option KEY=VALUE passed to the object store builder (repeatable)
+    #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// Read the password from this file
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and read the password from its output
+    #[arg(long, global = true, value_name = "CMD")]
+    pub password_command: Option<String>,
+    /// Print machine-readable JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors; no progress
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More detail (repeatable)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Append one JSON line per event here (default $XDG_STATE_HOME/cairn/events.jsonl)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub event_log: Option<PathBuf>,
+    /// Write Prometheus text-format metrics here after the command
+    #[arg(long, global = true, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a repository
+    Init(keys::InitArgs),
+    /// Snapshot files and folders, standard input, or a command's output
+    Backup(backup::BackupArgs),
+    /// List snapshots
+    Snapshots(inspect::SnapshotsArgs),
+    /// List the entries of a snapshot
+    Ls(inspect::LsArgs),
+    /// Show what changed between two snapshots
+    Diff(inspect::DiffArgs),
+    /// Restore a snapshot into a directory
+    Restore(restore::RestoreArgs),
+    /// Write one file of a snapshot to standard output
+    Dump(restore::DumpArgs),
+    /// Print decrypted internals as JSON
+    Cat(inspect::CatArgs),
+    /// Check the repository's structure and, optionally, its data
+    Check(check::CheckArgs),
+    /// Manage passwords
+    Key(keys::KeyArgs),
+    /// Remove stale locks
+    Unlock(keys::UnlockArgs),
+}
+
+impl Global {
+    pub fn location(&self) -> Result<String> {
+        self.repo
+            .clone()
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| usage("no repository given: use -r/--repo or set CAIRN_REPO"))
+    }
+
+    pub fn store_options(&self) -> Result<Vec<(String, String)>> {
+        self.options
+            .iter()
+            .map(|o| {
+                o.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                    .filter(|(k, _)| !k.is_empty())
+                    .ok_or_else(|| usage(format!("option '{o}' is not KEY=VALUE")))
+            })
+            .collect()
+    }
+
+    pub fn backend(&self, create: bool) -> Result<Backend> {
+        Ok(Backend::open(&self.location()?, &self.store_options()?, create)?)
+    }
+
+    /// Opens the repository: a missing one is reported before any password is asked.
+    pub fn open(&self) -> Result<Repository> {
+        let backend = self.backend(false)?;
+        if !Repository::exists(&backend)? {
+            return Err(cairn::Error::RepoNotFound(backend.location().to_string()).into());
+        }
+        let pw = password::repository_password(self)?;
+        Ok(Repository::open(backend, pw.as_bytes())?)
+    }
+
+    /// Whether to draw progress: only on a terminal, and never with -q or --json.
+    pub fn progress(&self) -> bool {
+        !self.quiet && !self.json && std::io::stderr().is_terminal()
+    }
+}
+
+fn exit_code(err: &anyhow::Error) -> i32 {
+    if let Some(f) = err.downcast_ref::<Finished>() {
+        return f.0;
+    }
+    if err.downcast_ref::<UsageError>().is_some() {
+        return EXIT_USAGE;
+    }
+    match err.downcast_ref::<cairn::Error>() {
+        Some(cairn::Error::RepoNotFound(_)) => EXIT_NO_REPO,
+        Some(cairn::Error::Locked(_)) => EXIT_LOCKED,
+        Some(cairn::Error::WrongPassword) => EXIT_WRONG_PASSWORD,
+        Some(cairn::Error::BadLocation { .. }) => EXIT_USAGE,
+        _ => EXIT_FAILURE,
+    }
+}
+
+/// One line, whatever the error's chain.
+fn one_line(err: &anyhow::Error) -> String {
+    format!("{err:#}").replace('\n', " ")
+}
+
+fn install_panic_hook() {
+    // A bug must still end in one clear line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let _ = writeln!(std::io::stderr(), "cairn: internal error{at}: {msg}; please report this bug");
+    }));
+}
+
+pub fn main() -> i32 {
+    install_panic_hook();
+    // Deep directory trees recurse on rayon threads: give them room.
+    let _ = rayon::ThreadPoolBuilder::new().stack_size(32 * 1024 * 1024).build_global();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let started = std::time::Instant::now();
+    let name = command_name(&cli.command);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cli)))
+        .unwrap_or_else(|_| Err(anyhow!("internal error (see above)")));
+    let code = match &result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            if e.downcast_ref::<Finished>().is_none_or(|f| !f.1.is_empty()) {
+                eprintln!("error: {}", one_line(e));
+            }
+            exit_code(e)
+        }
+    };
+    if let Some(path) = &cli.global.metrics_file {
+        if let Err(e) = events::write_metrics(path, &cli.global, name, code, started.elapsed()) {
+            eprintln!("warning: cannot write metrics to {}: {e:#}", path.display());
+        }
+    }
+    code
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Init(_) => "init",
+        Command::Backup(_) => "backup",
+        Command::Snapshots(_) => "snapshots",
+        Command::Ls(_) => "ls",
+        Command::Diff(_) => "diff",
+        Command::Restore(_) => "restore",
+        Command::Dump(_) => "dump",
+        Command::Cat(_) => "cat",
+        Command::Check(_) => "check",
+        Command::Key(_) => "key",
+        Command::Unlock(_) => "unlock",
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Init(a) => keys::init(g, a),
+        Command::Backup(a) => backup::run(g, a),
+        Command::Snapshots(a) => inspect::snapshots(g, a),
+        Command::Ls(a) => inspect::ls(g, a),
+        Command::Diff(a) => inspect::diff(g, a),
+        Command::Restore(a) => restore::restore(g, a),
+        Command::Dump(a) => restore::dump(g, a),
+        Command::Cat(a) => inspect::cat(g, a),
+        Command::Check(a) => check::run(g, a),
+        Command::Key(a) => keys::key(g, a),
+        Command::Unlock(a) => keys::unlock(g, a),
+    }
+}
+
+/// Snapshot selection flags shared by several commands.
+#[derive(Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable)
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with this tag; "a,b" means both (repeatable: either)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only snapshots of this path (repeatable)
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> cairn::SnapshotFilter {
+        cairn::SnapshotFilter { hosts: self.hosts.clone(), tags: self.tags.clone(), paths: self.paths.clone() }
+    }
+}
+
+/// Resolves a snapshot selector, with the filter narrowing `latest`.
+pub fn select_snapshot(
+    repo: &Repository,
+    sel: &str,
+    f: &FilterArgs,
+) -> Result<(cairn::id::SnapshotId, cairn::snapshot::Snapshot)> {
+    Ok(repo.find_snapshot(sel, &f.filter())?)
+}

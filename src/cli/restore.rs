@@ -1,0 +1,135 @@
+//! `restore` and `dump`.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use cairn::restorer::{self, Overwrite, RestoreOptions};
+use cairn::tree::NodeType;
+
+use super::events::{emit, Severity};
+use super::output::{self, line};
+use super::{select_snapshot, FilterArgs, Finished, Global, EXIT_FAILURE};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OverwriteArg {
+    Always,
+    IfChanged,
+    Never,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// Snapshot ID, unique prefix, or "latest"
+    snapshot: String,
+    /// Directory to restore into (created if missing)
+    #[arg(short, long, value_name = "DIR")]
+    target: PathBuf,
+    /// Restore only paths matching this glob (repeatable)
+    #[arg(short, long = "include", value_name = "GLOB")]
+    includes: Vec<String>,
+    /// Do not restore paths matching this glob (repeatable)
+    #[arg(short, long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// Re-read restored files and compare their hashes with the snapshot
+    #[arg(long)]
+    verify: bool,
+    /// Show what would be restored; write nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// What to do with files that already exist
+    #[arg(long, value_enum, default_value = "always")]
+    overwrite: OverwriteArg,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
+    let mut repo = g.open()?;
+    repo.load_index()?;
+    let (id, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
+    let opts = RestoreOptions {
+        includes: a.includes.clone(),
+        excludes: a.excludes.clone(),
+        verify: a.verify,
+        dry_run: a.dry_run,
+        overwrite: match a.overwrite {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Never => Overwrite::Never,
+        },
+    };
+    if !g.json && !g.quiet {
+        line(format!("restoring snapshot {} of {} to {}", id.short(), snap.paths.join(", "), a.target.display()));
+    }
+    let started = std::time::Instant::now();
+    let o = restorer::restore(&repo, &snap.tree, &a.target, &opts)?;
+    let secs = started.elapsed().as_secs_f64();
+    let figures = json!({
+        "message_type": "summary",
+        "snapshot_id": id.to_hex(),
+        "dry_run": a.dry_run,
+        "files_restored": o.files_restored,
+        "files_skipped": o.files_skipped,
+        "dirs": o.dirs,
+        "bytes_restored": o.bytes_written,
+        "files_verified": o.files_verified,
+        "errors": o.errors.len(),
+        "total_duration": secs,
+    });
+    if g.json {
+        output::json(&figures);
+    } else if !g.quiet {
+        let verb = if a.dry_run { "Would restore" } else { "Restored" };
+        line(format!(
+            "Summary: {verb} {} files ({}), skipped {}, in {}",
+            o.files_restored,
+            output::size(o.bytes_written),
+            o.files_skipped,
+            output::duration(secs)
+        ));
+        if a.verify {
+            line(format!("verified {} files", o.files_verified));
+        }
+    }
+    for (p, why) in &o.errors {
+        eprintln!("error: {}: {why}", p.display());
+    }
+    if !a.dry_run {
+        let (event, sev) =
+            if o.errors.is_empty() { ("restore.completed", Severity::Info) } else { ("restore.failed", Severity::Critical) };
+        emit(g, event, sev, Some(id.to_hex()), figures);
+    }
+    if !o.errors.is_empty() {
+        return Err(Finished(EXIT_FAILURE, format!("{} errors during restore", o.errors.len())).into());
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// Snapshot ID, unique prefix, or "latest"
+    snapshot: String,
+    /// Path of the file in the snapshot (e.g. /home/ann/notes.txt, or the --stdin-filename)
+    path: String,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
+    let mut repo = g.open()?;
+    repo.load_index()?;
+    let (_, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
+    let node = restorer::find_node(&repo, &snap.tree, &a.path)?;
+    if node.kind != NodeType::File {
+        return Err(anyhow!("{} is not a regular file in the snapshot", a.path));
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    match restorer::dump_file(&repo, &node, &mut out) {
+        Err(cairn::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map(|_| ()).map_err(Into::into),
+    }
+}
