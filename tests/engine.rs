@@ -1,0 +1,214 @@
+//! Library-level tests: the engine driven directly, on the in-memory store and on disk.
+
+use std::path::Path;
+
+use cairn::archiver::{backup, BackupOptions, NoProgress, Source};
+use cairn::checker::{check, ReadData};
+use cairn::crypto::KdfParams;
+use cairn::restorer::{restore, RestoreOptions};
+use cairn::{Backend, Error, InitOptions, Repository};
+
+const PW: &[u8] = b"correct horse";
+
+fn fast_kdf() -> InitOptions {
+    InitOptions { kdf: Some(KdfParams { m_cost_kib: 1024, t_cost: 1, p_cost: 1 }), ..Default::default() }
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+fn make_tree(root: &Path, seed: u64) {
+    std::fs::create_dir_all(root.join("d/e")).unwrap();
+    std::fs::write(root.join("a.txt"), format!("hello {seed}")).unwrap();
+    std::fs::write(root.join("d/big.bin"), pseudo_random(3_000_000, seed)).unwrap();
+    std::fs::write(root.join("d/e/empty"), b"").unwrap();
+}
+
+fn backup_paths(repo: &mut Repository, paths: &[&Path]) -> cairn::archiver::BackupOutcome {
+    repo.load_index().unwrap();
+    let src = Source::Paths(paths.iter().map(|p| p.to_path_buf()).collect());
+    backup(repo, src, &BackupOptions::default(), &NoProgress).unwrap()
+}
+
+fn assert_same_files(a: &Path, b: &Path) {
+    for entry in ["a.txt", "d/big.bin", "d/e/empty"] {
+        assert_eq!(std::fs::read(a.join(entry)).unwrap(), std::fs::read(b.join(entry)).unwrap(), "{entry}");
+    }
+}
+
+fn restored_root(target: &Path, src: &Path) -> std::path::PathBuf {
+    target.join(src.strip_prefix("/").unwrap())
+}
+
+#[test]
+fn init_open_and_wrong_password() {
+    let b = Backend::memory();
+    Repository::init(b.clone(), PW, fast_kdf()).unwrap();
+    assert!(Repository::open(b.clone(), PW).is_ok());
+    assert!(matches!(Repository::open(b.clone(), b"nope"), Err(Error::WrongPassword)));
+    assert!(matches!(Repository::init(b, PW, fast_kdf()), Err(Error::RepoExists(_))));
+    assert!(matches!(Repository::open(Backend::memory(), PW), Err(Error::RepoNotFound(_))));
+}
+
+#[test]
+fn unknown_envelope_version_is_refused() {
+    let b = Backend::memory();
+    Repository::init(b.clone(), PW, fast_kdf()).unwrap();
+    let mut cfg = b.get("config").unwrap().to_vec();
+    cfg[0] = 9;
+    b.delete("config").unwrap();
+    b.create("config", cfg).unwrap();
+    let err = Repository::open(b, PW).err().expect("must refuse").to_string();
+    assert!(err.contains("unsupported object version 9"), "{err}");
+}
+
+#[test]
+fn backup_restore_round_trip_and_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 1);
+    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf()).unwrap();
+    let out = backup_paths(&mut repo, &[&src]);
+    assert!(out.errors.is_empty());
+    let target = dir.path().join("restore");
+    let r = restore(&repo, &out.snapshot.tree, &target, &RestoreOptions { verify: true, ..Default::default() }).unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.files_verified, 3);
+    assert_same_files(&src, &restored_root(&target, &src));
+    let report = check(&mut repo, ReadData::All).unwrap();
+    assert!(report.ok(), "{:?}", report.errors);
+}
+
+#[test]
+fn concurrent_backups_both_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s1, s2) = (dir.path().join("one"), dir.path().join("two"));
+    make_tree(&s1, 11);
+    make_tree(&s2, 22);
+    let backend = Backend::memory();
+    Repository::init(backend.clone(), PW, fast_kdf()).unwrap();
+    let handles: Vec<_> = [s1.clone(), s2.clone()]
+        .into_iter()
+        .map(|src| {
+            let b = backend.clone();
+            std::thread::spawn(move || {
+                let mut repo = Repository::open(b, PW).unwrap();
+                let _lock = cairn::lock::acquire(&repo, false).unwrap();
+                backup_paths(&mut repo, &[&src]).snapshot.tree
+            })
+        })
+        .collect();
+    let trees: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut repo = Repository::open(backend, PW).unwrap();
+    assert_eq!(repo.snapshot_ids().unwrap().len(), 2);
+    assert!(check(&mut repo, ReadData::All).unwrap().ok());
+    for (tree, src) in trees.iter().zip([&s1, &s2]) {
+        let target = dir.path().join(format!("r-{}", src.file_name().unwrap().to_str().unwrap()));
+        restore(&repo, tree, &target, &RestoreOptions::default()).unwrap();
+        assert_same_files(src, &restored_root(&target, src));
+    }
+}
+
+#[test]
+fn exclusive_lock_excludes_and_stale_locks_are_ignored() {
+    let b = Backend::memory();
+    let repo = Repository::init(b.clone(), PW, fast_kdf()).unwrap();
+    let shared = cairn::lock::acquire(&repo, false).unwrap();
+    let second_shared = cairn::lock::acquire(&repo, false).unwrap();
+    assert!(matches!(cairn::lock::acquire(&repo, true), Err(Error::Locked(_))));
+    drop(shared);
+    drop(second_shared);
+    let excl = cairn::lock::acquire(&repo, true).unwrap();
+    assert!(matches!(cairn::lock::acquire(&repo, false), Err(Error::Locked(_))));
+    drop(excl);
+    assert!(b.list("locks").unwrap().is_empty(), "locks are released on drop");
+
+    // A lock from a process that is gone (pid far beyond pid_max on this host) is stale.
+    let info = serde_json::json!({"time": chrono::Utc::now(), "exclusive": true,
+        "hostname": cairn::repo::hostname(), "username": "x", "pid": 999_999_999u32, "nonce": "00"});
+    let bytes = cairn::format::seal_json(repo.cipher(), cairn::crypto::aad::LOCK, &info);
+    b.create("locks/deadbeef", bytes).unwrap();
+    let _ok = cairn::lock::acquire(&repo, false).expect("a dead process's lock must not block");
+    assert_eq!(cairn::lock::remove_locks(&repo, false).unwrap(), 1);
+}
+
+#[test]
+fn packs_without_index_are_adopted_by_the_next_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 5);
+    let backend = Backend::memory();
+    let mut repo = Repository::init(backend.clone(), PW, fast_kdf()).unwrap();
+    backup_paths(&mut repo, &[&src]);
+    // Simulate a backup killed after uploading packs but before any index or snapshot.
+    for l in backend.list("index").unwrap().into_iter().chain(backend.list("snapshots").unwrap()) {
+        backend.delete(&l.key).unwrap();
+    }
+    let mut repo = Repository::open(backend.clone(), PW).unwrap();
+    let report = check(&mut repo, ReadData::None).unwrap();
+    assert!(report.ok(), "orphan packs are not errors: {:?}", report.errors);
+    assert!(!report.warnings.is_empty());
+    let out = backup_paths(&mut repo, &[&src]);
+    let s = out.snapshot.summary.unwrap();
+    assert_eq!(s.data_blobs, 0, "the adopted packs' blobs are reused, not uploaded again");
+    assert!(check(&mut repo, ReadData::All).unwrap().ok());
+    let target = dir.path().join("r");
+    restore(&repo, &out.snapshot.tree, &target, &RestoreOptions::default()).unwrap();
+    assert_same_files(&src, &restored_root(&target, &src));
+}
+
+#[test]
+fn unchanged_files_are_not_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 9);
+    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf()).unwrap();
+    let first = backup_paths(&mut repo, &[&src]);
+    let second = backup_paths(&mut repo, &[&src]);
+    let s = second.snapshot.summary.clone().unwrap();
+    assert_eq!((s.files_new, s.files_changed, s.files_unmodified), (0, 0, 3));
+    assert_eq!(second.bytes_read, 0);
+    assert_eq!(second.parent, first.snapshot_id);
+    // The source's own trees are identical (the root differs: /tmp's mtime moves).
+    assert_eq!((s.dirs_new, s.dirs_changed, s.dirs_unmodified), (0, 0, 3));
+    // A changed file of the same size is re-read (mtime/ctime differ).
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(src.join("a.txt"), b"HELLO 9").unwrap();
+    let third = backup_paths(&mut repo, &[&src]);
+    let s = third.snapshot.summary.unwrap();
+    assert_eq!((s.files_changed, s.files_unmodified), (1, 2));
+}
+
+#[test]
+fn local_disk_repository_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 3);
+    let repo_dir = dir.path().join("repo");
+    let backend = Backend::open(repo_dir.to_str().unwrap(), &[], true).unwrap();
+    let mut repo = Repository::init(backend, PW, fast_kdf()).unwrap();
+    let out = backup_paths(&mut repo, &[&src]);
+    let mut reopened = Repository::open(Backend::open(repo_dir.to_str().unwrap(), &[], false).unwrap(), PW).unwrap();
+    reopened.load_index().unwrap();
+    let target = dir.path().join("r");
+    restore(&reopened, &out.snapshot.tree, &target, &RestoreOptions::default()).unwrap();
+    assert_same_files(&src, &restored_root(&target, &src));
+    // Every stored object except config is named by the SHA-256 of its bytes.
+    let b = reopened.backend();
+    for folder in ["data", "tree", "index", "snapshots", "keys"] {
+        for l in b.list(folder).unwrap() {
+            let name = l.key.rsplit('/').next().unwrap();
+            assert_eq!(hex::encode(cairn::id::storage_hash(&b.get(&l.key).unwrap())), name);
+        }
+    }
+}
