@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -20,11 +20,40 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::id::BlobId;
-use crate::repo::Repository;
+use crate::blob::BlobType;
+use crate::id::{BlobId, PackId};
+use crate::repo::{pack_key, Repository};
 use crate::tree::{ContentRef, Node, NodeType};
 
 const BLOCK: usize = 4096;
+/// Blobs of one pack closer than this are fetched in one request.
+const READ_GAP: u64 = 1024 * 1024;
+
+/// A file being restored under a temporary name.
+struct PendingFile<'i> {
+    item: &'i Item,
+    dest: PathBuf,
+    tmp: PathBuf,
+    /// The first error that hit this file; it is then not renamed into place.
+    error: Mutex<Option<String>>,
+}
+
+impl PendingFile<'_> {
+    fn fail(&self, why: impl std::fmt::Display) {
+        self.error.lock().unwrap().get_or_insert_with(|| why.to_string());
+    }
+    fn failed(&self) -> bool {
+        self.error.lock().unwrap().is_some()
+    }
+}
+
+/// One blob to fetch and the (file, offset) places it goes.
+struct NeededBlob {
+    id: BlobId,
+    loc: crate::index::BlobLocation,
+    size: u32,
+    targets: Vec<(usize, u64)>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overwrite {
@@ -235,12 +264,7 @@ impl<'a> Restorer<'a> {
             }
             files.push(it);
         }
-        files.par_iter().for_each(|it| {
-            let d = self.dest(it);
-            if let Err(e) = self.restore_file(it, &d) {
-                self.fail(&d, e);
-            }
-        });
+        self.restore_files(&files);
         // 3. Hard links, symlinks and special files.
         for (it, first) in links {
             let d = self.dest(it);
@@ -274,7 +298,9 @@ impl<'a> Restorer<'a> {
             }
         }
         if self.opts.verify && !dry {
-            files.par_iter().for_each(|it| {
+            let failed: std::collections::HashSet<PathBuf> =
+                self.errors.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
+            files.par_iter().filter(|it| !failed.contains(&self.dest(it))).for_each(|it| {
                 let d = self.dest(it);
                 match verify_file(self.repo, &it.node, &d) {
                     Ok(true) => {
@@ -288,53 +314,136 @@ impl<'a> Restorer<'a> {
         Ok(())
     }
 
-    fn restore_file(&self, it: &Item, dest: &Path) -> Result<()> {
-        if let Ok(meta) = std::fs::symlink_metadata(dest) {
-            let skip = match self.opts.overwrite {
+    /// Whether an existing destination file is kept (per --overwrite).
+    fn keep_existing(&self, it: &Item, dest: &Path) -> bool {
+        match std::fs::symlink_metadata(dest) {
+            Err(_) => false,
+            Ok(meta) => match self.opts.overwrite {
                 Overwrite::Never => true,
                 Overwrite::IfChanged => meta.is_file() && verify_file(self.repo, &it.node, dest).unwrap_or(false),
                 Overwrite::Always => false,
-            };
-            if skip {
-                self.skipped.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
+            },
         }
-        if self.opts.dry_run {
-            self.restored.fetch_add(1, Ordering::Relaxed);
-            self.bytes.fetch_add(it.node.size, Ordering::Relaxed);
-            return Ok(());
-        }
-        let tmp = tmp_name(dest);
-        let result = self.write_content(&it.node, &tmp).and_then(|_| {
-            self.apply_metadata(&it.node, &tmp).map_err(|e| Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))
-        });
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result?;
-        self.restored.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 
-    fn write_content(&self, node: &Node, tmp: &Path) -> Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(tmp)
-            .map_err(|e| Error::io(tmp, e))?;
-        let mut pos: u64 = 0;
-        for c in &node.content {
-            let data = self.repo.read_blob(&c.id, Some(c.size as usize))?;
-            write_sparse(&mut f, pos, &data).map_err(|e| Error::io(tmp, e))?;
-            pos += data.len() as u64;
-            self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+    /// Restores regular files: every needed pack is read once (in parallel),
+    /// each blob written at its offsets in every file that uses it; then each
+    /// complete file gets its metadata and is renamed into place.
+    fn restore_files(&self, files: &[&Item]) {
+        let mut pending = Vec::new();
+        for it in files {
+            let dest = self.dest(it);
+            if self.keep_existing(it, &dest) {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+            } else if self.opts.dry_run {
+                self.restored.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(it.node.size, Ordering::Relaxed);
+            } else {
+                pending.push(PendingFile { item: it, tmp: tmp_name(&dest), dest, error: Mutex::new(None) });
+            }
         }
-        // Trailing holes: extend to the full length without writing.
-        f.set_len(pos).map_err(|e| Error::io(tmp, e))?;
-        Ok(())
+        pending.par_iter().for_each(|p| {
+            let size = p.item.node.content.iter().map(|c| c.size as u64).sum();
+            let created = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p.tmp);
+            // The full length up front, as a hole: only non-zero blocks get written.
+            if let Err(e) = created.and_then(|f| f.set_len(size)) {
+                p.fail(e);
+            }
+        });
+        let plan = self.plan_reads(&pending);
+        plan.par_iter().for_each(|(pack, (kind, blobs))| self.restore_pack(pack, *kind, blobs, &pending));
+        pending.par_iter().for_each(|p| self.finish_file(p));
+    }
+
+    /// Groups the blobs the pending files need by pack.
+    fn plan_reads(&self, pending: &[PendingFile<'_>]) -> HashMap<PackId, (BlobType, Vec<NeededBlob>)> {
+        let mut by_blob: HashMap<BlobId, NeededBlob> = HashMap::new();
+        for (fi, p) in pending.iter().enumerate() {
+            let mut offset = 0u64;
+            for c in &p.item.node.content {
+                match self.repo.index().lookup(&c.id) {
+                    Some(loc) => by_blob
+                        .entry(c.id)
+                        .or_insert_with(|| NeededBlob { id: c.id, loc, size: c.size, targets: Vec::new() })
+                        .targets
+                        .push((fi, offset)),
+                    None => p.fail(Error::BlobNotIndexed(c.id.to_hex())),
+                }
+                offset += c.size as u64;
+            }
+        }
+        let mut plan: HashMap<PackId, (BlobType, Vec<NeededBlob>)> = HashMap::new();
+        for (_, b) in by_blob {
+            plan.entry(b.loc.pack).or_insert_with(|| (b.loc.kind, Vec::new())).1.push(b);
+        }
+        plan
+    }
+
+    /// Reads the needed parts of one pack (runs of blobs closer than
+    /// READ_GAP are fetched in one request) and writes every blob out.
+    fn restore_pack(&self, pack: &PackId, kind: BlobType, blobs: &[NeededBlob], pending: &[PendingFile<'_>]) {
+        let mut blobs: Vec<&NeededBlob> = blobs.iter().collect();
+        blobs.sort_by_key(|b| b.loc.offset);
+        let key = pack_key(kind, pack);
+        for run in blobs.chunk_by(|a, b| (b.loc.offset as u64) < a.loc.offset as u64 + a.loc.length as u64 + READ_GAP) {
+            let start = run[0].loc.offset as u64;
+            let end = run.iter().map(|b| b.loc.offset as u64 + b.loc.length as u64).max().unwrap_or(start);
+            let bytes = match self.repo.backend().get_range(&key, start..end) {
+                Ok(b) => b,
+                Err(e) => {
+                    let msg = e.to_string();
+                    run.iter().flat_map(|b| &b.targets).for_each(|(fi, _)| pending[*fi].fail(&msg));
+                    continue;
+                }
+            };
+            for b in run {
+                let at = (b.loc.offset as u64 - start) as usize;
+                let sealed = &bytes[at..at + b.loc.length as usize];
+                match self.repo.decode_blob(&b.id, sealed, Some(b.size as usize)) {
+                    Ok(data) => self.write_blob(&data, &b.targets, pending),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        b.targets.iter().for_each(|(fi, _)| pending[*fi].fail(&msg));
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_blob(&self, data: &[u8], targets: &[(usize, u64)], pending: &[PendingFile<'_>]) {
+        for (fi, offset) in targets {
+            let p = &pending[*fi];
+            if p.failed() {
+                continue;
+            }
+            let written = OpenOptions::new().write(true).open(&p.tmp).and_then(|f| write_sparse(&f, *offset, data));
+            match written {
+                Ok(()) => {
+                    self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => p.fail(e),
+            }
+        }
+    }
+
+    /// Metadata and rename for a complete file; removal for a failed one.
+    fn finish_file(&self, p: &PendingFile<'_>) {
+        let done = if p.failed() {
+            Err(p.error.lock().unwrap().clone().unwrap_or_default())
+        } else {
+            self.apply_metadata(&p.item.node, &p.tmp)
+                .and_then(|_| std::fs::rename(&p.tmp, &p.dest))
+                .map_err(|e| e.to_string())
+        };
+        match done {
+            Ok(()) => {
+                self.restored.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&p.tmp);
+                self.fail(&p.dest, e);
+            }
+        }
     }
 
     fn restore_special(&self, it: &Item, dest: &Path) -> Result<()> {
@@ -380,8 +489,8 @@ impl<'a> Restorer<'a> {
     }
 }
 
-/// Writes `data` at `pos`, seeking over all-zero blocks so they stay holes.
-fn write_sparse(f: &mut File, pos: u64, data: &[u8]) -> std::io::Result<()> {
+/// Writes `data` at `pos`, skipping all-zero blocks so they stay holes.
+fn write_sparse(f: &File, pos: u64, data: &[u8]) -> std::io::Result<()> {
     let mut i = 0;
     while i < data.len() {
         let end = (i + BLOCK).min(data.len());
@@ -398,8 +507,7 @@ fn write_sparse(f: &mut File, pos: u64, data: &[u8]) -> std::io::Result<()> {
             }
             i = e;
         }
-        f.seek(SeekFrom::Start(pos + start as u64))?;
-        f.write_all(&data[start..i])?;
+        f.write_all_at(&data[start..i], pos + start as u64)?;
     }
     Ok(())
 }
