@@ -102,13 +102,18 @@ fn bench_chunker(c: &mut Criterion) {
     let mut g = c.benchmark_group("chunker");
     let params = ChunkerParams::with_seed(0x5EED_CAFE);
     let n = 64 * MIB;
-    for (name, data) in [("random", random_bytes(n, 1)), ("sql", sql_like_bytes(n, 2))] {
+    for (name, data) in [
+        ("random", random_bytes(n, 1)),
+        ("sql", sql_like_bytes(n, 2)),
+    ] {
         let data: Arc<[u8]> = data.into();
         g.throughput(Throughput::Bytes(n as u64));
         g.bench_function(format!("fastcdc_1MiB_avg/{name}_64MiB"), |b| {
             b.iter(|| {
                 let mut count = 0usize;
-                for chunk in chunker::chunks(Cursor::new(Arc::clone(&data)), Some(n as u64), &params) {
+                for chunk in
+                    chunker::chunks(Cursor::new(Arc::clone(&data)), Some(n as u64), &params)
+                {
                     count += chunk.unwrap().len();
                 }
                 assert_eq!(count, n);
@@ -131,7 +136,9 @@ fn bench_blake3(c: &mut Criterion) {
     for size in [4 * 1024, MIB] {
         let data = random_bytes(size, 4);
         g.throughput(Throughput::Bytes(size as u64));
-        g.bench_function(format!("id/{}KiB", size / 1024), |b| b.iter(|| hasher.id(black_box(&data))));
+        g.bench_function(format!("id/{}KiB", size / 1024), |b| {
+            b.iter(|| hasher.id(black_box(&data)))
+        });
     }
     g.finish();
 }
@@ -139,7 +146,10 @@ fn bench_blake3(c: &mut Criterion) {
 // ---- codecs -----------------------------------------------------------------
 
 fn corpora() -> [(&'static str, Vec<u8>); 2] {
-    [("compressible", sql_like_bytes(MIB, 5)), ("incompressible", random_bytes(MIB, 6))]
+    [
+        ("compressible", sql_like_bytes(MIB, 5)),
+        ("incompressible", random_bytes(MIB, 6)),
+    ]
 }
 
 fn bench_zstd(c: &mut Criterion) {
@@ -150,7 +160,11 @@ fn bench_zstd(c: &mut Criterion) {
             b.iter(|| zstd::bulk::compress(black_box(&data), 3).unwrap())
         });
         let packed = zstd::bulk::compress(&data, 3).unwrap();
-        eprintln!("zstd level 3, {name}: 1 MiB -> {} bytes ({:.1}:1)", packed.len(), MIB as f64 / packed.len() as f64);
+        eprintln!(
+            "zstd level 3, {name}: 1 MiB -> {} bytes ({:.1}:1)",
+            packed.len(),
+            MIB as f64 / packed.len() as f64
+        );
         g.bench_function(format!("decompress/{name}_1MiB"), |b| {
             b.iter(|| zstd::bulk::decompress(black_box(&packed), MIB).unwrap())
         });
@@ -165,7 +179,9 @@ fn bench_aead(c: &mut Criterion) {
         let data = random_bytes(size, 7);
         let sealed = cipher.seal(&data, b"aad");
         g.throughput(Throughput::Bytes(size as u64));
-        g.bench_function(format!("seal/{}KiB", size / 1024), |b| b.iter(|| cipher.seal(black_box(&data), b"aad")));
+        g.bench_function(format!("seal/{}KiB", size / 1024), |b| {
+            b.iter(|| cipher.seal(black_box(&data), b"aad"))
+        });
         g.bench_function(format!("open/{}KiB", size / 1024), |b| {
             b.iter(|| cipher.open(black_box(&sealed), b"aad").unwrap())
         });
@@ -202,12 +218,17 @@ fn bench_pipeline(c: &mut Criterion) {
     let hasher = BlobHasher::new(&secret(12));
     let n = 32 * MIB;
     g.throughput(Throughput::Bytes(n as u64));
-    for (name, data) in [("sql", sql_like_bytes(n, 13)), ("random", random_bytes(n, 14))] {
+    for (name, data) in [
+        ("sql", sql_like_bytes(n, 13)),
+        ("random", random_bytes(n, 14)),
+    ] {
         let data: Arc<[u8]> = data.into();
         g.bench_function(format!("chunk_hash_encode/{name}_32MiB"), |b| {
             b.iter(|| {
                 let mut stored = 0usize;
-                for chunk in chunker::chunks(Cursor::new(Arc::clone(&data)), Some(n as u64), &params) {
+                for chunk in
+                    chunker::chunks(Cursor::new(Arc::clone(&data)), Some(n as u64), &params)
+                {
                     let chunk = chunk.unwrap();
                     let id = hasher.id(&chunk);
                     stored += blob::encode(&cipher, &id, &chunk, 3).len();
@@ -275,12 +296,21 @@ fn synthetic_packs(blobs: usize, per_pack: usize, seed: u64) -> Vec<IndexedPack>
         let entries = (0..n)
             .map(|_| {
                 let length = 1000 + (rng.next() % 4000) as u32;
-                let e = PackEntry { id: BlobId(rng.id()), offset, length, raw_length: length + 100 };
+                let e = PackEntry {
+                    id: BlobId(rng.id()),
+                    offset,
+                    length,
+                    raw_length: length + 100,
+                };
                 offset += length;
                 e
             })
             .collect();
-        packs.push(IndexedPack { id: PackId(rng.id()), kind: BlobType::Data, blobs: entries });
+        packs.push(IndexedPack {
+            id: PackId(rng.id()),
+            kind: BlobType::Data,
+            blobs: entries,
+        });
         left -= n;
     }
     packs
@@ -297,7 +327,10 @@ fn build_index(packs: &[IndexedPack]) -> MasterIndex {
 
 /// Probe IDs: every `step`-th stored ID (hits) and fresh random IDs (misses).
 fn probes(packs: &[IndexedPack], count: usize, seed: u64) -> (Vec<BlobId>, Vec<BlobId>) {
-    let all: Vec<BlobId> = packs.iter().flat_map(|p| p.blobs.iter().map(|b| b.id)).collect();
+    let all: Vec<BlobId> = packs
+        .iter()
+        .flat_map(|p| p.blobs.iter().map(|b| b.id))
+        .collect();
     let step = (all.len() / count).max(1);
     let hits: Vec<BlobId> = all.iter().step_by(step).copied().take(count).collect();
     let mut rng = Rng::new(seed);
@@ -305,7 +338,12 @@ fn probes(packs: &[IndexedPack], count: usize, seed: u64) -> (Vec<BlobId>, Vec<B
     (hits, misses)
 }
 
-fn bench_lookups(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, idx: &MasterIndex, hits: &[BlobId], misses: &[BlobId]) {
+fn bench_lookups(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    idx: &MasterIndex,
+    hits: &[BlobId],
+    misses: &[BlobId],
+) {
     g.throughput(Throughput::Elements(1));
     let mut i = 0usize;
     g.bench_function("lookup_hit", |b| {
@@ -332,10 +370,16 @@ fn bench_index(c: &mut Criterion) {
     bench_lookups(&mut g, &idx, &hits, &misses);
 
     g.throughput(Throughput::Elements(N as u64));
-    g.bench_function("build_from_packs", |b| b.iter(|| build_index(black_box(&packs))));
+    g.bench_function("build_from_packs", |b| {
+        b.iter(|| build_index(black_box(&packs)))
+    });
     let payload = format::encode_index(&packs);
-    g.bench_function("encode_index", |b| b.iter(|| format::encode_index(black_box(&packs))));
-    g.bench_function("decode_index", |b| b.iter(|| format::decode_index(black_box(&payload)).unwrap()));
+    g.bench_function("encode_index", |b| {
+        b.iter(|| format::encode_index(black_box(&packs)))
+    });
+    g.bench_function("decode_index", |b| {
+        b.iter(|| format::decode_index(black_box(&payload)).unwrap())
+    });
     g.bench_function("decode_and_build", |b| {
         b.iter(|| build_index(&format::decode_index(black_box(&payload)).unwrap()))
     });
@@ -468,7 +512,11 @@ fn bench_index_scale(c: &mut Criterion) {
     g.throughput(Throughput::Elements(65_536));
     g.bench_function("contains_batch_64k_sorted", |b| {
         let s = scale();
-        let mut batch: Vec<BlobId> = s.hits[..32_768].iter().chain(&s.misses[..32_768]).copied().collect();
+        let mut batch: Vec<BlobId> = s.hits[..32_768]
+            .iter()
+            .chain(&s.misses[..32_768])
+            .copied()
+            .collect();
         batch.sort();
         b.iter_batched(
             || batch.clone(),

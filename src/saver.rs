@@ -48,7 +48,13 @@ struct Counters {
     bytes_packed: AtomicU64,
 }
 
-type Job = (Vec<u8>, BlobType, Vec<PackEntry>);
+/// A verified pack ready for upload.
+struct Job {
+    id: PackId,
+    bytes: Vec<u8>,
+    kind: BlobType,
+    entries: Vec<PackEntry>,
+}
 
 pub struct BlobSaver<'r> {
     repo: &'r Repository,
@@ -69,12 +75,7 @@ fn slot(kind: BlobType) -> usize {
 impl<'r> BlobSaver<'r> {
     pub fn new(repo: &'r Repository, dry_run: bool) -> Self {
         let (tx, rx) = sync_channel::<Job>(UPLOAD_QUEUE);
-        let ctx = Uploader {
-            backend: repo.backend().clone(),
-            cipher: repo.cipher().clone(),
-            hasher: repo.hasher().clone(),
-            dry_run,
-        };
+        let ctx = Uploader { backend: repo.backend().clone(), cipher: repo.cipher().clone(), dry_run };
         let handle = std::thread::Builder::new()
             .name("cairn-upload".into())
             .spawn(move || ctx.run(rx))
@@ -130,8 +131,13 @@ impl<'r> BlobSaver<'r> {
         Ok((id, true))
     }
 
+    /// Verifies a full pack on this (rayon) thread, then queues it for upload.
+    /// Verification must not happen on the upload thread: it would need rayon
+    /// workers that may all be blocked here, waiting for the queue.
     fn send(&self, builder: PackBuilder) -> Result<()> {
-        let job = builder.finish(self.repo.cipher());
+        let (bytes, kind, entries) = builder.finish(self.repo.cipher());
+        let id = verify_pack(self.repo.cipher(), self.repo.hasher(), &bytes, kind, &entries)?;
+        let job = Job { id, bytes, kind, entries };
         let tx = self.tx.lock().unwrap().clone();
         match tx {
             Some(tx) if tx.send(job).is_ok() => Ok(()),
@@ -173,7 +179,6 @@ impl<'r> BlobSaver<'r> {
 struct Uploader {
     backend: Backend,
     cipher: Cipher,
-    hasher: BlobHasher,
     dry_run: bool,
 }
 
@@ -183,8 +188,7 @@ impl Uploader {
     fn run(self, rx: std::sync::mpsc::Receiver<Job>) -> Result<Vec<IndexedPack>> {
         let mut all = Vec::new();
         let mut unindexed = Vec::new();
-        for (bytes, kind, entries) in rx {
-            let id = self.verify(&bytes, kind, &entries)?;
+        for Job { id, bytes, kind, entries } in rx {
             if !self.dry_run {
                 self.backend.create(&pack_key(kind, &id), bytes)?;
             }
@@ -201,32 +205,32 @@ impl Uploader {
         Ok(all)
     }
 
-    /// Decodes the finished pack as a reader would and re-hashes every blob.
-    fn verify(&self, bytes: &[u8], kind: BlobType, entries: &[PackEntry]) -> Result<PackId> {
-        let id = PackId(storage_hash(bytes));
-        let fail = |reason: String| Error::corrupt(format!("new pack {id} (verify before upload)"), reason);
-        let (k, read) = pack::read_header(&self.cipher, bytes).map_err(|e| fail(e.to_string()))?;
-        if k != kind || read != entries {
-            return Err(fail("header does not list what was packed".into()));
-        }
-        read.par_iter().try_for_each(|e| {
-            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-            let plain = blob::decode(&self.cipher, &e.id, sealed, Some(e.raw_length as usize))
-                .map_err(|err| fail(format!("blob {}: {err}", e.id)))?;
-            if plain.len() != e.raw_length as usize || self.hasher.id(&plain) != e.id {
-                return Err(fail(format!("blob {} does not hash to its ID", e.id)));
-            }
-            Ok(())
-        })?;
-        Ok(id)
-    }
-
     fn write_index(&self, packs: &[IndexedPack]) -> Result<()> {
         if !self.dry_run {
             store_index(&self.backend, &self.cipher, packs)?;
         }
         Ok(())
     }
+}
+
+/// Decodes the finished pack as a reader would and re-hashes every blob.
+fn verify_pack(cipher: &Cipher, hasher: &BlobHasher, bytes: &[u8], kind: BlobType, entries: &[PackEntry]) -> Result<PackId> {
+    let id = PackId(storage_hash(bytes));
+    let fail = |reason: String| Error::corrupt(format!("new pack {id} (verify before upload)"), reason);
+    let (k, read) = pack::read_header(&cipher, bytes).map_err(|e| fail(e.to_string()))?;
+    if k != kind || read != entries {
+        return Err(fail("header does not list what was packed".into()));
+    }
+    read.par_iter().try_for_each(|e| {
+        let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+        let plain = blob::decode(&cipher, &e.id, sealed, Some(e.raw_length as usize))
+            .map_err(|err| fail(format!("blob {}: {err}", e.id)))?;
+        if plain.len() != e.raw_length as usize || hasher.id(&plain) != e.id {
+            return Err(fail(format!("blob {} does not hash to its ID", e.id)));
+        }
+        Ok(())
+    })?;
+    Ok(id)
 }
 
 /// Saves a tree blob and returns its ID.

@@ -212,3 +212,25 @@ fn local_disk_repository_round_trip() {
         }
     }
 }
+
+/// Regression: with packs filling faster than they upload, rayon workers block
+/// on the upload queue; verification must not need those same workers.
+#[test]
+fn many_full_packs_do_not_stall_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..6 {
+        std::fs::write(src.join(format!("f{i}")), pseudo_random(4_000_000, 100 + i)).unwrap();
+    }
+    let opts = InitOptions { pack_size: Some(1024 * 1024), ..fast_kdf() };
+    let mut repo = Repository::init(Backend::memory(), PW, opts).unwrap();
+    let out = backup_paths(&mut repo, &[&src]);
+    assert!(repo.list_packs().unwrap().len() >= 20, "expected many 1 MiB packs");
+    let target = dir.path().join("r");
+    restore(&repo, &out.snapshot.tree, &target, &RestoreOptions { verify: true, ..Default::default() }).unwrap();
+    let root = restored_root(&target, &src);
+    for i in 0..6 {
+        assert_eq!(std::fs::read(root.join(format!("f{i}"))).unwrap(), pseudo_random(4_000_000, 100 + i));
+    }
+}

@@ -1,1 +1,228 @@
-fn main() {}
+//! cairn's development tasks.
+//!
+//! `cargo xtask bench`          whole-program benchmark, cairn side by side with
+//!                              restic, borg and rustic (those installed)
+//! `cargo xtask corpora`        build (and cache) the benchmark corpora only
+//! `cargo xtask install-peers`  install restic, borg (apt) and rustic (cargo)
+//!
+//! The xtask drives binaries only; it does not link the cairn library.
+
+mod bench;
+mod corpus;
+mod measure;
+mod report;
+mod tools;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  bench            run the side-by-side benchmark and print a Markdown table
+  corpora          build the benchmark corpora (cached) without running anything
+  install-peers    apt-get install restic borgbackup; cargo install rustic-rs --locked
+  help             this text
+
+bench / corpora options:
+  --rounds N           rounds, each tool once per step per round (default 3; 1 with --quick)
+  --corpus LIST        kernel, sqldump, randdump or all, comma-separated (default all)
+  --quick              small synthetic corpora (a few thousand files, ~100 MB of SQL)
+  --tools LIST         only these tools, e.g. cairn,restic (default: all installed)
+  --cairn PATH         the cairn binary (default: build target/release/cairn)
+  --no-build           do not run `cargo build --release` for cairn first
+  --no-drop-caches     keep the page cache between steps (default: drop it, as root)
+  --keep               keep the work directory (repositories, restores) afterwards
+  --timeout SECS       kill any single command after this long (default 3600)
+
+Corpora and results are cached in $CAIRN_BENCH_DIR (default ~/.cache/cairn-bench).";
+
+/// Options of `bench` and `corpora`.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub rounds: usize,
+    pub corpora: Vec<corpus::Kind>,
+    pub quick: bool,
+    pub tools: Option<Vec<String>>,
+    pub cairn: Option<PathBuf>,
+    pub build: bool,
+    pub drop_caches: bool,
+    pub keep: bool,
+    pub timeout_secs: u64,
+}
+
+fn parse_opts(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        rounds: 0,
+        corpora: corpus::Kind::ALL.to_vec(),
+        quick: false,
+        tools: None,
+        cairn: None,
+        build: true,
+        drop_caches: true,
+        keep: false,
+        timeout_secs: 3600,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| -> Result<String> {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--rounds" => {
+                o.rounds = value("--rounds")?
+                    .parse()
+                    .context("--rounds takes a number")?
+            }
+            "--corpus" => {
+                let v = value("--corpus")?;
+                o.corpora = if v == "all" {
+                    corpus::Kind::ALL.to_vec()
+                } else {
+                    v.split(',')
+                        .map(corpus::Kind::parse)
+                        .collect::<Result<_>>()?
+                };
+            }
+            "--quick" => o.quick = true,
+            "--tools" => {
+                o.tools = Some(
+                    value("--tools")?
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect(),
+                )
+            }
+            "--cairn" => o.cairn = Some(PathBuf::from(value("--cairn")?)),
+            "--no-build" => o.build = false,
+            "--no-drop-caches" => o.drop_caches = false,
+            "--keep" => o.keep = true,
+            "--timeout" => {
+                o.timeout_secs = value("--timeout")?
+                    .parse()
+                    .context("--timeout takes seconds")?
+            }
+            other => bail!("unknown option {other}\n\n{USAGE}"),
+        }
+    }
+    if o.rounds == 0 {
+        o.rounds = if o.quick { 1 } else { 3 };
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("bench") => parse_opts(&args[1..]).and_then(|o| bench::run(&o)),
+        Some("corpora") => parse_opts(&args[1..]).and_then(|o| {
+            for c in corpus::prepare_all(&o)? {
+                println!("{}: {}", c.name, c.description);
+            }
+            Ok(())
+        }),
+        Some("install-peers") => install_peers(),
+        None | Some("help") | Some("--help") | Some("-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown task '{other}'\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Best effort: each installer runs, failures are reported and do not stop the others.
+fn install_peers() -> Result<()> {
+    let steps: [(&str, &[&str]); 3] = [
+        ("apt-get update", &["apt-get", "update"]),
+        (
+            "apt-get install restic borgbackup",
+            &["apt-get", "install", "-y", "restic", "borgbackup"],
+        ),
+        (
+            "cargo install rustic-rs",
+            &["cargo", "install", "rustic-rs", "--locked"],
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (what, argv) in steps {
+        eprintln!("xtask: {what} ...");
+        let status = Command::new(argv[0])
+            .args(&argv[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        match status {
+            Ok(s) if s.success() => eprintln!("xtask: {what}: ok"),
+            Ok(s) => failed.push(format!("{what}: exited with {s}")),
+            Err(e) => failed.push(format!("{what}: could not run: {e}")),
+        }
+    }
+    for t in tools::ALL_TOOLS {
+        match tools::which(t) {
+            Some(p) => eprintln!("xtask: {t}: {}", p.display()),
+            None => eprintln!("xtask: {t}: not found on PATH"),
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!("some installs failed:\n  {}", failed.join("\n  "))
+    }
+}
+
+/// The workspace root (the xtask crate sits one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}
+
+/// Where corpora, work directories and results live: outside the repository.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CAIRN_BENCH_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("cairn-bench")
+}
+
+/// Runs a command to completion, failing with its stderr if it fails.
+pub fn sh(argv: &[&str]) -> Result<String> {
+    sh_cmd(Command::new(argv[0]).args(&argv[1..]))
+}
+
+pub fn sh_cmd(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
