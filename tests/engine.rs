@@ -226,7 +226,7 @@ fn many_full_packs_do_not_stall_the_pipeline() {
     let opts = InitOptions { pack_size: Some(1024 * 1024), ..fast_kdf() };
     let mut repo = Repository::init(Backend::memory(), PW, opts).unwrap();
     let out = backup_paths(&mut repo, &[&src]);
-    assert!(repo.list_packs().unwrap().len() >= 20, "expected many 1 MiB packs");
+    assert!(repo.list_packs().unwrap().len() >= 8, "expected many small packs");
     let target = dir.path().join("r");
     restore(&repo, &out.snapshot.tree, &target, &RestoreOptions { verify: true, ..Default::default() }).unwrap();
     let root = restored_root(&target, &src);
