@@ -30,7 +30,7 @@ use crate::snapshot::{Snapshot, SnapshotSummary};
 use crate::tree::{encode_name, ContentRef, Node, NodeType, Tree};
 
 /// Bytes of chunks read ahead while the previous batch is being sealed.
-const BATCH_BYTES: usize = 8 * 1024 * 1024;
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Where a backup's data comes from.
 pub enum Source {

@@ -27,7 +27,7 @@ use crate::repo::{pack_key, store_index, Repository};
 /// Packs between index checkpoints.
 pub const CHECKPOINT_PACKS: usize = 32;
 /// Finished packs that may wait for the uploader (back-pressure bound on memory).
-const UPLOAD_QUEUE: usize = 1;
+const UPLOAD_QUEUE: usize = 0;
 
 /// Figures of what was written.
 #[derive(Debug, Default, Clone)]

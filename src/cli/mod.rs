@@ -181,8 +181,19 @@ fn install_panic_hook() {
     }));
 }
 
+/// Big buffers (packs, chunk batches) must go back to the OS when freed. glibc
+/// otherwise raises its mmap threshold after the first such free and keeps later
+/// ones on the heap, so peak RSS ratchets up with every pack.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 pub fn main() -> i32 {
     install_panic_hook();
+    tune_allocator();
     // Deep directory trees recurse on rayon threads: give them room.
     let _ = rayon::ThreadPoolBuilder::new().stack_size(32 * 1024 * 1024).build_global();
     let cli = match Cli::try_parse() {
