@@ -1,0 +1,187 @@
+//! Running one command and measuring it: wall time and peak RSS (from the
+//! `wait4` rusage of the child, which includes the children it reaped).
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// A command to run.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    pub argv: Vec<OsString>,
+    pub env: Vec<(String, OsString)>,
+    pub cwd: Option<PathBuf>,
+    /// A file fed to standard input (else /dev/null).
+    pub stdin: Option<PathBuf>,
+}
+
+impl Invocation {
+    pub fn display(&self) -> String {
+        let mut s: Vec<String> = self
+            .argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        if let Some(i) = &self.stdin {
+            s.push(format!("< {}", i.display()));
+        }
+        s.join(" ")
+    }
+}
+
+/// What one run cost.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub wall_secs: f64,
+    pub max_rss_kib: u64,
+    /// Exit code, or minus the signal number.
+    pub code: i32,
+    pub timed_out: bool,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Measured {
+    /// The last lines of stderr (or of stdout, when stderr is empty).
+    pub fn output_tail(&self, lines: usize) -> String {
+        let t = tail(&self.stderr, lines);
+        if t.trim().is_empty() {
+            tail(&self.stdout, lines)
+        } else {
+            t
+        }
+    }
+}
+
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs `inv`, output to `log_prefix.{stdout,stderr}`, killed after `timeout`.
+pub fn run(inv: &Invocation, log_prefix: &Path, timeout: Duration) -> Result<Measured> {
+    let stdout = log_prefix.with_extension("stdout");
+    let stderr = log_prefix.with_extension("stderr");
+    let mut cmd = Command::new(&inv.argv[0]);
+    cmd.args(&inv.argv[1..]);
+    for (k, v) in &inv.env {
+        cmd.env(k, v);
+    }
+    if let Some(d) = &inv.cwd {
+        cmd.current_dir(d);
+    }
+    cmd.stdin(match &inv.stdin {
+        Some(p) => Stdio::from(File::open(p).with_context(|| format!("open {}", p.display()))?),
+        None => Stdio::null(),
+    });
+    cmd.stdout(File::create(&stdout)?);
+    cmd.stderr(File::create(&stderr)?);
+
+    let start = Instant::now();
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("could not start {}", inv.display()))?;
+    let pid = child.id() as libc::pid_t;
+    // We reap the child ourselves with wait4 to get its rusage; std's handle is
+    // only dropped (dropping a Child neither waits nor kills).
+    drop(child);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let fired = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (done, fired) = (Arc::clone(&done), Arc::clone(&fired));
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + timeout;
+            while !done.load(Ordering::SeqCst) {
+                if Instant::now() >= deadline {
+                    fired.store(true, Ordering::SeqCst);
+                    // SAFETY: plain syscall; the child is not reaped before `done` is set.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data; wait4 fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: valid pointers to locals.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            done.store(true, Ordering::SeqCst);
+            return Err(err).context("wait4");
+        }
+    }
+    let wall = start.elapsed();
+    done.store(true, Ordering::SeqCst);
+    let _ = watchdog.join();
+
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -libc::WTERMSIG(status)
+    };
+    Ok(Measured {
+        wall_secs: wall.as_secs_f64(),
+        max_rss_kib: ru.ru_maxrss.max(0) as u64,
+        code,
+        timed_out: fired.load(Ordering::SeqCst),
+        stdout,
+        stderr,
+    })
+}
+
+/// Writes dirty pages back and drops the page cache, so each step starts cold.
+/// Returns false when that is not permitted (not root, or a container).
+pub fn drop_caches() -> bool {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
+/// Apparent size of everything below `path` (what a bucket would bill).
+pub fn dir_size(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    let Ok(rd) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    rd.flatten().map(|e| dir_size(&e.path())).sum()
+}
+
+/// File count and apparent byte size of a tree or a file.
+pub fn tree_stats(path: &Path) -> (u64, u64) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return (0, 0);
+    };
+    if meta.is_file() {
+        return (1, meta.len());
+    }
+    if !meta.is_dir() {
+        return (0, 0);
+    }
+    let Ok(rd) = std::fs::read_dir(path) else {
+        return (0, 0);
+    };
+    rd.flatten()
+        .map(|e| tree_stats(&e.path()))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
