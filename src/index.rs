@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use rayon::slice::ParallelSliceMut;
+
 use crate::blob::BlobType;
 use crate::format::IndexedPack;
 use crate::id::{BlobId, PackId};
@@ -59,12 +61,16 @@ impl MasterIndex {
         self.sorted = false;
     }
 
+    pub fn reserve(&mut self, blobs: usize) {
+        self.entries.reserve(blobs);
+    }
+
     /// Sorts the entries; must run after additions and before lookups.
     /// Duplicates (one blob in two packs, after concurrent backups) keep both: a
     /// lookup returns either, and both hold the same plaintext.
     pub fn finish(&mut self) {
         if !self.sorted {
-            self.entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            self.entries.par_sort_unstable_by(|a, b| a.id.cmp(&b.id));
             self.entries.shrink_to_fit();
             self.sorted = true;
         }

@@ -260,13 +260,18 @@ impl Repository {
     // ---- index ------------------------------------------------------------
 
     /// Loads every index object into memory (in parallel).
+    /// Index objects are decoded a few at a time, in parallel, and folded into
+    /// the sorted array, so the decoded form never exists for all at once.
     pub fn load_index(&mut self) -> Result<()> {
         let listed = self.backend.list(INDEX_DIR)?;
-        let decoded: Vec<Vec<IndexedPack>> =
-            listed.par_iter().map(|l| self.read_index_object(&l.key)).collect::<Result<_>>()?;
         let mut idx = MasterIndex::new();
-        for packs in decoded {
-            for p in &packs {
+        // Each blob takes 44 payload bytes and random IDs do not compress: the
+        // stored size predicts the entry count closely enough to allocate once.
+        idx.reserve(listed.iter().map(|l| l.size as usize / 44).sum());
+        for group in listed.chunks(4 * rayon::current_num_threads().max(1)) {
+            let decoded: Vec<Vec<IndexedPack>> =
+                group.par_iter().map(|l| self.read_index_object(&l.key)).collect::<Result<_>>()?;
+            for p in decoded.iter().flatten() {
                 idx.add_pack(p);
             }
         }
