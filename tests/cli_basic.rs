@@ -1,0 +1,594 @@
+//! The everyday commands: init, backup options, snapshots, ls, diff, cat,
+//! snapshot selectors, password sources, keys, unlock, check.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[test]
+fn init_creates_an_empty_repository() {
+    let s = Sandbox::new();
+    let v = s.json(["init"]);
+    assert_eq!(v["message_type"], "initialized", "{v}");
+    assert!(s.repo.join("config").is_file());
+    assert_eq!(s.snapshots(&[]), Vec::<Value>::new());
+    let check = s.json(["check"]);
+    assert_eq!(num(&check, "snapshots"), 0, "{check}");
+    assert!(
+        s.events()
+            .iter()
+            .any(|e| e["event"] == "repository.initialized"),
+        "init should log an event"
+    );
+}
+
+#[test]
+fn snapshots_json_fields_and_filters() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("f.txt"), "hello");
+    let a = s.backup([
+        src.to_str().unwrap(),
+        "--tag",
+        "daily",
+        "--tag",
+        "x,y",
+        "--host",
+        "host-a",
+        "--time",
+        "2024-01-31 02:00:00",
+    ]);
+    let b = s.backup([src.to_str().unwrap(), "--tag", "weekly", "--host", "host-b"]);
+    let (ida, idb) = (
+        text(&a, "snapshot_id").to_string(),
+        text(&b, "snapshot_id").to_string(),
+    );
+
+    let all = s.snapshots(&[]);
+    assert_eq!(all.len(), 2);
+    let sa = all
+        .iter()
+        .find(|v| v["id"] == ida.as_str())
+        .expect("first snapshot listed");
+    assert!(is_hex64(text(sa, "id")));
+    assert!(
+        ida.starts_with(text(sa, "short_id")) && text(sa, "short_id").len() >= 8,
+        "{sa}"
+    );
+    assert_eq!(sa["paths"], serde_json::json!([src.to_str().unwrap()]));
+    assert_eq!(sa["hostname"], "host-a");
+    let tags: BTreeSet<&str> = sa["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tags,
+        BTreeSet::from(["daily", "x", "y"]),
+        "--tag x,y adds both"
+    );
+    // --time is local time; the harness runs cairn with TZ=UTC.
+    assert!(
+        text(sa, "time").starts_with("2024-01-31T02:00:00"),
+        "--time not recorded: {}",
+        sa["time"]
+    );
+
+    let ids = |f: &[&str]| -> Vec<String> {
+        s.snapshots(f)
+            .iter()
+            .map(|v| text(v, "id").to_string())
+            .collect()
+    };
+    assert_eq!(ids(&["--host", "host-b"]), [idb.clone()]);
+    assert_eq!(ids(&["--tag", "x,y"]), [ida.clone()]);
+    assert_eq!(
+        ids(&["--tag", "x,weekly"]),
+        Vec::<String>::new(),
+        "a,b means both tags"
+    );
+    assert_eq!(
+        ids(&["--tag", "nope", "--tag", "daily"]),
+        [ida.clone()],
+        "repeated --tag means either"
+    );
+    assert_eq!(ids(&["--path", src.to_str().unwrap()]).len(), 2);
+
+    // "latest" narrowed by a filter: host-a's snapshot is older but the only match.
+    let ls = s
+        .cmd(["ls", "latest", "--host", "host-a", "--json"])
+        .ok()
+        .json_lines();
+    assert_eq!(
+        ls[0]["id"],
+        ida.as_str(),
+        "ls latest --host host-a picked {}",
+        ls[0]
+    );
+
+    // Human output lists both short IDs.
+    let human = s.ok(["snapshots"]).stdout();
+    assert!(
+        human.contains(&ida[..8]) && human.contains(&idb[..8]),
+        "{human}"
+    );
+
+    // Each backup appended a backup.completed event naming its snapshot.
+    let done: Vec<Value> = s
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "backup.completed")
+        .collect();
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert_eq!(done[0]["snapshot"], ida.as_str());
+    assert_eq!(done[0]["severity"], "info");
+}
+
+#[test]
+fn ls_prints_one_full_path_per_line() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("a.txt"), "a");
+    write(&src.join("d/b.txt"), "b");
+    write(&src.join("d/e/deep.txt"), "deep");
+    write(&src.join("naïve café ☕.txt"), "unicode");
+    fs::create_dir_all(src.join("d/empty")).unwrap();
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    let id = text(&s.backup([&src]), "snapshot_id").to_string();
+
+    let lines = s.ok(["ls", "latest"]).lines();
+    assert!(
+        lines.iter().all(|l| l.starts_with('/')),
+        "every line is a full path: {lines:?}"
+    );
+    let src_s = src.to_str().unwrap();
+    let below: BTreeSet<String> = lines
+        .iter()
+        .filter(|l| l.starts_with(src_s))
+        .cloned()
+        .collect();
+    let expected: BTreeSet<String> = scan(&src)
+        .keys()
+        .map(|rel| src.join(rel).to_str().unwrap().to_string())
+        .map(|p| p.trim_end_matches('/').to_string())
+        .collect();
+    assert_eq!(below, expected);
+    // The parents of the source are listed too (restore recreates them).
+    for anc in src.ancestors().skip(1).filter(|a| *a != Path::new("/")) {
+        assert!(
+            lines.contains(&anc.to_str().unwrap().to_string()),
+            "ancestor {} not listed",
+            anc.display()
+        );
+    }
+    assert_eq!(
+        lines.len(),
+        lines.iter().collect::<BTreeSet<_>>().len(),
+        "duplicate lines"
+    );
+
+    // ls SNAP PATH: the directory and its direct entries only.
+    let d = format!("{src_s}/d");
+    let sub: BTreeSet<String> = s.ok(["ls", &id[..8], &d]).lines().into_iter().collect();
+    let want: BTreeSet<String> = [
+        d.clone(),
+        format!("{d}/b.txt"),
+        format!("{d}/e"),
+        format!("{d}/empty"),
+    ]
+    .into();
+    assert_eq!(sub, want);
+    let rec: BTreeSet<String> = s
+        .ok(["ls", &id, &d, "--recursive"])
+        .lines()
+        .into_iter()
+        .collect();
+    assert!(
+        rec.contains(&format!("{d}/e/deep.txt")) && rec.len() == 5,
+        "{rec:?}"
+    );
+
+    // --json: one node per line after the snapshot line.
+    let js = s.cmd(["ls", "latest", "--json"]).ok().json_lines();
+    assert_eq!(js[0]["struct_type"], "snapshot");
+    let link = js
+        .iter()
+        .find(|n| n["path"] == format!("{src_s}/link"))
+        .expect("link listed");
+    assert_eq!(link["type"], "symlink", "{link}");
+    s.cmd(["ls", "latest", &format!("{src_s}/nothing-here")])
+        .code(1);
+}
+
+#[test]
+fn diff_shows_added_removed_and_modified() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("keep.txt"), "same");
+    write(&src.join("change.txt"), "before");
+    write(&src.join("gone.txt"), "bye");
+    write(&src.join("olddir/x.txt"), "x");
+    let s1 = text(&s.backup([&src]), "snapshot_id").to_string();
+    write(&src.join("change.txt"), "after, longer");
+    fs::remove_file(src.join("gone.txt")).unwrap();
+    fs::remove_dir_all(src.join("olddir")).unwrap();
+    write(&src.join("new.txt"), "hello");
+    let s2 = text(&s.backup([&src]), "snapshot_id").to_string();
+
+    let out = s.ok(["diff", &s1, &s2]).stdout();
+    let src_s = src.to_str().unwrap();
+    let changes: BTreeSet<(String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let (m, p) = l.split_once(' ')?;
+            ["+", "-", "M"]
+                .contains(&m)
+                .then(|| (m.to_string(), p.trim().to_string()))
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [
+        ("+", "new.txt"),
+        ("-", "gone.txt"),
+        ("-", "olddir"),
+        ("-", "olddir/x.txt"),
+        ("M", "change.txt"),
+    ]
+    .iter()
+    .map(|(m, p)| (m.to_string(), format!("{src_s}/{p}")))
+    .collect();
+    assert_eq!(changes, want, "diff output:\n{out}");
+    assert!(!out.contains("keep.txt"));
+
+    let js = s.cmd(["diff", &s1, &s2, "--json"]).ok().json_lines();
+    let stats = js.last().unwrap();
+    assert_eq!(stats["message_type"], "statistics");
+    assert_eq!(
+        (
+            num(stats, "added"),
+            num(stats, "removed"),
+            num(stats, "changed")
+        ),
+        (1, 3, 1),
+        "{stats}"
+    );
+}
+
+#[test]
+fn cat_prints_json() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("f"), "content");
+    let id = text(&s.backup([&src]), "snapshot_id").to_string();
+    let config: Value = s.ok(["cat", "config"]).json();
+    assert!(
+        config.as_object().is_some_and(|o| !o.is_empty()),
+        "{config}"
+    );
+    let snap: Value = s.ok(["cat", "snapshot", &id]).json();
+    assert_eq!(snap["id"], id.as_str());
+    assert_eq!(snap["paths"], serde_json::json!([src.to_str().unwrap()]));
+    let tree = text(&snap, "tree").to_string();
+    let snap_prefix: Value = s.ok(["cat", "snapshot", &id[..6]]).json();
+    assert_eq!(snap_prefix["tree"], tree.as_str());
+    let t: Value = s.ok(["cat", "tree", &tree]).json();
+    assert!(t.is_object() || t.is_array(), "{t}");
+    s.cmd(["cat", "tree", "not-an-id"]).code(2);
+    s.cmd(["cat", "snapshot"]).code(2);
+}
+
+#[test]
+fn snapshot_selectors() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("f"), "one");
+    let a = text(&s.backup([&src]), "snapshot_id").to_string();
+    write(&src.join("f"), "two!");
+    let b = text(&s.backup([&src]), "snapshot_id").to_string();
+    let f = src.join("f");
+    let f = f.to_str().unwrap();
+    // The shortest unique prefix of at least 4 digits.
+    let n = (4..64).find(|&n| a[..n] != b[..n]).unwrap();
+    assert_eq!(s.ok(["dump", &a[..n], f]).stdout, b"one");
+    assert_eq!(s.ok(["dump", &a, f]).stdout, b"one");
+    assert_eq!(s.ok(["dump", &a[..n].to_uppercase(), f]).stdout, b"one");
+    assert_eq!(s.ok(["dump", "latest", f]).stdout, b"two!");
+    assert_eq!(s.ok(["dump", &b[..n], f]).stdout, b"two!");
+    // Too short: fewer than 4 digits never selects, even if unique.
+    s.cmd(["dump", &a[..3], f]).code(1);
+}
+
+#[test]
+fn backup_excludes() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("keep.txt"), "keep");
+    write(&src.join("skip.log"), "log");
+    write(&src.join("sub/also.log"), "log");
+    write(&src.join("cache/big.dat"), "cache");
+    write(&src.join("sub/x.tmp"), "tmp");
+    write(&src.join("sub/keep2.txt"), "keep");
+    write(&src.join("anchored/drop.txt"), "anchored");
+    let exfile = s.path("excludes.txt");
+    write(
+        &exfile,
+        format!("# a comment\n*.tmp\n\n{}/anchored\n", src.display()),
+    );
+    let b = s.backup([
+        src.to_str().unwrap(),
+        "--exclude",
+        "*.log",
+        "-e",
+        "cache",
+        "--exclude-file",
+        exfile.to_str().unwrap(),
+    ]);
+    assert_eq!(num(&b, "files_new"), 2, "{b}");
+    let lines: BTreeSet<String> = s
+        .ok(["ls", "latest"])
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with(src.to_str().unwrap()))
+        .collect();
+    let src_s = src.to_str().unwrap();
+    let want: BTreeSet<String> = ["", "/keep.txt", "/sub", "/sub/keep2.txt"]
+        .iter()
+        .map(|r| format!("{src_s}{r}"))
+        .collect();
+    assert_eq!(lines, want);
+}
+
+#[test]
+fn backup_dry_run_saves_nothing() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("data.bin"), random_bytes(600_000, 3));
+    let before = dir_size(&s.repo);
+    let b = s.backup([src.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(b["dry_run"], true, "{b}");
+    assert!(b["snapshot_id"].is_null(), "{b}");
+    assert_eq!(num(&b, "files_new"), 1, "{b}");
+    assert_eq!(s.snapshot_count(), 0);
+    assert!(s.data_packs().is_empty(), "dry run wrote packs");
+    assert_eq!(dir_size(&s.repo), before, "dry run changed the repository");
+    assert!(
+        !s.events().iter().any(|e| e["event"] == "backup.completed"),
+        "dry run logged a completed backup"
+    );
+    // The real one afterwards stores the data.
+    let b = s.backup([&src]);
+    assert!(num(&b, "data_added") >= 600_000, "{b}");
+}
+
+#[test]
+fn global_options_after_the_command_and_cairn_repo() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("f"), "x");
+    let pwfile = s.path("pw");
+    write(&pwfile, format!("{PASSWORD}\n"));
+    let repo = s.repo.to_str().unwrap();
+    // Options after the command, password from a file (trailing newline stripped).
+    let out = s
+        .bare([
+            "backup",
+            src.to_str().unwrap(),
+            "-r",
+            repo,
+            "--password-file",
+            pwfile.to_str().unwrap(),
+            "--json",
+        ])
+        .env_remove("CAIRN_PASSWORD")
+        .ok()
+        .json();
+    assert!(out["snapshot_id"].is_string(), "{out}");
+    // The repository from CAIRN_REPO.
+    let snaps = s
+        .bare(["snapshots", "--json"])
+        .env("CAIRN_REPO", repo)
+        .ok()
+        .json();
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    // -r beats CAIRN_REPO.
+    s.bare(["snapshots", "-r", repo])
+        .env("CAIRN_REPO", s.path("elsewhere"))
+        .ok();
+    // No repository at all: a usage error naming the fix.
+    s.bare(["snapshots"])
+        .code(2)
+        .assert_one_error_line("CAIRN_REPO");
+}
+
+#[test]
+fn password_sources_and_their_order() {
+    let s = Sandbox::init();
+    let good = s.path("good");
+    let bad = s.path("bad");
+    write(&good, format!("{PASSWORD}\r\n"));
+    write(&bad, "wrong password\n");
+    let (good, bad) = (good.to_str().unwrap(), bad.to_str().unwrap());
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = s.cmd(["snapshots"]).env_remove("CAIRN_PASSWORD");
+        for a in args {
+            c = c.arg(a);
+        }
+        for (k, v) in env {
+            c = c.env(k, v);
+        }
+        c.run().code
+    };
+    assert_eq!(run(&["--password-file", good], &[]), Some(0));
+    assert_eq!(run(&[], &[("CAIRN_PASSWORD_FILE", good)]), Some(0));
+    assert_eq!(
+        run(&["--password-command", &format!("cat {good}")], &[]),
+        Some(0)
+    );
+    assert_eq!(run(&[], &[("CAIRN_PASSWORD", PASSWORD)]), Some(0));
+    // Order: --password-file, CAIRN_PASSWORD_FILE, --password-command, CAIRN_PASSWORD.
+    assert_eq!(
+        run(
+            &["--password-file", good],
+            &[("CAIRN_PASSWORD_FILE", bad), ("CAIRN_PASSWORD", "x")]
+        ),
+        Some(0)
+    );
+    assert_eq!(
+        run(&["--password-file", bad], &[("CAIRN_PASSWORD_FILE", good)]),
+        Some(12)
+    );
+    assert_eq!(
+        run(
+            &["--password-command", "echo nope"],
+            &[("CAIRN_PASSWORD_FILE", good)]
+        ),
+        Some(0)
+    );
+    assert_eq!(
+        run(
+            &["--password-command", &format!("cat {good}")],
+            &[("CAIRN_PASSWORD", "x")]
+        ),
+        Some(0)
+    );
+    assert_eq!(
+        run(
+            &[],
+            &[("CAIRN_PASSWORD_FILE", bad), ("CAIRN_PASSWORD", PASSWORD)]
+        ),
+        Some(12)
+    );
+    // A failing password command is an error, not an empty password.
+    assert_eq!(
+        run(
+            &["--password-command", "exit 1"],
+            &[("CAIRN_PASSWORD", PASSWORD)]
+        )
+        .map(|c| c != 0),
+        Some(true)
+    );
+}
+
+#[test]
+fn key_add_list_passwd_remove() {
+    let s = Sandbox::init();
+    let keys = |pw: &str| -> Vec<Value> {
+        s.cmd(["key", "list", "--json"])
+            .env("CAIRN_PASSWORD", pw)
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let opens = |pw: &str| s.cmd(["snapshots"]).env("CAIRN_PASSWORD", pw).run().code;
+    let k = keys(PASSWORD);
+    assert_eq!(k.len(), 1);
+    assert_eq!(k[0]["current"], true);
+    let first = text(&k[0], "id").to_string();
+
+    let added = s
+        .cmd(["key", "add", "--json"])
+        .env("CAIRN_NEW_PASSWORD", "second pw")
+        .ok()
+        .json();
+    let second = text(&added, "id").to_string();
+    assert_eq!(keys("second pw").len(), 2);
+
+    // passwd replaces the key in use: the old password stops working.
+    let newpw = s.path("newpw");
+    write(&newpw, "third pw\n");
+    s.cmd([
+        "key",
+        "passwd",
+        "--new-password-file",
+        newpw.to_str().unwrap(),
+    ])
+    .env("CAIRN_PASSWORD", "second pw")
+    .ok();
+    assert_eq!(
+        opens("second pw"),
+        Some(12),
+        "old password still works after key passwd"
+    );
+    assert_eq!(opens(PASSWORD), Some(0), "passwd must not touch other keys");
+    let k = keys("third pw");
+    assert_eq!(k.len(), 2);
+    assert!(k.iter().all(|x| x["id"] != second.as_str()));
+
+    // The key in use cannot be removed; another can, by prefix.
+    s.cmd(["key", "remove", &first[..12]])
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .fails();
+    s.cmd(["key", "remove", &first[..12]])
+        .env("CAIRN_PASSWORD", "third pw")
+        .ok();
+    assert_eq!(
+        opens(PASSWORD),
+        Some(12),
+        "removed key still opens the repository"
+    );
+    // New passwords: never empty, never from a non-TTY stdin.
+    s.cmd(["key", "add"])
+        .env("CAIRN_PASSWORD", "third pw")
+        .stdin("fourth pw\nfourth pw\n")
+        .fails();
+    let empty = s.path("empty");
+    write(&empty, "");
+    s.cmd(["key", "add", "--new-password-file", empty.to_str().unwrap()])
+        .env("CAIRN_PASSWORD", "third pw")
+        .fails();
+    assert_eq!(keys("third pw").len(), 1);
+}
+
+#[test]
+fn unlock_and_check_variants() {
+    let s = Sandbox::init_with(&["--pack-size", "1"]);
+    let src = s.path("src");
+    // Enough data for a few 1 MiB packs.
+    for i in 0..3 {
+        write(&src.join(format!("f{i}")), random_bytes(600_000, 20 + i));
+    }
+    s.ok(["backup", src.to_str().unwrap()]);
+    write(&src.join("f0"), "changed");
+    s.ok(["backup", src.to_str().unwrap()]);
+    let plain = s.json(["check"]);
+    assert_eq!(num(&plain, "packs_read"), 0, "{plain}");
+    let u = s.json(["unlock"]);
+    assert_eq!(num(&u, "removed"), 0, "no locks should be left behind: {u}");
+
+    let full = s.json(["check", "--read-data"]);
+    let packs = num(&full, "packs");
+    assert!(packs >= 3, "{full}");
+    assert_eq!(num(&full, "packs_read"), packs, "{full}");
+    assert_eq!(full["errors"], serde_json::json!([]), "{full}");
+    // Slices n/m cover every pack exactly once.
+    let read = |subset: &str| {
+        num(
+            &s.json(["check", "--read-data-subset", subset]),
+            "packs_read",
+        )
+    };
+    let (one, two) = (read("1/2"), read("2/2"));
+    assert_eq!(
+        one + two,
+        packs,
+        "slices 1/2 and 2/2 read {one} + {two} of {packs} packs"
+    );
+    let half = read("50%");
+    assert!(
+        half >= packs / 2 && half < packs,
+        "50% read {half} of {packs}"
+    );
+    let human = s.ok(["check", "--read-data-subset", "10%"]).stdout();
+    assert!(human.contains("no errors"), "{human}");
+}
