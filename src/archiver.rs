@@ -30,7 +30,7 @@ use crate::snapshot::{Snapshot, SnapshotSummary};
 use crate::tree::{encode_name, ContentRef, Node, NodeType, Tree};
 
 /// Bytes of chunks read ahead while the previous batch is being sealed.
-const BATCH_BYTES: usize = 4 * 1024 * 1024;
+const BATCH_BYTES: usize = 2 * 1024 * 1024;
 
 /// Where a backup's data comes from.
 pub enum Source {
@@ -212,6 +212,17 @@ enum VirtualEntry {
 }
 
 impl VirtualDir {
+    /// Every source path below this directory.
+    fn sources(&self) -> Vec<PathBuf> {
+        self.children
+            .values()
+            .flat_map(|e| match e {
+                VirtualEntry::Source(p) => vec![p.clone()],
+                VirtualEntry::Dir(_, d) => d.sources(),
+            })
+            .collect()
+    }
+
     fn insert(&mut self, full: &Path) {
         let comps: Vec<_> = full.components().filter_map(|c| match c {
             Component::Normal(n) => Some(n.to_os_string()),
@@ -265,7 +276,17 @@ impl<'a> Archiver<'a> {
                         }
                     },
                     VirtualEntry::Dir(path, sub) => {
-                        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+                        // A missing parent means every source below it is missing:
+                        // report it like a missing source and go on with the rest.
+                        let meta = match std::fs::metadata(path) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                for source in sub.sources() {
+                                    self.fail(&source, &e);
+                                }
+                                return Ok(None);
+                            }
+                        };
                         let mut node = node_from_metadata(name, &meta);
                         node.kind = NodeType::Dir;
                         node.subtree = Some(self.archive_virtual(sub, pnode.and_then(|p| p.subtree))?);

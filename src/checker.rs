@@ -95,7 +95,7 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     report.packs = stored.len();
     report.blobs_indexed = repo.index().blob_count();
 
-    check_index_against_storage(&c, &stored, &mut report);
+    let lost_packs = check_index_against_storage(&c, &stored, &mut report);
     let (snapshots, trees, used) = check_snapshots(&c)?;
     report.snapshots = snapshots.len();
     report.trees = trees;
@@ -109,6 +109,9 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     };
     let mut missing_or_damaged: HashSet<BlobId> = damaged_blobs;
     missing_or_damaged.extend(used.iter().filter(|id| !repo.index().contains(id)));
+    missing_or_damaged.extend(
+        repo.index().iter().filter(|(_, loc)| lost_packs.contains(&loc.pack)).map(|(id, _)| id),
+    );
     if !missing_or_damaged.is_empty() {
         report.damaged_files = files_using(repo, &snapshots, &missing_or_damaged);
     }
@@ -138,20 +141,30 @@ fn load_index_tolerant(repo: &mut Repository) -> Result<Vec<Problem>> {
     Ok(problems)
 }
 
-fn check_index_against_storage(c: &Checker, stored: &HashMap<PackId, (BlobType, u64)>, report: &mut CheckReport) {
+/// Returns the packs the index names that storage does not hold (or holds short).
+fn check_index_against_storage(
+    c: &Checker,
+    stored: &HashMap<PackId, (BlobType, u64)>,
+    report: &mut CheckReport,
+) -> HashSet<PackId> {
+    let mut lost = HashSet::new();
     let mut ends: HashMap<PackId, u64> = HashMap::new();
     for (_, loc) in c.repo.index().iter() {
         let e = ends.entry(loc.pack).or_default();
         *e = (*e).max(loc.offset as u64 + loc.length as u64);
     }
     for (pack, kind) in c.repo.index().packs() {
-        match stored.get(&pack) {
-            None => c.error(pack_key(kind, &pack), "pack is in the index but missing from storage"),
-            Some((k, _)) if *k != kind => c.error(pack_key(kind, &pack), "pack is stored under the wrong type"),
+        let problem = match stored.get(&pack) {
+            None => Some("pack is in the index but missing from storage".to_string()),
+            Some((k, _)) if *k != kind => Some("pack is stored under the wrong type".into()),
             Some((_, size)) if ends.get(&pack).copied().unwrap_or(0) + 4 > *size => {
-                c.error(pack_key(kind, &pack), format!("pack is {size} bytes, shorter than its indexed blobs"))
+                Some(format!("pack is {size} bytes, shorter than its indexed blobs"))
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(p) = problem {
+            c.error(pack_key(kind, &pack), p);
+            lost.insert(pack);
         }
     }
     for (id, (kind, _)) in stored {
@@ -162,6 +175,7 @@ fn check_index_against_storage(c: &Checker, stored: &HashMap<PackId, (BlobType, 
             });
         }
     }
+    lost
 }
 
 /// Loads every snapshot and walks every tree once. Returns the snapshots, the

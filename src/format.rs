@@ -91,9 +91,10 @@ pub struct Config {
     pub compression: i32,
 }
 
-/// Default pack target: 16 MiB, the size restic settled on; big enough that
-/// per-request costs on cloud buckets stay small, small enough to hold two in memory.
-pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+/// Default pack target: 8 MiB. Large enough that per-request costs on cloud
+/// buckets stay small (restic used 4 MiB for years), small enough that the packs
+/// in flight (one per worker thread) keep a backup's peak memory low.
+pub const DEFAULT_PACK_SIZE: u32 = 8 * 1024 * 1024;
 pub const DEFAULT_COMPRESSION: i32 = 3;
 
 /// A key object: plaintext JSON; the master key inside is sealed under a key

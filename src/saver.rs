@@ -1,20 +1,19 @@
-//! Writing blobs: dedup against the index, compress and seal, fill packs, and
-//! hand full packs to an uploader thread that verifies them before upload.
+//! Writing blobs: dedup against the index, compress and seal, fill packs,
+//! verify each full pack and upload it.
 //!
-//! Many threads call [`BlobSaver::save`] at once. Packs are verified (every blob
-//! decrypted, decompressed and re-hashed) before they leave the machine, so an
-//! encoder bug can never reach storage. Index objects are written every
+//! Many threads call [`BlobSaver::save`] at once. The thread whose blob fills a
+//! pack verifies it (every blob decrypted, decompressed and re-hashed, so an
+//! encoder bug can never reach storage) and uploads it, while the other threads
+//! go on filling the next pack: at most one pack per thread is in memory, with no
+//! upload queue to hold more. Index objects are written every
 //! [`CHECKPOINT_PACKS`] packs, so an interrupted backup loses little.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::backend::Backend;
 use crate::blob::{self, BlobType};
 use crate::crypto::{BlobHasher, Cipher};
 use crate::error::{Error, Result};
@@ -26,8 +25,6 @@ use crate::repo::{pack_key, store_index, Repository};
 
 /// Packs between index checkpoints.
 pub const CHECKPOINT_PACKS: usize = 32;
-/// Finished packs that may wait for the uploader (back-pressure bound on memory).
-const UPLOAD_QUEUE: usize = 0;
 
 /// Figures of what was written.
 #[derive(Debug, Default, Clone)]
@@ -41,6 +38,7 @@ pub struct SaveStats {
     pub packs: u64,
 }
 
+#[derive(Default)]
 struct Counters {
     data_blobs: AtomicU64,
     tree_blobs: AtomicU64,
@@ -48,20 +46,19 @@ struct Counters {
     bytes_packed: AtomicU64,
 }
 
-/// A verified pack ready for upload.
-struct Job {
-    id: PackId,
-    bytes: Vec<u8>,
-    kind: BlobType,
-    entries: Vec<PackEntry>,
+/// Packs uploaded so far: all of them, and those no index object names yet.
+#[derive(Default)]
+struct Written {
+    indexed: Vec<IndexedPack>,
+    unindexed: Vec<IndexedPack>,
 }
 
 pub struct BlobSaver<'r> {
     repo: &'r Repository,
+    dry_run: bool,
     seen: Mutex<HashSet<BlobId>>,
     open: [Mutex<Option<PackBuilder>>; 2],
-    tx: Mutex<Option<SyncSender<Job>>>,
-    uploader: Mutex<Option<JoinHandle<Result<Vec<IndexedPack>>>>>,
+    written: Mutex<Written>,
     counters: Counters,
 }
 
@@ -73,25 +70,15 @@ fn slot(kind: BlobType) -> usize {
 }
 
 impl<'r> BlobSaver<'r> {
+    /// With `dry_run`, everything is encoded and verified but nothing is written.
     pub fn new(repo: &'r Repository, dry_run: bool) -> Self {
-        let (tx, rx) = sync_channel::<Job>(UPLOAD_QUEUE);
-        let ctx = Uploader { backend: repo.backend().clone(), cipher: repo.cipher().clone(), dry_run };
-        let handle = std::thread::Builder::new()
-            .name("cairn-upload".into())
-            .spawn(move || ctx.run(rx))
-            .expect("spawning the upload thread");
         BlobSaver {
             repo,
+            dry_run,
             seen: Mutex::new(HashSet::new()),
             open: [Mutex::new(None), Mutex::new(None)],
-            tx: Mutex::new(Some(tx)),
-            uploader: Mutex::new(Some(handle)),
-            counters: Counters {
-                data_blobs: AtomicU64::new(0),
-                tree_blobs: AtomicU64::new(0),
-                bytes_added: AtomicU64::new(0),
-                bytes_packed: AtomicU64::new(0),
-            },
+            written: Mutex::new(Written::default()),
+            counters: Counters::default(),
         }
     }
 
@@ -126,44 +113,50 @@ impl<'r> BlobSaver<'r> {
             }
         };
         if let Some(b) = full {
-            self.send(b)?;
+            self.write_pack(b)?;
         }
         Ok((id, true))
     }
 
-    /// Verifies a full pack on this (rayon) thread, then queues it for upload.
-    /// Verification must not happen on the upload thread: it would need rayon
-    /// workers that may all be blocked here, waiting for the queue.
-    fn send(&self, builder: PackBuilder) -> Result<()> {
+    /// Seals, verifies and uploads one pack, and writes an index checkpoint
+    /// when enough packs have gone unindexed.
+    fn write_pack(&self, builder: PackBuilder) -> Result<()> {
         let (bytes, kind, entries) = builder.finish(self.repo.cipher());
         let id = verify_pack(self.repo.cipher(), self.repo.hasher(), &bytes, kind, &entries)?;
-        let job = Job { id, bytes, kind, entries };
-        let tx = self.tx.lock().unwrap().clone();
-        match tx {
-            Some(tx) if tx.send(job).is_ok() => Ok(()),
-            // The uploader stopped: its error is reported by finish().
-            _ => self.join_uploader().and(Err(Error::CommandFailed("upload thread stopped".into()))),
+        if !self.dry_run {
+            self.repo.backend().create(&pack_key(kind, &id), bytes)?;
         }
+        let checkpoint = {
+            let mut w = self.written.lock().unwrap();
+            w.unindexed.push(IndexedPack { id, kind, blobs: entries });
+            (w.unindexed.len() >= CHECKPOINT_PACKS).then(|| std::mem::take(&mut w.unindexed))
+        };
+        if let Some(packs) = checkpoint {
+            self.write_index(packs)?;
+        }
+        Ok(())
     }
 
-    fn join_uploader(&self) -> Result<Vec<IndexedPack>> {
-        self.tx.lock().unwrap().take();
-        match self.uploader.lock().unwrap().take() {
-            Some(h) => h.join().unwrap_or_else(|_| Err(Error::CommandFailed("upload thread panicked".into()))),
-            None => Ok(Vec::new()),
+    fn write_index(&self, packs: Vec<IndexedPack>) -> Result<()> {
+        if !packs.is_empty() && !self.dry_run {
+            store_index(self.repo.backend(), self.repo.cipher(), &packs)?;
         }
+        self.written.lock().unwrap().indexed.extend(packs);
+        Ok(())
     }
 
-    /// Flushes open packs, waits for uploads and writes the final index object.
-    /// Returns the packs written (for the caller's in-memory index) and figures.
+    /// Flushes open packs and writes the final index object. Returns the packs
+    /// written (for the caller's in-memory index) and figures.
     pub fn finish(self) -> Result<(Vec<IndexedPack>, SaveStats)> {
         for kind in [BlobType::Data, BlobType::Tree] {
             let b = self.open[slot(kind)].lock().unwrap().take();
             if let Some(b) = b.filter(|b| !b.is_empty()) {
-                self.send(b)?;
+                self.write_pack(b)?;
             }
         }
-        let packs = self.join_uploader()?;
+        let rest = std::mem::take(&mut self.written.lock().unwrap().unindexed);
+        self.write_index(rest)?;
+        let packs = self.written.into_inner().unwrap().indexed;
         let c = &self.counters;
         let stats = SaveStats {
             data_blobs: c.data_blobs.load(Ordering::Relaxed),
@@ -173,43 +166,6 @@ impl<'r> BlobSaver<'r> {
             packs: packs.len() as u64,
         };
         Ok((packs, stats))
-    }
-}
-
-struct Uploader {
-    backend: Backend,
-    cipher: Cipher,
-    dry_run: bool,
-}
-
-impl Uploader {
-    /// Verifies and uploads packs until the channel closes; writes an index
-    /// object every CHECKPOINT_PACKS packs and one for the rest at the end.
-    fn run(self, rx: std::sync::mpsc::Receiver<Job>) -> Result<Vec<IndexedPack>> {
-        let mut all = Vec::new();
-        let mut unindexed = Vec::new();
-        for Job { id, bytes, kind, entries } in rx {
-            if !self.dry_run {
-                self.backend.create(&pack_key(kind, &id), bytes)?;
-            }
-            unindexed.push(IndexedPack { id, kind, blobs: entries });
-            if unindexed.len() >= CHECKPOINT_PACKS {
-                self.write_index(&unindexed)?;
-                all.append(&mut unindexed);
-            }
-        }
-        if !unindexed.is_empty() {
-            self.write_index(&unindexed)?;
-            all.append(&mut unindexed);
-        }
-        Ok(all)
-    }
-
-    fn write_index(&self, packs: &[IndexedPack]) -> Result<()> {
-        if !self.dry_run {
-            store_index(&self.backend, &self.cipher, packs)?;
-        }
-        Ok(())
     }
 }
 
@@ -238,4 +194,3 @@ pub fn save_tree(saver: &BlobSaver<'_>, tree: &mut crate::tree::Tree) -> Result<
     saver.save(BlobType::Tree, &tree.to_bytes())
 }
 
-pub type SharedSaver<'r> = Arc<BlobSaver<'r>>;

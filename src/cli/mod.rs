@@ -162,9 +162,20 @@ fn exit_code(err: &anyhow::Error) -> i32 {
     }
 }
 
-/// One line, whatever the error's chain.
+/// One line, whatever the error's chain; a cause already quoted by the message
+/// before it is not repeated.
 fn one_line(err: &anyhow::Error) -> String {
-    format!("{err:#}").replace('\n', " ")
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out.replace('\n', " ")
 }
 
 fn install_panic_hook() {
