@@ -234,3 +234,41 @@ fn many_full_packs_do_not_stall_the_pipeline() {
         assert_eq!(std::fs::read(root.join(format!("f{i}"))).unwrap(), pseudo_random(4_000_000, 100 + i));
     }
 }
+
+/// An incremental backup (unchanged files taken from the parent) must record
+/// exactly what a full re-read records: same trees, same bytes on restore.
+#[test]
+fn incremental_backup_equals_full_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 21);
+    std::fs::write(src.join("d/e/second"), pseudo_random(1_500_000, 77)).unwrap();
+    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf()).unwrap();
+    backup_paths(&mut repo, &[&src]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(src.join("a.txt"), b"changed since the parent").unwrap();
+    std::fs::write(src.join("d/new.bin"), pseudo_random(700_000, 78)).unwrap();
+    std::fs::remove_file(src.join("d/e/empty")).unwrap();
+
+    let incremental = backup_paths(&mut repo, &[&src]);
+    assert!(incremental.parent.is_some());
+    let full = {
+        repo.load_index().unwrap();
+        let opts = BackupOptions { force: true, ..Default::default() };
+        backup(&mut repo, Source::Paths(vec![src.clone()]), &opts, &NoProgress).unwrap()
+    };
+    assert!(full.parent.is_none());
+    assert!(full.bytes_read > incremental.bytes_read);
+    let src_tree = |tree| cairn::restorer::find_node(&repo, &tree, src.to_str().unwrap()).unwrap().subtree;
+    assert_eq!(src_tree(incremental.snapshot.tree), src_tree(full.snapshot.tree));
+
+    let (ti, tf) = (dir.path().join("ri"), dir.path().join("rf"));
+    restore(&repo, &incremental.snapshot.tree, &ti, &RestoreOptions::default()).unwrap();
+    restore(&repo, &full.snapshot.tree, &tf, &RestoreOptions::default()).unwrap();
+    for rel in ["a.txt", "d/big.bin", "d/new.bin", "d/e/second"] {
+        let want = std::fs::read(src.join(rel)).unwrap();
+        assert_eq!(std::fs::read(restored_root(&ti, &src).join(rel)).unwrap(), want, "{rel}");
+        assert_eq!(std::fs::read(restored_root(&tf, &src).join(rel)).unwrap(), want, "{rel}");
+    }
+    assert!(!restored_root(&ti, &src).join("d/e/empty").exists());
+}
