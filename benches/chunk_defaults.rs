@@ -13,7 +13,9 @@ use cairn::crypto::{BlobHasher, Secret};
 const CORPUS_LIMIT: u64 = 1 << 30;
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>, total: &mut u64) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = rd.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
@@ -53,11 +55,18 @@ fn ids(data: Vec<u8>, p: &ChunkerParams, h: &BlobHasher) -> Vec<(blake3::Hash, u
 }
 
 fn main() {
-    let dir = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_else(|| "/usr/lib".into());
+    let dir = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_else(|| "/usr/lib".into());
     let mut files = Vec::new();
     let mut total = 0;
     collect(Path::new(&dir), &mut files, &mut total);
-    println!("corpus: {} files, {:.1} MiB under {dir}", files.len(), total as f64 / 1048576.0);
+    println!(
+        "corpus: {} files, {:.1} MiB under {dir}",
+        files.len(),
+        total as f64 / 1048576.0
+    );
     let h = BlobHasher::new(&Secret([7; 32]));
     let k = 1024;
     let candidates = [
@@ -70,7 +79,12 @@ fn main() {
     println!("| min/avg/max KiB | blobs | blobs per GiB | unique MiB | re-stored MiB after one 10-byte insert in each file > 1 MiB |");
     println!("| --- | --- | --- | --- | --- |");
     for (min, avg, max) in candidates {
-        let p = ChunkerParams { min_size: min, avg_size: avg, max_size: max, seed: 0x5eed };
+        let p = ChunkerParams {
+            min_size: min,
+            avg_size: avg,
+            max_size: max,
+            seed: 0x5eed,
+        };
         let mut seen = HashSet::new();
         let (mut blobs, mut unique) = (0u64, 0u64);
         let mut restored = 0u64;

@@ -36,9 +36,14 @@ const BATCH_BYTES: usize = 2 * 1024 * 1024;
 pub enum Source {
     Paths(Vec<PathBuf>),
     /// Standard input, stored as one file of this name.
-    Stdin { name: String },
+    Stdin {
+        name: String,
+    },
     /// A command's standard output; the snapshot is saved only if it exits 0.
-    Command { name: String, argv: Vec<String> },
+    Command {
+        name: String,
+        argv: Vec<String>,
+    },
 }
 
 #[derive(Default)]
@@ -105,9 +110,20 @@ impl Excludes {
     pub fn new(patterns: &[String]) -> Result<Excludes> {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
-        for p in patterns.iter().map(|p| p.trim()).filter(|p| !p.is_empty() && !p.starts_with('#')) {
+        for p in patterns
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty() && !p.starts_with('#'))
+        {
             let anchored = p.contains('/');
-            let glob = GlobBuilder::new(p.trim_end_matches('/'))
+            // "a/b" matches that path ending anywhere; "/a/b" only from the root.
+            let trimmed = p.trim_end_matches('/');
+            let full = if anchored && !trimmed.starts_with('/') {
+                format!("**/{trimmed}")
+            } else {
+                trimmed.to_string()
+            };
+            let glob = GlobBuilder::new(&full)
                 .literal_separator(anchored)
                 .build()
                 .map_err(|e| Error::InvalidArgument(format!("bad exclude pattern '{p}': {e}")))?;
@@ -117,8 +133,12 @@ impl Excludes {
                 names.add(glob);
             }
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidArgument(e.to_string()));
-        Ok(Excludes { names: build(names)?, paths: build(paths)? })
+        let build =
+            |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidArgument(e.to_string()));
+        Ok(Excludes {
+            names: build(names)?,
+            paths: build(paths)?,
+        })
     }
 
     pub fn is_excluded(&self, path: &Path) -> bool {
@@ -190,13 +210,25 @@ pub fn node_from_metadata(name: &OsStr, meta: &Metadata) -> Node {
         ctime_ns: unix_nanos(meta.ctime(), meta.ctime_nsec()),
         inode: meta.ino(),
         device: meta.dev(),
-        links: if kind == NodeType::Dir { 0 } else { meta.nlink() },
-        size: if kind == NodeType::File { meta.size() } else { 0 },
+        links: if kind == NodeType::Dir {
+            0
+        } else {
+            meta.nlink()
+        },
+        size: if kind == NodeType::File {
+            meta.size()
+        } else {
+            0
+        },
         content: Vec::new(),
         subtree: None,
         target: None,
         target_hex: None,
-        rdev: if matches!(kind, NodeType::Dev | NodeType::Chardev) { meta.rdev() } else { 0 },
+        rdev: if matches!(kind, NodeType::Dev | NodeType::Chardev) {
+            meta.rdev()
+        } else {
+            0
+        },
     }
 }
 
@@ -224,19 +256,26 @@ impl VirtualDir {
     }
 
     fn insert(&mut self, full: &Path) {
-        let comps: Vec<_> = full.components().filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            _ => None,
-        }).collect();
+        let comps: Vec<_> = full
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                _ => None,
+            })
+            .collect();
         let mut dir = self;
         let mut here = PathBuf::from("/");
         for (i, c) in comps.iter().enumerate() {
             here.push(c);
             if i + 1 == comps.len() {
-                dir.children.insert(c.clone(), VirtualEntry::Source(here.clone()));
+                dir.children
+                    .insert(c.clone(), VirtualEntry::Source(here.clone()));
                 return;
             }
-            let entry = dir.children.entry(c.clone()).or_insert_with(|| VirtualEntry::Dir(here.clone(), VirtualDir::default()));
+            let entry = dir
+                .children
+                .entry(c.clone())
+                .or_insert_with(|| VirtualEntry::Dir(here.clone(), VirtualDir::default()));
             match entry {
                 VirtualEntry::Dir(_, d) => dir = d,
                 // An ancestor is itself a source: it covers this path already.
@@ -248,7 +287,10 @@ impl VirtualDir {
 
 impl<'a> Archiver<'a> {
     fn fail(&self, path: &Path, why: impl std::fmt::Display) {
-        self.errors.lock().unwrap().push((path.to_path_buf(), why.to_string()));
+        self.errors
+            .lock()
+            .unwrap()
+            .push((path.to_path_buf(), why.to_string()));
     }
 
     fn parent_tree(&self, id: Option<BlobId>) -> Option<Tree> {
@@ -256,7 +298,10 @@ impl<'a> Archiver<'a> {
     }
 
     fn find<'t>(tree: &'t Option<Tree>, name: &str, name_hex: &Option<String>) -> Option<&'t Node> {
-        tree.as_ref()?.nodes.iter().find(|n| n.name == name && n.name_hex == *name_hex)
+        tree.as_ref()?
+            .nodes
+            .iter()
+            .find(|n| n.name == name && n.name_hex == *name_hex)
     }
 
     fn archive_virtual(&self, dir: &VirtualDir, parent: Option<BlobId>) -> Result<BlobId> {
@@ -289,18 +334,28 @@ impl<'a> Archiver<'a> {
                         };
                         let mut node = node_from_metadata(name, &meta);
                         node.kind = NodeType::Dir;
-                        node.subtree = Some(self.archive_virtual(sub, pnode.and_then(|p| p.subtree))?);
+                        node.subtree =
+                            Some(self.archive_virtual(sub, pnode.and_then(|p| p.subtree))?);
                         Ok(Some(node))
                     }
                 }
             })
             .collect::<Result<_>>()?;
-        let mut tree = Tree { nodes: nodes.into_iter().flatten().collect() };
+        let mut tree = Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        };
         Ok(save_tree(&self.saver, &mut tree)?.0)
     }
 
     /// Archives one entry; Ok(None) when it was skipped (error recorded).
-    fn archive_entry(&self, path: &Path, name: &OsStr, meta: &Metadata, pnode: Option<&Node>, root_dev: u64) -> Result<Option<Node>> {
+    fn archive_entry(
+        &self,
+        path: &Path,
+        name: &OsStr,
+        meta: &Metadata,
+        pnode: Option<&Node>,
+        root_dev: u64,
+    ) -> Result<Option<Node>> {
         let mut node = node_from_metadata(name, meta);
         match node.kind {
             NodeType::File => {
@@ -309,7 +364,9 @@ impl<'a> Archiver<'a> {
                 }
             }
             NodeType::Dir => {
-                let parent_sub = pnode.filter(|p| p.kind == NodeType::Dir).and_then(|p| p.subtree);
+                let parent_sub = pnode
+                    .filter(|p| p.kind == NodeType::Dir)
+                    .and_then(|p| p.subtree);
                 match self.archive_dir(path, parent_sub, root_dev)? {
                     Some(id) => {
                         let counter = match parent_sub {
@@ -339,7 +396,12 @@ impl<'a> Archiver<'a> {
         Ok(Some(node))
     }
 
-    fn archive_dir(&self, path: &Path, parent: Option<BlobId>, root_dev: u64) -> Result<Option<BlobId>> {
+    fn archive_dir(
+        &self,
+        path: &Path,
+        parent: Option<BlobId>,
+        root_dev: u64,
+    ) -> Result<Option<BlobId>> {
         let rd = match std::fs::read_dir(path) {
             Ok(rd) => rd,
             Err(e) => {
@@ -378,13 +440,17 @@ impl<'a> Archiver<'a> {
                 self.archive_entry(&child, &name, &meta, pnode, root_dev)
             })
             .collect::<Result<_>>()?;
-        let mut tree = Tree { nodes: nodes.into_iter().flatten().collect() };
+        let mut tree = Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        };
         Ok(Some(save_tree(&self.saver, &mut tree)?.0))
     }
 
     /// Fills a file node's content; false when the file could not be read.
     fn archive_file(&self, path: &Path, node: &mut Node, pnode: Option<&Node>) -> Result<bool> {
-        self.counters.bytes_processed.fetch_add(node.size, Ordering::Relaxed);
+        self.counters
+            .bytes_processed
+            .fetch_add(node.size, Ordering::Relaxed);
         if let Some(p) = pnode.filter(|p| !self.force && self.unchanged(p, node)) {
             node.content = p.content.clone();
             inc(&self.counters.files_unmodified);
@@ -411,7 +477,11 @@ impl<'a> Archiver<'a> {
             }
             Err(e) => return Err(e),
         }
-        inc(if pnode.is_some() { &self.counters.files_changed } else { &self.counters.files_new });
+        inc(if pnode.is_some() {
+            &self.counters.files_changed
+        } else {
+            &self.counters.files_new
+        });
         self.progress.file_done(path, node.size);
         Ok(true)
     }
@@ -429,7 +499,11 @@ impl<'a> Archiver<'a> {
 
     /// Chunks and saves a stream; returns its content list and length. Errors
     /// reading the stream come back as `Error::Io`.
-    fn save_stream<R: Read + Send + 'static>(&self, reader: R, size_hint: Option<u64>) -> Result<(Vec<ContentRef>, u64)> {
+    fn save_stream<R: Read + Send + 'static>(
+        &self,
+        reader: R,
+        size_hint: Option<u64>,
+    ) -> Result<(Vec<ContentRef>, u64)> {
         let mut chunks = chunker::chunks(reader, size_hint, &self.repo.config().chunker);
         let mut content = Vec::new();
         let mut total = 0u64;
@@ -439,7 +513,12 @@ impl<'a> Archiver<'a> {
                 || {
                     batch
                         .par_iter()
-                        .map(|c| Ok(ContentRef { id: self.saver.save(BlobType::Data, c)?.0, size: c.len() as u32 }))
+                        .map(|c| {
+                            Ok(ContentRef {
+                                id: self.saver.save(BlobType::Data, c)?.0,
+                                size: c.len() as u32,
+                            })
+                        })
                         .collect::<Result<Vec<_>>>()
                 },
                 || self.next_batch(&mut chunks),
@@ -458,7 +537,9 @@ impl<'a> Archiver<'a> {
             match chunks.next() {
                 Some(Ok(c)) => {
                     bytes += c.len();
-                    self.counters.bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed);
+                    self.counters
+                        .bytes_read
+                        .fetch_add(c.len() as u64, Ordering::Relaxed);
                     self.progress.bytes_processed(c.len() as u64);
                     batch.push(c);
                 }
@@ -472,16 +553,21 @@ impl<'a> Archiver<'a> {
 
 /// The latest snapshot with the same host and paths, as restic picks a parent.
 fn find_parent(repo: &Repository, host: &str, paths: &[String]) -> Result<Option<SnapshotId>> {
-    let filter = SnapshotFilter { hosts: vec![host.to_string()], ..Default::default() };
+    let filter = SnapshotFilter {
+        hosts: vec![host.to_string()],
+        ..Default::default()
+    };
     let mut sorted = paths.to_vec();
     sorted.sort();
     Ok(repo
         .list_snapshots()?
         .into_iter()
-        .filter(|(_, s)| filter.matches(s) && {
-            let mut p = s.paths.clone();
-            p.sort();
-            p == sorted
+        .filter(|(_, s)| {
+            filter.matches(s) && {
+                let mut p = s.paths.clone();
+                p.sort();
+                p == sorted
+            }
         })
         .next_back()
         .map(|(id, _)| id))
@@ -492,7 +578,12 @@ fn current_ids() -> (u32, u32) {
 }
 
 /// Runs a backup. The repository's index must be loaded.
-pub fn backup(repo: &mut Repository, source: Source, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupOutcome> {
+pub fn backup(
+    repo: &mut Repository,
+    source: Source,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
     let start = Instant::now();
     let started_at = Utc::now();
     if !opts.dry_run {
@@ -507,14 +598,26 @@ pub fn backup(repo: &mut Repository, source: Source, opts: &BackupOptions, progr
             }
             abs.sort();
             abs.dedup();
-            let existing: Vec<PathBuf> = abs.iter().filter(|p| std::fs::symlink_metadata(p).is_ok()).cloned().collect();
+            let existing: Vec<PathBuf> = abs
+                .iter()
+                .filter(|p| std::fs::symlink_metadata(p).is_ok())
+                .cloned()
+                .collect();
             if existing.is_empty() {
                 return Err(Error::InvalidArgument(format!(
                     "no source path exists: {}",
-                    abs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                    abs.iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
-            (abs.iter().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>(), abs)
+            (
+                abs.iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>(),
+                abs,
+            )
         }
         Source::Stdin { name } | Source::Command { name, .. } => {
             validate_stdin_name(name)?;
@@ -543,6 +646,14 @@ pub fn backup(repo: &mut Repository, source: Source, opts: &BackupOptions, progr
         progress,
     };
     let root = match &source {
+        // Backing up "/" itself: its entries are the root tree's.
+        Source::Paths(_) if roots.iter().any(|r| r.as_os_str() == "/") => {
+            let dev = std::fs::symlink_metadata("/")
+                .map_err(|e| Error::io("/", e))?
+                .dev();
+            arch.archive_dir(Path::new("/"), parent_tree, dev)?
+                .ok_or_else(|| Error::io("/", std::io::Error::other("unreadable")))?
+        }
         Source::Paths(_) => {
             let mut vroot = VirtualDir::default();
             for r in &roots {
@@ -553,7 +664,12 @@ pub fn backup(repo: &mut Repository, source: Source, opts: &BackupOptions, progr
         Source::Stdin { name } => arch.archive_stdin(name, std::io::stdin())?,
         Source::Command { name, argv } => arch.archive_command(name, argv)?,
     };
-    let Archiver { saver, counters, errors, .. } = arch;
+    let Archiver {
+        saver,
+        counters,
+        errors,
+        ..
+    } = arch;
     let (packs, stats) = saver.finish()?;
     repo.index_packs(&packs);
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -569,7 +685,9 @@ pub fn backup(repo: &mut Repository, source: Source, opts: &BackupOptions, progr
         tree_blobs: stats.tree_blobs,
         data_added: stats.bytes_added,
         data_added_packed: stats.bytes_packed,
-        total_files_processed: c(&counters.files_new) + c(&counters.files_changed) + c(&counters.files_unmodified),
+        total_files_processed: c(&counters.files_new)
+            + c(&counters.files_changed)
+            + c(&counters.files_unmodified),
         total_bytes_processed: c(&counters.bytes_processed),
         backup_start: started_at,
         backup_end: Utc::now(),
@@ -582,13 +700,23 @@ pub fn backup(repo: &mut Repository, source: Source, opts: &BackupOptions, progr
         username: std::env::var("USER").unwrap_or_default(),
         uid,
         gid,
-        tags: opts.tags.iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(String::from).collect(),
+        tags: opts
+            .tags
+            .iter()
+            .flat_map(|t| t.split(','))
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect(),
         excludes: opts.excludes.clone(),
         parent,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary: Some(summary),
     };
-    let snapshot_id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
+    let snapshot_id = if opts.dry_run {
+        None
+    } else {
+        Some(repo.save_snapshot(&snapshot)?)
+    };
     Ok(BackupOutcome {
         snapshot_id,
         snapshot,
@@ -600,8 +728,14 @@ pub fn backup(repo: &mut Repository, source: Source, opts: &BackupOptions, progr
 }
 
 fn validate_stdin_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        return Err(Error::InvalidArgument(format!("'{name}' is not a usable --stdin-filename")));
+    if name.is_empty()
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(Error::InvalidArgument(format!(
+            "'{name}' is not a usable --stdin-filename"
+        )));
     }
     Ok(())
 }
@@ -639,8 +773,12 @@ impl<'a> Archiver<'a> {
             rdev: 0,
         };
         inc(&self.counters.files_new);
-        self.counters.bytes_processed.fetch_add(size, Ordering::Relaxed);
-        let mut tree = Tree { nodes: vec![base.clone()] };
+        self.counters
+            .bytes_processed
+            .fetch_add(size, Ordering::Relaxed);
+        let mut tree = Tree {
+            nodes: vec![base.clone()],
+        };
         // Wrap in the named directories, innermost first.
         for dir in comps.iter().rev() {
             let id = save_tree(&self.saver, &mut tree)?.0;
@@ -662,7 +800,9 @@ impl<'a> Archiver<'a> {
     }
 
     fn archive_command(&self, name: &str, argv: &[String]) -> Result<BlobId> {
-        let (prog, args) = argv.split_first().ok_or_else(|| Error::InvalidArgument("no command given after --".into()))?;
+        let (prog, args) = argv
+            .split_first()
+            .ok_or_else(|| Error::InvalidArgument("no command given after --".into()))?;
         let mut child = std::process::Command::new(prog)
             .args(args)
             .stdin(std::process::Stdio::null())
@@ -671,9 +811,13 @@ impl<'a> Archiver<'a> {
             .map_err(|e| Error::CommandFailed(format!("cannot run '{prog}': {e}")))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let result = self.archive_stream(name, stdout);
-        let status = child.wait().map_err(|e| Error::CommandFailed(format!("waiting for '{prog}': {e}")))?;
+        let status = child
+            .wait()
+            .map_err(|e| Error::CommandFailed(format!("waiting for '{prog}': {e}")))?;
         if !status.success() {
-            return Err(Error::CommandFailed(format!("'{prog}' failed ({status}); no snapshot saved")));
+            return Err(Error::CommandFailed(format!(
+                "'{prog}' failed ({status}); no snapshot saved"
+            )));
         }
         result
     }
@@ -682,7 +826,9 @@ impl<'a> Archiver<'a> {
 /// Counts files and bytes under sources (for a progress bar's total).
 pub fn scan_totals(paths: &[PathBuf], excludes: &Excludes) -> (u64, u64) {
     fn walk(p: &Path, ex: &Excludes, acc: &mut (u64, u64)) {
-        let Ok(meta) = std::fs::symlink_metadata(p) else { return };
+        let Ok(meta) = std::fs::symlink_metadata(p) else {
+            return;
+        };
         if meta.is_file() {
             acc.0 += 1;
             acc.1 += meta.len();
@@ -702,4 +848,46 @@ pub fn scan_totals(paths: &[PathBuf], excludes: &Excludes) -> (u64, u64) {
         walk(p, excludes, &mut acc);
     }
     acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclude_patterns_follow_restic() {
+        let ex = Excludes::new(&[
+            "*.tmp".into(),
+            "cache/".into(),
+            "sub/dir".into(),
+            "/abs/only".into(),
+        ])
+        .unwrap();
+        assert!(ex.is_excluded(Path::new("/home/a/x.tmp")));
+        assert!(ex.is_excluded(Path::new("/home/a/cache")));
+        assert!(ex.is_excluded(Path::new("/home/a/sub/dir")));
+        assert!(!ex.is_excluded(Path::new("/home/a/sub/dir2")));
+        assert!(ex.is_excluded(Path::new("/abs/only")));
+        assert!(!ex.is_excluded(Path::new("/x/abs/only")));
+        assert!(!ex.is_excluded(Path::new("/home/a/keep.txt")));
+    }
+
+    #[test]
+    fn virtual_root_merges_shared_prefixes() {
+        let mut v = VirtualDir::default();
+        v.insert(Path::new("/home/ann/notes"));
+        v.insert(Path::new("/home/ann/projects"));
+        v.insert(Path::new("/etc"));
+        let mut sources = v.sources();
+        sources.sort();
+        assert_eq!(
+            sources,
+            [
+                PathBuf::from("/etc"),
+                PathBuf::from("/home/ann/notes"),
+                PathBuf::from("/home/ann/projects")
+            ]
+        );
+        assert_eq!(v.children.len(), 2);
+    }
 }

@@ -48,7 +48,10 @@ fn runtime() -> Arc<tokio::runtime::Runtime> {
 }
 
 fn bad(url: &str, reason: impl std::fmt::Display) -> Error {
-    Error::BadLocation { url: url.to_string(), reason: reason.to_string() }
+    Error::BadLocation {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 impl Backend {
@@ -72,18 +75,33 @@ impl Backend {
             return Ok(Backend::memory());
         }
         match location.split_once("://") {
-            Some(("file", rest)) => Self::local(location, std::path::Path::new(rest), options, create_dir),
+            Some(("file", rest)) => {
+                Self::local(location, std::path::Path::new(rest), options, create_dir)
+            }
             Some((scheme, _)) if ["s3", "gs", "az", "azure", "abfs", "abfss"].contains(&scheme) => {
                 Self::cloud(location, scheme, options)
             }
             Some((scheme, _)) => Err(bad(location, format!("unsupported scheme '{scheme}'"))),
-            None => Self::local(location, std::path::Path::new(location), options, create_dir),
+            None => Self::local(
+                location,
+                std::path::Path::new(location),
+                options,
+                create_dir,
+            ),
         }
     }
 
-    fn local(location: &str, dir: &std::path::Path, options: &[(String, String)], create: bool) -> Result<Backend> {
+    fn local(
+        location: &str,
+        dir: &std::path::Path,
+        options: &[(String, String)],
+        create: bool,
+    ) -> Result<Backend> {
         if let Some((k, _)) = options.first() {
-            return Err(bad(location, format!("option '{k}' does not apply to a local repository")));
+            return Err(bad(
+                location,
+                format!("option '{k}' does not apply to a local repository"),
+            ));
         }
         if create {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -91,8 +109,14 @@ impl Backend {
             return Err(Error::RepoNotFound(location.to_string()));
         }
         let dir = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(location, e))?;
-        Ok(Backend { store: Arc::new(store), rt: runtime(), location: location.to_string(), local_dir: Some(dir) })
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| bad(location, e))?;
+        Ok(Backend {
+            store: Arc::new(store),
+            rt: runtime(),
+            location: location.to_string(),
+            local_dir: Some(dir),
+        })
     }
 
     fn cloud(location: &str, scheme: &str, options: &[(String, String)]) -> Result<Backend> {
@@ -101,23 +125,31 @@ impl Backend {
             "s3" => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(location);
                 for (k, v) in options {
-                    let key = k.parse().map_err(|_| bad(location, format!("unknown S3 option '{k}'")))?;
+                    let key = k
+                        .parse()
+                        .map_err(|_| bad(location, format!("unknown S3 option '{k}'")))?;
                     b = b.with_config(key, v);
                 }
                 Arc::new(b.build().map_err(|e| bad(location, e))?)
             }
             "gs" => {
-                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(location);
+                let mut b =
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(location);
                 for (k, v) in options {
-                    let key = k.parse().map_err(|_| bad(location, format!("unknown GCS option '{k}'")))?;
+                    let key = k
+                        .parse()
+                        .map_err(|_| bad(location, format!("unknown GCS option '{k}'")))?;
                     b = b.with_config(key, v);
                 }
                 Arc::new(b.build().map_err(|e| bad(location, e))?)
             }
             _ => {
-                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(location);
+                let mut b =
+                    object_store::azure::MicrosoftAzureBuilder::from_env().with_url(location);
                 for (k, v) in options {
-                    let key = k.parse().map_err(|_| bad(location, format!("unknown Azure option '{k}'")))?;
+                    let key = k
+                        .parse()
+                        .map_err(|_| bad(location, format!("unknown Azure option '{k}'")))?;
                     b = b.with_config(key, v);
                 }
                 Arc::new(b.build().map_err(|e| bad(location, e))?)
@@ -128,9 +160,17 @@ impl Backend {
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
             store
         } else {
-            Arc::new(object_store::prefix::PrefixStore::new(store, prefix.as_str()))
+            Arc::new(object_store::prefix::PrefixStore::new(
+                store,
+                prefix.as_str(),
+            ))
         };
-        Ok(Backend { store, rt: runtime(), location: location.to_string(), local_dir: None })
+        Ok(Backend {
+            store,
+            rt: runtime(),
+            location: location.to_string(),
+            local_dir: None,
+        })
     }
 
     pub fn location(&self) -> &str {
@@ -148,19 +188,28 @@ impl Backend {
     fn storage_err(key: &str, e: object_store::Error) -> Error {
         match e {
             object_store::Error::NotFound { .. } => Error::MissingObject(key.to_string()),
-            other => Error::Storage { key: key.to_string(), source: other },
+            other => Error::Storage {
+                key: key.to_string(),
+                source: other,
+            },
         }
     }
 
     /// Writes an object only if no object of that name exists. Never overwrites.
     pub fn create(&self, key: &str, bytes: Vec<u8>) -> Result<Created> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        let res = self.rt.block_on(self.store.put_opts(&Self::path(key), PutPayload::from(bytes), opts));
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let res = self.rt.block_on(self.store.put_opts(
+            &Self::path(key),
+            PutPayload::from(bytes),
+            opts,
+        ));
         match res {
             Ok(_) => Ok(Created::New),
-            Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
-                Ok(Created::AlreadyExisted)
-            }
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(Created::AlreadyExisted),
             Err(e) => Err(Self::storage_err(key, e)),
         }
     }
@@ -172,7 +221,9 @@ impl Backend {
     }
 
     pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.rt.block_on(self.store.get_range(&Self::path(key), range)).map_err(|e| Self::storage_err(key, e))
+        self.rt
+            .block_on(self.store.get_range(&Self::path(key), range))
+            .map_err(|e| Self::storage_err(key, e))
     }
 
     /// Size of an object, or None when it does not exist.
@@ -196,7 +247,13 @@ impl Backend {
             .rt
             .block_on(self.store.list(Some(&prefix)).try_collect::<Vec<_>>())
             .map_err(|e| Self::storage_err(folder, e))?;
-        Ok(metas.into_iter().map(|m| Listed { key: m.location.to_string(), size: m.size }).collect())
+        Ok(metas
+            .into_iter()
+            .map(|m| Listed {
+                key: m.location.to_string(),
+                size: m.size,
+            })
+            .collect())
     }
 
     /// Deletes an object; a missing object is not an error (stores differ here).
@@ -216,9 +273,18 @@ mod tests {
     fn create_never_overwrites() {
         let b = Backend::memory();
         assert_eq!(b.create("a/b", b"one".to_vec()).unwrap(), Created::New);
-        assert_eq!(b.create("a/b", b"two".to_vec()).unwrap(), Created::AlreadyExisted);
+        assert_eq!(
+            b.create("a/b", b"two".to_vec()).unwrap(),
+            Created::AlreadyExisted
+        );
         assert_eq!(&b.get("a/b").unwrap()[..], b"one");
-        assert_eq!(b.list("a").unwrap(), vec![Listed { key: "a/b".into(), size: 3 }]);
+        assert_eq!(
+            b.list("a").unwrap(),
+            vec![Listed {
+                key: "a/b".into(),
+                size: 3
+            }]
+        );
         assert_eq!(&b.get_range("a/b", 1..3).unwrap()[..], b"ne");
         b.delete("a/b").unwrap();
         b.delete("a/b").unwrap();
@@ -230,7 +296,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = Backend::open(dir.path().to_str().unwrap(), &[], false).unwrap();
         assert_eq!(b.create("x/y", b"one".to_vec()).unwrap(), Created::New);
-        assert_eq!(b.create("x/y", b"two".to_vec()).unwrap(), Created::AlreadyExisted);
+        assert_eq!(
+            b.create("x/y", b"two".to_vec()).unwrap(),
+            Created::AlreadyExisted
+        );
         assert_eq!(&b.get("x/y").unwrap()[..], b"one");
         assert_eq!(b.list("x").unwrap().len(), 1);
         assert!(b.list("nothing").unwrap().is_empty());
@@ -238,7 +307,13 @@ mod tests {
 
     #[test]
     fn missing_local_dir_is_not_a_repo() {
-        assert!(matches!(Backend::open("/nonexistent/cairn-x", &[], false), Err(Error::RepoNotFound(_))));
-        assert!(matches!(Backend::open("ftp://x/y", &[], false), Err(Error::BadLocation { .. })));
+        assert!(matches!(
+            Backend::open("/nonexistent/cairn-x", &[], false),
+            Err(Error::RepoNotFound(_))
+        ));
+        assert!(matches!(
+            Backend::open("ftp://x/y", &[], false),
+            Err(Error::BadLocation { .. })
+        ));
     }
 }

@@ -57,7 +57,11 @@ pub enum BlobDecodeError {
 /// Compresses (when that saves space) and seals a blob. `level` 0 disables compression.
 pub fn encode(cipher: &Cipher, id: &BlobId, plaintext: &[u8], level: i32) -> Vec<u8> {
     let mut framed = Vec::with_capacity(plaintext.len() + 1);
-    let compressed = if level != 0 { zstd::bulk::compress(plaintext, level).ok() } else { None };
+    let compressed = if level != 0 {
+        zstd::bulk::compress(plaintext, level).ok()
+    } else {
+        None
+    };
     match compressed {
         Some(c) if c.len() < plaintext.len() => {
             framed.push(CODEC_ZSTD);
@@ -73,8 +77,15 @@ pub fn encode(cipher: &Cipher, id: &BlobId, plaintext: &[u8], level: i32) -> Vec
 
 /// Opens a sealed blob. `raw_len`, when known (from a pack header or a tree),
 /// sizes the decompression buffer in one allocation.
-pub fn decode(cipher: &Cipher, id: &BlobId, sealed: &[u8], raw_len: Option<usize>) -> Result<Vec<u8>, BlobDecodeError> {
-    let mut framed = cipher.open(sealed, &blob_aad(id)).map_err(|_| BlobDecodeError::Decrypt)?;
+pub fn decode(
+    cipher: &Cipher,
+    id: &BlobId,
+    sealed: &[u8],
+    raw_len: Option<usize>,
+) -> Result<Vec<u8>, BlobDecodeError> {
+    let mut framed = cipher
+        .open(sealed, &blob_aad(id))
+        .map_err(|_| BlobDecodeError::Decrypt)?;
     let derr = |e: std::io::Error| BlobDecodeError::Decompress(e.to_string());
     match framed.first() {
         Some(&CODEC_RAW) => {
@@ -109,7 +120,9 @@ mod tests {
     fn incompressible_blob_is_stored_raw() {
         let c = Cipher::new(&Secret([1; 32]));
         let id = BlobId([2; 32]);
-        let data: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let sealed = encode(&c, &id, &data, 19);
         assert!(sealed.len() <= data.len() + 1 + crate::crypto::SEAL_OVERHEAD);
         assert_eq!(decode(&c, &id, &sealed, Some(data.len())).unwrap(), data);
@@ -119,6 +132,9 @@ mod tests {
     fn blob_bound_to_its_id() {
         let c = Cipher::new(&Secret([1; 32]));
         let sealed = encode(&c, &BlobId([2; 32]), b"x", 3);
-        assert_eq!(decode(&c, &BlobId([3; 32]), &sealed, Some(1)), Err(BlobDecodeError::Decrypt));
+        assert_eq!(
+            decode(&c, &BlobId([3; 32]), &sealed, Some(1)),
+            Err(BlobDecodeError::Decrypt)
+        );
     }
 }

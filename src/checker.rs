@@ -37,7 +37,10 @@ impl std::str::FromStr for ReadData {
             return Ok(ReadData::Fraction(f / 100.0));
         }
         if let Some((n, m)) = s.split_once('/') {
-            let (n, m): (u32, u32) = (n.trim().parse().map_err(|_| err())?, m.trim().parse().map_err(|_| err())?);
+            let (n, m): (u32, u32) = (
+                n.trim().parse().map_err(|_| err())?,
+                m.trim().parse().map_err(|_| err())?,
+            );
             if m == 0 || n == 0 || n > m {
                 return Err(err());
             }
@@ -81,7 +84,10 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn error(&self, object: impl Into<String>, message: impl std::fmt::Display) {
-        self.errors.lock().unwrap().push(Problem { object: object.into(), message: message.to_string() });
+        self.errors.lock().unwrap().push(Problem {
+            object: object.into(),
+            message: message.to_string(),
+        });
     }
 }
 
@@ -90,8 +96,15 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let index_problems = load_index_tolerant(repo)?;
     let repo: &Repository = repo;
-    let c = Checker { repo, errors: Mutex::new(index_problems) };
-    let stored: HashMap<PackId, (BlobType, u64)> = repo.list_packs()?.into_iter().map(|(id, k, s)| (id, (k, s))).collect();
+    let c = Checker {
+        repo,
+        errors: Mutex::new(index_problems),
+    };
+    let stored: HashMap<PackId, (BlobType, u64)> = repo
+        .list_packs()?
+        .into_iter()
+        .map(|(id, k, s)| (id, (k, s)))
+        .collect();
     report.packs = stored.len();
     report.blobs_indexed = repo.index().blob_count();
 
@@ -110,7 +123,10 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     let mut missing_or_damaged: HashSet<BlobId> = damaged_blobs;
     missing_or_damaged.extend(used.iter().filter(|id| !repo.index().contains(id)));
     missing_or_damaged.extend(
-        repo.index().iter().filter(|(_, loc)| lost_packs.contains(&loc.pack)).map(|(id, _)| id),
+        repo.index()
+            .iter()
+            .filter(|(_, loc)| lost_packs.contains(&loc.pack))
+            .map(|(id, _)| id),
     );
     if !missing_or_damaged.is_empty() {
         report.damaged_files = files_using(repo, &snapshots, &missing_or_damaged);
@@ -123,7 +139,10 @@ fn load_index_tolerant(repo: &mut Repository) -> Result<Vec<Problem>> {
     let mut problems = Vec::new();
     for l in repo.backend().list(INDEX_DIR)? {
         if let Err(e) = repo.read_index_object(&l.key) {
-            problems.push(Problem { object: l.key.clone(), message: e.to_string() });
+            problems.push(Problem {
+                object: l.key.clone(),
+                message: e.to_string(),
+            });
         }
     }
     if problems.is_empty() {
@@ -157,9 +176,9 @@ fn check_index_against_storage(
         let problem = match stored.get(&pack) {
             None => Some("pack is in the index but missing from storage".to_string()),
             Some((k, _)) if *k != kind => Some("pack is stored under the wrong type".into()),
-            Some((_, size)) if ends.get(&pack).copied().unwrap_or(0) + 4 > *size => {
-                Some(format!("pack is {size} bytes, shorter than its indexed blobs"))
-            }
+            Some((_, size)) if ends.get(&pack).copied().unwrap_or(0) + 4 > *size => Some(format!(
+                "pack is {size} bytes, shorter than its indexed blobs"
+            )),
             _ => None,
         };
         if let Some(p) = problem {
@@ -180,7 +199,13 @@ fn check_index_against_storage(
 
 /// Loads every snapshot and walks every tree once. Returns the snapshots, the
 /// number of trees and every data blob referenced.
-fn check_snapshots(c: &Checker) -> Result<(Vec<(SnapshotId, crate::snapshot::Snapshot)>, usize, HashSet<BlobId>)> {
+fn check_snapshots(
+    c: &Checker,
+) -> Result<(
+    Vec<(SnapshotId, crate::snapshot::Snapshot)>,
+    usize,
+    HashSet<BlobId>,
+)> {
     let mut snapshots = Vec::new();
     for id in c.repo.snapshot_ids()? {
         match c.repo.load_snapshot(&id) {
@@ -193,7 +218,10 @@ fn check_snapshots(c: &Checker) -> Result<(Vec<(SnapshotId, crate::snapshot::Sna
     let mut queue: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
     while !queue.is_empty() {
         let batch: Vec<BlobId> = queue.drain(..).filter(|t| seen_trees.insert(*t)).collect();
-        let loaded: Vec<_> = batch.par_iter().map(|id| (*id, c.repo.load_tree(id))).collect();
+        let loaded: Vec<_> = batch
+            .par_iter()
+            .map(|id| (*id, c.repo.load_tree(id)))
+            .collect();
         for (id, tree) in loaded {
             match tree {
                 Ok(t) => {
@@ -210,13 +238,19 @@ fn check_snapshots(c: &Checker) -> Result<(Vec<(SnapshotId, crate::snapshot::Sna
     }
     for id in &data {
         if !c.repo.index().contains(id) {
-            c.error(format!("blob {id}"), "data blob is referenced by a snapshot but not in any index");
+            c.error(
+                format!("blob {id}"),
+                "data blob is referenced by a snapshot but not in any index",
+            );
         }
     }
     Ok((snapshots, seen_trees.len(), data))
 }
 
-fn choose_packs(stored: &HashMap<PackId, (BlobType, u64)>, read: ReadData) -> Vec<(PackId, BlobType, u64)> {
+fn choose_packs(
+    stored: &HashMap<PackId, (BlobType, u64)>,
+    read: ReadData,
+) -> Vec<(PackId, BlobType, u64)> {
     let mut all: Vec<_> = stored.iter().map(|(id, (k, s))| (*id, *k, *s)).collect();
     all.sort_by_key(|(id, _, _)| *id);
     match read {
@@ -244,7 +278,12 @@ fn choose_packs(stored: &HashMap<PackId, (BlobType, u64)>, read: ReadData) -> Ve
 fn read_packs(c: &Checker, packs: &[(PackId, BlobType, u64)]) -> HashSet<BlobId> {
     let damaged = Mutex::new(HashSet::new());
     let indexed_in = |pack: &PackId| -> Vec<BlobId> {
-        c.repo.index().iter().filter(|(_, l)| l.pack == *pack).map(|(id, _)| id).collect()
+        c.repo
+            .index()
+            .iter()
+            .filter(|(_, l)| l.pack == *pack)
+            .map(|(id, _)| id)
+            .collect()
     };
     packs.par_iter().for_each(|(id, kind, _)| {
         let key = pack_key(*kind, id);
@@ -278,7 +317,10 @@ fn read_packs(c: &Checker, packs: &[(PackId, BlobType, u64)]) -> HashSet<BlobId>
             }
             if let Some(loc) = c.repo.index().lookup(&e.id) {
                 if loc.pack == *id && (loc.offset, loc.length) != (e.offset, e.length) {
-                    c.error(&key, format!("blob {}: index and pack header disagree on its place", e.id));
+                    c.error(
+                        &key,
+                        format!("blob {}: index and pack header disagree on its place", e.id),
+                    );
                 }
             }
         }
@@ -287,7 +329,11 @@ fn read_packs(c: &Checker, packs: &[(PackId, BlobType, u64)]) -> HashSet<BlobId>
 }
 
 /// Which snapshot files use any of the given blobs.
-fn files_using(repo: &Repository, snaps: &[(SnapshotId, crate::snapshot::Snapshot)], bad: &HashSet<BlobId>) -> Vec<(String, String)> {
+fn files_using(
+    repo: &Repository,
+    snaps: &[(SnapshotId, crate::snapshot::Snapshot)],
+    bad: &HashSet<BlobId>,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (sid, s) in snaps {
         // A tree that fails to load was reported already; list what can be reached.

@@ -18,12 +18,19 @@ pub struct ChunkerParams {
 impl ChunkerParams {
     /// Defaults: 512 KiB / 1 MiB / 4 MiB (see repo-format.md for the measurement).
     pub fn with_seed(seed: u64) -> Self {
-        ChunkerParams { min_size: 512 * 1024, avg_size: 1024 * 1024, max_size: 4 * 1024 * 1024, seed }
+        ChunkerParams {
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 4 * 1024 * 1024,
+            seed,
+        }
     }
 
     /// The bounds fastcdc accepts, checked before a repository is created with them.
     pub fn validate(&self) -> Result<(), String> {
-        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg_size)
             && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max_size)
@@ -88,7 +95,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn small() -> ChunkerParams {
-        ChunkerParams { min_size: 256, avg_size: 1024, max_size: 4096, seed: 42 }
+        ChunkerParams {
+            min_size: 256,
+            avg_size: 1024,
+            max_size: 4096,
+            seed: 42,
+        }
     }
 
     fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
@@ -104,9 +116,13 @@ mod tests {
     }
 
     fn cut(data: &[u8], p: &ChunkerParams) -> Vec<Vec<u8>> {
-        chunks(std::io::Cursor::new(data.to_vec()), Some(data.len() as u64), p)
-            .map(|c| c.unwrap())
-            .collect()
+        chunks(
+            std::io::Cursor::new(data.to_vec()),
+            Some(data.len() as u64),
+            p,
+        )
+        .map(|c| c.unwrap())
+        .collect()
     }
 
     #[test]
@@ -118,8 +134,16 @@ mod tests {
     fn seed_changes_boundaries() {
         let data = pseudo_random(200_000, 1);
         let a: Vec<usize> = cut(&data, &small()).iter().map(|c| c.len()).collect();
-        let b: Vec<usize> =
-            cut(&data, &ChunkerParams { seed: 43, ..small() }).iter().map(|c| c.len()).collect();
+        let b: Vec<usize> = cut(
+            &data,
+            &ChunkerParams {
+                seed: 43,
+                ..small()
+            },
+        )
+        .iter()
+        .map(|c| c.len())
+        .collect();
         assert_ne!(a, b);
     }
 
@@ -137,7 +161,14 @@ mod tests {
 
     #[test]
     fn validate_rejects_disorder() {
-        assert!(ChunkerParams { min_size: 8192, avg_size: 4096, max_size: 65536, seed: 1 }.validate().is_err());
+        assert!(ChunkerParams {
+            min_size: 8192,
+            avg_size: 4096,
+            max_size: 65536,
+            seed: 1
+        }
+        .validate()
+        .is_err());
         assert!(ChunkerParams::with_seed(1).validate().is_ok());
     }
 

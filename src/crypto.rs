@@ -77,7 +77,9 @@ pub struct Cipher {
 
 impl Cipher {
     pub fn new(key: &Secret) -> Self {
-        Cipher { aead: XChaCha20Poly1305::new((&key.0).into()) }
+        Cipher {
+            aead: XChaCha20Poly1305::new((&key.0).into()),
+        }
     }
 
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
@@ -85,7 +87,13 @@ impl Cipher {
         rand::thread_rng().fill_bytes(&mut nonce);
         let ct = self
             .aead
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
         out.extend_from_slice(&nonce);
@@ -112,11 +120,15 @@ pub struct MasterKey {
 
 impl MasterKey {
     pub fn generate() -> Self {
-        MasterKey { secret: Secret::random() }
+        MasterKey {
+            secret: Secret::random(),
+        }
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        MasterKey { secret: Secret(bytes) }
+        MasterKey {
+            secret: Secret(bytes),
+        }
     }
 
     pub fn bytes(&self) -> &[u8; 32] {
@@ -177,7 +189,11 @@ impl Default for KdfParams {
     /// rates equal in defence to its 19 MiB/2-pass and 46 MiB/1-pass ones: of the
     /// equals, the one whose memory least raises every command's peak RSS.
     fn default() -> Self {
-        KdfParams { m_cost_kib: 7 * 1024, t_cost: 5, p_cost: 1 }
+        KdfParams {
+            m_cost_kib: 7 * 1024,
+            t_cost: 5,
+            p_cost: 1,
+        }
     }
 }
 
@@ -227,7 +243,11 @@ mod tests {
 
     #[test]
     fn kdf_is_deterministic_and_salted() {
-        let p = KdfParams { m_cost_kib: 64, t_cost: 1, p_cost: 1 };
+        let p = KdfParams {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
         let a = derive_wrapping_key(b"pw", b"saltsaltsaltsalt", p).unwrap();
         let b = derive_wrapping_key(b"pw", b"saltsaltsaltsalt", p).unwrap();
         let c = derive_wrapping_key(b"pw", b"saltsaltsaltsalX", p).unwrap();
@@ -238,7 +258,10 @@ mod tests {
     #[test]
     fn derived_keys_differ() {
         let mk = MasterKey::from_bytes([1; 32]);
-        assert_ne!(mk.default_id_key().0, mk.derive("cairn 2026-11 data encryption key").0);
+        assert_ne!(
+            mk.default_id_key().0,
+            mk.derive("cairn 2026-11 data encryption key").0
+        );
         assert_ne!(mk.default_chunker_seed(), 0);
     }
 

@@ -63,14 +63,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub fn corrupt(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
-        Error::Corrupt { what: what.into(), reason: reason.to_string() }
+        Error::Corrupt {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
     }
 
     pub fn format(what: impl Into<String>, source: FormatError) -> Self {
-        Error::Format { what: what.into(), source }
+        Error::Format {
+            what: what.into(),
+            source,
+        }
     }
 }

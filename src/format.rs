@@ -53,10 +53,18 @@ pub fn open_object(cipher: &Cipher, aad: &[u8], bytes: &[u8]) -> Result<Vec<u8>,
 }
 
 pub fn seal_json<T: Serialize>(cipher: &Cipher, aad: &[u8], value: &T) -> Vec<u8> {
-    seal_object(cipher, aad, &serde_json::to_vec(value).expect("serializing a plain struct"))
+    seal_object(
+        cipher,
+        aad,
+        &serde_json::to_vec(value).expect("serializing a plain struct"),
+    )
 }
 
-pub fn open_json<T: for<'de> Deserialize<'de>>(cipher: &Cipher, aad: &[u8], bytes: &[u8]) -> Result<T, FormatError> {
+pub fn open_json<T: for<'de> Deserialize<'de>>(
+    cipher: &Cipher,
+    aad: &[u8],
+    bytes: &[u8],
+) -> Result<T, FormatError> {
     let plain = open_object(cipher, aad, bytes)?;
     serde_json::from_slice(&plain).map_err(|e| FormatError::Malformed(e.to_string()))
 }
@@ -123,7 +131,9 @@ impl KeyFile {
 }
 
 pub fn b64(s: &str) -> Result<Vec<u8>, FormatError> {
-    base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| FormatError::Malformed(e.to_string()))
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| FormatError::Malformed(e.to_string()))
 }
 
 pub fn to_b64(b: &[u8]) -> String {
@@ -190,17 +200,25 @@ pub fn decode_index(payload: &[u8]) -> Result<Vec<IndexedPack>, FormatError> {
     let mut r = Reader { buf: payload };
     let v = r.u8()?;
     if v != INDEX_VERSION {
-        return Err(FormatError::Malformed(format!("unsupported index version {v}")));
+        return Err(FormatError::Malformed(format!(
+            "unsupported index version {v}"
+        )));
     }
     let n = r.u32()? as usize;
     let mut packs = Vec::with_capacity(n.min(1 << 20));
     for _ in 0..n {
         let id = PackId(r.id()?);
-        let kind = BlobType::from_code(r.u8()?).ok_or_else(|| FormatError::Malformed("unknown pack type".into()))?;
+        let kind = BlobType::from_code(r.u8()?)
+            .ok_or_else(|| FormatError::Malformed("unknown pack type".into()))?;
         let count = r.u32()? as usize;
         let mut blobs = Vec::with_capacity(count.min(1 << 20));
         for _ in 0..count {
-            blobs.push(PackEntry { id: BlobId(r.id()?), offset: r.u32()?, length: r.u32()?, raw_length: r.u32()? });
+            blobs.push(PackEntry {
+                id: BlobId(r.id()?),
+                offset: r.u32()?,
+                length: r.u32()?,
+                raw_length: r.u32()?,
+            });
         }
         packs.push(IndexedPack { id, kind, blobs });
     }
@@ -231,7 +249,12 @@ mod tests {
         let packs = vec![IndexedPack {
             id: PackId([1; 32]),
             kind: BlobType::Tree,
-            blobs: vec![PackEntry { id: BlobId([2; 32]), offset: 0, length: 50, raw_length: 10 }],
+            blobs: vec![PackEntry {
+                id: BlobId([2; 32]),
+                offset: 0,
+                length: 50,
+                raw_length: 10,
+            }],
         }];
         let enc = encode_index(&packs);
         assert_eq!(decode_index(&enc).unwrap(), packs);

@@ -43,7 +43,10 @@ pub struct MasterIndex {
 
 impl MasterIndex {
     pub fn new() -> Self {
-        MasterIndex { sorted: true, ..Default::default() }
+        MasterIndex {
+            sorted: true,
+            ..Default::default()
+        }
     }
 
     /// Adds the blobs of one pack. A pack already known is ignored.
@@ -56,7 +59,12 @@ impl MasterIndex {
         self.pack_numbers.insert(pack.id, n);
         self.entries.reserve(pack.blobs.len());
         for b in &pack.blobs {
-            self.entries.push(IndexEntry { id: b.id.0, pack: n, offset: b.offset, length: b.length });
+            self.entries.push(IndexEntry {
+                id: b.id.0,
+                pack: n,
+                offset: b.offset,
+                length: b.length,
+            });
         }
         self.sorted = false;
     }
@@ -78,7 +86,10 @@ impl MasterIndex {
 
     fn find(&self, id: &BlobId) -> Option<&IndexEntry> {
         debug_assert!(self.sorted, "lookup before finish()");
-        self.entries.binary_search_by(|e| e.id.cmp(&id.0)).ok().map(|i| &self.entries[i])
+        self.entries
+            .binary_search_by(|e| e.id.cmp(&id.0))
+            .ok()
+            .map(|i| &self.entries[i])
     }
 
     pub fn contains(&self, id: &BlobId) -> bool {
@@ -88,7 +99,12 @@ impl MasterIndex {
     pub fn lookup(&self, id: &BlobId) -> Option<BlobLocation> {
         self.find(id).map(|e| {
             let (pack, kind) = self.packs[e.pack as usize];
-            BlobLocation { pack, kind, offset: e.offset, length: e.length }
+            BlobLocation {
+                pack,
+                kind,
+                offset: e.offset,
+                length: e.length,
+            }
         })
     }
 
@@ -108,7 +124,15 @@ impl MasterIndex {
     pub fn iter(&self) -> impl Iterator<Item = (BlobId, BlobLocation)> + '_ {
         self.entries.iter().map(|e| {
             let (pack, kind) = self.packs[e.pack as usize];
-            (BlobId(e.id), BlobLocation { pack, kind, offset: e.offset, length: e.length })
+            (
+                BlobId(e.id),
+                BlobLocation {
+                    pack,
+                    kind,
+                    offset: e.offset,
+                    length: e.length,
+                },
+            )
         })
     }
 

@@ -142,7 +142,12 @@ pub fn acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
             .spawn(move || refresh_loop(backend, cipher, exclusive, key, wake))
             .ok()
     };
-    Ok(LockGuard { backend, key, stop: Some(stop), refresher })
+    Ok(LockGuard {
+        backend,
+        key,
+        stop: Some(stop),
+        refresher,
+    })
 }
 
 fn refresh_loop(
@@ -152,7 +157,8 @@ fn refresh_loop(
     key: Arc<Mutex<String>>,
     wake: std::sync::mpsc::Receiver<()>,
 ) {
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wake.recv_timeout(REFRESH_INTERVAL) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wake.recv_timeout(REFRESH_INTERVAL)
+    {
         // Objects are immutable: refresh by writing a new lock, then dropping the old.
         if let Ok(new_key) = write_lock(&backend, &cipher, &LockInfo::new(exclusive)) {
             let old = std::mem::replace(&mut *key.lock().unwrap(), new_key);

@@ -49,7 +49,11 @@ pub struct PackBuilder {
 
 impl PackBuilder {
     pub fn new(kind: BlobType, capacity: usize) -> Self {
-        PackBuilder { kind, data: Vec::with_capacity(capacity), entries: Vec::new() }
+        PackBuilder {
+            kind,
+            data: Vec::with_capacity(capacity),
+            entries: Vec::new(),
+        }
     }
 
     pub fn kind(&self) -> BlobType {
@@ -59,7 +63,12 @@ impl PackBuilder {
     pub fn add(&mut self, id: BlobId, sealed: &[u8], raw_length: u32) {
         let offset = self.data.len() as u32;
         self.data.extend_from_slice(sealed);
-        self.entries.push(PackEntry { id, offset, length: sealed.len() as u32, raw_length });
+        self.entries.push(PackEntry {
+            id,
+            offset,
+            length: sealed.len() as u32,
+            raw_length,
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -75,7 +84,8 @@ impl PackBuilder {
         let header = encode_header(self.kind, &self.entries);
         let sealed = cipher.seal(&header, aad::PACK_HEADER);
         self.data.extend_from_slice(&sealed);
-        self.data.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.data
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         (self.data, self.kind, self.entries)
     }
 }
@@ -119,18 +129,27 @@ pub fn decode_header(
     let kind = BlobType::from_code(h[1]).ok_or(PackError::Malformed("unknown blob type"))?;
     let count = u32::from_le_bytes(h[2..6].try_into().unwrap()) as usize;
     if h.len() != HEADER_FIXED + count * ENTRY_LEN {
-        return Err(PackError::Malformed("header length does not match its blob count"));
+        return Err(PackError::Malformed(
+            "header length does not match its blob count",
+        ));
     }
     let mut entries = Vec::with_capacity(count);
     let mut offset: u64 = 0;
     for e in h[HEADER_FIXED..].chunks_exact(ENTRY_LEN) {
         let length = u32::from_le_bytes(e[32..36].try_into().unwrap());
         let raw_length = u32::from_le_bytes(e[36..40].try_into().unwrap());
-        entries.push(PackEntry { id: BlobId(e[..32].try_into().unwrap()), offset: offset as u32, length, raw_length });
+        entries.push(PackEntry {
+            id: BlobId(e[..32].try_into().unwrap()),
+            offset: offset as u32,
+            length,
+            raw_length,
+        });
         offset += length as u64;
     }
     if offset != blobs_end {
-        return Err(PackError::Malformed("blobs do not end where the header starts"));
+        return Err(PackError::Malformed(
+            "blobs do not end where the header starts",
+        ));
     }
     Ok((kind, entries))
 }
@@ -180,14 +199,24 @@ mod tests {
     fn tampered_header_is_rejected() {
         let c = cipher();
         let mut b = PackBuilder::new(BlobType::Tree, 0);
-        b.add(BlobId([1; 32]), &crate::blob::encode(&c, &BlobId([1; 32]), b"abc", 3), 3);
+        b.add(
+            BlobId([1; 32]),
+            &crate::blob::encode(&c, &BlobId([1; 32]), b"abc", 3),
+            3,
+        );
         let (mut bytes, _, _) = b.finish(&c);
         let n = bytes.len();
         bytes[n - 10] ^= 1;
-        assert!(matches!(read_header(&c, &bytes), Err(PackError::Decrypt(_))));
+        assert!(matches!(
+            read_header(&c, &bytes),
+            Err(PackError::Decrypt(_))
+        ));
         let mut bad_len = bytes.clone();
         bad_len[n - 1] = 0xff;
-        assert!(matches!(read_header(&c, &bad_len), Err(PackError::BadHeaderLength(_))));
+        assert!(matches!(
+            read_header(&c, &bad_len),
+            Err(PackError::BadHeaderLength(_))
+        ));
         assert_eq!(read_header(&c, &[1, 2]), Err(PackError::TooShort));
     }
 }

@@ -35,7 +35,11 @@ pub fn id_from_key<T: std::str::FromStr>(key: &str) -> Option<T> {
 }
 
 /// Writes an index object listing packs; returns its ID.
-pub(crate) fn store_index(backend: &Backend, cipher: &Cipher, packs: &[IndexedPack]) -> Result<IndexId> {
+pub(crate) fn store_index(
+    backend: &Backend,
+    cipher: &Cipher,
+    packs: &[IndexedPack],
+) -> Result<IndexId> {
     let bytes = format::seal_object(cipher, aad::INDEX, &format::encode_index(packs));
     let id = IndexId(storage_hash(&bytes));
     backend.create(&format!("{INDEX_DIR}/{id}"), bytes)?;
@@ -64,21 +68,30 @@ pub struct Repository {
 }
 
 fn username() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_default()
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_default()
 }
 
 pub fn hostname() -> String {
-    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+    hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The largest argon2 memory a key object may ask for: a storage provider
 /// could otherwise make every open allocate without bound.
 const MAX_KDF_MEMORY_KIB: u32 = 4 * 1024 * 1024;
 
-fn make_key_file(master: &MasterKey, password: &[u8], params: KdfParams) -> Result<(KeyId, Vec<u8>)> {
+fn make_key_file(
+    master: &MasterKey,
+    password: &[u8],
+    params: KdfParams,
+) -> Result<(KeyId, Vec<u8>)> {
     let mut salt = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut salt);
-    let wrap = derive_wrapping_key(password, &salt, params).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let wrap = derive_wrapping_key(password, &salt, params)
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let sealed = Cipher::new(&wrap).seal(master.bytes(), aad::KEY);
     let kf = KeyFile {
         version: 1,
@@ -101,7 +114,9 @@ fn unwrap_key(kf: &KeyFile, password: &[u8]) -> Option<MasterKey> {
     }
     let salt = kf.salt_bytes().ok()?;
     let wrap = derive_wrapping_key(password, &salt, kf.params).ok()?;
-    let plain = Cipher::new(&wrap).open(&kf.sealed_master_key().ok()?, aad::KEY).ok()?;
+    let plain = Cipher::new(&wrap)
+        .open(&kf.sealed_master_key().ok()?, aad::KEY)
+        .ok()?;
     let bytes: [u8; 32] = plain.try_into().ok()?;
     Some(MasterKey::from_bytes(bytes))
 }
@@ -113,10 +128,14 @@ impl Repository {
             return Err(Error::RepoExists(backend.location().to_string()));
         }
         if password.is_empty() {
-            return Err(Error::InvalidArgument("an empty password is not allowed".into()));
+            return Err(Error::InvalidArgument(
+                "an empty password is not allowed".into(),
+            ));
         }
         let master = MasterKey::generate();
-        let chunker = opts.chunker.unwrap_or_else(|| ChunkerParams::with_seed(master.default_chunker_seed()));
+        let chunker = opts
+            .chunker
+            .unwrap_or_else(|| ChunkerParams::with_seed(master.default_chunker_seed()));
         chunker.validate().map_err(Error::InvalidArgument)?;
         let mut repo_id = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut repo_id);
@@ -129,10 +148,15 @@ impl Repository {
             compression: opts.compression.unwrap_or(format::DEFAULT_COMPRESSION),
         };
         if !(-7..=22).contains(&config.compression) {
-            return Err(Error::InvalidArgument(format!("compression level {} is outside -7..=22", config.compression)));
+            return Err(Error::InvalidArgument(format!(
+                "compression level {} is outside -7..=22",
+                config.compression
+            )));
         }
         if config.pack_size < 1024 * 1024 || config.pack_size > 1024 * 1024 * 1024 {
-            return Err(Error::InvalidArgument("pack size must be between 1 MiB and 1 GiB".into()));
+            return Err(Error::InvalidArgument(
+                "pack size must be between 1 MiB and 1 GiB".into(),
+            ));
         }
         // The key goes first: a config without a key would be a repository nobody can open.
         let (key_id, key_bytes) = make_key_file(&master, password, opts.kdf.unwrap_or_default())?;
@@ -149,7 +173,15 @@ impl Repository {
     fn assemble(backend: Backend, master: MasterKey, key_id: KeyId, config: Config) -> Repository {
         let cipher = master.cipher();
         let hasher = BlobHasher::new(&Secret(config.blob_id_key));
-        Repository { backend, master, key_id, cipher, hasher, config, index: MasterIndex::new() }
+        Repository {
+            backend,
+            master,
+            key_id,
+            cipher,
+            hasher,
+            config,
+            index: MasterIndex::new(),
+        }
     }
 
     /// Checks a repository exists at the backend, without needing a password.
@@ -161,7 +193,9 @@ impl Repository {
     pub fn open(backend: Backend, password: &[u8]) -> Result<Repository> {
         let config_bytes = match backend.get(CONFIG_KEY) {
             Ok(b) => b,
-            Err(Error::MissingObject(_)) => return Err(Error::RepoNotFound(backend.location().to_string())),
+            Err(Error::MissingObject(_)) => {
+                return Err(Error::RepoNotFound(backend.location().to_string()))
+            }
             Err(e) => return Err(e),
         };
         let (key_id, master) = Self::find_key(&backend, password)?;
@@ -178,8 +212,12 @@ impl Repository {
 
     fn find_key(backend: &Backend, password: &[u8]) -> Result<(KeyId, MasterKey)> {
         for listed in backend.list(KEYS_DIR)? {
-            let Some(id) = id_from_key::<KeyId>(&listed.key) else { continue };
-            let Ok(kf) = serde_json::from_slice::<KeyFile>(&backend.get(&listed.key)?) else { continue };
+            let Some(id) = id_from_key::<KeyId>(&listed.key) else {
+                continue;
+            };
+            let Ok(kf) = serde_json::from_slice::<KeyFile>(&backend.get(&listed.key)?) else {
+                continue;
+            };
             if let Some(mk) = unwrap_key(&kf, password) {
                 return Ok((id, mk));
             }
@@ -211,7 +249,9 @@ impl Repository {
     pub fn list_keys(&self) -> Result<Vec<(KeyId, KeyFile)>> {
         let mut out = Vec::new();
         for listed in self.backend.list(KEYS_DIR)? {
-            let Some(id) = id_from_key::<KeyId>(&listed.key) else { continue };
+            let Some(id) = id_from_key::<KeyId>(&listed.key) else {
+                continue;
+            };
             let kf = serde_json::from_slice(&self.backend.get(&listed.key)?)
                 .map_err(|e| Error::corrupt(format!("key {id}"), e))?;
             out.push((id, kf));
@@ -222,7 +262,9 @@ impl Repository {
 
     pub fn add_key(&self, password: &[u8], kdf: Option<KdfParams>) -> Result<KeyId> {
         if password.is_empty() {
-            return Err(Error::InvalidArgument("an empty password is not allowed".into()));
+            return Err(Error::InvalidArgument(
+                "an empty password is not allowed".into(),
+            ));
         }
         let (id, bytes) = make_key_file(&self.master, password, kdf.unwrap_or_default())?;
         self.backend.create(&format!("{KEYS_DIR}/{id}"), bytes)?;
@@ -233,12 +275,23 @@ impl Repository {
     /// (so a repository always keeps at least one key someone can open).
     pub fn remove_key(&self, selector: &str) -> Result<KeyId> {
         let keys = self.list_keys()?;
-        let matches: Vec<KeyId> =
-            keys.iter().map(|(id, _)| *id).filter(|id| id.to_hex().starts_with(&selector.to_lowercase())).collect();
+        let matches: Vec<KeyId> = keys
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| id.to_hex().starts_with(&selector.to_lowercase()))
+            .collect();
         let id = match matches.as_slice() {
-            [] => return Err(Error::InvalidArgument(format!("no key matches '{selector}' (see `cairn key list`)"))),
+            [] => {
+                return Err(Error::InvalidArgument(format!(
+                    "no key matches '{selector}' (see `cairn key list`)"
+                )))
+            }
             [one] => *one,
-            _ => return Err(Error::InvalidArgument(format!("key prefix '{selector}' is ambiguous"))),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "key prefix '{selector}' is ambiguous"
+                )))
+            }
         };
         if id == self.key_id {
             return Err(Error::InvalidArgument(
@@ -252,7 +305,8 @@ impl Repository {
     /// Replaces the key in use with one for a new password.
     pub fn change_password(&mut self, new_password: &[u8]) -> Result<KeyId> {
         let new_id = self.add_key(new_password, None)?;
-        self.backend.delete(&format!("{KEYS_DIR}/{}", self.key_id))?;
+        self.backend
+            .delete(&format!("{KEYS_DIR}/{}", self.key_id))?;
         self.key_id = new_id;
         Ok(new_id)
     }
@@ -269,8 +323,10 @@ impl Repository {
         // stored size predicts the entry count closely enough to allocate once.
         idx.reserve(listed.iter().map(|l| l.size as usize / 44).sum());
         for group in listed.chunks(4 * rayon::current_num_threads().max(1)) {
-            let decoded: Vec<Vec<IndexedPack>> =
-                group.par_iter().map(|l| self.read_index_object(&l.key)).collect::<Result<_>>()?;
+            let decoded: Vec<Vec<IndexedPack>> = group
+                .par_iter()
+                .map(|l| self.read_index_object(&l.key))
+                .collect::<Result<_>>()?;
             for p in decoded.iter().flatten() {
                 idx.add_pack(p);
             }
@@ -283,10 +339,13 @@ impl Repository {
     pub fn read_index_object(&self, key: &str) -> Result<Vec<IndexedPack>> {
         let bytes = self.backend.get(key)?;
         let what = || format!("index {}", key.rsplit('/').next().unwrap_or(key));
-        if storage_hash(&bytes).to_vec() != hex::decode(key.rsplit('/').next().unwrap_or("")).unwrap_or_default() {
+        if storage_hash(&bytes).to_vec()
+            != hex::decode(key.rsplit('/').next().unwrap_or("")).unwrap_or_default()
+        {
             return Err(Error::corrupt(what(), "content does not match its name"));
         }
-        let plain = format::open_object(&self.cipher, aad::INDEX, &bytes).map_err(|e| Error::format(what(), e))?;
+        let plain = format::open_object(&self.cipher, aad::INDEX, &bytes)
+            .map_err(|e| Error::format(what(), e))?;
         format::decode_index(&plain).map_err(|e| Error::format(what(), e))
     }
 
@@ -319,7 +378,10 @@ impl Repository {
     /// Reads and decrypts a pack's header with two range reads.
     pub fn read_pack_header(&self, id: &PackId, kind: BlobType, size: u64) -> Result<IndexedPack> {
         let key = pack_key(kind, id);
-        let perr = |source| Error::Pack { pack: id.to_hex(), source };
+        let perr = |source| Error::Pack {
+            pack: id.to_hex(),
+            source,
+        };
         if size < 4 {
             return Err(perr(crate::pack::PackError::TooShort));
         }
@@ -329,16 +391,26 @@ impl Repository {
         let sealed = self.backend.get_range(&key, start..size - 4)?;
         let (k, blobs) = crate::pack::decode_header(&self.cipher, &sealed, start).map_err(perr)?;
         if k != kind {
-            return Err(Error::corrupt(format!("pack {id}"), "stored under the wrong folder for its blob type"));
+            return Err(Error::corrupt(
+                format!("pack {id}"),
+                "stored under the wrong folder for its blob type",
+            ));
         }
-        Ok(IndexedPack { id: *id, kind, blobs })
+        Ok(IndexedPack {
+            id: *id,
+            kind,
+            blobs,
+        })
     }
 
     /// Indexes packs that storage holds but no index names: what an interrupted
     /// backup uploaded. Returns how many packs were adopted.
     pub fn adopt_unindexed_packs(&mut self) -> Result<usize> {
-        let orphans: Vec<_> =
-            self.list_packs()?.into_iter().filter(|(id, _, _)| !self.index.has_pack(id)).collect();
+        let orphans: Vec<_> = self
+            .list_packs()?
+            .into_iter()
+            .filter(|(id, _, _)| !self.index.has_pack(id))
+            .collect();
         if orphans.is_empty() {
             return Ok(0);
         }
@@ -357,7 +429,10 @@ impl Repository {
 
     /// Reads, decrypts and checks one blob. `raw_len` sizes the decompression buffer.
     pub fn read_blob(&self, id: &BlobId, raw_len: Option<usize>) -> Result<Vec<u8>> {
-        let loc = self.index.lookup(id).ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        let loc = self
+            .index
+            .lookup(id)
+            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
         let sealed = self.backend.get_range(
             &pack_key(loc.kind, &loc.pack),
             loc.offset as u64..loc.offset as u64 + loc.length as u64,
@@ -365,10 +440,19 @@ impl Repository {
         self.decode_blob(id, &sealed, raw_len)
     }
 
-    pub fn decode_blob(&self, id: &BlobId, sealed: &[u8], raw_len: Option<usize>) -> Result<Vec<u8>> {
-        let plain = blob::decode(&self.cipher, id, sealed, raw_len).map_err(|e| Error::corrupt(format!("blob {id}"), e))?;
+    pub fn decode_blob(
+        &self,
+        id: &BlobId,
+        sealed: &[u8],
+        raw_len: Option<usize>,
+    ) -> Result<Vec<u8>> {
+        let plain = blob::decode(&self.cipher, id, sealed, raw_len)
+            .map_err(|e| Error::corrupt(format!("blob {id}"), e))?;
         if self.hasher.id(&plain) != *id {
-            return Err(Error::corrupt(format!("blob {id}"), blob::BlobDecodeError::HashMismatch));
+            return Err(Error::corrupt(
+                format!("blob {id}"),
+                blob::BlobDecodeError::HashMismatch,
+            ));
         }
         Ok(plain)
     }
@@ -383,30 +467,43 @@ impl Repository {
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
         let bytes = format::seal_json(&self.cipher, aad::SNAPSHOT, snap);
         let id = SnapshotId(storage_hash(&bytes));
-        self.backend.create(&format!("{SNAPSHOTS_DIR}/{id}"), bytes)?;
+        self.backend
+            .create(&format!("{SNAPSHOTS_DIR}/{id}"), bytes)?;
         Ok(id)
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let bytes = self.backend.get(&format!("{SNAPSHOTS_DIR}/{id}"))?;
-        format::open_json(&self.cipher, aad::SNAPSHOT, &bytes).map_err(|e| Error::format(format!("snapshot {id}"), e))
+        format::open_json(&self.cipher, aad::SNAPSHOT, &bytes)
+            .map_err(|e| Error::format(format!("snapshot {id}"), e))
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        Ok(self.backend.list(SNAPSHOTS_DIR)?.iter().filter_map(|l| id_from_key(&l.key)).collect())
+        Ok(self
+            .backend
+            .list(SNAPSHOTS_DIR)?
+            .iter()
+            .filter_map(|l| id_from_key(&l.key))
+            .collect())
     }
 
     /// Every snapshot, oldest first.
     pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let ids = self.snapshot_ids()?;
-        let mut snaps: Vec<(SnapshotId, Snapshot)> =
-            ids.par_iter().map(|id| Ok((*id, self.load_snapshot(id)?))).collect::<Result<_>>()?;
+        let mut snaps: Vec<(SnapshotId, Snapshot)> = ids
+            .par_iter()
+            .map(|id| Ok((*id, self.load_snapshot(id)?)))
+            .collect::<Result<_>>()?;
         snaps.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(snaps)
     }
 
     /// Resolves `latest`, a full ID or a unique prefix of at least 4 hex digits.
-    pub fn find_snapshot(&self, selector: &str, filter: &SnapshotFilter) -> Result<(SnapshotId, Snapshot)> {
+    pub fn find_snapshot(
+        &self,
+        selector: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<(SnapshotId, Snapshot)> {
         if selector == "latest" {
             return self
                 .list_snapshots()?
@@ -419,7 +516,11 @@ impl Repository {
         if sel.len() < 4 || sel.len() > 64 || !sel.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::SnapshotNotFound(selector.to_string()));
         }
-        let hits: Vec<SnapshotId> = self.snapshot_ids()?.into_iter().filter(|id| id.to_hex().starts_with(&sel)).collect();
+        let hits: Vec<SnapshotId> = self
+            .snapshot_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&sel))
+            .collect();
         match hits.as_slice() {
             [] => Err(Error::SnapshotNotFound(selector.to_string())),
             [one] => Ok((*one, self.load_snapshot(one)?)),

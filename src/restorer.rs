@@ -19,8 +19,8 @@ use std::sync::Mutex;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
 use crate::blob::BlobType;
+use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::repo::{pack_key, Repository};
 use crate::tree::{ContentRef, Node, NodeType};
@@ -40,7 +40,10 @@ struct PendingFile<'i> {
 
 impl PendingFile<'_> {
     fn fail(&self, why: impl std::fmt::Display) {
-        self.error.lock().unwrap().get_or_insert_with(|| why.to_string());
+        self.error
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| why.to_string());
     }
     fn failed(&self) -> bool {
         self.error.lock().unwrap().is_some()
@@ -91,12 +94,20 @@ pub struct Item {
 }
 
 /// Walks a tree depth-first, parents before children.
-pub fn walk_tree(repo: &Repository, root: &BlobId, base: &Path, out: &mut dyn FnMut(Item) -> Result<bool>) -> Result<()> {
+pub fn walk_tree(
+    repo: &Repository,
+    root: &BlobId,
+    base: &Path,
+    out: &mut dyn FnMut(Item) -> Result<bool>,
+) -> Result<()> {
     let tree = repo.load_tree(root)?;
     for node in tree.nodes {
         let path = base.join(node.os_name());
         let sub = node.subtree.filter(|_| node.kind == NodeType::Dir);
-        let descend = out(Item { path: path.clone(), node })?;
+        let descend = out(Item {
+            path: path.clone(),
+            node,
+        })?;
         if let (Some(sub), true) = (sub, descend) {
             walk_tree(repo, &sub, &path, out)?;
         }
@@ -114,15 +125,28 @@ fn globset(patterns: &[String]) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
         // A pattern without a slash matches a name anywhere, as in restic.
-        let pat = if p.contains('/') { p.trim_end_matches('/').to_string() } else { format!("**/{p}") };
-        b.add(Glob::new(&pat).map_err(|e| Error::InvalidArgument(format!("bad pattern '{p}': {e}")))?);
+        // A pattern not starting at the root matches a name or path ending anywhere.
+        let p = p.trim_end_matches('/');
+        let pat = if p.starts_with('/') {
+            p.to_string()
+        } else {
+            format!("**/{p}")
+        };
+        b.add(
+            Glob::new(&pat)
+                .map_err(|e| Error::InvalidArgument(format!("bad pattern '{p}': {e}")))?,
+        );
     }
     b.build().map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
 impl Filter {
     fn new(o: &RestoreOptions) -> Result<Filter> {
-        Ok(Filter { includes: globset(&o.includes)?, excludes: globset(&o.excludes)?, has_includes: !o.includes.is_empty() })
+        Ok(Filter {
+            includes: globset(&o.includes)?,
+            excludes: globset(&o.excludes)?,
+            has_includes: !o.includes.is_empty(),
+        })
     }
 
     /// (select this item, descend into it)
@@ -151,7 +175,12 @@ struct Restorer<'a> {
 }
 
 /// Restores the snapshot tree `root` into `target`.
-pub fn restore(repo: &Repository, root: &BlobId, target: &Path, opts: &RestoreOptions) -> Result<RestoreOutcome> {
+pub fn restore(
+    repo: &Repository,
+    root: &BlobId,
+    target: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreOutcome> {
     let filter = Filter::new(opts)?;
     let mut items: Vec<Item> = Vec::new();
     // Selected directories, and the ancestors an included entry needs.
@@ -185,7 +214,10 @@ pub fn restore(repo: &Repository, root: &BlobId, target: &Path, opts: &RestoreOp
         errors: Mutex::new(Vec::new()),
         is_root: unsafe { libc::geteuid() } == 0,
     };
-    let dirs = items.iter().filter(|i| i.node.kind == NodeType::Dir).count() as u64;
+    let dirs = items
+        .iter()
+        .filter(|i| i.node.kind == NodeType::Dir)
+        .count() as u64;
     if !opts.dry_run {
         std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     }
@@ -202,10 +234,20 @@ pub fn restore(repo: &Repository, root: &BlobId, target: &Path, opts: &RestoreOp
 
 /// Drops directories that were only walked through but hold nothing selected.
 fn prune_unneeded_dirs(items: Vec<Item>, selected: Vec<bool>) -> Vec<Item> {
-    let keep_paths: Vec<PathBuf> =
-        items.iter().zip(&selected).filter(|(_, s)| **s).map(|(i, _)| i.path.clone()).collect();
-    let keep: std::collections::HashSet<&Path> = keep_paths.iter().flat_map(|p| p.ancestors()).collect();
-    items.into_iter().zip(selected).filter(|(i, s)| *s || keep.contains(i.path.as_path())).map(|(i, _)| i).collect()
+    let keep_paths: Vec<PathBuf> = items
+        .iter()
+        .zip(&selected)
+        .filter(|(_, s)| **s)
+        .map(|(i, _)| i.path.clone())
+        .collect();
+    let keep: std::collections::HashSet<&Path> =
+        keep_paths.iter().flat_map(|p| p.ancestors()).collect();
+    items
+        .into_iter()
+        .zip(selected)
+        .filter(|(i, s)| *s || keep.contains(i.path.as_path()))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 fn tmp_name(dest: &Path) -> PathBuf {
@@ -216,12 +258,19 @@ fn tmp_name(dest: &Path) -> PathBuf {
 }
 
 fn set_times(path: &Path, mtime_ns: i64, follow: bool) -> std::io::Result<()> {
-    let ts = libc::timespec { tv_sec: mtime_ns.div_euclid(1_000_000_000) as _, tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _ };
+    let ts = libc::timespec {
+        tv_sec: mtime_ns.div_euclid(1_000_000_000) as _,
+        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+    };
     let times = [ts, ts];
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
     let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), flags) };
-    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn lchown(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
@@ -230,11 +279,15 @@ fn lchown(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 
 impl<'a> Restorer<'a> {
     fn dest(&self, item: &Item) -> PathBuf {
-        self.target.join(item.path.strip_prefix("/").unwrap_or(&item.path))
+        self.target
+            .join(item.path.strip_prefix("/").unwrap_or(&item.path))
     }
 
     fn fail(&self, path: &Path, why: impl std::fmt::Display) {
-        self.errors.lock().unwrap().push((path.to_path_buf(), why.to_string()));
+        self.errors
+            .lock()
+            .unwrap()
+            .push((path.to_path_buf(), why.to_string()));
     }
 
     fn run(&self, items: &[Item]) -> Result<()> {
@@ -280,7 +333,10 @@ impl<'a> Restorer<'a> {
                 Err(e) => self.fail(&d, e),
             }
         }
-        for it in items.iter().filter(|i| !matches!(i.node.kind, NodeType::File | NodeType::Dir)) {
+        for it in items
+            .iter()
+            .filter(|i| !matches!(i.node.kind, NodeType::File | NodeType::Dir))
+        {
             let d = self.dest(it);
             if !dry {
                 if let Err(e) = self.restore_special(it, &d) {
@@ -298,18 +354,29 @@ impl<'a> Restorer<'a> {
             }
         }
         if self.opts.verify && !dry {
-            let failed: std::collections::HashSet<PathBuf> =
-                self.errors.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
-            files.par_iter().filter(|it| !failed.contains(&self.dest(it))).for_each(|it| {
-                let d = self.dest(it);
-                match verify_file(self.repo, &it.node, &d) {
-                    Ok(true) => {
-                        self.verified.fetch_add(1, Ordering::Relaxed);
+            let failed: std::collections::HashSet<PathBuf> = self
+                .errors
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(p, _)| p.clone())
+                .collect();
+            files
+                .par_iter()
+                .filter(|it| !failed.contains(&self.dest(it)))
+                .for_each(|it| {
+                    let d = self.dest(it);
+                    match verify_file(self.repo, &it.node, &d) {
+                        Ok(true) => {
+                            self.verified.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(false) => self.fail(
+                            &d,
+                            "verification failed: restored content differs from the snapshot",
+                        ),
+                        Err(e) => self.fail(&d, format!("verification failed: {e}")),
                     }
-                    Ok(false) => self.fail(&d, "verification failed: restored content differs from the snapshot"),
-                    Err(e) => self.fail(&d, format!("verification failed: {e}")),
-                }
-            });
+                });
         }
         Ok(())
     }
@@ -320,7 +387,9 @@ impl<'a> Restorer<'a> {
             Err(_) => false,
             Ok(meta) => match self.opts.overwrite {
                 Overwrite::Never => true,
-                Overwrite::IfChanged => meta.is_file() && verify_file(self.repo, &it.node, dest).unwrap_or(false),
+                Overwrite::IfChanged => {
+                    meta.is_file() && verify_file(self.repo, &it.node, dest).unwrap_or(false)
+                }
                 Overwrite::Always => false,
             },
         }
@@ -339,24 +408,37 @@ impl<'a> Restorer<'a> {
                 self.restored.fetch_add(1, Ordering::Relaxed);
                 self.bytes.fetch_add(it.node.size, Ordering::Relaxed);
             } else {
-                pending.push(PendingFile { item: it, tmp: tmp_name(&dest), dest, error: Mutex::new(None) });
+                pending.push(PendingFile {
+                    item: it,
+                    tmp: tmp_name(&dest),
+                    dest,
+                    error: Mutex::new(None),
+                });
             }
         }
         pending.par_iter().for_each(|p| {
             let size = p.item.node.content.iter().map(|c| c.size as u64).sum();
-            let created = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p.tmp);
+            let created = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p.tmp);
             // The full length up front, as a hole: only non-zero blocks get written.
             if let Err(e) = created.and_then(|f| f.set_len(size)) {
                 p.fail(e);
             }
         });
         let plan = self.plan_reads(&pending);
-        plan.par_iter().for_each(|(pack, (kind, blobs))| self.restore_pack(pack, *kind, blobs, &pending));
+        plan.par_iter()
+            .for_each(|(pack, (kind, blobs))| self.restore_pack(pack, *kind, blobs, &pending));
         pending.par_iter().for_each(|p| self.finish_file(p));
     }
 
     /// Groups the blobs the pending files need by pack.
-    fn plan_reads(&self, pending: &[PendingFile<'_>]) -> HashMap<PackId, (BlobType, Vec<NeededBlob>)> {
+    fn plan_reads(
+        &self,
+        pending: &[PendingFile<'_>],
+    ) -> HashMap<PackId, (BlobType, Vec<NeededBlob>)> {
         let mut by_blob: HashMap<BlobId, NeededBlob> = HashMap::new();
         for (fi, p) in pending.iter().enumerate() {
             let mut offset = 0u64;
@@ -364,7 +446,12 @@ impl<'a> Restorer<'a> {
                 match self.repo.index().lookup(&c.id) {
                     Some(loc) => by_blob
                         .entry(c.id)
-                        .or_insert_with(|| NeededBlob { id: c.id, loc, size: c.size, targets: Vec::new() })
+                        .or_insert_with(|| NeededBlob {
+                            id: c.id,
+                            loc,
+                            size: c.size,
+                            targets: Vec::new(),
+                        })
                         .targets
                         .push((fi, offset)),
                     None => p.fail(Error::BlobNotIndexed(c.id.to_hex())),
@@ -374,25 +461,42 @@ impl<'a> Restorer<'a> {
         }
         let mut plan: HashMap<PackId, (BlobType, Vec<NeededBlob>)> = HashMap::new();
         for (_, b) in by_blob {
-            plan.entry(b.loc.pack).or_insert_with(|| (b.loc.kind, Vec::new())).1.push(b);
+            plan.entry(b.loc.pack)
+                .or_insert_with(|| (b.loc.kind, Vec::new()))
+                .1
+                .push(b);
         }
         plan
     }
 
     /// Reads the needed parts of one pack (runs of blobs closer than
     /// READ_GAP are fetched in one request) and writes every blob out.
-    fn restore_pack(&self, pack: &PackId, kind: BlobType, blobs: &[NeededBlob], pending: &[PendingFile<'_>]) {
+    fn restore_pack(
+        &self,
+        pack: &PackId,
+        kind: BlobType,
+        blobs: &[NeededBlob],
+        pending: &[PendingFile<'_>],
+    ) {
         let mut blobs: Vec<&NeededBlob> = blobs.iter().collect();
         blobs.sort_by_key(|b| b.loc.offset);
         let key = pack_key(kind, pack);
-        for run in blobs.chunk_by(|a, b| (b.loc.offset as u64) < a.loc.offset as u64 + a.loc.length as u64 + READ_GAP) {
+        for run in blobs.chunk_by(|a, b| {
+            (b.loc.offset as u64) < a.loc.offset as u64 + a.loc.length as u64 + READ_GAP
+        }) {
             let start = run[0].loc.offset as u64;
-            let end = run.iter().map(|b| b.loc.offset as u64 + b.loc.length as u64).max().unwrap_or(start);
+            let end = run
+                .iter()
+                .map(|b| b.loc.offset as u64 + b.loc.length as u64)
+                .max()
+                .unwrap_or(start);
             let bytes = match self.repo.backend().get_range(&key, start..end) {
                 Ok(b) => b,
                 Err(e) => {
                     let msg = e.to_string();
-                    run.iter().flat_map(|b| &b.targets).for_each(|(fi, _)| pending[*fi].fail(&msg));
+                    run.iter()
+                        .flat_map(|b| &b.targets)
+                        .for_each(|(fi, _)| pending[*fi].fail(&msg));
                     continue;
                 }
             };
@@ -416,7 +520,10 @@ impl<'a> Restorer<'a> {
             if p.failed() {
                 continue;
             }
-            let written = OpenOptions::new().write(true).open(&p.tmp).and_then(|f| write_sparse(&f, *offset, data));
+            let written = OpenOptions::new()
+                .write(true)
+                .open(&p.tmp)
+                .and_then(|f| write_sparse(&f, *offset, data));
             match written {
                 Ok(()) => {
                     self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -464,8 +571,15 @@ impl<'a> Restorer<'a> {
                     NodeType::Dev => libc::S_IFBLK,
                     _ => libc::S_IFCHR,
                 };
-                let c = std::ffi::CString::new(dest.as_os_str().as_bytes()).map_err(|e| io(std::io::Error::other(e)))?;
-                let r = unsafe { libc::mknod(c.as_ptr(), kind | (n.mode & 0o7777) as libc::mode_t, n.rdev as libc::dev_t) };
+                let c = std::ffi::CString::new(dest.as_os_str().as_bytes())
+                    .map_err(|e| io(std::io::Error::other(e)))?;
+                let r = unsafe {
+                    libc::mknod(
+                        c.as_ptr(),
+                        kind | (n.mode & 0o7777) as libc::mode_t,
+                        n.rdev as libc::dev_t,
+                    )
+                };
                 if r != 0 {
                     return Err(io(std::io::Error::last_os_error()));
                 }
@@ -533,7 +647,10 @@ pub fn verify_file(repo: &Repository, node: &Node, path: &Path) -> Result<bool> 
 /// Finds the node at `path` (e.g. `/home/ann/a.txt` or `mydb.sql`) in a tree.
 pub fn find_node(repo: &Repository, root: &BlobId, path: &str) -> Result<Node> {
     let mut current = *root;
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     if comps.is_empty() {
         return Err(Error::PathNotInSnapshot(path.to_string()));
     }
@@ -547,7 +664,10 @@ pub fn find_node(repo: &Repository, root: &BlobId, path: &str) -> Result<Node> {
         if i + 1 == comps.len() {
             return Ok(node);
         }
-        current = node.subtree.filter(|_| node.kind == NodeType::Dir).ok_or_else(|| Error::PathNotInSnapshot(path.to_string()))?;
+        current = node
+            .subtree
+            .filter(|_| node.kind == NodeType::Dir)
+            .ok_or_else(|| Error::PathNotInSnapshot(path.to_string()))?;
     }
     unreachable!("loop returns on its last component")
 }

@@ -93,14 +93,21 @@ impl<'r> BlobSaver<'r> {
         if self.repo.index().contains(&id) || !self.seen.lock().unwrap().insert(id) {
             return Ok((id, false));
         }
-        let sealed = blob::encode(self.repo.cipher(), &id, plaintext, self.repo.config().compression);
+        let sealed = blob::encode(
+            self.repo.cipher(),
+            &id,
+            plaintext,
+            self.repo.config().compression,
+        );
         let c = &self.counters;
         match kind {
             BlobType::Data => c.data_blobs.fetch_add(1, Ordering::Relaxed),
             BlobType::Tree => c.tree_blobs.fetch_add(1, Ordering::Relaxed),
         };
-        c.bytes_added.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-        c.bytes_packed.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        c.bytes_added
+            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        c.bytes_packed
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         let full = {
             let mut open = self.open[slot(kind)].lock().unwrap();
             let target = self.repo.config().pack_size as usize;
@@ -122,13 +129,23 @@ impl<'r> BlobSaver<'r> {
     /// when enough packs have gone unindexed.
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
         let (bytes, kind, entries) = builder.finish(self.repo.cipher());
-        let id = verify_pack(self.repo.cipher(), self.repo.hasher(), &bytes, kind, &entries)?;
+        let id = verify_pack(
+            self.repo.cipher(),
+            self.repo.hasher(),
+            &bytes,
+            kind,
+            &entries,
+        )?;
         if !self.dry_run {
             self.repo.backend().create(&pack_key(kind, &id), bytes)?;
         }
         let checkpoint = {
             let mut w = self.written.lock().unwrap();
-            w.unindexed.push(IndexedPack { id, kind, blobs: entries });
+            w.unindexed.push(IndexedPack {
+                id,
+                kind,
+                blobs: entries,
+            });
             (w.unindexed.len() >= CHECKPOINT_PACKS).then(|| std::mem::take(&mut w.unindexed))
         };
         if let Some(packs) = checkpoint {
@@ -170,9 +187,16 @@ impl<'r> BlobSaver<'r> {
 }
 
 /// Decodes the finished pack as a reader would and re-hashes every blob.
-fn verify_pack(cipher: &Cipher, hasher: &BlobHasher, bytes: &[u8], kind: BlobType, entries: &[PackEntry]) -> Result<PackId> {
+fn verify_pack(
+    cipher: &Cipher,
+    hasher: &BlobHasher,
+    bytes: &[u8],
+    kind: BlobType,
+    entries: &[PackEntry],
+) -> Result<PackId> {
     let id = PackId(storage_hash(bytes));
-    let fail = |reason: String| Error::corrupt(format!("new pack {id} (verify before upload)"), reason);
+    let fail =
+        |reason: String| Error::corrupt(format!("new pack {id} (verify before upload)"), reason);
     let (k, read) = pack::read_header(&cipher, bytes).map_err(|e| fail(e.to_string()))?;
     if k != kind || read != entries {
         return Err(fail("header does not list what was packed".into()));
@@ -193,4 +217,3 @@ fn verify_pack(cipher: &Cipher, hasher: &BlobHasher, bytes: &[u8], kind: BlobTyp
 pub fn save_tree(saver: &BlobSaver<'_>, tree: &mut crate::tree::Tree) -> Result<(BlobId, bool)> {
     saver.save(BlobType::Tree, &tree.to_bytes())
 }
-

@@ -78,7 +78,10 @@ pub struct Node {
 pub fn encode_name(name: &OsStr) -> (String, Option<String>) {
     match name.to_str() {
         Some(s) => (s.to_string(), None),
-        None => (name.to_string_lossy().into_owned(), Some(hex::encode(name.as_bytes()))),
+        None => (
+            name.to_string_lossy().into_owned(),
+            Some(hex::encode(name.as_bytes())),
+        ),
     }
 }
 
@@ -95,7 +98,9 @@ impl Node {
     }
 
     pub fn link_target(&self) -> Option<OsString> {
-        self.target.as_ref().map(|t| decode_name(t, &self.target_hex))
+        self.target
+            .as_ref()
+            .map(|t| decode_name(t, &self.target_hex))
     }
 }
 
@@ -112,7 +117,8 @@ impl Tree {
     /// Canonical bytes: nodes sorted by raw name, so equal directories give equal
     /// blobs (and dedup).
     pub fn to_bytes(&mut self) -> Vec<u8> {
-        self.nodes.sort_by(|a, b| a.os_name().as_bytes().cmp(b.os_name().as_bytes()));
+        self.nodes
+            .sort_by(|a, b| a.os_name().as_bytes().cmp(b.os_name().as_bytes()));
         serde_json::to_vec(self).expect("serializing a tree")
     }
 
@@ -158,8 +164,12 @@ mod tests {
 
     #[test]
     fn canonical_order_and_round_trip() {
-        let mut a = Tree { nodes: vec![node("b"), node("a")] };
-        let mut b = Tree { nodes: vec![node("a"), node("b")] };
+        let mut a = Tree {
+            nodes: vec![node("b"), node("a")],
+        };
+        let mut b = Tree {
+            nodes: vec![node("a"), node("b")],
+        };
         assert_eq!(a.to_bytes(), b.to_bytes());
         assert_eq!(Tree::from_bytes(&a.to_bytes()).unwrap(), a);
     }
@@ -176,7 +186,9 @@ mod tests {
     #[test]
     fn path_traversal_names_rejected() {
         for bad in ["..", "a/b", ""] {
-            let mut t = Tree { nodes: vec![node(bad)] };
+            let mut t = Tree {
+                nodes: vec![node(bad)],
+            };
             assert!(Tree::from_bytes(&t.to_bytes()).is_err(), "{bad}");
         }
     }

@@ -11,7 +11,14 @@ use cairn::{Backend, Error, InitOptions, Repository};
 const PW: &[u8] = b"correct horse";
 
 fn fast_kdf() -> InitOptions {
-    InitOptions { kdf: Some(KdfParams { m_cost_kib: 1024, t_cost: 1, p_cost: 1 }), ..Default::default() }
+    InitOptions {
+        kdf: Some(KdfParams {
+            m_cost_kib: 1024,
+            t_cost: 1,
+            p_cost: 1,
+        }),
+        ..Default::default()
+    }
 }
 
 fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
@@ -42,7 +49,11 @@ fn backup_paths(repo: &mut Repository, paths: &[&Path]) -> cairn::archiver::Back
 
 fn assert_same_files(a: &Path, b: &Path) {
     for entry in ["a.txt", "d/big.bin", "d/e/empty"] {
-        assert_eq!(std::fs::read(a.join(entry)).unwrap(), std::fs::read(b.join(entry)).unwrap(), "{entry}");
+        assert_eq!(
+            std::fs::read(a.join(entry)).unwrap(),
+            std::fs::read(b.join(entry)).unwrap(),
+            "{entry}"
+        );
     }
 }
 
@@ -55,9 +66,18 @@ fn init_open_and_wrong_password() {
     let b = Backend::memory();
     Repository::init(b.clone(), PW, fast_kdf()).unwrap();
     assert!(Repository::open(b.clone(), PW).is_ok());
-    assert!(matches!(Repository::open(b.clone(), b"nope"), Err(Error::WrongPassword)));
-    assert!(matches!(Repository::init(b, PW, fast_kdf()), Err(Error::RepoExists(_))));
-    assert!(matches!(Repository::open(Backend::memory(), PW), Err(Error::RepoNotFound(_))));
+    assert!(matches!(
+        Repository::open(b.clone(), b"nope"),
+        Err(Error::WrongPassword)
+    ));
+    assert!(matches!(
+        Repository::init(b, PW, fast_kdf()),
+        Err(Error::RepoExists(_))
+    ));
+    assert!(matches!(
+        Repository::open(Backend::memory(), PW),
+        Err(Error::RepoNotFound(_))
+    ));
 }
 
 #[test]
@@ -68,7 +88,10 @@ fn unknown_envelope_version_is_refused() {
     cfg[0] = 9;
     b.delete("config").unwrap();
     b.create("config", cfg).unwrap();
-    let err = Repository::open(b, PW).err().expect("must refuse").to_string();
+    let err = Repository::open(b, PW)
+        .err()
+        .expect("must refuse")
+        .to_string();
     assert!(err.contains("unsupported object version 9"), "{err}");
 }
 
@@ -81,7 +104,16 @@ fn backup_restore_round_trip_and_check() {
     let out = backup_paths(&mut repo, &[&src]);
     assert!(out.errors.is_empty());
     let target = dir.path().join("restore");
-    let r = restore(&repo, &out.snapshot.tree, &target, &RestoreOptions { verify: true, ..Default::default() }).unwrap();
+    let r = restore(
+        &repo,
+        &out.snapshot.tree,
+        &target,
+        &RestoreOptions {
+            verify: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.files_verified, 3);
     assert_same_files(&src, &restored_root(&target, &src));
@@ -113,7 +145,9 @@ fn concurrent_backups_both_succeed() {
     assert_eq!(repo.snapshot_ids().unwrap().len(), 2);
     assert!(check(&mut repo, ReadData::All).unwrap().ok());
     for (tree, src) in trees.iter().zip([&s1, &s2]) {
-        let target = dir.path().join(format!("r-{}", src.file_name().unwrap().to_str().unwrap()));
+        let target = dir
+            .path()
+            .join(format!("r-{}", src.file_name().unwrap().to_str().unwrap()));
         restore(&repo, tree, &target, &RestoreOptions::default()).unwrap();
         assert_same_files(src, &restored_root(&target, src));
     }
@@ -125,13 +159,22 @@ fn exclusive_lock_excludes_and_stale_locks_are_ignored() {
     let repo = Repository::init(b.clone(), PW, fast_kdf()).unwrap();
     let shared = cairn::lock::acquire(&repo, false).unwrap();
     let second_shared = cairn::lock::acquire(&repo, false).unwrap();
-    assert!(matches!(cairn::lock::acquire(&repo, true), Err(Error::Locked(_))));
+    assert!(matches!(
+        cairn::lock::acquire(&repo, true),
+        Err(Error::Locked(_))
+    ));
     drop(shared);
     drop(second_shared);
     let excl = cairn::lock::acquire(&repo, true).unwrap();
-    assert!(matches!(cairn::lock::acquire(&repo, false), Err(Error::Locked(_))));
+    assert!(matches!(
+        cairn::lock::acquire(&repo, false),
+        Err(Error::Locked(_))
+    ));
     drop(excl);
-    assert!(b.list("locks").unwrap().is_empty(), "locks are released on drop");
+    assert!(
+        b.list("locks").unwrap().is_empty(),
+        "locks are released on drop"
+    );
 
     // A lock from a process that is gone (pid far beyond pid_max on this host) is stale.
     let info = serde_json::json!({"time": chrono::Utc::now(), "exclusive": true,
@@ -151,19 +194,37 @@ fn packs_without_index_are_adopted_by_the_next_backup() {
     let mut repo = Repository::init(backend.clone(), PW, fast_kdf()).unwrap();
     backup_paths(&mut repo, &[&src]);
     // Simulate a backup killed after uploading packs but before any index or snapshot.
-    for l in backend.list("index").unwrap().into_iter().chain(backend.list("snapshots").unwrap()) {
+    for l in backend
+        .list("index")
+        .unwrap()
+        .into_iter()
+        .chain(backend.list("snapshots").unwrap())
+    {
         backend.delete(&l.key).unwrap();
     }
     let mut repo = Repository::open(backend.clone(), PW).unwrap();
     let report = check(&mut repo, ReadData::None).unwrap();
-    assert!(report.ok(), "orphan packs are not errors: {:?}", report.errors);
+    assert!(
+        report.ok(),
+        "orphan packs are not errors: {:?}",
+        report.errors
+    );
     assert!(!report.warnings.is_empty());
     let out = backup_paths(&mut repo, &[&src]);
     let s = out.snapshot.summary.unwrap();
-    assert_eq!(s.data_blobs, 0, "the adopted packs' blobs are reused, not uploaded again");
+    assert_eq!(
+        s.data_blobs, 0,
+        "the adopted packs' blobs are reused, not uploaded again"
+    );
     assert!(check(&mut repo, ReadData::All).unwrap().ok());
     let target = dir.path().join("r");
-    restore(&repo, &out.snapshot.tree, &target, &RestoreOptions::default()).unwrap();
+    restore(
+        &repo,
+        &out.snapshot.tree,
+        &target,
+        &RestoreOptions::default(),
+    )
+    .unwrap();
     assert_same_files(&src, &restored_root(&target, &src));
 }
 
@@ -176,7 +237,10 @@ fn unchanged_files_are_not_read_again() {
     let first = backup_paths(&mut repo, &[&src]);
     let second = backup_paths(&mut repo, &[&src]);
     let s = second.snapshot.summary.clone().unwrap();
-    assert_eq!((s.files_new, s.files_changed, s.files_unmodified), (0, 0, 3));
+    assert_eq!(
+        (s.files_new, s.files_changed, s.files_unmodified),
+        (0, 0, 3)
+    );
     assert_eq!(second.bytes_read, 0);
     assert_eq!(second.parent, first.snapshot_id);
     // The source's own trees are identical (the root differs: /tmp's mtime moves).
@@ -198,17 +262,30 @@ fn local_disk_repository_round_trip() {
     let backend = Backend::open(repo_dir.to_str().unwrap(), &[], true).unwrap();
     let mut repo = Repository::init(backend, PW, fast_kdf()).unwrap();
     let out = backup_paths(&mut repo, &[&src]);
-    let mut reopened = Repository::open(Backend::open(repo_dir.to_str().unwrap(), &[], false).unwrap(), PW).unwrap();
+    let mut reopened = Repository::open(
+        Backend::open(repo_dir.to_str().unwrap(), &[], false).unwrap(),
+        PW,
+    )
+    .unwrap();
     reopened.load_index().unwrap();
     let target = dir.path().join("r");
-    restore(&reopened, &out.snapshot.tree, &target, &RestoreOptions::default()).unwrap();
+    restore(
+        &reopened,
+        &out.snapshot.tree,
+        &target,
+        &RestoreOptions::default(),
+    )
+    .unwrap();
     assert_same_files(&src, &restored_root(&target, &src));
     // Every stored object except config is named by the SHA-256 of its bytes.
     let b = reopened.backend();
     for folder in ["data", "tree", "index", "snapshots", "keys"] {
         for l in b.list(folder).unwrap() {
             let name = l.key.rsplit('/').next().unwrap();
-            assert_eq!(hex::encode(cairn::id::storage_hash(&b.get(&l.key).unwrap())), name);
+            assert_eq!(
+                hex::encode(cairn::id::storage_hash(&b.get(&l.key).unwrap())),
+                name
+            );
         }
     }
 }
@@ -223,15 +300,33 @@ fn many_full_packs_do_not_stall_the_pipeline() {
     for i in 0..6 {
         std::fs::write(src.join(format!("f{i}")), pseudo_random(4_000_000, 100 + i)).unwrap();
     }
-    let opts = InitOptions { pack_size: Some(1024 * 1024), ..fast_kdf() };
+    let opts = InitOptions {
+        pack_size: Some(1024 * 1024),
+        ..fast_kdf()
+    };
     let mut repo = Repository::init(Backend::memory(), PW, opts).unwrap();
     let out = backup_paths(&mut repo, &[&src]);
-    assert!(repo.list_packs().unwrap().len() >= 8, "expected many small packs");
+    assert!(
+        repo.list_packs().unwrap().len() >= 8,
+        "expected many small packs"
+    );
     let target = dir.path().join("r");
-    restore(&repo, &out.snapshot.tree, &target, &RestoreOptions { verify: true, ..Default::default() }).unwrap();
+    restore(
+        &repo,
+        &out.snapshot.tree,
+        &target,
+        &RestoreOptions {
+            verify: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let root = restored_root(&target, &src);
     for i in 0..6 {
-        assert_eq!(std::fs::read(root.join(format!("f{i}"))).unwrap(), pseudo_random(4_000_000, 100 + i));
+        assert_eq!(
+            std::fs::read(root.join(format!("f{i}"))).unwrap(),
+            pseudo_random(4_000_000, 100 + i)
+        );
     }
 }
 
@@ -254,21 +349,51 @@ fn incremental_backup_equals_full_backup() {
     assert!(incremental.parent.is_some());
     let full = {
         repo.load_index().unwrap();
-        let opts = BackupOptions { force: true, ..Default::default() };
-        backup(&mut repo, Source::Paths(vec![src.clone()]), &opts, &NoProgress).unwrap()
+        let opts = BackupOptions {
+            force: true,
+            ..Default::default()
+        };
+        backup(
+            &mut repo,
+            Source::Paths(vec![src.clone()]),
+            &opts,
+            &NoProgress,
+        )
+        .unwrap()
     };
     assert!(full.parent.is_none());
     assert!(full.bytes_read > incremental.bytes_read);
-    let src_tree = |tree| cairn::restorer::find_node(&repo, &tree, src.to_str().unwrap()).unwrap().subtree;
-    assert_eq!(src_tree(incremental.snapshot.tree), src_tree(full.snapshot.tree));
+    let src_tree = |tree| {
+        cairn::restorer::find_node(&repo, &tree, src.to_str().unwrap())
+            .unwrap()
+            .subtree
+    };
+    assert_eq!(
+        src_tree(incremental.snapshot.tree),
+        src_tree(full.snapshot.tree)
+    );
 
     let (ti, tf) = (dir.path().join("ri"), dir.path().join("rf"));
-    restore(&repo, &incremental.snapshot.tree, &ti, &RestoreOptions::default()).unwrap();
+    restore(
+        &repo,
+        &incremental.snapshot.tree,
+        &ti,
+        &RestoreOptions::default(),
+    )
+    .unwrap();
     restore(&repo, &full.snapshot.tree, &tf, &RestoreOptions::default()).unwrap();
     for rel in ["a.txt", "d/big.bin", "d/new.bin", "d/e/second"] {
         let want = std::fs::read(src.join(rel)).unwrap();
-        assert_eq!(std::fs::read(restored_root(&ti, &src).join(rel)).unwrap(), want, "{rel}");
-        assert_eq!(std::fs::read(restored_root(&tf, &src).join(rel)).unwrap(), want, "{rel}");
+        assert_eq!(
+            std::fs::read(restored_root(&ti, &src).join(rel)).unwrap(),
+            want,
+            "{rel}"
+        );
+        assert_eq!(
+            std::fs::read(restored_root(&tf, &src).join(rel)).unwrap(),
+            want,
+            "{rel}"
+        );
     }
     assert!(!restored_root(&ti, &src).join("d/e/empty").exists());
 }

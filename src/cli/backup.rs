@@ -50,7 +50,12 @@ pub struct BackupArgs {
     #[arg(long)]
     stdin: bool,
     /// File name for --stdin / --stdin-from-command
-    #[arg(long, visible_alias = "stdin-name", value_name = "NAME", default_value = "stdin")]
+    #[arg(
+        long,
+        visible_alias = "stdin-name",
+        value_name = "NAME",
+        default_value = "stdin"
+    )]
     stdin_filename: String,
     /// Run the command after `--` and back up its standard output
     #[arg(long)]
@@ -71,28 +76,42 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<Utc>> {
             }
         }
     }
-    Err(usage(format!("--time '{s}' is not a time like \"2024-01-31 02:00:00\"")))
+    Err(usage(format!(
+        "--time '{s}' is not a time like \"2024-01-31 02:00:00\""
+    )))
 }
 
 fn source(a: &BackupArgs) -> Result<Source> {
-    let modes = [!a.paths.is_empty(), a.stdin, a.stdin_from_command].iter().filter(|m| **m).count();
+    let modes = [!a.paths.is_empty(), a.stdin, a.stdin_from_command]
+        .iter()
+        .filter(|m| **m)
+        .count();
     if modes > 1 {
-        return Err(usage("give paths, --stdin, or --stdin-from-command, not several"));
+        return Err(usage(
+            "give paths, --stdin, or --stdin-from-command, not several",
+        ));
     }
     if a.stdin_from_command {
         if a.command.is_empty() {
             return Err(usage("--stdin-from-command needs a command after `--`"));
         }
-        return Ok(Source::Command { name: a.stdin_filename.clone(), argv: a.command.clone() });
+        return Ok(Source::Command {
+            name: a.stdin_filename.clone(),
+            argv: a.command.clone(),
+        });
     }
     if !a.command.is_empty() {
         return Err(usage("a command after `--` needs --stdin-from-command"));
     }
     if a.stdin {
-        return Ok(Source::Stdin { name: a.stdin_filename.clone() });
+        return Ok(Source::Stdin {
+            name: a.stdin_filename.clone(),
+        });
     }
     if a.paths.is_empty() {
-        return Err(usage("nothing to back up: give paths, --stdin or --stdin-from-command"));
+        return Err(usage(
+            "nothing to back up: give paths, --stdin or --stdin-from-command",
+        ));
     }
     Ok(Source::Paths(a.paths.clone()))
 }
@@ -100,8 +119,14 @@ fn source(a: &BackupArgs) -> Result<Source> {
 fn excludes(a: &BackupArgs) -> Result<Vec<String>> {
     let mut ex = a.excludes.clone();
     for f in &a.exclude_files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read exclude file {}", f.display()))?;
-        ex.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read exclude file {}", f.display()))?;
+        ex.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
     }
     Ok(ex)
 }
@@ -111,7 +136,11 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
     let time = a.time.as_deref().map(parse_time).transpose()?;
     let excludes = excludes(a)?;
     let mut repo = g.open()?;
-    let _lock = if a.dry_run { None } else { Some(cairn::lock::acquire(&repo, false)?) };
+    let _lock = if a.dry_run {
+        None
+    } else {
+        Some(cairn::lock::acquire(&repo, false)?)
+    };
     repo.load_index()?;
     let parent = match &a.parent {
         Some(p) => Some(super::select_snapshot(&repo, p, &Default::default())?.0),
@@ -127,7 +156,9 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         parent,
         force: a.force,
     };
-    let progress = g.progress().then(|| Arc::new(output::BackupProgress::new()));
+    let progress = g
+        .progress()
+        .then(|| Arc::new(output::BackupProgress::new()));
     if let (Some(p), Source::Paths(paths)) = (&progress, &src) {
         // The total for the ETA comes from a concurrent scan, as restic does.
         let (p, paths, ex) = (p.clone(), paths.clone(), excludes.clone());
@@ -148,7 +179,13 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
-            emit(g, "backup.failed", Severity::Critical, None, json!({"error": e.to_string()}));
+            emit(
+                g,
+                "backup.failed",
+                Severity::Critical,
+                None,
+                json!({"error": e.to_string()}),
+            );
             return Err(e.into());
         }
     };
@@ -157,14 +194,21 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         eprintln!("error: {}: {why}", path.display());
     }
     let sid = outcome.snapshot_id.map(|i| i.to_hex());
-    let severity = if outcome.errors.is_empty() { Severity::Info } else { Severity::Warning };
+    let severity = if outcome.errors.is_empty() {
+        Severity::Info
+    } else {
+        Severity::Warning
+    };
     if !a.dry_run {
         emit(g, "backup.completed", severity, sid, summary_json(&outcome));
     }
     if !outcome.errors.is_empty() {
         return Err(Finished(
             EXIT_PARTIAL,
-            format!("snapshot saved, but {} source(s) could not be read", outcome.errors.len()),
+            format!(
+                "snapshot saved, but {} source(s) could not be read",
+                outcome.errors.len()
+            ),
         )
         .into());
     }

@@ -58,6 +58,10 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<()> {
         Ok(())
     } else {
         emit(g, "check.failed", Severity::Critical, None, figures);
-        Err(Finished(EXIT_FAILURE, format!("check found {} problems", report.errors.len())).into())
+        Err(Finished(
+            EXIT_FAILURE,
+            format!("check found {} problems", report.errors.len()),
+        )
+        .into())
     }
 }

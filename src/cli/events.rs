@@ -36,7 +36,9 @@ fn default_log() -> Option<PathBuf> {
 
 /// Appends one event. Failing to log never fails the command: it warns.
 pub fn emit(g: &Global, event: &str, severity: Severity, snapshot: Option<String>, figures: Value) {
-    let Some(path) = g.event_log.clone().or_else(default_log) else { return };
+    let Some(path) = g.event_log.clone().or_else(default_log) else {
+        return;
+    };
     let line = json!({
         "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "event": event,
@@ -54,20 +56,35 @@ fn append(path: &Path, v: &Value) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     // One write per line, so concurrent writers never interleave within a line.
     f.write_all(format!("{v}\n").as_bytes())?;
     Ok(())
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Writes metrics atomically (temp file + rename), as node_exporter's textfile
 /// collector expects.
-pub fn write_metrics(path: &Path, g: &Global, command: &str, code: i32, took: std::time::Duration) -> Result<()> {
-    let labels = format!("command=\"{}\",repository=\"{}\"", command, escape(g.repo.as_deref().unwrap_or("")));
+pub fn write_metrics(
+    path: &Path,
+    g: &Global,
+    command: &str,
+    code: i32,
+    took: std::time::Duration,
+) -> Result<()> {
+    let labels = format!(
+        "command=\"{}\",repository=\"{}\"",
+        command,
+        escape(g.repo.as_deref().unwrap_or(""))
+    );
     let now = chrono::Utc::now().timestamp();
     let text = format!(
         "# HELP cairn_last_run_success Whether the last cairn command succeeded (1) or not (0).\n\

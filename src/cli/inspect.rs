@@ -33,21 +33,40 @@ pub struct SnapshotsArgs {
 pub fn snapshots(g: &Global, a: &SnapshotsArgs) -> Result<()> {
     let repo = g.open()?;
     let f = a.filter.filter();
-    let snaps: Vec<_> = repo.list_snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect();
+    let snaps: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| f.matches(s))
+        .collect();
     if g.json {
-        output::json(&Value::Array(snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect()));
+        output::json(&Value::Array(
+            snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect(),
+        ));
         return Ok(());
     }
-    line(format!("{:<8}  {:<19}  {:<15}  {:<15}  {}", "ID", "Time", "Host", "Tags", "Paths"));
+    line(format!(
+        "{:<8}  {:<19}  {:<15}  {:<15}  {}",
+        "ID", "Time", "Host", "Tags", "Paths"
+    ));
     line("-".repeat(80));
     for (id, s) in &snaps {
-        let time = s.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");
+        let time = s
+            .time
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S");
         let tags = s.tags.join(",");
         for (i, p) in s.paths.iter().enumerate() {
             if i == 0 {
-                line(format!("{:<8}  {time}  {:<15}  {tags:<15}  {p}", id.short(), s.hostname));
+                line(format!(
+                    "{:<8}  {time}  {:<15}  {tags:<15}  {p}",
+                    id.short(),
+                    s.hostname
+                ));
             } else {
-                line(format!("{:<8}  {:<19}  {:<15}  {:<15}  {p}", "", "", "", ""));
+                line(format!(
+                    "{:<8}  {:<19}  {:<15}  {:<15}  {p}",
+                    "", "", "", ""
+                ));
             }
         }
     }
@@ -113,7 +132,18 @@ pub fn ls(g: &Global, a: &LsArgs) -> Result<()> {
     let mut repo = g.open()?;
     repo.load_index()?;
     let (id, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
-    let (root, base) = match a.path.as_deref().map(|p| p.trim_end_matches('/')).filter(|p| !p.is_empty()) {
+    if g.json {
+        output::json(
+            &json!({"struct_type": "snapshot", "id": id.to_hex(), "short_id": id.short(),
+            "time": snap.time, "paths": snap.paths, "hostname": snap.hostname, "tree": snap.tree}),
+        );
+    }
+    let (root, base) = match a
+        .path
+        .as_deref()
+        .map(|p| p.trim_end_matches('/'))
+        .filter(|p| !p.is_empty())
+    {
         None => (snap.tree, PathBuf::from("/")),
         Some(p) => {
             let node = cairn::restorer::find_node(&repo, &snap.tree, p)?;
@@ -125,10 +155,6 @@ pub fn ls(g: &Global, a: &LsArgs) -> Result<()> {
             }
         }
     };
-    if g.json {
-        output::json(&json!({"struct_type": "snapshot", "id": id.to_hex(), "short_id": id.short(),
-            "time": snap.time, "paths": snap.paths, "hostname": snap.hostname, "tree": snap.tree}));
-    }
     let recursive = a.path.is_none() || a.recursive;
     walk_tree(&repo, &root, &base, &mut |item| {
         print_node(g, a.long, &item.path, &item.node);
@@ -141,8 +167,17 @@ fn print_node(g: &Global, long: bool, path: &Path, n: &Node) {
     if g.json {
         output::json(&node_json(path, n));
     } else if long {
-        let t = node_time(n).with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");
-        line(format!("{} {:>6} {:>6} {:>12} {t} {}", mode_string(n), n.uid, n.gid, n.size, path.display()));
+        let t = node_time(n)
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S");
+        line(format!(
+            "{} {:>6} {:>6} {:>12} {t} {}",
+            mode_string(n),
+            n.uid,
+            n.gid,
+            n.size,
+            path.display()
+        ));
     } else {
         line(path.display());
     }
@@ -178,12 +213,18 @@ pub fn diff(g: &Global, a: &DiffArgs) -> Result<()> {
     let (mut added, mut removed, mut changed) = (0u64, 0u64, 0u64);
     let (mut bytes_added, mut bytes_removed) = (0u64, 0u64);
     if !g.json {
-        line(format!("comparing snapshot {} to {}:", id1.short(), id2.short()));
+        line(format!(
+            "comparing snapshot {} to {}:",
+            id1.short(),
+            id2.short()
+        ));
         line("");
     }
     let emit = |modifier: &str, path: &Path, size: u64| {
         if g.json {
-            output::json(&json!({"message_type": "change", "path": path.display().to_string(), "modifier": modifier, "size": size}));
+            output::json(
+                &json!({"message_type": "change", "path": path.display().to_string(), "modifier": modifier, "size": size}),
+            );
         } else {
             line(format!("{modifier:<4} {}", path.display()));
         }
@@ -213,11 +254,15 @@ pub fn diff(g: &Global, a: &DiffArgs) -> Result<()> {
         }
     }
     if g.json {
-        output::json(&json!({"message_type": "statistics", "source_snapshot": id1.to_hex(), "target_snapshot": id2.to_hex(),
-            "added": added, "removed": removed, "changed": changed, "bytes_added": bytes_added, "bytes_removed": bytes_removed}));
+        output::json(
+            &json!({"message_type": "statistics", "source_snapshot": id1.to_hex(), "target_snapshot": id2.to_hex(),
+            "added": added, "removed": removed, "changed": changed, "bytes_added": bytes_added, "bytes_removed": bytes_removed}),
+        );
     } else {
         line("");
-        line(format!("Paths: {added} added, {removed} removed, {changed} changed"));
+        line(format!(
+            "Paths: {added} added, {removed} removed, {changed} changed"
+        ));
         line(format!("Added:   {}", output::size(bytes_added)));
         line(format!("Removed: {}", output::size(bytes_removed)));
     }
@@ -243,11 +288,13 @@ pub struct CatArgs {
 }
 
 fn need_id(a: &CatArgs) -> Result<&str> {
-    a.id.as_deref().ok_or_else(|| usage("this object type needs an ID"))
+    a.id.as_deref()
+        .ok_or_else(|| usage("this object type needs an ID"))
 }
 
 fn parse<T: std::str::FromStr>(s: &str) -> Result<T> {
-    s.parse().map_err(|_| usage(format!("'{s}' is not a 64-digit hexadecimal ID")))
+    s.parse()
+        .map_err(|_| usage(format!("'{s}' is not a 64-digit hexadecimal ID")))
 }
 
 pub fn cat(g: &Global, a: &CatArgs) -> Result<()> {
@@ -268,7 +315,9 @@ pub fn cat(g: &Global, a: &CatArgs) -> Result<()> {
             repo.load_index()?;
             let data = repo.read_blob(&id, None)?;
             let mut out = std::io::stdout().lock();
-            out.write_all(&data).and_then(|_| out.flush()).map_err(|e| anyhow!("writing to stdout: {e}"))?;
+            out.write_all(&data)
+                .and_then(|_| out.flush())
+                .map_err(|e| anyhow!("writing to stdout: {e}"))?;
         }
         CatKind::Index => {
             let id: IndexId = parse(need_id(a)?)?;

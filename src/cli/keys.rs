@@ -50,9 +50,15 @@ pub fn init(g: &Global, a: &InitArgs) -> Result<()> {
     let repo = Repository::init(backend, pw.as_bytes(), opts)?;
     emit(g, "repository.initialized", Severity::Info, None, json!({}));
     if g.json {
-        print_json(&json!({"message_type": "initialized", "id": repo.config().id, "repository": g.location()?}));
+        print_json(
+            &json!({"message_type": "initialized", "id": repo.config().id, "repository": g.location()?}),
+        );
     } else if !g.quiet {
-        line(format!("created cairn repository {} at {}", &repo.config().id[..10], g.location()?));
+        line(format!(
+            "created cairn repository {} at {}",
+            &repo.config().id[..10],
+            g.location()?
+        ));
         line("");
         line("Please note that knowledge of your password is required to access");
         line("the repository. Losing your password means that your data is");
@@ -104,7 +110,10 @@ pub fn key(g: &Global, a: &KeyArgs) -> Result<()> {
                     .collect();
                 print_json(&json!(v));
             } else {
-                line(format!(" {:<10} {:<12} {:<20} {}", "ID", "User", "Host", "Created"));
+                line(format!(
+                    " {:<10} {:<12} {:<20} {}",
+                    "ID", "User", "Host", "Created"
+                ));
                 for (id, k) in &keys {
                     let cur = if *id == repo.key_id() { "*" } else { " " };
                     line(format!(
@@ -112,7 +121,9 @@ pub fn key(g: &Global, a: &KeyArgs) -> Result<()> {
                         id.short(),
                         k.username,
                         k.hostname,
-                        k.created.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
+                        k.created
+                            .with_timezone(&chrono::Local)
+                            .format("%Y-%m-%d %H:%M:%S")
                     ));
                 }
             }
@@ -120,19 +131,55 @@ pub fn key(g: &Global, a: &KeyArgs) -> Result<()> {
         KeyCmd::Add(n) => {
             let pw = password::new_key_password(&n.new_password_file)?;
             let id = repo.add_key(pw.as_bytes(), None)?;
-            emit(g, "key.added", Severity::Info, None, json!({"key": id.to_hex()}));
-            report(g, "added", &id.to_hex(), format!("saved new key {}", id.short()));
+            emit(
+                g,
+                "key.added",
+                Severity::Info,
+                None,
+                json!({"key": id.to_hex()}),
+            );
+            report(
+                g,
+                "added",
+                &id.to_hex(),
+                format!("saved new key {}", id.short()),
+            );
         }
         KeyCmd::Remove { id } => {
             let removed = repo.remove_key(id)?;
-            emit(g, "key.removed", Severity::Warning, None, json!({"key": removed.to_hex()}));
-            report(g, "removed", &removed.to_hex(), format!("removed key {}", removed.short()));
+            emit(
+                g,
+                "key.removed",
+                Severity::Warning,
+                None,
+                json!({"key": removed.to_hex()}),
+            );
+            report(
+                g,
+                "removed",
+                &removed.to_hex(),
+                format!("removed key {}", removed.short()),
+            );
         }
         KeyCmd::Passwd(n) => {
             let pw = password::new_key_password(&n.new_password_file)?;
             let id = repo.change_password(pw.as_bytes())?;
-            emit(g, "key.changed", Severity::Info, None, json!({"key": id.to_hex()}));
-            report(g, "changed", &id.to_hex(), format!("saved new key {}; the old password no longer works", id.short()));
+            emit(
+                g,
+                "key.changed",
+                Severity::Info,
+                None,
+                json!({"key": id.to_hex()}),
+            );
+            report(
+                g,
+                "changed",
+                &id.to_hex(),
+                format!(
+                    "saved new key {}; the old password no longer works",
+                    id.short()
+                ),
+            );
         }
     }
     Ok(())
@@ -159,7 +206,10 @@ pub fn unlock(g: &Global, a: &UnlockArgs) -> Result<()> {
     if g.json {
         print_json(&json!({"message_type": "unlocked", "removed": n}));
     } else if !g.quiet {
-        line(format!("removed {n} {}", if n == 1 { "lock" } else { "locks" }));
+        line(format!(
+            "removed {n} {}",
+            if n == 1 { "lock" } else { "locks" }
+        ));
     }
     Ok(())
 }

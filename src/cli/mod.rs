@@ -41,7 +41,11 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 pub struct Finished(pub i32, pub String);
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Content-addressed, deduplicating, encrypted backups")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Content-addressed, deduplicating, encrypted backups"
+)]
 pub struct Cli {
     #[command(flatten)]
     global: Global,
@@ -52,7 +56,13 @@ pub struct Cli {
 #[derive(Args, Clone)]
 pub struct Global {
     /// Repository location: a path, file://, s3://, gs://, az:// or memory://
-    #[arg(short = 'r', long = "repo", env = "CAIRN_REPO", global = true, value_name = "URL")]
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "CAIRN_REPO",
+        global = true,
+        value_name = "URL"
+    )]
     pub repo: Option<String>,
     /// Storage option KEY=VALUE passed to the object store builder (repeatable)
     #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
@@ -127,7 +137,11 @@ impl Global {
     }
 
     pub fn backend(&self, create: bool) -> Result<Backend> {
-        Ok(Backend::open(&self.location()?, &self.store_options()?, create)?)
+        Ok(Backend::open(
+            &self.location()?,
+            &self.store_options()?,
+            create,
+        )?)
     }
 
     /// Opens the repository: a missing one is reported before any password is asked.
@@ -187,8 +201,14 @@ fn install_panic_hook() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown".into());
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        let _ = writeln!(std::io::stderr(), "cairn: internal error{at}: {msg}; please report this bug");
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let _ = writeln!(
+            std::io::stderr(),
+            "cairn: internal error{at}: {msg}; please report this bug"
+        );
     }));
 }
 
@@ -206,7 +226,9 @@ pub fn main() -> i32 {
     install_panic_hook();
     tune_allocator();
     // Deep directory trees recurse on rayon threads: give them room.
-    let _ = rayon::ThreadPoolBuilder::new().stack_size(32 * 1024 * 1024).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(32 * 1024 * 1024)
+        .build_global();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -285,7 +307,11 @@ pub struct FilterArgs {
 
 impl FilterArgs {
     pub fn filter(&self) -> cairn::SnapshotFilter {
-        cairn::SnapshotFilter { hosts: self.hosts.clone(), tags: self.tags.clone(), paths: self.paths.clone() }
+        cairn::SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self.tags.clone(),
+            paths: self.paths.clone(),
+        }
     }
 }
 

@@ -65,12 +65,18 @@ impl BackupProgress {
             )
             .expect("static template"),
         );
-        BackupProgress { bar, files: AtomicU64::new(0) }
+        BackupProgress {
+            bar,
+            files: AtomicU64::new(0),
+        }
     }
 
     pub fn set_total(&self, files: u64, bytes: u64) {
         self.bar.set_length(bytes);
-        self.bar.set_message(format!("{} / {files} files", self.files.load(Ordering::Relaxed)));
+        self.bar.set_message(format!(
+            "{} / {files} files",
+            self.files.load(Ordering::Relaxed)
+        ));
     }
 
     pub fn finish(&self) {

@@ -38,7 +38,8 @@ fn strip_newline(mut s: String) -> String {
 }
 
 fn from_file(path: &Path) -> Result<Password> {
-    let s = std::fs::read_to_string(path).with_context(|| format!("cannot read password file {}", path.display()))?;
+    let s = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read password file {}", path.display()))?;
     Ok(Password(strip_newline(s)))
 }
 
@@ -52,7 +53,9 @@ fn from_command(cmd: &str) -> Result<Password> {
     if !out.status.success() {
         bail!("password command '{cmd}' failed ({})", out.status);
     }
-    Ok(Password(strip_newline(String::from_utf8(out.stdout).context("password command printed non-UTF-8")?)))
+    Ok(Password(strip_newline(
+        String::from_utf8(out.stdout).context("password command printed non-UTF-8")?,
+    )))
 }
 
 fn env(name: &str) -> Option<String> {
@@ -60,7 +63,9 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn prompt(label: &str) -> Result<Password> {
-    Ok(Password(rpassword::prompt_password(label).context("cannot read the password from the terminal")?))
+    Ok(Password(
+        rpassword::prompt_password(label).context("cannot read the password from the terminal")?,
+    ))
 }
 
 fn tty() -> bool {
@@ -82,7 +87,11 @@ pub fn repository_password(g: &Global) -> Result<Password> {
     if let Some(p) = env("CAIRN_PASSWORD_FILE") {
         return from_file(Path::new(&p));
     }
-    if let Some(c) = g.password_command.clone().or_else(|| env("CAIRN_PASSWORD_COMMAND")) {
+    if let Some(c) = g
+        .password_command
+        .clone()
+        .or_else(|| env("CAIRN_PASSWORD_COMMAND"))
+    {
         return from_command(&c);
     }
     if let Some(p) = env("CAIRN_PASSWORD") {
@@ -131,7 +140,11 @@ pub fn new_key_password(file: &Option<std::path::PathBuf>) -> Result<Password> {
 }
 
 /// A second repository's password (`--from`, `copy --to`): its own sources, else the same.
-pub fn other_password(file: &Option<std::path::PathBuf>, env_name: &str, g: &Global) -> Result<Password> {
+pub fn other_password(
+    file: &Option<std::path::PathBuf>,
+    env_name: &str,
+    g: &Global,
+) -> Result<Password> {
     if let Some(f) = file {
         return from_file(f);
     }

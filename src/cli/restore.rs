@@ -62,7 +62,12 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
         },
     };
     if !g.json && !g.quiet {
-        line(format!("restoring snapshot {} of {} to {}", id.short(), snap.paths.join(", "), a.target.display()));
+        line(format!(
+            "restoring snapshot {} of {} to {}",
+            id.short(),
+            snap.paths.join(", "),
+            a.target.display()
+        ));
     }
     let started = std::time::Instant::now();
     let o = restorer::restore(&repo, &snap.tree, &a.target, &opts)?;
@@ -82,7 +87,11 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
     if g.json {
         output::json(&figures);
     } else if !g.quiet {
-        let verb = if a.dry_run { "Would restore" } else { "Restored" };
+        let verb = if a.dry_run {
+            "Would restore"
+        } else {
+            "Restored"
+        };
         line(format!(
             "Summary: {verb} {} files ({}), skipped {}, in {}",
             o.files_restored,
@@ -98,12 +107,19 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
         eprintln!("error: {}: {why}", p.display());
     }
     if !a.dry_run {
-        let (event, sev) =
-            if o.errors.is_empty() { ("restore.completed", Severity::Info) } else { ("restore.failed", Severity::Critical) };
+        let (event, sev) = if o.errors.is_empty() {
+            ("restore.completed", Severity::Info)
+        } else {
+            ("restore.failed", Severity::Critical)
+        };
         emit(g, event, sev, Some(id.to_hex()), figures);
     }
     if !o.errors.is_empty() {
-        return Err(Finished(EXIT_FAILURE, format!("{} errors during restore", o.errors.len())).into());
+        return Err(Finished(
+            EXIT_FAILURE,
+            format!("{} errors during restore", o.errors.len()),
+        )
+        .into());
     }
     Ok(())
 }
@@ -129,7 +145,9 @@ pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     match restorer::dump_file(&repo, &node, &mut out) {
-        Err(cairn::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(cairn::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(())
+        }
         other => other.map(|_| ()).map_err(Into::into),
     }
 }
