@@ -5,7 +5,8 @@
 //!   [`format`], [`index`], [`tree`], [`snapshot`]
 //! - storage: [`backend`] (the only module that knows object_store and tokio)
 //! - the repository: [`repo`], [`saver`], [`lock`]
-//! - operations: [`archiver`] (backup), [`restorer`] (restore, dump), [`checker`]
+//! - operations: [`archiver`] (backup), [`restorer`] (restore, dump), [`checker`],
+//!   [`stats`]
 //!
 //! The on-disk format is specified in `repo-format.md`.
 
@@ -25,6 +26,7 @@ pub mod repo;
 pub mod restorer;
 pub mod saver;
 pub mod snapshot;
+pub mod stats;
 pub mod tree;
 
 pub use backend::Backend;

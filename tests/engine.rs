@@ -397,3 +397,34 @@ fn incremental_backup_equals_full_backup() {
     }
     assert!(!restored_root(&ti, &src).join("d/e/empty").exists());
 }
+
+#[test]
+fn stats_count_logical_unique_and_stored_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 31);
+    std::fs::copy(src.join("d/big.bin"), src.join("copy.bin")).unwrap();
+    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf()).unwrap();
+    backup_paths(&mut repo, &[&src]);
+    backup_paths(&mut repo, &[&src]);
+    let st = cairn::stats::stats(&repo, &Default::default()).unwrap();
+    let tree_bytes = 3_000_000 * 2 + "hello 31".len() as u64;
+    assert_eq!(st.snapshots_count, 2);
+    assert_eq!(st.total_file_count, 8);
+    assert_eq!(st.total_size, 2 * tree_bytes);
+    assert_eq!(
+        st.raw_data_size,
+        3_000_000 + "hello 31".len() as u64,
+        "the copy and the second snapshot dedup away"
+    );
+    assert!(
+        st.dedup_ratio > 3.9 && st.dedup_ratio < 4.1,
+        "{}",
+        st.dedup_ratio
+    );
+    assert!(
+        st.stored_size > 3_000_000 && st.stored_size < 3_200_000,
+        "{}",
+        st.stored_size
+    );
+}

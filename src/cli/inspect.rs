@@ -343,3 +343,38 @@ pub fn cat(g: &Global, a: &CatArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn stats(g: &Global, a: &StatsArgs) -> Result<()> {
+    let mut repo = g.open()?;
+    repo.load_index()?;
+    let st = cairn::stats::stats(&repo, &a.filter.filter())?;
+    if g.json {
+        output::json(&serde_json::to_value(&st)?);
+        return Ok(());
+    }
+    line(format!("Snapshots:          {}", st.snapshots_count));
+    line(format!("Files (all snaps):  {}", st.total_file_count));
+    line(format!(
+        "Logical size:       {}",
+        output::size(st.total_size)
+    ));
+    line(format!(
+        "Unique data:        {} in {} blobs",
+        output::size(st.raw_data_size),
+        st.total_blob_count
+    ));
+    line(format!(
+        "Stored size:        {} in {} packs",
+        output::size(st.stored_size),
+        st.pack_count
+    ));
+    line(format!("Dedup ratio:        {:.2}x", st.dedup_ratio));
+    line(format!("Compression ratio:  {:.2}x", st.compression_ratio));
+    Ok(())
+}

@@ -110,6 +110,8 @@ enum Command {
     Cat(inspect::CatArgs),
     /// Check the repository's structure and, optionally, its data
     Check(check::CheckArgs),
+    /// Sizes, counts, dedup and compression ratios
+    Stats(inspect::StatsArgs),
     /// Manage passwords
     Key(keys::KeyArgs),
     /// Remove stale locks
@@ -269,6 +271,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Dump(_) => "dump",
         Command::Cat(_) => "cat",
         Command::Check(_) => "check",
+        Command::Stats(_) => "stats",
         Command::Key(_) => "key",
         Command::Unlock(_) => "unlock",
     }
@@ -286,6 +289,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Dump(a) => restore::dump(g, a),
         Command::Cat(a) => inspect::cat(g, a),
         Command::Check(a) => check::run(g, a),
+        Command::Stats(a) => inspect::stats(g, a),
         Command::Key(a) => keys::key(g, a),
         Command::Unlock(a) => keys::unlock(g, a),
     }
