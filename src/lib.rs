@@ -17,6 +17,7 @@ pub mod checker;
 pub mod chunker;
 pub mod crypto;
 pub mod error;
+pub mod forget;
 pub mod format;
 pub mod id;
 pub mod index;

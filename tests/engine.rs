@@ -428,3 +428,55 @@ fn stats_count_logical_unique_and_stored_bytes() {
         st.stored_size
     );
 }
+
+/// `forget` takes an exclusive lock: while another process holds the
+/// repository (here: this test, as a running backup would), it exits 11.
+#[test]
+fn forget_exits_11_while_the_repository_is_locked() {
+    use assert_cmd::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 41);
+    let repo_dir = dir.path().join("repo");
+    let loc = repo_dir.to_str().unwrap();
+    let mut repo =
+        Repository::init(Backend::open(loc, &[], true).unwrap(), PW, fast_kdf()).unwrap();
+    backup_paths(&mut repo, &[&src]);
+    backup_paths(&mut repo, &[&src]);
+    let forget = || {
+        std::process::Command::cargo_bin("cairn")
+            .unwrap()
+            .env("CAIRN_PASSWORD", std::str::from_utf8(PW).unwrap())
+            .args([
+                "-r",
+                loc,
+                "--event-log",
+                dir.path().join("ev").to_str().unwrap(),
+            ])
+            .args(["forget", "--keep-last", "1"])
+            .output()
+            .unwrap()
+    };
+    let held = cairn::lock::acquire(&repo, false).unwrap();
+    let out = forget();
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
+    assert_eq!(
+        repo.snapshot_ids().unwrap().len(),
+        2,
+        "nothing removed while locked"
+    );
+    drop(held);
+    let out = forget();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(repo.snapshot_ids().unwrap().len(), 1);
+}

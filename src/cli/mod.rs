@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 mod backup;
 mod check;
 mod events;
+mod forget;
 mod inspect;
 mod keys;
 mod output;
@@ -110,6 +111,8 @@ enum Command {
     Cat(inspect::CatArgs),
     /// Check the repository's structure and, optionally, its data
     Check(check::CheckArgs),
+    /// Remove snapshots by ID or by a retention policy
+    Forget(forget::ForgetArgs),
     /// Sizes, counts, dedup and compression ratios
     Stats(inspect::StatsArgs),
     /// Manage passwords
@@ -272,6 +275,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Cat(_) => "cat",
         Command::Check(_) => "check",
         Command::Stats(_) => "stats",
+        Command::Forget(_) => "forget",
         Command::Key(_) => "key",
         Command::Unlock(_) => "unlock",
     }
@@ -290,6 +294,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Cat(a) => inspect::cat(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Stats(a) => inspect::stats(g, a),
+        Command::Forget(a) => forget::run(g, a),
         Command::Key(a) => keys::key(g, a),
         Command::Unlock(a) => keys::unlock(g, a),
     }

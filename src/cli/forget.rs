@@ -1,0 +1,181 @@
+//! `forget`: remove snapshots by ID or by a retention policy.
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::{json, Value};
+
+use cairn::forget::{self, Policy};
+
+use super::events::{emit, Severity};
+use super::inspect::snapshot_json;
+use super::output::{self, line};
+use super::{select_snapshot, usage, FilterArgs, Global};
+
+#[derive(Args)]
+pub struct ForgetArgs {
+    /// Snapshots to remove (IDs, prefixes or "latest"); otherwise the policy decides
+    #[arg(value_name = "SNAP")]
+    snapshots: Vec<String>,
+    /// Keep the N most recent snapshots
+    #[arg(long, value_name = "N")]
+    keep_last: Option<usize>,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N days that have one
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<usize>,
+    /// Keep the newest snapshot of each of the last N weeks that have one
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N months that have one
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N years that have one
+    #[arg(long, value_name = "N")]
+    keep_yearly: Option<usize>,
+    /// Keep snapshots this close to the newest of their group (e.g. 30d, 1y6m, 12h)
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
+    /// Keep snapshots with this tag ("a,b": both) (repeatable)
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    keep_tags: Vec<String>,
+    /// Show what would be removed; remove nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+fn policy(a: &ForgetArgs) -> Result<Policy> {
+    let within = match &a.keep_within {
+        Some(s) => Some(forget::parse_duration(s).ok_or_else(|| {
+            usage(format!(
+                "--keep-within '{s}' is not a duration like 30d or 1y6m"
+            ))
+        })?),
+        None => None,
+    };
+    Ok(Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within,
+        tags: a.keep_tags.clone(),
+    })
+}
+
+pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
+    let policy = policy(a)?;
+    if !a.snapshots.is_empty() && !policy.is_empty() {
+        return Err(usage("give snapshot IDs or a --keep policy, not both"));
+    }
+    if a.snapshots.is_empty() && policy.is_empty() {
+        return Err(usage(
+            "no policy given: use --keep-last, --keep-daily, ... or name snapshots to forget",
+        ));
+    }
+    let repo = g.open()?;
+    // Exclusive, as restic: no backup may pick a parent that is being removed.
+    let _lock = if a.dry_run {
+        None
+    } else {
+        Some(cairn::lock::acquire(&repo, true)?)
+    };
+    let (remove, report): (Vec<cairn::id::SnapshotId>, Vec<Value>) = if a.snapshots.is_empty() {
+        let f = a.filter.filter();
+        let snaps = repo
+            .list_snapshots()?
+            .into_iter()
+            .filter(|(_, s)| f.matches(s))
+            .collect();
+        let plan = forget::plan(snaps, &policy);
+        let ids = plan
+            .iter()
+            .flat_map(|g| g.remove.iter().map(|(id, _)| *id))
+            .collect();
+        (ids, plan.iter().map(|grp| group_report(g, grp)).collect())
+    } else {
+        let mut ids = Vec::new();
+        for sel in &a.snapshots {
+            ids.push(select_snapshot(&repo, sel, &a.filter)?.0);
+        }
+        ids.sort();
+        ids.dedup();
+        (ids, Vec::new())
+    };
+    if !a.dry_run {
+        for id in &remove {
+            repo.backend()
+                .delete(&format!("{}/{id}", cairn::repo::SNAPSHOTS_DIR))?;
+        }
+        emit(
+            g,
+            "forget.completed",
+            Severity::Info,
+            None,
+            json!({"removed": remove.len()}),
+        );
+    }
+    if g.json {
+        if a.snapshots.is_empty() {
+            output::json(&Value::Array(report));
+        } else {
+            output::json(
+                &json!({"removed": remove.iter().map(|i| i.to_hex()).collect::<Vec<_>>(), "dry_run": a.dry_run}),
+            );
+        }
+    } else if !g.quiet {
+        let verb = if a.dry_run { "would remove" } else { "removed" };
+        for id in &remove {
+            if !a.snapshots.is_empty() {
+                line(format!("{verb} snapshot {}", id.short()));
+            }
+        }
+        line(format!("{verb} {} snapshots", remove.len()));
+    }
+    Ok(())
+}
+
+/// Prints one group (human) and returns its JSON form.
+fn group_report(g: &Global, grp: &forget::GroupPlan) -> Value {
+    if !g.json && !g.quiet {
+        line(format!(
+            "snapshots for host {}, paths [{}]:",
+            grp.hostname,
+            grp.paths.join(", ")
+        ));
+        line(format!("keep {} snapshots:", grp.keep.len()));
+        for (id, s, why) in &grp.keep {
+            let t = s
+                .time
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S");
+            line(format!(
+                "  {}  {t}  {:<20} {}",
+                id.short(),
+                s.tags.join(","),
+                why.join(", ")
+            ));
+        }
+        line(format!("remove {} snapshots:", grp.remove.len()));
+        for (id, s) in &grp.remove {
+            let t = s
+                .time
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S");
+            line(format!("  {}  {t}  {}", id.short(), s.tags.join(",")));
+        }
+        line("");
+    }
+    json!({
+        "host": grp.hostname,
+        "paths": grp.paths,
+        "keep": grp.keep.iter().map(|(id, s, _)| snapshot_json(id, s)).collect::<Vec<_>>(),
+        "remove": grp.remove.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>(),
+        "reasons": grp.keep.iter().map(|(id, s, why)| json!({"snapshot": snapshot_json(id, s), "matches": why})).collect::<Vec<_>>(),
+    })
+}

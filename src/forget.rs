@@ -1,0 +1,295 @@
+//! Retention: which snapshots a policy keeps, grouped by host and paths as in
+//! restic. Pure planning; the caller deletes the snapshot objects it removes.
+//! Forgetting deletes no data: blobs stay until a prune.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Duration, Local, Timelike, Utc};
+
+use crate::id::SnapshotId;
+use crate::snapshot::Snapshot;
+
+/// Keep rules; a snapshot is kept when any rule keeps it.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub last: Option<usize>,
+    pub hourly: Option<usize>,
+    pub daily: Option<usize>,
+    pub weekly: Option<usize>,
+    pub monthly: Option<usize>,
+    pub yearly: Option<usize>,
+    /// Keep every snapshot this close to the group's newest.
+    pub within: Option<Duration>,
+    pub tags: Vec<String>,
+}
+
+impl Policy {
+    pub fn is_empty(&self) -> bool {
+        self.last.is_none()
+            && self.hourly.is_none()
+            && self.daily.is_none()
+            && self.weekly.is_none()
+            && self.monthly.is_none()
+            && self.yearly.is_none()
+            && self.within.is_none()
+            && self.tags.is_empty()
+    }
+}
+
+/// Parses restic-style durations: `30d`, `1y6m`, `2h`, `1y2m3d4h`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let mut total = Duration::zero();
+    let mut num = String::new();
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            num.push(ch);
+            continue;
+        }
+        let n: i64 = num.parse().ok()?;
+        num.clear();
+        total += match ch {
+            'y' => Duration::days(365 * n),
+            'm' => Duration::days(30 * n),
+            'w' => Duration::weeks(n),
+            'd' => Duration::days(n),
+            'h' => Duration::hours(n),
+            _ => return None,
+        };
+    }
+    (num.is_empty() && !s.is_empty()).then_some(total)
+}
+
+/// The snapshots of one host and set of paths, newest first, with the verdicts.
+#[derive(Debug, Clone)]
+pub struct GroupPlan {
+    pub hostname: String,
+    pub paths: Vec<String>,
+    pub keep: Vec<(SnapshotId, Snapshot, Vec<String>)>,
+    pub remove: Vec<(SnapshotId, Snapshot)>,
+}
+
+type Bucket = fn(&DateTime<Local>) -> i64;
+
+fn hour(t: &DateTime<Local>) -> i64 {
+    ((t.year() as i64 * 1000 + t.ordinal() as i64) * 100) + t.hour() as i64
+}
+fn day(t: &DateTime<Local>) -> i64 {
+    t.year() as i64 * 1000 + t.ordinal() as i64
+}
+fn week(t: &DateTime<Local>) -> i64 {
+    let w = t.iso_week();
+    w.year() as i64 * 100 + w.week() as i64
+}
+fn month(t: &DateTime<Local>) -> i64 {
+    t.year() as i64 * 100 + t.month() as i64
+}
+fn year(t: &DateTime<Local>) -> i64 {
+    t.year() as i64
+}
+
+/// Applies a policy to every group. Snapshots may come in any order.
+pub fn plan(snapshots: Vec<(SnapshotId, Snapshot)>, policy: &Policy) -> Vec<GroupPlan> {
+    let mut groups: BTreeMap<(String, Vec<String>), Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
+    for (id, s) in snapshots {
+        let mut paths = s.paths.clone();
+        paths.sort();
+        groups
+            .entry((s.hostname.clone(), paths))
+            .or_default()
+            .push((id, s));
+    }
+    groups
+        .into_iter()
+        .map(|((hostname, paths), snaps)| plan_group(hostname, paths, snaps, policy))
+        .collect()
+}
+
+fn plan_group(
+    hostname: String,
+    paths: Vec<String>,
+    mut snaps: Vec<(SnapshotId, Snapshot)>,
+    p: &Policy,
+) -> GroupPlan {
+    snaps.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); snaps.len()];
+    if let Some(n) = p.last {
+        for r in reasons.iter_mut().take(n) {
+            r.push("last snapshot".into());
+        }
+    }
+    let rules: [(Option<usize>, Bucket, &str); 5] = [
+        (p.hourly, hour, "hourly snapshot"),
+        (p.daily, day, "daily snapshot"),
+        (p.weekly, week, "weekly snapshot"),
+        (p.monthly, month, "monthly snapshot"),
+        (p.yearly, year, "yearly snapshot"),
+    ];
+    for (count, bucket, why) in rules {
+        let Some(mut left) = count else { continue };
+        let mut last_bucket = None;
+        for (i, (_, s)) in snaps.iter().enumerate() {
+            if left == 0 {
+                break;
+            }
+            let b = bucket(&s.time.with_timezone(&Local));
+            if last_bucket != Some(b) {
+                last_bucket = Some(b);
+                reasons[i].push(why.to_string());
+                left -= 1;
+            }
+        }
+    }
+    if let (Some(d), Some((_, newest))) = (p.within, snaps.first()) {
+        let cutoff: DateTime<Utc> = newest.time - d;
+        for (i, (_, s)) in snaps.iter().enumerate() {
+            if s.time >= cutoff {
+                reasons[i].push("within".into());
+            }
+        }
+    }
+    for (i, (_, s)) in snaps.iter().enumerate() {
+        if p.tags.iter().any(|t| t.split(',').all(|x| s.has_tag(x))) {
+            reasons[i].push("tagged".into());
+        }
+    }
+    let mut plan = GroupPlan {
+        hostname,
+        paths,
+        keep: Vec::new(),
+        remove: Vec::new(),
+    };
+    for ((id, s), why) in snaps.into_iter().zip(reasons) {
+        if why.is_empty() {
+            plan.remove.push((id, s));
+        } else {
+            plan.keep.push((id, s, why));
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::BlobId;
+    use chrono::TimeZone;
+
+    fn snap(day: u32, hour: u32, tags: &[&str]) -> (SnapshotId, Snapshot) {
+        let time = Local
+            .with_ymd_and_hms(2024, 1, day, hour, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        let s = Snapshot {
+            time,
+            tree: BlobId([0; 32]),
+            paths: vec!["/data".into()],
+            hostname: "h".into(),
+            username: String::new(),
+            uid: 0,
+            gid: 0,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            excludes: vec![],
+            parent: None,
+            program_version: String::new(),
+            summary: None,
+        };
+        let mut id = [0u8; 32];
+        id[0] = day as u8;
+        id[1] = hour as u8;
+        (SnapshotId(id), s)
+    }
+
+    fn kept(plan: &[GroupPlan]) -> Vec<(u8, u8)> {
+        plan[0]
+            .keep
+            .iter()
+            .map(|(id, _, _)| (id.0[0], id.0[1]))
+            .collect()
+    }
+
+    #[test]
+    fn keep_last_and_daily() {
+        let snaps = vec![
+            snap(1, 10, &[]),
+            snap(1, 20, &[]),
+            snap(2, 9, &[]),
+            snap(3, 9, &[]),
+            snap(3, 18, &[]),
+        ];
+        let p = plan(
+            snaps.clone(),
+            &Policy {
+                last: Some(2),
+                ..Default::default()
+            },
+        );
+        assert_eq!(kept(&p), [(3, 18), (3, 9)]);
+        assert_eq!(p[0].remove.len(), 3);
+        let p = plan(
+            snaps.clone(),
+            &Policy {
+                daily: Some(2),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            kept(&p),
+            [(3, 18), (2, 9)],
+            "newest of each of the last two days"
+        );
+        let p = plan(
+            snaps,
+            &Policy {
+                daily: Some(10),
+                ..Default::default()
+            },
+        );
+        assert_eq!(kept(&p), [(3, 18), (2, 9), (1, 20)]);
+    }
+
+    #[test]
+    fn keep_within_and_tag() {
+        let snaps = vec![
+            snap(1, 10, &["keep"]),
+            snap(5, 10, &[]),
+            snap(9, 10, &[]),
+            snap(10, 10, &[]),
+        ];
+        let p = plan(
+            snaps,
+            &Policy {
+                within: parse_duration("2d"),
+                tags: vec!["keep".into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(kept(&p), [(10, 10), (9, 10), (1, 10)]);
+    }
+
+    #[test]
+    fn groups_by_host_and_paths() {
+        let (id2, mut other) = snap(2, 2, &[]);
+        other.hostname = "other".into();
+        let p = plan(
+            vec![snap(1, 1, &[]), (id2, other)],
+            &Policy {
+                last: Some(1),
+                ..Default::default()
+            },
+        );
+        assert_eq!(p.len(), 2);
+        assert!(p.iter().all(|g| g.keep.len() == 1 && g.remove.is_empty()));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d"), Some(Duration::days(30)));
+        assert_eq!(
+            parse_duration("1y2m3d4h"),
+            Some(Duration::days(365 + 60 + 3) + Duration::hours(4))
+        );
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration("12"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}
