@@ -1,5 +1,7 @@
 //! Encoding of one blob: codec byte, optional zstd, then a sealed box bound to the ID.
 
+use std::cell::RefCell;
+
 use crate::crypto::{blob_aad, Cipher};
 use crate::id::BlobId;
 
@@ -54,11 +56,49 @@ pub enum BlobDecodeError {
     HashMismatch,
 }
 
+thread_local! {
+    // zstd contexts are costly to create (allocation, zeroing, page faults):
+    // each worker thread keeps one of each and reuses it for every blob.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// The largest plaintext a blob may claim to decompress to (chunks are at most
+/// a few MiB; trees of huge directories may be larger). Bounds a hostile frame.
+const MAX_BLOB_LEN: u64 = 1 << 30;
+
+fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        c.as_mut()?.1.compress(plaintext).ok()
+    })
+}
+
+fn decompress(frame: &[u8], raw_len: Option<usize>) -> std::io::Result<Vec<u8>> {
+    let declared = zstd::zstd_safe::get_frame_content_size(frame)
+        .ok()
+        .flatten()
+        .filter(|n| *n <= MAX_BLOB_LEN);
+    let Some(capacity) = raw_len.or(declared.map(|n| n as usize)) else {
+        return zstd::stream::decode_all(frame);
+    };
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut().expect("just set").decompress(frame, capacity)
+    })
+}
+
 /// Compresses (when that saves space) and seals a blob. `level` 0 disables compression.
 pub fn encode(cipher: &Cipher, id: &BlobId, plaintext: &[u8], level: i32) -> Vec<u8> {
     let mut framed = Vec::with_capacity(plaintext.len() + 1);
     let compressed = if level != 0 {
-        zstd::bulk::compress(plaintext, level).ok()
+        compress(plaintext, level)
     } else {
         None
     };
@@ -92,10 +132,7 @@ pub fn decode(
             framed.remove(0);
             Ok(framed)
         }
-        Some(&CODEC_ZSTD) => match raw_len {
-            Some(n) => zstd::bulk::decompress(&framed[1..], n).map_err(derr),
-            None => zstd::stream::decode_all(&framed[1..]).map_err(derr),
-        },
+        Some(&CODEC_ZSTD) => decompress(&framed[1..], raw_len).map_err(derr),
         Some(&c) => Err(BlobDecodeError::UnknownCodec(c)),
         None => Err(BlobDecodeError::UnknownCodec(0xff)),
     }

@@ -306,10 +306,9 @@ fn many_full_packs_do_not_stall_the_pipeline() {
     };
     let mut repo = Repository::init(Backend::memory(), PW, opts).unwrap();
     let out = backup_paths(&mut repo, &[&src]);
-    assert!(
-        repo.list_packs().unwrap().len() >= 8,
-        "expected many small packs"
-    );
+    // A pack closes at >= 1 MiB and may end with one 4 MiB chunk: at least 24 MB / 5 MiB.
+    let packs = repo.list_packs().unwrap().len();
+    assert!(packs >= 5, "expected many small packs, got {packs}");
     let target = dir.path().join("r");
     restore(
         &repo,

@@ -217,13 +217,15 @@ fn install_panic_hook() {
     }));
 }
 
-/// Big buffers (packs, chunk batches) must go back to the OS when freed. glibc
-/// otherwise raises its mmap threshold after the first such free and keeps later
-/// ones on the heap, so peak RSS ratchets up with every pack.
+/// Pack buffers must go back to the OS when freed. glibc otherwise raises its
+/// mmap threshold after the first such free and keeps later ones on the heap,
+/// so peak RSS ratchets up with every pack. Chunk-sized buffers (at most the
+/// 4 MiB maximum chunk) stay below the threshold and are reused from the heap:
+/// mapping and unmapping each would cost page faults and TLB shootdowns.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 5 * 1024 * 1024);
     }
 }
 
