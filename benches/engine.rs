@@ -84,6 +84,27 @@ fn sql_like_bytes(n: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Rows of `pg_dump` output of a table of random 1 KiB `bytea` (hex text).
+fn hex_dump_bytes(n: usize, seed: u64) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(n + 4096);
+    let mut id = 1u64;
+    while out.len() < n {
+        out.extend_from_slice(format!("{id}\t\\\\x").as_bytes());
+        for _ in 0..128 {
+            for b in rng.next().to_le_bytes() {
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 15) as usize]);
+            }
+        }
+        out.push(b'\n');
+        id += 1;
+    }
+    out.truncate(n);
+    out
+}
+
 fn secret(b: u8) -> Secret {
     Secret([b; 32])
 }
@@ -145,9 +166,12 @@ fn bench_blake3(c: &mut Criterion) {
 
 // ---- codecs -----------------------------------------------------------------
 
-fn corpora() -> [(&'static str, Vec<u8>); 2] {
+/// Three shapes of data: a pgbench dump (~60:1), hex text of random bytes as
+/// `pg_dump` writes a random `bytea` column (~2:1), and random bytes (1:1).
+fn corpora() -> [(&'static str, Vec<u8>); 3] {
     [
         ("compressible", sql_like_bytes(MIB, 5)),
+        ("hex", hex_dump_bytes(MIB, 15)),
         ("incompressible", random_bytes(MIB, 6)),
     ]
 }
@@ -220,6 +244,7 @@ fn bench_pipeline(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(n as u64));
     for (name, data) in [
         ("sql", sql_like_bytes(n, 13)),
+        ("hex", hex_dump_bytes(n, 16)),
         ("random", random_bytes(n, 14)),
     ] {
         let data: Arc<[u8]> = data.into();

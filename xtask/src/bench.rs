@@ -18,6 +18,7 @@ use crate::{cache_dir, workspace_root, Opts};
 pub fn run(o: &Opts) -> Result<()> {
     let cache = cache_dir();
     std::fs::create_dir_all(&cache)?;
+    let _lock = RunLock::take(&cache)?;
     let tools = detect_tools(o)?;
     if tools.is_empty() {
         bail!("no tool to benchmark");
@@ -43,6 +44,30 @@ pub fn run(o: &Opts) -> Result<()> {
         samples: Vec::new(),
         sizes: Vec::new(),
     };
+    let rows: Vec<String> = corpora
+        .iter()
+        .flat_map(|c| c.modes().iter().map(move |&m| row_name(c, m)))
+        .collect();
+    let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    let results = cache.join("results");
+    std::fs::create_dir_all(&results)?;
+    let out = Output {
+        json_path: results.join(format!("bench-{}.json", now_utc().replace(':', ""))),
+        header,
+        rows,
+        names,
+        meta: json!({
+            "date": now_utc(),
+            "machine": machine(),
+            "tools": tools.iter().map(|t| json!({"name": t.name, "version": t.version, "path": t.bin})).collect::<Vec<_>>(),
+            "rounds": o.rounds,
+            "quick": o.quick,
+            "page_cache_dropped": drops,
+            "rss_floor_kib": floor,
+            "corpora": corpora.iter().map(|c| json!({"name": c.name, "description": c.description, "files": c.files, "bytes": c.bytes})).collect::<Vec<_>>(),
+        }),
+    };
+
     for c in &corpora {
         c.setup_working_copy(&work)?;
     }
@@ -50,48 +75,99 @@ pub fn run(o: &Opts) -> Result<()> {
         for (ci, c) in corpora.iter().enumerate() {
             for (mi, &mode) in c.modes().iter().enumerate() {
                 b.variant(round, c, mode, round + ci + mi)?;
+                // Saved after every variant, so an interrupted run keeps what it measured.
+                out.write(&b, false)?;
             }
         }
     }
     if !o.keep {
         let _ = std::fs::remove_dir_all(&work);
     }
-
-    let rows: Vec<String> = corpora
-        .iter()
-        .flat_map(|c| c.modes().iter().map(move |&m| row_name(c, m)))
-        .collect();
-    let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
-    let table = report::table(&b.samples, &b.sizes, &rows, &names);
-    let notes = footnotes(&b.samples);
-    let text = format!("{header}\n{table}{notes}");
+    let text = out.write(&b, true)?;
     println!("{text}");
-
-    let results = cache.join("results");
-    std::fs::create_dir_all(&results)?;
-    let stamp = now_utc().replace(':', "");
-    let json_path = results.join(format!("bench-{stamp}.json"));
-    let doc = json!({
-        "date": now_utc(),
-        "machine": machine(),
-        "tools": tools.iter().map(|t| json!({"name": t.name, "version": t.version, "path": t.bin})).collect::<Vec<_>>(),
-        "rounds": o.rounds,
-        "quick": o.quick,
-        "page_cache_dropped": drops,
-        "rss_floor_kib": floor,
-        "corpora": corpora.iter().map(|c| json!({"name": c.name, "description": c.description, "files": c.files, "bytes": c.bytes})).collect::<Vec<_>>(),
-        "medians": report::medians_json(&b.samples, &b.sizes, &rows, &names),
-        "samples": report::samples_json(&b.samples),
-        "repo_sizes": report::sizes_json(&b.sizes),
-        "markdown": text,
-    });
-    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)?;
-    std::fs::write(json_path.with_extension("md"), &text)?;
     eprintln!(
         "xtask: results written to {} (and .md)",
-        json_path.display()
+        out.json_path.display()
     );
     Ok(())
+}
+
+/// One benchmark at a time per cache directory: two runs would share the work
+/// directory and, worse, each other's CPU and disk.
+struct RunLock(PathBuf);
+
+impl RunLock {
+    fn take(cache: &Path) -> Result<RunLock> {
+        let path = cache.join("bench.lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    write!(f, "{}", std::process::id())?;
+                    return Ok(RunLock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid: i32 = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .unwrap_or(0);
+                    // SAFETY: signal 0 only checks that the process exists.
+                    if pid > 0 && unsafe { libc::kill(pid, 0) } == 0 {
+                        bail!(
+                            "another `cargo xtask bench` (pid {pid}) is running on {}; \
+                             concurrent runs would disturb each other's timings",
+                            cache.display()
+                        );
+                    }
+                    let _ = std::fs::remove_file(&path); // stale: its process is gone
+                }
+                Err(e) => return Err(e).context("create bench.lock"),
+            }
+        }
+        bail!("could not take {}", path.display())
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Where and how results are written.
+struct Output {
+    json_path: PathBuf,
+    header: String,
+    rows: Vec<String>,
+    names: Vec<String>,
+    meta: serde_json::Value,
+}
+
+impl Output {
+    /// Writes the JSON record and the Markdown text; returns the text.
+    fn write(&self, b: &Bench, complete: bool) -> Result<String> {
+        let table = report::table(&b.samples, &b.sizes, &self.rows, &self.names);
+        let notes = footnotes(&b.samples);
+        let partial = if complete {
+            ""
+        } else {
+            "\n(partial: the run has not finished)\n"
+        };
+        let text = format!("{}\n{table}{notes}{partial}", self.header);
+        let mut doc = self.meta.clone();
+        doc["complete"] = json!(complete);
+        doc["medians"] = report::medians_json(&b.samples, &b.sizes, &self.rows, &self.names);
+        doc["samples"] = report::samples_json(&b.samples);
+        doc["repo_sizes"] = report::sizes_json(&b.sizes);
+        doc["markdown"] = json!(text);
+        std::fs::write(&self.json_path, serde_json::to_string_pretty(&doc)?)?;
+        std::fs::write(self.json_path.with_extension("md"), &text)?;
+        Ok(text)
+    }
 }
 
 fn row_name(c: &Corpus, m: Mode) -> String {
@@ -279,8 +355,8 @@ impl Bench<'_> {
         }
         let log = l.logs.join(format!("{}-{:?}", round, step).to_lowercase());
         let m = measure::run(inv, &log, Duration::from_secs(self.o.timeout_secs))?;
-        let ok = l.tool.succeeded(m.code) && !m.timed_out;
-        let note = (!ok).then(|| {
+        let ran = l.tool.succeeded(m.code) && !m.timed_out;
+        let mut note = (!ran).then(|| {
             let why = if m.timed_out {
                 "timed out".to_string()
             } else {
@@ -288,6 +364,17 @@ impl Bench<'_> {
             };
             format!("{why}: {}", m.output_tail(3).replace('\n', " | "))
         });
+        // A stdin backup that stopped reading early saved something other than its input.
+        let mut incorrect = false;
+        if let (true, Some((read, size))) = (ran, m.stdin_read) {
+            if read < size {
+                incorrect = true;
+                note = Some(format!(
+                    "read only {read} of the {size} bytes given on stdin, so its snapshot is not of its input"
+                ));
+            }
+        }
+        let ok = ran && !incorrect;
         eprintln!(
             "xtask: {:>9} {:<26} {:<7} {:>8.2} s {:>7.0} MB{}",
             row,
@@ -307,7 +394,7 @@ impl Bench<'_> {
             wall_secs: m.wall_secs,
             max_rss_kib: m.max_rss_kib,
             ok,
-            wrong: false,
+            wrong: incorrect,
             note,
         })
     }
@@ -454,7 +541,9 @@ fn machine() -> serde_json::Value {
         .unwrap_or_default()
         .trim()
         .to_string();
-    json!({"cpus": cpus, "cpu_model": model, "memory_bytes": mem_kib * 1024, "kernel": kernel})
+    // SAFETY: plain syscall. Nice value of this run (the tools inherit it).
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    json!({"cpus": cpus, "cpu_model": model, "memory_bytes": mem_kib * 1024, "kernel": kernel, "nice": nice})
 }
 
 /// Peak RSS that `true` shows through this harness: the floor below which no
@@ -474,11 +563,15 @@ fn header(o: &Opts, tools: &[Tool], corpora: &[Corpus], drops: bool, floor_kib: 
     h.push_str("### cargo xtask bench\n\n");
     h.push_str(&format!("- date: {}\n", now_utc()));
     h.push_str(&format!(
-        "- machine: {} CPUs ({}), {:.1} GiB RAM, Linux {}\n",
+        "- machine: {} CPUs ({}), {:.1} GiB RAM, Linux {}{}\n",
         m["cpus"],
         m["cpu_model"].as_str().unwrap_or("?"),
         m["memory_bytes"].as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64,
-        m["kernel"].as_str().unwrap_or("?")
+        m["kernel"].as_str().unwrap_or("?"),
+        match m["nice"].as_i64() {
+            Some(0) | None => String::new(),
+            Some(n) => format!("; benchmark ran at nice {n}"),
+        }
     ));
     h.push_str(&format!(
         "- tools: {}\n",

@@ -43,6 +43,9 @@ pub struct Measured {
     /// Exit code, or minus the signal number.
     pub code: i32,
     pub timed_out: bool,
+    /// For a file fed on stdin: (bytes the command consumed, file size). A
+    /// backup that consumed less did not back up what it was given.
+    pub stdin_read: Option<(u64, u64)>,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
 }
@@ -77,8 +80,15 @@ pub fn run(inv: &Invocation, log_prefix: &Path, timeout: Duration) -> Result<Mea
     if let Some(d) = &inv.cwd {
         cmd.current_dir(d);
     }
+    // We keep a duplicate of the stdin descriptor: it shares the file offset
+    // with the child's, so afterwards it tells how much of its input was read.
+    let mut stdin_probe = None;
     cmd.stdin(match &inv.stdin {
-        Some(p) => Stdio::from(File::open(p).with_context(|| format!("open {}", p.display()))?),
+        Some(p) => {
+            let f = File::open(p).with_context(|| format!("open {}", p.display()))?;
+            stdin_probe = Some((f.try_clone()?, f.metadata()?.len()));
+            Stdio::from(f)
+        }
         None => Stdio::null(),
     });
     cmd.stdout(File::create(&stdout)?);
@@ -135,11 +145,20 @@ pub fn run(inv: &Invocation, log_prefix: &Path, timeout: Duration) -> Result<Mea
     } else {
         -libc::WTERMSIG(status)
     };
+    drop(cmd);
+    let stdin_read = match stdin_probe {
+        Some((mut f, size)) => {
+            use std::io::Seek;
+            Some((f.stream_position()?, size))
+        }
+        None => None,
+    };
     Ok(Measured {
         wall_secs: wall.as_secs_f64(),
         max_rss_kib: ru.ru_maxrss.max(0) as u64,
         code,
         timed_out: fired.load(Ordering::SeqCst),
+        stdin_read,
         stdout,
         stderr,
     })

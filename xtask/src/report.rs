@@ -47,7 +47,8 @@ pub struct Sample {
     pub wall_secs: f64,
     pub max_rss_kib: u64,
     pub ok: bool,
-    /// Ran, but its data did not restore byte for byte.
+    /// Ran, but incorrectly: its data did not restore byte for byte, or a
+    /// stdin backup did not read all of its input.
     pub wrong: bool,
     pub note: Option<String>,
 }
@@ -161,14 +162,14 @@ pub fn table(
                     (Some(s), Some(r)) => {
                         let mut x = format!("{s:.2} s · {}", mb(r));
                         if c.wrong > 0 {
-                            let _ = write!(x, " ({} of {} WRONG DATA)", c.wrong, c.runs);
+                            let _ = write!(x, " ({} of {} INCORRECT)", c.wrong, c.runs);
                         } else if c.failed > 0 {
                             let _ = write!(x, " ({} of {} failed)", c.failed, c.runs);
                         }
                         x
                     }
                     _ if c.runs == 0 => "—".to_string(),
-                    _ if c.wrong > 0 => format!("WRONG DATA ({} of {})", c.wrong, c.runs),
+                    _ if c.wrong > 0 => format!("INCORRECT ({} of {})", c.wrong, c.runs),
                     _ => format!("failed ({} of {})", c.failed, c.runs),
                 };
                 let _ = write!(t, " {text} |");
