@@ -29,8 +29,11 @@ use crate::saver::{save_tree, BlobSaver};
 use crate::snapshot::{Snapshot, SnapshotSummary};
 use crate::tree::{encode_name, ContentRef, Node, NodeType, Tree};
 
-/// Bytes of chunks read ahead while the previous batch is being sealed.
-const BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Bytes of chunks read ahead while the previous batch is being sealed. A batch
+/// is a barrier, so it must hold several chunks or one core idles: on a 300 MB
+/// single-stream backup, 2 MiB batches ran at 94% CPU (3.7 s), 4 MiB at 170%
+/// (1.9 s, +5 MB peak RSS), 8 MiB at 168% (2.0 s, +15 MB).
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Where a backup's data comes from.
 pub enum Source {
