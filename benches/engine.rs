@@ -183,6 +183,17 @@ fn bench_zstd(c: &mut Criterion) {
         g.bench_function(format!("compress_l3/{name}_1MiB"), |b| {
             b.iter(|| zstd::bulk::compress(black_box(&data), 3).unwrap())
         });
+        // Cheaper levels, for the level choice: what they cost and keep.
+        for level in [1, -3] {
+            g.bench_function(format!("compress_l{level}/{name}_1MiB"), |b| {
+                b.iter(|| zstd::bulk::compress(black_box(&data), level).unwrap())
+            });
+            let n = zstd::bulk::compress(&data, level).unwrap().len();
+            eprintln!(
+                "zstd level {level}, {name}: 1 MiB -> {n} bytes ({:.1}:1)",
+                MIB as f64 / n as f64
+            );
+        }
         let packed = zstd::bulk::compress(&data, 3).unwrap();
         eprintln!(
             "zstd level 3, {name}: 1 MiB -> {} bytes ({:.1}:1)",
