@@ -169,7 +169,7 @@ fn install_peers() -> Result<()> {
             Err(e) => failed.push(format!("{what}: could not run: {e}")),
         }
     }
-    for t in tools::ALL_TOOLS {
+    for t in tools::ALL_TOOLS.iter().filter(|t| **t != "cairn") {
         match tools::which(t) {
             Some(p) => eprintln!("xtask: {t}: {}", p.display()),
             None => eprintln!("xtask: {t}: not found on PATH"),
