@@ -46,6 +46,14 @@ struct Counters {
     bytes_packed: AtomicU64,
 }
 
+/// What [`BlobSaver::save_at`] did with a blob.
+#[derive(Debug, Clone, Copy)]
+pub struct Saved {
+    pub id: BlobId,
+    /// Stored (compressed, sealed) size when the blob was new; None when deduplicated.
+    pub stored: Option<usize>,
+}
+
 /// Packs uploaded so far: all of them, and those no index object names yet.
 #[derive(Default)]
 struct Written {
@@ -89,16 +97,17 @@ impl<'r> BlobSaver<'r> {
     /// Stores a blob unless the repository (or this session) has it. Returns its ID
     /// and whether it was new.
     pub fn save(&self, kind: BlobType, plaintext: &[u8]) -> Result<(BlobId, bool)> {
+        let s = self.save_at(kind, plaintext, self.repo.config().compression)?;
+        Ok((s.id, s.stored.is_some()))
+    }
+
+    /// As [`save`](Self::save), compressing at `level`; reports the stored size of a new blob.
+    pub fn save_at(&self, kind: BlobType, plaintext: &[u8], level: i32) -> Result<Saved> {
         let id = self.repo.hasher().id(plaintext);
         if self.repo.index().contains(&id) || !self.seen.lock().unwrap().insert(id) {
-            return Ok((id, false));
+            return Ok(Saved { id, stored: None });
         }
-        let sealed = blob::encode(
-            self.repo.cipher(),
-            &id,
-            plaintext,
-            self.repo.config().compression,
-        );
+        let sealed = blob::encode(self.repo.cipher(), &id, plaintext, level);
         let c = &self.counters;
         match kind {
             BlobType::Data => c.data_blobs.fetch_add(1, Ordering::Relaxed),
@@ -108,6 +117,7 @@ impl<'r> BlobSaver<'r> {
             .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
         c.bytes_packed
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        let stored = Some(sealed.len());
         let full = {
             let mut open = self.open[slot(kind)].lock().unwrap();
             let target = self.repo.config().pack_size as usize;
@@ -122,7 +132,7 @@ impl<'r> BlobSaver<'r> {
         if let Some(b) = full {
             self.write_pack(b)?;
         }
-        Ok((id, true))
+        Ok(Saved { id, stored })
     }
 
     /// Seals, verifies and uploads one pack, and writes an index checkpoint
