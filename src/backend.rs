@@ -121,39 +121,30 @@ impl Backend {
 
     fn cloud(location: &str, scheme: &str, options: &[(String, String)]) -> Result<Backend> {
         let url = url::Url::parse(location).map_err(|e| bad(location, e))?;
-        let store: Arc<dyn ObjectStore> = match scheme {
-            "s3" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(location);
+        // The three builders share a shape but no trait: one macro configures each,
+        // validating option keys (parse_url_opts would drop unknown ones silently).
+        macro_rules! build {
+            ($builder:expr, $what:literal) => {{
+                let mut b = $builder.with_url(location);
                 for (k, v) in options {
                     let key = k
                         .parse()
-                        .map_err(|_| bad(location, format!("unknown S3 option '{k}'")))?;
+                        .map_err(|_| bad(location, format!("unknown {} option '{k}'", $what)))?;
                     b = b.with_config(key, v);
                 }
-                Arc::new(b.build().map_err(|e| bad(location, e))?)
-            }
-            "gs" => {
-                let mut b =
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(location);
-                for (k, v) in options {
-                    let key = k
-                        .parse()
-                        .map_err(|_| bad(location, format!("unknown GCS option '{k}'")))?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(|e| bad(location, e))?)
-            }
-            _ => {
-                let mut b =
-                    object_store::azure::MicrosoftAzureBuilder::from_env().with_url(location);
-                for (k, v) in options {
-                    let key = k
-                        .parse()
-                        .map_err(|_| bad(location, format!("unknown Azure option '{k}'")))?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(|e| bad(location, e))?)
-            }
+                Arc::new(b.build().map_err(|e| bad(location, e))?) as Arc<dyn ObjectStore>
+            }};
+        }
+        let store = match scheme {
+            "s3" => build!(object_store::aws::AmazonS3Builder::from_env(), "S3"),
+            "gs" => build!(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env(),
+                "GCS"
+            ),
+            _ => build!(
+                object_store::azure::MicrosoftAzureBuilder::from_env(),
+                "Azure"
+            ),
         };
         // The store built from a URL is not confined to the URL's path: confine it.
         let prefix = url.path().trim_matches('/').to_string();
