@@ -56,16 +56,29 @@ fn start_moto() -> Option<Moto> {
     Some(moto)
 }
 
-/// Creates a bucket with a plain HTTP PUT (moto needs no signature).
+/// Creates a bucket with a plain HTTP PUT (moto needs no signature). The server
+/// may accept connections a moment before it answers them: retry briefly.
 fn make_bucket(port: u16, bucket: &str) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut last = String::new();
+    for _ in 0..100 {
+        match try_put(port, bucket) {
+            Ok(resp) if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") => {
+                return
+            }
+            Ok(resp) => last = resp,
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("bucket creation failed: {last}");
+}
+
+fn try_put(port: u16, bucket: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(
-        resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
-        "bucket creation: {resp}"
-    );
+    s.read_to_string(&mut resp)?;
+    Ok(resp)
 }
 
 fn cairn(port: u16, url: &str, password: &str, args: &[&str]) -> std::process::Output {

@@ -21,6 +21,7 @@ pub struct CheckArgs {
 }
 
 pub fn run(g: &Global, a: &CheckArgs) -> Result<()> {
+    super::keep_freed_buffers();
     let read = match (&a.read_data_subset, a.read_data) {
         (Some(s), _) => s.parse::<ReadData>().map_err(usage)?,
         (None, true) => ReadData::All,

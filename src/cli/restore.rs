@@ -47,6 +47,7 @@ pub struct RestoreArgs {
 }
 
 pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
+    super::keep_freed_buffers();
     let mut repo = g.open()?;
     repo.load_index()?;
     let (id, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
@@ -135,6 +136,7 @@ pub struct DumpArgs {
 }
 
 pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
+    super::keep_freed_buffers();
     let mut repo = g.open()?;
     repo.load_index()?;
     let (_, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
