@@ -685,7 +685,7 @@ pub fn backup(
             }
             arch.archive_virtual(&vroot, parent_tree)?
         }
-        Source::Stdin { name } => arch.archive_stdin(name, std::io::stdin())?,
+        Source::Stdin { name } => arch.archive_stream(name, std::io::stdin())?,
         Source::Command { name, argv } => arch.archive_command(name, argv)?,
     };
     let Archiver {
@@ -817,10 +817,6 @@ impl<'a> Archiver<'a> {
             tree = Tree { nodes: vec![d] };
         }
         Ok(save_tree(&self.saver, &mut tree)?.0)
-    }
-
-    fn archive_stdin(&self, name: &str, stdin: std::io::Stdin) -> Result<BlobId> {
-        self.archive_stream(name, stdin)
     }
 
     fn archive_command(&self, name: &str, argv: &[String]) -> Result<BlobId> {

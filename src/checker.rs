@@ -135,28 +135,26 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     Ok(report)
 }
 
+/// Reads every index object once (in parallel), reporting the unreadable ones
+/// and indexing the rest, so the check can go on past a damaged index.
 fn load_index_tolerant(repo: &mut Repository) -> Result<Vec<Problem>> {
+    let listed = repo.backend().list(INDEX_DIR)?;
+    let read: Vec<_> = listed
+        .par_iter()
+        .map(|l| (l.key.clone(), repo.read_index_object(&l.key)))
+        .collect();
     let mut problems = Vec::new();
-    for l in repo.backend().list(INDEX_DIR)? {
-        if let Err(e) = repo.read_index_object(&l.key) {
-            problems.push(Problem {
-                object: l.key.clone(),
+    let mut readable = Vec::new();
+    for (key, result) in read {
+        match result {
+            Ok(packs) => readable.extend(packs),
+            Err(e) => problems.push(Problem {
+                object: key,
                 message: e.to_string(),
-            });
+            }),
         }
     }
-    if problems.is_empty() {
-        repo.load_index()?;
-    } else {
-        // Load what is readable so the rest of the check can go on.
-        let mut readable = Vec::new();
-        for l in repo.backend().list(INDEX_DIR)? {
-            if let Ok(p) = repo.read_index_object(&l.key) {
-                readable.extend(p);
-            }
-        }
-        repo.index_packs(&readable);
-    }
+    repo.index_packs(&readable);
     Ok(problems)
 }
 

@@ -57,6 +57,19 @@ fn assert_same_files(a: &Path, b: &Path) {
     }
 }
 
+/// Restores with --verify semantics and fails the test on any restore error.
+fn restore_verified(
+    repo: &Repository,
+    tree: &cairn::id::BlobId,
+    target: &Path,
+) -> cairn::restorer::RestoreOutcome {
+    let opts = RestoreOptions {
+        verify: true,
+        ..Default::default()
+    };
+    restore(repo, tree, target, &opts).unwrap()
+}
+
 fn restored_root(target: &Path, src: &Path) -> std::path::PathBuf {
     target.join(src.strip_prefix("/").unwrap())
 }
@@ -104,16 +117,7 @@ fn backup_restore_round_trip_and_check() {
     let out = backup_paths(&mut repo, &[&src]);
     assert!(out.errors.is_empty());
     let target = dir.path().join("restore");
-    let r = restore(
-        &repo,
-        &out.snapshot.tree,
-        &target,
-        &RestoreOptions {
-            verify: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let r = restore_verified(&repo, &out.snapshot.tree, &target);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.files_verified, 3);
     assert_same_files(&src, &restored_root(&target, &src));
@@ -310,16 +314,7 @@ fn many_full_packs_do_not_stall_the_pipeline() {
     let packs = repo.list_packs().unwrap().len();
     assert!(packs >= 5, "expected many small packs, got {packs}");
     let target = dir.path().join("r");
-    restore(
-        &repo,
-        &out.snapshot.tree,
-        &target,
-        &RestoreOptions {
-            verify: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    restore_verified(&repo, &out.snapshot.tree, &target);
     let root = restored_root(&target, &src);
     for i in 0..6 {
         assert_eq!(
