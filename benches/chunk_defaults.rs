@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use cairn::chunker::{chunks, ChunkerParams};
-use cairn::crypto::{BlobHasher, Secret};
+use cairn::format::chunker::{chunks, ChunkerParams};
+use cairn::format::crypto::{BlobHasher, Secret};
 
 const CORPUS_LIMIT: u64 = 1 << 30;
 

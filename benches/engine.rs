@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rayon::prelude::*;
 
-use cairn::blob::{self, BlobType};
-use cairn::chunker::{self, ChunkerParams};
-use cairn::crypto::{aad, BlobHasher, Cipher, Secret};
-use cairn::format::{self, IndexedPack};
-use cairn::id::{BlobId, PackId};
-use cairn::index::MasterIndex;
-use cairn::pack::{self, PackBuilder, PackEntry};
+use cairn::format::blob::{self, BlobType};
+use cairn::format::chunker::{self, ChunkerParams};
+use cairn::format::crypto::{aad, BlobHasher, Cipher, Secret};
+use cairn::format::id::{BlobId, PackId};
+use cairn::format::objects::{self, IndexedPack};
+use cairn::format::pack::{self, PackBuilder, PackEntry};
+use cairn::repo::index::MasterIndex;
 
 const MIB: usize = 1024 * 1024;
 
@@ -409,15 +409,15 @@ fn bench_index(c: &mut Criterion) {
     g.bench_function("build_from_packs", |b| {
         b.iter(|| build_index(black_box(&packs)))
     });
-    let payload = format::encode_index(&packs);
+    let payload = objects::encode_index(&packs);
     g.bench_function("encode_index", |b| {
-        b.iter(|| format::encode_index(black_box(&packs)))
+        b.iter(|| objects::encode_index(black_box(&packs)))
     });
     g.bench_function("decode_index", |b| {
-        b.iter(|| format::decode_index(black_box(&payload)).unwrap())
+        b.iter(|| objects::decode_index(black_box(&payload)).unwrap())
     });
     g.bench_function("decode_and_build", |b| {
-        b.iter(|| build_index(&format::decode_index(black_box(&payload)).unwrap()))
+        b.iter(|| build_index(&objects::decode_index(black_box(&payload)).unwrap()))
     });
     g.finish();
     eprintln!(
@@ -435,7 +435,7 @@ const SCALE_BLOBS: usize = 10_000_000;
 /// the case where the blob count, not the byte count, is large).
 const SCALE_PER_PACK: usize = 1000;
 /// Packs per index object: the saver's checkpoint size.
-const SCALE_PACKS_PER_OBJECT: usize = cairn::saver::CHECKPOINT_PACKS;
+const SCALE_PACKS_PER_OBJECT: usize = cairn::repo::saver::CHECKPOINT_PACKS;
 
 struct Scale {
     index: MasterIndex,
@@ -460,9 +460,9 @@ fn scale() -> &'static Scale {
         // The index objects as stored: encode, zstd, seal (what `load_index` reads).
         let objects: Vec<Vec<u8>> = packs
             .par_chunks(SCALE_PACKS_PER_OBJECT)
-            .map(|ps| format::seal_object(&cipher, aad::INDEX, &format::encode_index(ps)))
+            .map(|ps| objects::seal_object(&cipher, aad::INDEX, &objects::encode_index(ps)))
             .collect();
-        let payload = format::encode_index(&packs);
+        let payload = objects::encode_index(&packs);
         drop(packs);
         let stored: usize = objects.iter().map(Vec::len).sum();
         eprintln!(
@@ -477,7 +477,7 @@ fn scale() -> &'static Scale {
         let mut plain = Vec::new();
         for _ in 0..3 {
             let t = Instant::now();
-            let idx = build_index(&format::decode_index(&payload).unwrap());
+            let idx = build_index(&objects::decode_index(&payload).unwrap());
             plain.push(t.elapsed().as_secs_f64());
             black_box(idx.blob_count());
         }
@@ -490,7 +490,7 @@ fn scale() -> &'static Scale {
             let t = Instant::now();
             let decoded: Vec<Vec<IndexedPack>> = objects
                 .par_iter()
-                .map(|o| format::decode_index(&format::open_object(&cipher, aad::INDEX, o).unwrap()).unwrap())
+                .map(|o| objects::decode_index(&objects::open_object(&cipher, aad::INDEX, o).unwrap()).unwrap())
                 .collect();
             let mut idx = MasterIndex::new();
             for ps in &decoded {

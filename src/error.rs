@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::format::FormatError;
-use crate::pack::PackError;
+use crate::format::objects::FormatError;
+use crate::format::pack::PackError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -592,3 +592,58 @@ fn unlock_and_check_variants() {
     let human = s.ok(["check", "--read-data-subset", "10%"]).stdout();
     assert!(human.contains("no errors"), "{human}");
 }
+
+#[test]
+fn verbose_backup_lists_new_and_changed_files() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("a.txt"), "a");
+    write(&src.join("b.txt"), "b");
+    let out = s.ok(["backup", "-v", src.to_str().unwrap()]);
+    for f in ["a.txt", "b.txt"] {
+        let want = format!("new       {}", src.join(f).display());
+        assert!(
+            out.lines().contains(&want),
+            "missing {want:?}: {}",
+            out.stdout()
+        );
+    }
+    write(&src.join("b.txt"), "b changed");
+    write(&src.join("c.txt"), "c");
+    let out = s.ok(["backup", src.to_str().unwrap(), "-v"]);
+    let listed: Vec<String> = out
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("new") || l.starts_with("modified"))
+        .collect();
+    let mut listed = listed;
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            format!("modified  {}", src.join("b.txt").display()),
+            format!("new       {}", src.join("c.txt").display()),
+        ]
+    );
+    assert_eq!(
+        listed.len(),
+        2,
+        "a.txt is unmodified and not listed: {}",
+        out.stdout()
+    );
+    // -vv lists unmodified files too; without -v nothing is listed.
+    let out = s.ok(["backup", src.to_str().unwrap(), "-vv"]);
+    assert_eq!(
+        out.lines()
+            .iter()
+            .filter(|l| l.starts_with("unchanged"))
+            .count(),
+        3
+    );
+    let out = s.ok(["backup", src.to_str().unwrap()]);
+    assert!(
+        !out.stdout().contains("unchanged") && !out.stdout().contains("new "),
+        "{}",
+        out.stdout()
+    );
+}

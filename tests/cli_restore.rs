@@ -242,17 +242,6 @@ fn incremental_backup_reads_only_changed_files() {
     );
 }
 
-/// A small tree for the restore-option tests: a/1.txt a/2.log b/3.txt b/c/4.txt.
-fn small_tree(s: &Sandbox) -> (std::path::PathBuf, String) {
-    let src = s.path("src");
-    write(&src.join("a/1.txt"), "one");
-    write(&src.join("a/2.log"), "two");
-    write(&src.join("b/3.txt"), "three");
-    write(&src.join("b/c/4.txt"), "four");
-    let id = text(&s.backup([&src]), "snapshot_id").to_string();
-    (src, id)
-}
-
 fn exists_below(target: &Path, src: &Path, rel: &str) -> bool {
     restored_path(target, &src.join(rel)).exists()
 }
@@ -260,7 +249,7 @@ fn exists_below(target: &Path, src: &Path, rel: &str) -> bool {
 #[test]
 fn restore_include_and_exclude() {
     let s = Sandbox::init();
-    let (src, id) = small_tree(&s);
+    let (src, id) = s.small_tree();
     let all = ["a/1.txt", "a/2.log", "b/3.txt", "b/c/4.txt"];
     let present = |t: &Path| -> Vec<&str> {
         all.iter()
@@ -295,19 +284,9 @@ fn restore_include_and_exclude() {
 #[test]
 fn restore_dry_run_writes_nothing() {
     let s = Sandbox::init();
-    let (_src, id) = small_tree(&s);
+    let (_src, id) = s.small_tree();
     let t = s.path("never");
-    let out = s
-        .cmd([
-            "restore",
-            &id,
-            "--target",
-            t.to_str().unwrap(),
-            "--dry-run",
-            "--json",
-        ])
-        .ok()
-        .json();
+    let out = s.restore_json(&id, &t, &["--dry-run"]);
     assert_eq!(out["dry_run"], true, "{out}");
     assert_eq!(
         num(&out, "files_restored"),
@@ -329,24 +308,13 @@ fn restore_dry_run_writes_nothing() {
 #[test]
 fn restore_overwrite_policies() {
     let s = Sandbox::init();
-    let (src, id) = small_tree(&s);
+    let (src, id) = s.small_tree();
     let t = s.path("t");
     s.restore(&id, &t, &[]);
     let one = restored_path(&t, &src.join("a/1.txt"));
     write(&one, "local edit");
 
-    let out = s
-        .cmd([
-            "restore",
-            &id,
-            "--target",
-            t.to_str().unwrap(),
-            "--overwrite",
-            "never",
-            "--json",
-        ])
-        .ok()
-        .json();
+    let out = s.restore_json(&id, &t, &["--overwrite", "never"]);
     assert_eq!(
         fs::read_to_string(&one).unwrap(),
         "local edit",
@@ -354,18 +322,7 @@ fn restore_overwrite_policies() {
     );
     assert_eq!(num(&out, "files_skipped"), 4, "{out}");
 
-    let out = s
-        .cmd([
-            "restore",
-            &id,
-            "--target",
-            t.to_str().unwrap(),
-            "--overwrite",
-            "if-changed",
-            "--json",
-        ])
-        .ok()
-        .json();
+    let out = s.restore_json(&id, &t, &["--overwrite", "if-changed"]);
     assert_eq!(
         fs::read_to_string(&one).unwrap(),
         "one",
@@ -396,18 +353,40 @@ fn restore_verify_succeeds_on_a_good_repository() {
     write(&src.join("empty"), "");
     let id = text(&s.backup([&src]), "snapshot_id").to_string();
     let t = s.path("t");
-    let out = s
-        .cmd([
-            "restore",
-            &id,
-            "--target",
-            t.to_str().unwrap(),
-            "--verify",
-            "--json",
-        ])
-        .ok()
-        .json();
+    let out = s.restore_json(&id, &t, &["--verify"]);
     assert_eq!(num(&out, "files_verified"), 3, "{out}");
     assert_eq!(num(&out, "errors"), 0, "{out}");
     assert_same_tree(&src, &restored_path(&t, &src));
+}
+
+#[test]
+fn restore_dry_run_verbose_lists_what_would_be_written() {
+    let s = Sandbox::init();
+    let (src, id) = s.small_tree();
+    let t = s.path("t");
+    let out = s.restore(&id, &t, &["--dry-run", "-v"]);
+    let one = src.join("a/1.txt");
+    let listed =
+        |out: &Out, prefix: &str| out.lines().iter().filter(|l| l.starts_with(prefix)).count();
+    assert!(
+        out.stdout()
+            .contains(&format!("would restore {} (3 B)", one.display())),
+        "{}",
+        out.stdout()
+    );
+    assert_eq!(
+        listed(&out, "would restore"),
+        4 + 6,
+        "4 files, src with its 3 folders and the 2 folders above it: {}",
+        out.stdout()
+    );
+    assert!(!t.exists(), "restore --dry-run -v created the target");
+
+    // With --overwrite never over a full restore, every file would be kept.
+    s.restore(&id, &t, &[]);
+    let out = s.restore(&id, &t, &["--dry-run", "-v", "--overwrite", "never"]);
+    assert_eq!(listed(&out, "would keep"), 4, "{}", out.stdout());
+    // Without -v nothing is listed.
+    let out = s.restore(&id, &t, &["--dry-run"]);
+    assert_eq!(listed(&out, "would"), 0, "{}", out.stdout());
 }

@@ -176,16 +176,7 @@ fn failing_dump_command_saves_no_snapshot() {
     ]);
     assert_eq!(s.snapshot_count(), 1);
     let out = s
-        .cmd([
-            "backup",
-            "--stdin-from-command",
-            "--stdin-filename",
-            "x.sql",
-            "--",
-            "sh",
-            "-c",
-            "printf partial; exit 3",
-        ])
+        .command_backup("x.sql", &["sh", "-c", "printf partial; exit 3"])
         .fails();
     assert!(
         out.stderr.contains("sh"),
@@ -198,27 +189,10 @@ fn failing_dump_command_saves_no_snapshot() {
         "a failed dump command must not save a snapshot"
     );
     // A command that does not exist.
-    s.cmd([
-        "backup",
-        "--stdin-from-command",
-        "--stdin-filename",
-        "x.sql",
-        "--",
-        "/nonexistent/pg_dump",
-    ])
-    .fails();
+    s.command_backup("x.sql", &["/nonexistent/pg_dump"]).fails();
     // A command killed by a signal.
-    s.cmd([
-        "backup",
-        "--stdin-from-command",
-        "--stdin-filename",
-        "x.sql",
-        "--",
-        "sh",
-        "-c",
-        "printf x; kill -9 $$",
-    ])
-    .fails();
+    s.command_backup("x.sql", &["sh", "-c", "printf x; kill -9 $$"])
+        .fails();
     assert_eq!(s.snapshot_count(), 1);
     let failed: Vec<_> = s
         .events()

@@ -1,12 +1,15 @@
 //! Library-level tests: the engine driven directly, on the in-memory store and on disk.
 
+mod common;
+
 use std::path::Path;
 
-use cairn::archiver::{backup, BackupOptions, NoProgress, Source};
-use cairn::checker::{check, ReadData};
-use cairn::crypto::KdfParams;
-use cairn::restorer::{restore, RestoreOptions};
+use cairn::format::crypto::KdfParams;
+use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
+use cairn::ops::check::{check, ReadData};
+use cairn::ops::restore::{restore, RestoreOptions};
 use cairn::{Backend, Error, InitOptions, Repository};
+use common::random_bytes;
 
 const PW: &[u8] = b"correct horse";
 
@@ -21,27 +24,14 @@ fn fast_kdf() -> InitOptions {
     }
 }
 
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
 fn make_tree(root: &Path, seed: u64) {
     std::fs::create_dir_all(root.join("d/e")).unwrap();
     std::fs::write(root.join("a.txt"), format!("hello {seed}")).unwrap();
-    std::fs::write(root.join("d/big.bin"), pseudo_random(3_000_000, seed)).unwrap();
+    std::fs::write(root.join("d/big.bin"), random_bytes(3_000_000, seed)).unwrap();
     std::fs::write(root.join("d/e/empty"), b"").unwrap();
 }
 
-fn backup_paths(repo: &mut Repository, paths: &[&Path]) -> cairn::archiver::BackupOutcome {
+fn backup_paths(repo: &mut Repository, paths: &[&Path]) -> cairn::ops::backup::BackupOutcome {
     repo.load_index().unwrap();
     let src = Source::Paths(paths.iter().map(|p| p.to_path_buf()).collect());
     backup(repo, src, &BackupOptions::default(), &NoProgress).unwrap()
@@ -60,9 +50,9 @@ fn assert_same_files(a: &Path, b: &Path) {
 /// Restores with --verify semantics and fails the test on any restore error.
 fn restore_verified(
     repo: &Repository,
-    tree: &cairn::id::BlobId,
+    tree: &cairn::format::id::BlobId,
     target: &Path,
-) -> cairn::restorer::RestoreOutcome {
+) -> cairn::ops::restore::RestoreOutcome {
     let opts = RestoreOptions {
         verify: true,
         ..Default::default()
@@ -139,7 +129,7 @@ fn concurrent_backups_both_succeed() {
             let b = backend.clone();
             std::thread::spawn(move || {
                 let mut repo = Repository::open(b, PW).unwrap();
-                let _lock = cairn::lock::acquire(&repo, false).unwrap();
+                let _lock = cairn::repo::lock::acquire(&repo, false).unwrap();
                 backup_paths(&mut repo, &[&src]).snapshot.tree
             })
         })
@@ -161,17 +151,17 @@ fn concurrent_backups_both_succeed() {
 fn exclusive_lock_excludes_and_stale_locks_are_ignored() {
     let b = Backend::memory();
     let repo = Repository::init(b.clone(), PW, fast_kdf()).unwrap();
-    let shared = cairn::lock::acquire(&repo, false).unwrap();
-    let second_shared = cairn::lock::acquire(&repo, false).unwrap();
+    let shared = cairn::repo::lock::acquire(&repo, false).unwrap();
+    let second_shared = cairn::repo::lock::acquire(&repo, false).unwrap();
     assert!(matches!(
-        cairn::lock::acquire(&repo, true),
+        cairn::repo::lock::acquire(&repo, true),
         Err(Error::Locked(_))
     ));
     drop(shared);
     drop(second_shared);
-    let excl = cairn::lock::acquire(&repo, true).unwrap();
+    let excl = cairn::repo::lock::acquire(&repo, true).unwrap();
     assert!(matches!(
-        cairn::lock::acquire(&repo, false),
+        cairn::repo::lock::acquire(&repo, false),
         Err(Error::Locked(_))
     ));
     drop(excl);
@@ -183,10 +173,12 @@ fn exclusive_lock_excludes_and_stale_locks_are_ignored() {
     // A lock from a process that is gone (pid far beyond pid_max on this host) is stale.
     let info = serde_json::json!({"time": chrono::Utc::now(), "exclusive": true,
         "hostname": cairn::repo::hostname(), "username": "x", "pid": 999_999_999u32, "nonce": "00"});
-    let bytes = cairn::format::seal_json(repo.cipher(), cairn::crypto::aad::LOCK, &info);
+    let bytes =
+        cairn::format::objects::seal_json(repo.cipher(), cairn::format::crypto::aad::LOCK, &info);
     b.create("locks/deadbeef", bytes).unwrap();
-    let _ok = cairn::lock::acquire(&repo, false).expect("a dead process's lock must not block");
-    assert_eq!(cairn::lock::remove_locks(&repo, false).unwrap(), 1);
+    let _ok =
+        cairn::repo::lock::acquire(&repo, false).expect("a dead process's lock must not block");
+    assert_eq!(cairn::repo::lock::remove_locks(&repo, false).unwrap(), 1);
 }
 
 #[test]
@@ -287,7 +279,7 @@ fn local_disk_repository_round_trip() {
         for l in b.list(folder).unwrap() {
             let name = l.key.rsplit('/').next().unwrap();
             assert_eq!(
-                hex::encode(cairn::id::storage_hash(&b.get(&l.key).unwrap())),
+                hex::encode(cairn::format::id::storage_hash(&b.get(&l.key).unwrap())),
                 name
             );
         }
@@ -302,7 +294,7 @@ fn many_full_packs_do_not_stall_the_pipeline() {
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     for i in 0..6 {
-        std::fs::write(src.join(format!("f{i}")), pseudo_random(4_000_000, 100 + i)).unwrap();
+        std::fs::write(src.join(format!("f{i}")), random_bytes(4_000_000, 100 + i)).unwrap();
     }
     let opts = InitOptions {
         pack_size: Some(1024 * 1024),
@@ -319,7 +311,7 @@ fn many_full_packs_do_not_stall_the_pipeline() {
     for i in 0..6 {
         assert_eq!(
             std::fs::read(root.join(format!("f{i}"))).unwrap(),
-            pseudo_random(4_000_000, 100 + i)
+            random_bytes(4_000_000, 100 + i)
         );
     }
 }
@@ -331,12 +323,12 @@ fn incremental_backup_equals_full_backup() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     make_tree(&src, 21);
-    std::fs::write(src.join("d/e/second"), pseudo_random(1_500_000, 77)).unwrap();
+    std::fs::write(src.join("d/e/second"), random_bytes(1_500_000, 77)).unwrap();
     let mut repo = Repository::init(Backend::memory(), PW, fast_kdf()).unwrap();
     backup_paths(&mut repo, &[&src]);
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(src.join("a.txt"), b"changed since the parent").unwrap();
-    std::fs::write(src.join("d/new.bin"), pseudo_random(700_000, 78)).unwrap();
+    std::fs::write(src.join("d/new.bin"), random_bytes(700_000, 78)).unwrap();
     std::fs::remove_file(src.join("d/e/empty")).unwrap();
 
     let incremental = backup_paths(&mut repo, &[&src]);
@@ -358,7 +350,7 @@ fn incremental_backup_equals_full_backup() {
     assert!(full.parent.is_none());
     assert!(full.bytes_read > incremental.bytes_read);
     let src_tree = |tree| {
-        cairn::restorer::find_node(&repo, &tree, src.to_str().unwrap())
+        cairn::ops::restore::find_node(&repo, &tree, src.to_str().unwrap())
             .unwrap()
             .subtree
     };
@@ -401,7 +393,7 @@ fn stats_count_logical_unique_and_stored_bytes() {
     let mut repo = Repository::init(Backend::memory(), PW, fast_kdf()).unwrap();
     backup_paths(&mut repo, &[&src]);
     backup_paths(&mut repo, &[&src]);
-    let st = cairn::stats::stats(&repo, &Default::default()).unwrap();
+    let st = cairn::ops::stats::stats(&repo, &Default::default()).unwrap();
     let tree_bytes = 3_000_000 * 2 + "hello 31".len() as u64;
     assert_eq!(st.snapshots_count, 2);
     assert_eq!(st.total_file_count, 8);
@@ -451,7 +443,7 @@ fn forget_exits_11_while_the_repository_is_locked() {
             .output()
             .unwrap()
     };
-    let held = cairn::lock::acquire(&repo, false).unwrap();
+    let held = cairn::repo::lock::acquire(&repo, false).unwrap();
     let out = forget();
     assert_eq!(
         out.status.code(),

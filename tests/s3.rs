@@ -1,111 +1,22 @@
 //! The same commands against S3, on a moto server this test starts on 127.0.0.1.
 //! In CI (CI set) a missing moto_server is a failure, never a silent skip.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::Command;
 
 use assert_cmd::prelude::*;
+use common::servers::{start_moto, Moto};
 
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_moto() -> Option<Moto> {
-    let found = Command::new("sh")
-        .args(["-c", "command -v moto_server"])
-        .output()
-        .map(|o| o.status.success());
-    if !found.unwrap_or(false) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "moto_server is not installed (pip install 'moto[s3]' flask flask-cors)"
-        );
-        eprintln!("skipping S3 tests: moto_server not installed");
-        return None;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting moto_server");
-    let moto = Moto { child, port };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "moto_server did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(moto)
-}
-
-/// Creates a bucket with a plain HTTP PUT (moto needs no signature). The server
-/// may accept connections a moment before it answers them: retry briefly.
-fn make_bucket(port: u16, bucket: &str) {
-    let mut last = String::new();
-    for _ in 0..100 {
-        match try_put(port, bucket) {
-            Ok(resp) if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") => {
-                return
-            }
-            Ok(resp) => last = resp,
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("bucket creation failed: {last}");
-}
-
-fn try_put(port: u16, bucket: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    Ok(resp)
-}
-
-fn cairn(port: u16, url: &str, password: &str, args: &[&str]) -> std::process::Output {
-    let endpoint = format!("aws_endpoint=http://127.0.0.1:{port}");
+fn cairn(moto: &Moto, url: &str, password: &str, args: &[&str]) -> std::process::Output {
     let out = Command::cargo_bin("cairn")
         .unwrap()
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("CAIRN_PASSWORD", password)
-        .args([
-            "-r",
-            url,
-            "-o",
-            &endpoint,
-            "-o",
-            "aws_allow_http=true",
-            "-o",
-            "aws_access_key_id=test",
-        ])
-        .args([
-            "-o",
-            "aws_secret_access_key=test",
-            "-o",
-            "aws_region=us-east-1",
-            "--event-log",
-            "/dev/null",
-        ])
+        .args(["-r", url])
+        .args(moto.option_args())
+        .args(["--event-log", "/dev/null"])
         .args(args)
         .output()
         .unwrap();
@@ -121,7 +32,7 @@ fn cairn(port: u16, url: &str, password: &str, args: &[&str]) -> std::process::O
 #[test]
 fn s3_backup_restore_check_and_errors() {
     let Some(moto) = start_moto() else { return };
-    make_bucket(moto.port, "cairn-test");
+    moto.make_bucket("cairn-test");
     let url = "s3://cairn-test/some/prefix";
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
@@ -132,7 +43,7 @@ fn s3_backup_restore_check_and_errors() {
         .collect();
     std::fs::write(src.join("sub/big.bin"), &big).unwrap();
 
-    let p = moto.port;
+    let p = &moto;
     assert_eq!(
         cairn(p, url, "pw", &["snapshots"]).status.code(),
         Some(10),
@@ -211,25 +122,16 @@ fn s3_backup_restore_check_and_errors() {
 #[test]
 fn s3_conditional_create_never_overwrites() {
     let Some(moto) = start_moto() else { return };
-    make_bucket(moto.port, "cairn-cc");
-    let opts: Vec<(String, String)> = [
-        ("aws_endpoint", format!("http://127.0.0.1:{}", moto.port)),
-        ("aws_allow_http", "true".into()),
-        ("aws_access_key_id", "test".into()),
-        ("aws_secret_access_key", "test".into()),
-        ("aws_region", "us-east-1".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    moto.make_bucket("cairn-cc");
+    let opts = moto.options();
     let b = cairn::Backend::open("s3://cairn-cc/r", &opts, false).unwrap();
     assert_eq!(
         b.create("x/1", b"first".to_vec()).unwrap(),
-        cairn::backend::Created::New
+        cairn::storage::Created::New
     );
     assert_eq!(
         b.create("x/1", b"second".to_vec()).unwrap(),
-        cairn::backend::Created::AlreadyExisted
+        cairn::storage::Created::AlreadyExisted
     );
     assert_eq!(&b.get("x/1").unwrap()[..], b"first");
 }

@@ -8,7 +8,7 @@ use chrono::{Local, NaiveDateTime, TimeZone, Utc};
 use clap::Args;
 use serde_json::json;
 
-use cairn::archiver::{self, BackupOptions, BackupOutcome, NoProgress, Source};
+use cairn::ops::backup::{self, BackupOptions, BackupOutcome, NoProgress, Source};
 
 use super::events::{emit, Severity};
 use super::output::{self, line};
@@ -139,7 +139,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
     let _lock = if a.dry_run {
         None
     } else {
-        Some(cairn::lock::acquire(&repo, false)?)
+        Some(cairn::repo::lock::acquire(&repo, false)?)
     };
     repo.load_index()?;
     let parent = match &a.parent {
@@ -156,22 +156,22 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         parent,
         force: a.force,
     };
-    let progress = g
-        .progress()
-        .then(|| Arc::new(output::BackupProgress::new()));
-    if let (Some(p), Source::Paths(paths)) = (&progress, &src) {
+    let list_files = g.verbose > 0 && !g.json && !g.quiet;
+    let progress = (g.progress() || list_files)
+        .then(|| Arc::new(output::BackupProgress::new(g.progress(), g.verbose)));
+    if let (Some(p), Source::Paths(paths)) = (progress.as_ref().filter(|p| p.draws_bar()), &src) {
         // The total for the ETA comes from a concurrent scan, as restic does.
         let (p, paths, ex) = (p.clone(), paths.clone(), excludes.clone());
         std::thread::spawn(move || {
-            if let Ok(ex) = archiver::Excludes::new(&ex) {
-                let (files, bytes) = archiver::scan_totals(&paths, &ex);
+            if let Ok(ex) = backup::Excludes::new(&ex) {
+                let (files, bytes) = backup::scan_totals(&paths, &ex);
                 p.set_total(files, bytes);
             }
         });
     }
     let result = match &progress {
-        Some(p) => archiver::backup(&mut repo, src, &opts, p.as_ref()),
-        None => archiver::backup(&mut repo, src, &opts, &NoProgress),
+        Some(p) => backup::backup(&mut repo, src, &opts, p.as_ref()),
+        None => backup::backup(&mut repo, src, &opts, &NoProgress),
     };
     if let Some(p) = &progress {
         p.finish();

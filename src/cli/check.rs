@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::checker::{self, ReadData};
+use cairn::ops::check::{self, ReadData};
 
 use super::events::{emit, Severity};
 use super::output::{self, line};
@@ -28,8 +28,8 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<()> {
         (None, false) => ReadData::None,
     };
     let mut repo = g.open()?;
-    let _lock = cairn::lock::acquire(&repo, false)?;
-    let report = checker::check(&mut repo, read)?;
+    let _lock = cairn::repo::lock::acquire(&repo, false)?;
+    let report = check::check(&mut repo, read)?;
     if g.json {
         output::json(&serde_json::to_value(&report)?);
     } else if !g.quiet {

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::{json, Value};
 
-use cairn::forget::{self, Policy};
+use cairn::ops::forget::{self, Policy};
 
 use super::events::{emit, Severity};
 use super::inspect::snapshot_json;
@@ -83,30 +83,31 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
     let _lock = if a.dry_run {
         None
     } else {
-        Some(cairn::lock::acquire(&repo, true)?)
+        Some(cairn::repo::lock::acquire(&repo, true)?)
     };
-    let (remove, report): (Vec<cairn::id::SnapshotId>, Vec<Value>) = if a.snapshots.is_empty() {
-        let f = a.filter.filter();
-        let snaps = repo
-            .list_snapshots()?
-            .into_iter()
-            .filter(|(_, s)| f.matches(s))
-            .collect();
-        let plan = forget::plan(snaps, &policy);
-        let ids = plan
-            .iter()
-            .flat_map(|g| g.remove.iter().map(|(id, _)| *id))
-            .collect();
-        (ids, plan.iter().map(|grp| group_report(g, grp)).collect())
-    } else {
-        let mut ids = Vec::new();
-        for sel in &a.snapshots {
-            ids.push(select_snapshot(&repo, sel, &a.filter)?.0);
-        }
-        ids.sort();
-        ids.dedup();
-        (ids, Vec::new())
-    };
+    let (remove, report): (Vec<cairn::format::id::SnapshotId>, Vec<Value>) =
+        if a.snapshots.is_empty() {
+            let f = a.filter.filter();
+            let snaps = repo
+                .list_snapshots()?
+                .into_iter()
+                .filter(|(_, s)| f.matches(s))
+                .collect();
+            let plan = forget::plan(snaps, &policy);
+            let ids = plan
+                .iter()
+                .flat_map(|g| g.remove.iter().map(|(id, _)| *id))
+                .collect();
+            (ids, plan.iter().map(|grp| group_report(g, grp)).collect())
+        } else {
+            let mut ids = Vec::new();
+            for sel in &a.snapshots {
+                ids.push(select_snapshot(&repo, sel, &a.filter)?.0);
+            }
+            ids.sort();
+            ids.dedup();
+            (ids, Vec::new())
+        };
     if !a.dry_run {
         for id in &remove {
             repo.backend()

@@ -8,10 +8,10 @@ use anyhow::{anyhow, Result};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
-use cairn::id::{BlobId, IndexId, KeyId, SnapshotId};
-use cairn::restorer::walk_tree;
-use cairn::snapshot::Snapshot;
-use cairn::tree::{Node, NodeType};
+use cairn::format::id::{BlobId, IndexId, KeyId, SnapshotId};
+use cairn::format::snapshot::Snapshot;
+use cairn::format::tree::{Node, NodeType};
+use cairn::ops::restore::walk_tree;
 use cairn::Repository;
 
 use super::output::{self, line};
@@ -146,7 +146,7 @@ pub fn ls(g: &Global, a: &LsArgs) -> Result<()> {
     {
         None => (snap.tree, PathBuf::from("/")),
         Some(p) => {
-            let node = cairn::restorer::find_node(&repo, &snap.tree, p)?;
+            let node = cairn::ops::restore::find_node(&repo, &snap.tree, p)?;
             let abs = PathBuf::from("/").join(p.trim_start_matches('/'));
             print_node(g, a.long, &abs, &node);
             match node.subtree.filter(|_| node.kind == NodeType::Dir) {
@@ -353,7 +353,7 @@ pub struct StatsArgs {
 pub fn stats(g: &Global, a: &StatsArgs) -> Result<()> {
     let mut repo = g.open()?;
     repo.load_index()?;
-    let st = cairn::stats::stats(&repo, &a.filter.filter())?;
+    let st = cairn::ops::stats::stats(&repo, &a.filter.filter())?;
     if g.json {
         output::json(&serde_json::to_value(&st)?);
         return Ok(());

@@ -202,7 +202,7 @@ pub struct UnlockArgs {
 
 pub fn unlock(g: &Global, a: &UnlockArgs) -> Result<()> {
     let repo = g.open()?;
-    let n = cairn::lock::remove_locks(&repo, a.remove_all)?;
+    let n = cairn::repo::lock::remove_locks(&repo, a.remove_all)?;
     if g.json {
         print_json(&json!({"message_type": "unlocked", "removed": n}));
     } else if !g.quiet {

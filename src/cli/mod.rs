@@ -342,6 +342,9 @@ pub fn select_snapshot(
     repo: &Repository,
     sel: &str,
     f: &FilterArgs,
-) -> Result<(cairn::id::SnapshotId, cairn::snapshot::Snapshot)> {
+) -> Result<(
+    cairn::format::id::SnapshotId,
+    cairn::format::snapshot::Snapshot,
+)> {
     Ok(repo.find_snapshot(sel, &f.filter())?)
 }

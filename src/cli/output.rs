@@ -6,6 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use cairn::format::tree::{Node, NodeType};
+use cairn::ops::backup::FileStatus;
+use cairn::ops::restore::EntryAction;
+
 /// Writes a line to stdout; a closed pipe (`cairn ls | head`) ends the process quietly.
 pub fn line(s: impl std::fmt::Display) {
     let mut out = std::io::stdout().lock();
@@ -49,49 +53,104 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
-/// Backup progress: files, bytes, rate and ETA against a total found by a
-/// concurrent scan.
+/// Backup progress on stderr (a bar with files, bytes, rate and ETA against a
+/// total found by a concurrent scan), and with `-v` each new and changed file on
+/// stdout (`-vv`: unmodified ones too).
 pub struct BackupProgress {
-    bar: ProgressBar,
+    bar: Option<ProgressBar>,
+    verbose: u8,
     files: AtomicU64,
 }
 
 impl BackupProgress {
-    pub fn new() -> Self {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "[{elapsed_precise}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
-            )
-            .expect("static template"),
-        );
+    pub fn new(draw_bar: bool, verbose: u8) -> Self {
+        let bar = draw_bar.then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "[{elapsed_precise}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("static template"),
+            );
+            bar
+        });
         BackupProgress {
             bar,
+            verbose,
             files: AtomicU64::new(0),
         }
     }
 
+    pub fn draws_bar(&self) -> bool {
+        self.bar.is_some()
+    }
+
     pub fn set_total(&self, files: u64, bytes: u64) {
-        self.bar.set_length(bytes);
-        self.bar.set_message(format!(
-            "{} / {files} files",
-            self.files.load(Ordering::Relaxed)
-        ));
+        if let Some(bar) = &self.bar {
+            bar.set_length(bytes);
+            bar.set_message(format!(
+                "{} / {files} files",
+                self.files.load(Ordering::Relaxed)
+            ));
+        }
     }
 
     pub fn finish(&self) {
-        self.bar.finish_and_clear();
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
-impl cairn::archiver::Progress for BackupProgress {
+/// Prints a line on stdout without tearing a progress bar drawn on stderr.
+fn line_beside(bar: &Option<ProgressBar>, s: String) {
+    match bar {
+        Some(bar) => bar.suspend(|| line(s)),
+        None => line(s),
+    }
+}
+
+impl cairn::ops::backup::Progress for BackupProgress {
     fn file_done(&self, _path: &Path, _bytes: u64) {
         let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 64 == 0 {
-            self.bar.set_message(format!("{n} files"));
+        if let Some(bar) = self.bar.as_ref().filter(|_| n % 64 == 0) {
+            bar.set_message(format!("{n} files"));
         }
     }
+    fn file_status(&self, path: &Path, status: FileStatus) {
+        let word = match status {
+            FileStatus::New if self.verbose >= 1 => "new      ",
+            FileStatus::Changed if self.verbose >= 1 => "modified ",
+            FileStatus::Unmodified if self.verbose >= 2 => "unchanged",
+            _ => return,
+        };
+        line_beside(&self.bar, format!("{word} {}", path.display()));
+    }
     fn bytes_processed(&self, n: u64) {
-        self.bar.inc(n);
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+}
+
+/// `restore -v`: each entry written or kept, on stdout.
+pub struct RestoreListing {
+    pub dry_run: bool,
+}
+
+impl cairn::ops::restore::RestoreProgress for RestoreListing {
+    fn entry(&self, path: &Path, node: &Node, action: EntryAction) {
+        let verb = match (self.dry_run, action) {
+            (true, EntryAction::Write) => "would restore",
+            (true, EntryAction::Keep) => "would keep   ",
+            (false, EntryAction::Write) => "restore",
+            (false, EntryAction::Keep) => "keep   ",
+        };
+        let what = match node.kind {
+            NodeType::File => format!(" ({})", size(node.size)),
+            NodeType::Dir => "/".to_string(),
+            _ => String::new(),
+        };
+        line(format!("{verb} {}{what}", path.display()));
     }
 }

@@ -6,8 +6,8 @@ use anyhow::{anyhow, Result};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use cairn::restorer::{self, Overwrite, RestoreOptions};
-use cairn::tree::NodeType;
+use cairn::format::tree::NodeType;
+use cairn::ops::restore::{self, Overwrite, RestoreOptions};
 
 use super::events::{emit, Severity};
 use super::output::{self, line};
@@ -71,7 +71,12 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
         ));
     }
     let started = std::time::Instant::now();
-    let o = restorer::restore(&repo, &snap.tree, &a.target, &opts)?;
+    let o = if g.verbose > 0 && !g.json && !g.quiet {
+        let listing = output::RestoreListing { dry_run: a.dry_run };
+        restore::restore_with_progress(&repo, &snap.tree, &a.target, &opts, &listing)?
+    } else {
+        restore::restore(&repo, &snap.tree, &a.target, &opts)?
+    };
     let secs = started.elapsed().as_secs_f64();
     let figures = json!({
         "message_type": "summary",
@@ -140,13 +145,13 @@ pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
     let mut repo = g.open()?;
     repo.load_index()?;
     let (_, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
-    let node = restorer::find_node(&repo, &snap.tree, &a.path)?;
+    let node = restore::find_node(&repo, &snap.tree, &a.path)?;
     if node.kind != NodeType::File {
         return Err(anyhow!("{} is not a regular file in the snapshot", a.path));
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    match restorer::dump_file(&repo, &node, &mut out) {
+    match restore::dump_file(&repo, &node, &mut out) {
         Err(cairn::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(())
         }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod fsutil;
+pub mod servers;
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -129,10 +130,7 @@ impl Sandbox {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<OsString> = args
-            .into_iter()
-            .map(|a| a.as_ref().to_os_string())
-            .collect();
+        let args = os_args(args);
         Run::new(self.std_cmd(&args), describe(&args))
     }
 
@@ -142,10 +140,7 @@ impl Sandbox {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<OsString> = args
-            .into_iter()
-            .map(|a| a.as_ref().to_os_string())
-            .collect();
+        let args = os_args(args);
         let mut c = self.base();
         c.args(&args);
         Run::new(c, describe(&args))
@@ -211,6 +206,38 @@ impl Sandbox {
         self.ok(a)
     }
 
+    /// `restore SNAP --target TARGET EXTRA --json` (must exit 0): the summary.
+    pub fn restore_json(&self, snap: &str, target: &Path, extra: &[&str]) -> Value {
+        let mut a = extra.to_vec();
+        a.push("--json");
+        self.restore(snap, target, &a).json()
+    }
+
+    /// `backup --stdin-from-command --stdin-filename NAME -- ARGV...`, not yet run.
+    pub fn command_backup(&self, name: &str, argv: &[&str]) -> Run {
+        let mut a = vec![
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            name,
+            "--",
+        ];
+        a.extend_from_slice(argv);
+        self.cmd(a)
+    }
+
+    /// A small tree for option tests, `src/{a/1.txt a/2.log b/3.txt b/c/4.txt}`,
+    /// backed up: the source folder and the snapshot ID.
+    pub fn small_tree(&self) -> (PathBuf, String) {
+        let src = self.path("src");
+        write(&src.join("a/1.txt"), "one");
+        write(&src.join("a/2.log"), "two");
+        write(&src.join("b/3.txt"), "three");
+        write(&src.join("b/c/4.txt"), "four");
+        let id = text(&self.backup([&src]), "snapshot_id").to_string();
+        (src, id)
+    }
+
     /// Event-log lines written so far.
     pub fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.events).unwrap_or_default();
@@ -223,6 +250,16 @@ impl Sandbox {
     pub fn data_packs(&self) -> Vec<PathBuf> {
         pack_files(&self.repo.join("data"))
     }
+}
+
+fn os_args<I, S>(args: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    args.into_iter()
+        .map(|a| a.as_ref().to_os_string())
+        .collect()
 }
 
 impl Default for Sandbox {

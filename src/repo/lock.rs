@@ -15,12 +15,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
-use crate::crypto::{aad, Cipher};
 use crate::error::{Error, Result};
-use crate::format;
-use crate::id::storage_hash;
+use crate::format::crypto::{aad, Cipher};
+use crate::format::id::storage_hash;
+use crate::format::objects;
 use crate::repo::{hostname, Repository, LOCKS_DIR};
+use crate::storage::Backend;
 
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
@@ -75,7 +75,7 @@ fn process_alive(pid: u32) -> bool {
 }
 
 fn write_lock(backend: &Backend, cipher: &Cipher, info: &LockInfo) -> Result<String> {
-    let bytes = format::seal_json(cipher, aad::LOCK, info);
+    let bytes = objects::seal_json(cipher, aad::LOCK, info);
     let key = format!("{LOCKS_DIR}/{}", hex::encode(storage_hash(&bytes)));
     backend.create(&key, bytes)?;
     Ok(key)
@@ -87,7 +87,7 @@ pub fn list_locks(repo: &Repository) -> Result<Vec<(String, Option<LockInfo>)>> 
     let mut out = Vec::new();
     for l in repo.backend().list(LOCKS_DIR)? {
         let info = match repo.backend().get(&l.key) {
-            Ok(b) => format::open_json::<LockInfo>(repo.cipher(), aad::LOCK, &b).ok(),
+            Ok(b) => objects::open_json::<LockInfo>(repo.cipher(), aad::LOCK, &b).ok(),
             Err(Error::MissingObject(_)) => continue, // released meanwhile
             Err(e) => return Err(e),
         };

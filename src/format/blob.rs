@@ -2,8 +2,8 @@
 
 use std::cell::RefCell;
 
-use crate::crypto::{blob_aad, Cipher};
-use crate::id::BlobId;
+use crate::format::crypto::{blob_aad, Cipher};
+use crate::format::id::BlobId;
 
 /// Codec byte: the plaintext follows as is.
 pub const CODEC_RAW: u8 = 0;
@@ -141,7 +141,7 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::Secret;
+    use crate::format::crypto::Secret;
 
     #[test]
     fn compressible_blob_shrinks_and_round_trips() {
@@ -161,7 +161,7 @@ mod tests {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         let sealed = encode(&c, &id, &data, 19);
-        assert!(sealed.len() <= data.len() + 1 + crate::crypto::SEAL_OVERHEAD);
+        assert!(sealed.len() <= data.len() + 1 + crate::format::crypto::SEAL_OVERHEAD);
         assert_eq!(decode(&c, &id, &sealed, Some(data.len())).unwrap(), data);
     }
 

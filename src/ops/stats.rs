@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::id::BlobId;
+use crate::format::id::BlobId;
+use crate::format::tree::NodeType;
 use crate::repo::{Repository, SnapshotFilter};
-use crate::tree::NodeType;
 
 #[derive(Debug, Default, Clone, Serialize, PartialEq)]
 pub struct Stats {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Duration, Local, Timelike, Utc};
 
-use crate::id::SnapshotId;
-use crate::snapshot::Snapshot;
+use crate::format::id::SnapshotId;
+use crate::format::snapshot::Snapshot;
 
 /// Keep rules; a snapshot is kept when any rule keeps it.
 #[derive(Debug, Clone, Default)]
@@ -171,7 +171,7 @@ fn plan_group(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::BlobId;
+    use crate::format::id::BlobId;
     use chrono::TimeZone;
 
     fn snap(day: u32, hour: u32, tags: &[&str]) -> (SnapshotId, Snapshot) {

@@ -6,16 +6,18 @@ use std::sync::Arc;
 use rand::RngCore;
 use rayon::prelude::*;
 
-use crate::backend::{Backend, Created};
-use crate::blob::{self, BlobType};
-use crate::chunker::ChunkerParams;
-use crate::crypto::{aad, derive_wrapping_key, BlobHasher, Cipher, KdfParams, MasterKey, Secret};
 use crate::error::{Error, Result};
-use crate::format::{self, Config, IndexedPack, KeyFile, REPO_VERSION};
-use crate::id::{storage_hash, BlobId, IndexId, KeyId, PackId, SnapshotId};
-use crate::index::MasterIndex;
-use crate::snapshot::Snapshot;
-use crate::tree::Tree;
+use crate::format::blob::{self, BlobType};
+use crate::format::chunker::ChunkerParams;
+use crate::format::crypto::{
+    aad, derive_wrapping_key, BlobHasher, Cipher, KdfParams, MasterKey, Secret,
+};
+use crate::format::id::{storage_hash, BlobId, IndexId, KeyId, PackId, SnapshotId};
+use crate::format::objects::{self, Config, IndexedPack, KeyFile, REPO_VERSION};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Tree;
+use crate::repo::index::MasterIndex;
+use crate::storage::{Backend, Created};
 
 pub const CONFIG_KEY: &str = "config";
 pub const KEYS_DIR: &str = "keys";
@@ -40,7 +42,7 @@ pub(crate) fn store_index(
     cipher: &Cipher,
     packs: &[IndexedPack],
 ) -> Result<IndexId> {
-    let bytes = format::seal_object(cipher, aad::INDEX, &format::encode_index(packs));
+    let bytes = objects::seal_object(cipher, aad::INDEX, &objects::encode_index(packs));
     let id = IndexId(storage_hash(&bytes));
     backend.create(&format!("{INDEX_DIR}/{id}"), bytes)?;
     Ok(id)
@@ -97,8 +99,8 @@ fn make_key_file(
         version: 1,
         kdf: "argon2id".into(),
         params,
-        salt: format::to_b64(&salt),
-        master_key: format::to_b64(&sealed),
+        salt: objects::to_b64(&salt),
+        master_key: objects::to_b64(&sealed),
         created: chrono::Utc::now(),
         hostname: hostname(),
         username: username(),
@@ -144,8 +146,8 @@ impl Repository {
             id: hex::encode(repo_id),
             chunker,
             blob_id_key: opts.blob_id_key.unwrap_or(master.default_id_key().0),
-            pack_size: opts.pack_size.unwrap_or(format::DEFAULT_PACK_SIZE),
-            compression: opts.compression.unwrap_or(format::DEFAULT_COMPRESSION),
+            pack_size: opts.pack_size.unwrap_or(objects::DEFAULT_PACK_SIZE),
+            compression: opts.compression.unwrap_or(objects::DEFAULT_COMPRESSION),
         };
         if !(-7..=22).contains(&config.compression) {
             return Err(Error::InvalidArgument(format!(
@@ -162,7 +164,7 @@ impl Repository {
         let (key_id, key_bytes) = make_key_file(&master, password, opts.kdf.unwrap_or_default())?;
         backend.create(&format!("{KEYS_DIR}/{key_id}"), key_bytes)?;
         let cipher = master.cipher();
-        let config_bytes = format::seal_json(&cipher, aad::CONFIG, &config);
+        let config_bytes = objects::seal_json(&cipher, aad::CONFIG, &config);
         if backend.create(CONFIG_KEY, config_bytes)? == Created::AlreadyExisted {
             backend.delete(&format!("{KEYS_DIR}/{key_id}"))?;
             return Err(Error::RepoExists(backend.location().to_string()));
@@ -199,7 +201,7 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let (key_id, master) = Self::find_key(&backend, password)?;
-        let config: Config = format::open_json(&master.cipher(), aad::CONFIG, &config_bytes)
+        let config: Config = objects::open_json(&master.cipher(), aad::CONFIG, &config_bytes)
             .map_err(|e| Error::format("config", e))?;
         if config.version != REPO_VERSION {
             return Err(Error::InvalidArgument(format!(
@@ -344,9 +346,9 @@ impl Repository {
         {
             return Err(Error::corrupt(what(), "content does not match its name"));
         }
-        let plain = format::open_object(&self.cipher, aad::INDEX, &bytes)
+        let plain = objects::open_object(&self.cipher, aad::INDEX, &bytes)
             .map_err(|e| Error::format(what(), e))?;
-        format::decode_index(&plain).map_err(|e| Error::format(what(), e))
+        objects::decode_index(&plain).map_err(|e| Error::format(what(), e))
     }
 
     /// Writes an index object for packs; returns its ID.
@@ -383,13 +385,14 @@ impl Repository {
             source,
         };
         if size < 4 {
-            return Err(perr(crate::pack::PackError::TooShort));
+            return Err(perr(crate::format::pack::PackError::TooShort));
         }
         let trailer = self.backend.get_range(&key, size - 4..size)?;
-        let n = crate::pack::header_length(size, &trailer).map_err(perr)? as u64;
+        let n = crate::format::pack::header_length(size, &trailer).map_err(perr)? as u64;
         let start = size - 4 - n;
         let sealed = self.backend.get_range(&key, start..size - 4)?;
-        let (k, blobs) = crate::pack::decode_header(&self.cipher, &sealed, start).map_err(perr)?;
+        let (k, blobs) =
+            crate::format::pack::decode_header(&self.cipher, &sealed, start).map_err(perr)?;
         if k != kind {
             return Err(Error::corrupt(
                 format!("pack {id}"),
@@ -465,7 +468,7 @@ impl Repository {
     // ---- snapshots --------------------------------------------------------
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        let bytes = format::seal_json(&self.cipher, aad::SNAPSHOT, snap);
+        let bytes = objects::seal_json(&self.cipher, aad::SNAPSHOT, snap);
         let id = SnapshotId(storage_hash(&bytes));
         self.backend
             .create(&format!("{SNAPSHOTS_DIR}/{id}"), bytes)?;
@@ -474,7 +477,7 @@ impl Repository {
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let bytes = self.backend.get(&format!("{SNAPSHOTS_DIR}/{id}"))?;
-        format::open_json(&self.cipher, aad::SNAPSHOT, &bytes)
+        objects::open_json(&self.cipher, aad::SNAPSHOT, &bytes)
             .map_err(|e| Error::format(format!("snapshot {id}"), e))
     }
 

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::id::{BlobId, SnapshotId};
+use crate::format::id::{BlobId, SnapshotId};
 
 /// Figures recorded by the backup that made the snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,13 +14,13 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::blob::{self, BlobType};
-use crate::crypto::{BlobHasher, Cipher};
 use crate::error::{Error, Result};
-use crate::format::IndexedPack;
-use crate::id::{storage_hash, BlobId, PackId};
-use crate::index::MasterIndex;
-use crate::pack::{self, PackBuilder, PackEntry};
+use crate::format::blob::{self, BlobType};
+use crate::format::crypto::{BlobHasher, Cipher};
+use crate::format::id::{storage_hash, BlobId, PackId};
+use crate::format::objects::IndexedPack;
+use crate::format::pack::{self, PackBuilder, PackEntry};
+use crate::repo::index::MasterIndex;
 use crate::repo::{pack_key, store_index, Repository};
 
 /// Packs between index checkpoints.
@@ -224,6 +224,9 @@ fn verify_pack(
 }
 
 /// Saves a tree blob and returns its ID.
-pub fn save_tree(saver: &BlobSaver<'_>, tree: &mut crate::tree::Tree) -> Result<(BlobId, bool)> {
+pub fn save_tree(
+    saver: &BlobSaver<'_>,
+    tree: &mut crate::format::tree::Tree,
+) -> Result<(BlobId, bool)> {
     saver.save(BlobType::Tree, &tree.to_bytes())
 }

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use rayon::slice::ParallelSliceMut;
 
-use crate::blob::BlobType;
-use crate::format::IndexedPack;
-use crate::id::{BlobId, PackId};
+use crate::format::blob::BlobType;
+use crate::format::id::{BlobId, PackId};
+use crate::format::objects::IndexedPack;
 
 /// One blob's location. 32 + 4 + 4 + 4 = 44 bytes, no padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +147,7 @@ impl MasterIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::PackEntry;
+    use crate::format::pack::PackEntry;
     use proptest::prelude::*;
 
     proptest! {

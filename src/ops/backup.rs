@@ -20,14 +20,14 @@ use chrono::{DateTime, Utc};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
-use crate::blob::BlobType;
-use crate::chunker;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, SnapshotId};
+use crate::format::blob::BlobType;
+use crate::format::chunker;
+use crate::format::id::{BlobId, SnapshotId};
+use crate::format::snapshot::{Snapshot, SnapshotSummary};
+use crate::format::tree::{encode_name, ContentRef, Node, NodeType, Tree};
+use crate::repo::saver::{save_tree, BlobSaver};
 use crate::repo::{hostname, Repository, SnapshotFilter};
-use crate::saver::{save_tree, BlobSaver};
-use crate::snapshot::{Snapshot, SnapshotSummary};
-use crate::tree::{encode_name, ContentRef, Node, NodeType, Tree};
 
 /// Bytes of chunks read ahead while the previous batch is being sealed. A batch
 /// is a barrier, so it must hold several chunks or one core idles: on a 300 MB
@@ -66,8 +66,18 @@ pub struct BackupOptions {
 /// Progress callbacks, called from many threads.
 pub trait Progress: Sync {
     fn file_done(&self, _path: &Path, _bytes: u64) {}
+    /// Whether a file was new, changed or unmodified against the parent snapshot.
+    fn file_status(&self, _path: &Path, _status: FileStatus) {}
     /// Bytes read, or skipped as unchanged.
     fn bytes_processed(&self, _n: u64) {}
+}
+
+/// A file's state against the parent snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileStatus {
+    New,
+    Changed,
+    Unmodified,
 }
 
 pub struct NoProgress;
@@ -457,6 +467,7 @@ impl<'a> Archiver<'a> {
         if let Some(p) = pnode.filter(|p| !self.force && self.unchanged(p, node)) {
             node.content = p.content.clone();
             inc(&self.counters.files_unmodified);
+            self.progress.file_status(path, FileStatus::Unmodified);
             self.progress.bytes_processed(node.size);
             self.progress.file_done(path, node.size);
             return Ok(true);
@@ -480,11 +491,12 @@ impl<'a> Archiver<'a> {
             }
             Err(e) => return Err(e),
         }
-        inc(if pnode.is_some() {
-            &self.counters.files_changed
-        } else {
-            &self.counters.files_new
-        });
+        let (counter, status) = match pnode {
+            Some(_) => (&self.counters.files_changed, FileStatus::Changed),
+            None => (&self.counters.files_new, FileStatus::New),
+        };
+        inc(counter);
+        self.progress.file_status(path, status);
         self.progress.file_done(path, node.size);
         Ok(true)
     }
@@ -561,7 +573,7 @@ impl<'a> Archiver<'a> {
 /// CPU (zstd-3 on hex text: 170 MiB/s a core; zstd-1: 1.15 GiB/s, and smaller),
 /// so such a stream drops to level 1. Only ever lowered, and only within one
 /// stream: each file starts at the configured level.
-fn next_level(level: i32, saved: &[(crate::saver::Saved, usize)]) -> i32 {
+fn next_level(level: i32, saved: &[(crate::repo::saver::Saved, usize)]) -> i32 {
     const FAST: i32 = 1;
     const MIN_SAMPLE: usize = 1024 * 1024;
     let (raw, stored) = saved
@@ -894,7 +906,7 @@ mod tests {
 
     #[test]
     fn poorly_compressing_streams_drop_to_level_1() {
-        use crate::saver::Saved;
+        use crate::repo::saver::Saved;
         let blob = |stored: Option<usize>| {
             (
                 Saved {

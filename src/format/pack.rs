@@ -7,9 +7,9 @@
 //! ```
 //! Blob offsets are implicit: blob i starts where blob i-1 ended, the first at 0.
 
-use crate::blob::BlobType;
-use crate::crypto::{aad, Cipher, DecryptError};
-use crate::id::BlobId;
+use crate::format::blob::BlobType;
+use crate::format::crypto::{aad, Cipher, DecryptError};
+use crate::format::id::BlobId;
 
 pub const PACK_HEADER_VERSION: u8 = 1;
 const ENTRY_LEN: usize = 40;
@@ -107,7 +107,9 @@ fn encode_header(kind: BlobType, entries: &[PackEntry]) -> Vec<u8> {
 pub fn header_length(pack_len: u64, trailer: &[u8]) -> Result<u32, PackError> {
     let t: [u8; 4] = trailer.try_into().map_err(|_| PackError::TooShort)?;
     let n = u32::from_le_bytes(t);
-    if (n as u64) + 4 > pack_len || (n as usize) < crate::crypto::SEAL_OVERHEAD + HEADER_FIXED {
+    if (n as u64) + 4 > pack_len
+        || (n as usize) < crate::format::crypto::SEAL_OVERHEAD + HEADER_FIXED
+    {
         return Err(PackError::BadHeaderLength(n));
     }
     Ok(n)
@@ -167,7 +169,7 @@ pub fn read_header(cipher: &Cipher, pack: &[u8]) -> Result<(BlobType, Vec<PackEn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::Secret;
+    use crate::format::crypto::Secret;
     use proptest::prelude::*;
 
     fn cipher() -> Cipher {
@@ -181,7 +183,7 @@ mod tests {
             let mut b = PackBuilder::new(BlobType::Data, 0);
             for (i, blob) in blobs.iter().enumerate() {
                 let id = BlobId([i as u8; 32]);
-                let sealed = crate::blob::encode(&c, &id, blob, 3);
+                let sealed = crate::format::blob::encode(&c, &id, blob, 3);
                 b.add(id, &sealed, blob.len() as u32);
             }
             let (bytes, kind, entries) = b.finish(&c);
@@ -190,7 +192,7 @@ mod tests {
             prop_assert_eq!(&entries, &e2);
             for (e, blob) in e2.iter().zip(&blobs) {
                 let s = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-                prop_assert_eq!(&crate::blob::decode(&c, &e.id, s, Some(blob.len())).unwrap(), blob);
+                prop_assert_eq!(&crate::format::blob::decode(&c, &e.id, s, Some(blob.len())).unwrap(), blob);
             }
         }
     }
@@ -201,7 +203,7 @@ mod tests {
         let mut b = PackBuilder::new(BlobType::Tree, 0);
         b.add(
             BlobId([1; 32]),
-            &crate::blob::encode(&c, &BlobId([1; 32]), b"abc", 3),
+            &crate::format::blob::encode(&c, &BlobId([1; 32]), b"abc", 3),
             3,
         );
         let (mut bytes, _, _) = b.finish(&c);

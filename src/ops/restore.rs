@@ -19,11 +19,11 @@ use std::sync::Mutex;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
-use crate::blob::BlobType;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, PackId};
+use crate::format::blob::BlobType;
+use crate::format::id::{BlobId, PackId};
+use crate::format::tree::{ContentRef, Node, NodeType};
 use crate::repo::{pack_key, Repository};
-use crate::tree::{ContentRef, Node, NodeType};
 
 const BLOCK: usize = 4096;
 /// Blobs of one pack closer than this are fetched in one request.
@@ -53,7 +53,7 @@ impl PendingFile<'_> {
 /// One blob to fetch and the (file, offset) places it goes.
 struct NeededBlob {
     id: BlobId,
-    loc: crate::index::BlobLocation,
+    loc: crate::repo::index::BlobLocation,
     size: u32,
     targets: Vec<(usize, u64)>,
 }
@@ -162,10 +162,29 @@ impl Filter {
     }
 }
 
+/// What restore does (or, in a dry run, would do) with one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryAction {
+    /// Written (created or replaced).
+    Write,
+    /// Left as it is in the target, per `--overwrite`.
+    Keep,
+}
+
+/// Per-entry callbacks, called from many threads (for `-v` listings and progress).
+pub trait RestoreProgress: Sync {
+    /// `path` is the entry's path inside the snapshot.
+    fn entry(&self, _path: &Path, _node: &Node, _action: EntryAction) {}
+}
+
+pub struct NoRestoreProgress;
+impl RestoreProgress for NoRestoreProgress {}
+
 struct Restorer<'a> {
     repo: &'a Repository,
     target: PathBuf,
     opts: &'a RestoreOptions,
+    progress: &'a dyn RestoreProgress,
     restored: AtomicU64,
     skipped: AtomicU64,
     bytes: AtomicU64,
@@ -180,6 +199,17 @@ pub fn restore(
     root: &BlobId,
     target: &Path,
     opts: &RestoreOptions,
+) -> Result<RestoreOutcome> {
+    restore_with_progress(repo, root, target, opts, &NoRestoreProgress)
+}
+
+/// [`restore`], reporting each entry's fate to `progress`.
+pub fn restore_with_progress(
+    repo: &Repository,
+    root: &BlobId,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
     let filter = Filter::new(opts)?;
     let mut items: Vec<Item> = Vec::new();
@@ -207,6 +237,7 @@ pub fn restore(
         repo,
         target: target.to_path_buf(),
         opts,
+        progress,
         restored: AtomicU64::new(0),
         skipped: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
@@ -295,6 +326,7 @@ impl<'a> Restorer<'a> {
         // 1. Directories, parents first (walk order), owner-writable for now.
         for it in items.iter().filter(|i| i.node.kind == NodeType::Dir) {
             let d = self.dest(it);
+            self.progress.entry(&it.path, &it.node, EntryAction::Write);
             if !dry {
                 if let Err(e) = std::fs::create_dir_all(&d) {
                     self.fail(&d, e);
@@ -321,6 +353,7 @@ impl<'a> Restorer<'a> {
         // 3. Hard links, symlinks and special files.
         for (it, first) in links {
             let d = self.dest(it);
+            self.progress.entry(&it.path, &it.node, EntryAction::Write);
             if dry {
                 self.restored.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -338,6 +371,7 @@ impl<'a> Restorer<'a> {
             .filter(|i| !matches!(i.node.kind, NodeType::File | NodeType::Dir))
         {
             let d = self.dest(it);
+            self.progress.entry(&it.path, &it.node, EntryAction::Write);
             if !dry {
                 if let Err(e) = self.restore_special(it, &d) {
                     self.fail(&d, e);
@@ -402,7 +436,14 @@ impl<'a> Restorer<'a> {
         let mut pending = Vec::new();
         for it in files {
             let dest = self.dest(it);
-            if self.keep_existing(it, &dest) {
+            let keep = self.keep_existing(it, &dest);
+            let action = if keep {
+                EntryAction::Keep
+            } else {
+                EntryAction::Write
+            };
+            self.progress.entry(&it.path, &it.node, action);
+            if keep {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
             } else if self.opts.dry_run {
                 self.restored.fetch_add(1, Ordering::Relaxed);

@@ -7,11 +7,11 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::blob::BlobType;
-use crate::chunker::ChunkerParams;
-use crate::crypto::{Cipher, DecryptError, KdfParams};
-use crate::id::{BlobId, PackId};
-use crate::pack::PackEntry;
+use crate::format::blob::BlobType;
+use crate::format::chunker::ChunkerParams;
+use crate::format::crypto::{Cipher, DecryptError, KdfParams};
+use crate::format::id::{BlobId, PackId};
+use crate::format::pack::PackEntry;
 
 /// The envelope version written by this build.
 pub const OBJECT_VERSION: u8 = 1;
@@ -231,7 +231,7 @@ pub fn decode_index(payload: &[u8]) -> Result<Vec<IndexedPack>, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::Secret;
+    use crate::format::crypto::Secret;
 
     #[test]
     fn object_round_trip_and_version_check() {

@@ -6,12 +6,12 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::blob::{self, BlobType};
 use crate::error::Result;
-use crate::id::{storage_hash, BlobId, PackId, SnapshotId};
-use crate::pack;
+use crate::format::blob::{self, BlobType};
+use crate::format::id::{storage_hash, BlobId, PackId, SnapshotId};
+use crate::format::pack;
+use crate::format::tree::NodeType;
 use crate::repo::{pack_key, Repository, INDEX_DIR};
-use crate::tree::NodeType;
 
 /// Which packs `--read-data` reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -200,7 +200,7 @@ fn check_index_against_storage(
 fn check_snapshots(
     c: &Checker,
 ) -> Result<(
-    Vec<(SnapshotId, crate::snapshot::Snapshot)>,
+    Vec<(SnapshotId, crate::format::snapshot::Snapshot)>,
     usize,
     HashSet<BlobId>,
 )> {
@@ -329,13 +329,13 @@ fn read_packs(c: &Checker, packs: &[(PackId, BlobType, u64)]) -> HashSet<BlobId>
 /// Which snapshot files use any of the given blobs.
 fn files_using(
     repo: &Repository,
-    snaps: &[(SnapshotId, crate::snapshot::Snapshot)],
+    snaps: &[(SnapshotId, crate::format::snapshot::Snapshot)],
     bad: &HashSet<BlobId>,
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (sid, s) in snaps {
         // A tree that fails to load was reported already; list what can be reached.
-        let _ = crate::restorer::walk_tree(repo, &s.tree, Path::new("/"), &mut |item| {
+        let _ = crate::ops::restore::walk_tree(repo, &s.tree, Path::new("/"), &mut |item| {
             if item.node.content.iter().any(|c| bad.contains(&c.id)) {
                 out.push((sid.short(), item.path.display().to_string()));
             }

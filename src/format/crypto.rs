@@ -8,7 +8,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::id::BlobId;
+use crate::format::id::BlobId;
 
 /// Bytes of a random XChaCha20 nonce.
 pub const NONCE_LEN: usize = 24;

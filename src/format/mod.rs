@@ -1,0 +1,12 @@
+//! The pure layer: typed IDs, crypto, the chunker, and the byte formats of every
+//! stored object (blobs, packs, metadata envelopes, index, trees, snapshots).
+//! Bytes in, bytes out: nothing here does I/O or imports another layer.
+
+pub mod blob;
+pub mod chunker;
+pub mod crypto;
+pub mod id;
+pub mod objects;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
