@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use cairn::format::chunker::{chunks, ChunkerParams};
+use cairn::format::chunker::{Chunker, ChunkerParams};
 use cairn::format::crypto::{BlobHasher, Secret};
 
 const CORPUS_LIMIT: u64 = 1 << 30;
@@ -44,9 +44,9 @@ fn edited(data: &[u8], seed: u64) -> Vec<u8> {
     out
 }
 
-fn ids(data: Vec<u8>, p: &ChunkerParams, h: &BlobHasher) -> Vec<(blake3::Hash, usize)> {
+fn ids(data: Vec<u8>, p: &Chunker, h: &BlobHasher) -> Vec<(blake3::Hash, usize)> {
     let n = data.len() as u64;
-    chunks(std::io::Cursor::new(data), Some(n), p)
+    p.chunks(std::io::Cursor::new(data), Some(n))
         .map(|c| {
             let c = c.unwrap();
             (blake3::Hash::from(h.id(&c).0), c.len())
@@ -79,12 +79,12 @@ fn main() {
     println!("| min/avg/max KiB | blobs | blobs per GiB | unique MiB | re-stored MiB after one 10-byte insert in each file > 1 MiB |");
     println!("| --- | --- | --- | --- | --- |");
     for (min, avg, max) in candidates {
-        let p = ChunkerParams {
+        let p = Chunker::new(ChunkerParams {
             min_size: min,
             avg_size: avg,
             max_size: max,
-            seed: 0x5eed,
-        };
+            ..ChunkerParams::with_key([0x5e; 32])
+        });
         let mut seen = HashSet::new();
         let (mut blobs, mut unique) = (0u64, 0u64);
         let mut restored = 0u64;

@@ -17,11 +17,13 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rayon::prelude::*;
 
+use cairn::format::blob::Padding;
 use cairn::format::blob::{self, BlobType};
-use cairn::format::chunker::{self, ChunkerParams};
+use cairn::format::chunker::{Chunker, ChunkerParams};
 use cairn::format::crypto::{aad, BlobHasher, Cipher, Secret};
 use cairn::format::id::{BlobId, PackId};
 use cairn::format::objects::{self, IndexedPack};
+use cairn::format::pack::Trailer;
 use cairn::format::pack::{self, PackBuilder, PackEntry};
 use cairn::repo::index::MasterIndex;
 
@@ -121,7 +123,7 @@ fn config() -> Criterion {
 
 fn bench_chunker(c: &mut Criterion) {
     let mut g = c.benchmark_group("chunker");
-    let params = ChunkerParams::with_seed(0x5EED_CAFE);
+    let chunker = Chunker::new(ChunkerParams::with_key([0x5E; 32]));
     let n = 64 * MIB;
     for (name, data) in [
         ("random", random_bytes(n, 1)),
@@ -132,9 +134,7 @@ fn bench_chunker(c: &mut Criterion) {
         g.bench_function(format!("fastcdc_1MiB_avg/{name}_64MiB"), |b| {
             b.iter(|| {
                 let mut count = 0usize;
-                for chunk in
-                    chunker::chunks(Cursor::new(Arc::clone(&data)), Some(n as u64), &params)
-                {
+                for chunk in chunker.chunks(Cursor::new(Arc::clone(&data)), Some(n as u64)) {
                     count += chunk.unwrap().len();
                 }
                 assert_eq!(count, n);
@@ -146,7 +146,11 @@ fn bench_chunker(c: &mut Criterion) {
     let small: Arc<[u8]> = random_bytes(4096, 3).into();
     g.throughput(Throughput::Bytes(4096));
     g.bench_function("small_file_4KiB", |b| {
-        b.iter(|| chunker::chunks(Cursor::new(Arc::clone(&small)), Some(4096), &params).count())
+        b.iter(|| {
+            chunker
+                .chunks(Cursor::new(Arc::clone(&small)), Some(4096))
+                .count()
+        })
     });
     g.finish();
 }
@@ -234,9 +238,9 @@ fn bench_blob(c: &mut Criterion) {
     for (name, data) in corpora() {
         let id = hasher.id(&data);
         g.bench_function(format!("encode_l3/{name}_1MiB"), |b| {
-            b.iter(|| blob::encode(&cipher, &id, black_box(&data), 3))
+            b.iter(|| blob::encode(&cipher, &id, black_box(&data), 3, Padding::Bucket))
         });
-        let sealed = blob::encode(&cipher, &id, &data, 3);
+        let sealed = blob::encode(&cipher, &id, &data, 3, Padding::Bucket);
         g.bench_function(format!("decode/{name}_1MiB"), |b| {
             b.iter(|| blob::decode(&cipher, &id, black_box(&sealed), Some(MIB)).unwrap())
         });
@@ -248,7 +252,7 @@ fn bench_blob(c: &mut Criterion) {
 /// Its throughput times the core count bounds a first backup from a fast disk.
 fn bench_pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline_one_core");
-    let params = ChunkerParams::with_seed(0x5EED_CAFE);
+    let chunker = Chunker::new(ChunkerParams::with_key([0x5E; 32]));
     let cipher = Cipher::new(&secret(11));
     let hasher = BlobHasher::new(&secret(12));
     let n = 32 * MIB;
@@ -262,12 +266,10 @@ fn bench_pipeline(c: &mut Criterion) {
         g.bench_function(format!("chunk_hash_encode/{name}_32MiB"), |b| {
             b.iter(|| {
                 let mut stored = 0usize;
-                for chunk in
-                    chunker::chunks(Cursor::new(Arc::clone(&data)), Some(n as u64), &params)
-                {
+                for chunk in chunker.chunks(Cursor::new(Arc::clone(&data)), Some(n as u64)) {
                     let chunk = chunk.unwrap();
                     let id = hasher.id(&chunk);
-                    stored += blob::encode(&cipher, &id, &chunk, 3).len();
+                    stored += blob::encode(&cipher, &id, &chunk, 3, Padding::Bucket).len();
                 }
                 stored
             })
@@ -284,7 +286,7 @@ fn sealed_blobs(cipher: &Cipher, count: usize, size: usize, seed: u64) -> Vec<(B
         .map(|i| {
             let data = random_bytes(size, seed + i as u64);
             let id = hasher.id(&data);
-            (id, blob::encode(cipher, &id, &data, 0))
+            (id, blob::encode(cipher, &id, &data, 0, Padding::Bucket))
         })
         .collect()
 }
@@ -303,17 +305,17 @@ fn bench_pack(c: &mut Criterion) {
                 for (id, sealed) in &blobs {
                     p.add(*id, sealed, size as u32);
                 }
-                p.finish(&cipher)
+                p.finish(&cipher, Trailer::Sealed)
             })
         });
         let mut p = PackBuilder::new(BlobType::Data, total + 64 * 1024);
         for (id, sealed) in &blobs {
             p.add(*id, sealed, size as u32);
         }
-        let (bytes, _, _) = p.finish(&cipher);
+        let (bytes, _, _) = p.finish(&cipher, Trailer::Sealed);
         g.throughput(Throughput::Elements(count as u64));
         g.bench_function(format!("read_header/{label}"), |b| {
-            b.iter(|| pack::read_header(&cipher, black_box(&bytes)).unwrap())
+            b.iter(|| pack::read_header(&cipher, Trailer::Sealed, black_box(&bytes)).unwrap())
         });
     }
     g.finish();

@@ -13,6 +13,12 @@ pub enum Error {
     RepoExists(String),
     #[error("wrong password or no key matches")]
     WrongPassword,
+    #[error("{0} is not a cairn repository, or its config is damaged")]
+    NotARepository(String),
+    #[error("{0}: content does not match its name (replaced or copied under another name)")]
+    NameMismatch(String),
+    #[error("this repository has format version {0}, which this cairn reads but does not write; make a new repository for new backups")]
+    ReadOnlyFormat(u32),
     #[error("repository is locked by {0} (if that process is gone, run `cairn unlock`)")]
     Locked(String),
     #[error("invalid repository location '{url}': {reason}")]
@@ -49,6 +55,8 @@ pub enum Error {
     BlobNotIndexed(String),
     #[error("no snapshot matches '{0}'")]
     SnapshotNotFound(String),
+    #[error("snapshot prefix '{0}' is too short: give at least 4 hex digits")]
+    PrefixTooShort(String),
     #[error("snapshot prefix '{0}' is ambiguous; give more digits")]
     AmbiguousSnapshot(String),
     #[error("{0}")]

@@ -110,8 +110,7 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
         };
     if !a.dry_run {
         for id in &remove {
-            repo.backend()
-                .delete(&format!("{}/{id}", cairn::repo::SNAPSHOTS_DIR))?;
+            repo.delete_snapshot(id)?;
         }
         emit(
             g,

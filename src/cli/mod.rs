@@ -156,7 +156,9 @@ impl Global {
             return Err(cairn::Error::RepoNotFound(backend.location().to_string()).into());
         }
         let pw = password::repository_password(self)?;
-        Ok(Repository::open(backend, pw.as_bytes())?)
+        let mut repo = Repository::open(backend, pw.as_bytes())?;
+        repo.set_warning_handler(|w| eprintln!("warning: {w}"));
+        Ok(repo)
     }
 
     /// Whether to draw progress: only on a terminal, and never with -q or --json.
@@ -173,7 +175,7 @@ fn exit_code(err: &anyhow::Error) -> i32 {
         return EXIT_USAGE;
     }
     match err.downcast_ref::<cairn::Error>() {
-        Some(cairn::Error::RepoNotFound(_)) => EXIT_NO_REPO,
+        Some(cairn::Error::RepoNotFound(_) | cairn::Error::NotARepository(_)) => EXIT_NO_REPO,
         Some(cairn::Error::Locked(_)) => EXIT_LOCKED,
         Some(cairn::Error::WrongPassword) => EXIT_WRONG_PASSWORD,
         Some(cairn::Error::BadLocation { .. }) => EXIT_USAGE,

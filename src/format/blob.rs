@@ -1,4 +1,5 @@
-//! Encoding of one blob: codec byte, optional zstd, then a sealed box bound to the ID.
+//! Encoding of one blob: codec byte, optional zstd, padding (format 2), then a
+//! sealed box bound to the ID.
 
 use std::cell::RefCell;
 
@@ -9,6 +10,49 @@ use crate::format::id::BlobId;
 pub const CODEC_RAW: u8 = 0;
 /// Codec byte: a zstd frame follows.
 pub const CODEC_ZSTD: u8 = 1;
+/// Format 2 codec byte: `len u32 LE || plaintext || zero padding`.
+pub const CODEC_RAW_PADDED: u8 = 2;
+/// Format 2 codec byte: `len u32 LE || zstd frame || zero padding`.
+pub const CODEC_ZSTD_PADDED: u8 = 3;
+
+/// How sealed blobs are padded (format 2), so that their stored size does not
+/// give away the exact size of what they hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// Format 1: no padding.
+    None,
+    /// Round up to a step of 1/256 of the size, at least 32 bytes: at most 0.4%
+    /// larger (plus up to 31 bytes), hides the low bits of every size.
+    #[default]
+    Bucket,
+    /// Padmé (Nikitin et al., PETS 2019): at most 12% larger, leaks only
+    /// O(log log n) bits of a size.
+    Padme,
+}
+
+impl Padding {
+    /// The padded length of a framed blob of `len` bytes.
+    pub fn padded_len(self, len: usize) -> usize {
+        match self {
+            Padding::None => len,
+            Padding::Bucket => {
+                let bits = usize::BITS - len.max(1).leading_zeros() - 1;
+                let step = (1usize << bits.saturating_sub(8)).max(32);
+                len.div_ceil(step) * step
+            }
+            Padding::Padme => {
+                if len < 2 {
+                    return len;
+                }
+                let e = usize::BITS - len.leading_zeros() - 1;
+                let s = u32::BITS - e.leading_zeros();
+                let mask = (1usize << (e - s)) - 1;
+                (len + mask) & !mask
+            }
+        }
+    }
+}
 
 /// What a blob holds. Each pack holds blobs of one type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -54,6 +98,8 @@ pub enum BlobDecodeError {
     Decompress(String),
     #[error("content hash does not match its ID")]
     HashMismatch,
+    #[error("padded blob declares a length beyond its end")]
+    BadLength,
 }
 
 thread_local! {
@@ -82,8 +128,20 @@ fn decompress(frame: &[u8], raw_len: Option<usize>) -> std::io::Result<Vec<u8>> 
         .ok()
         .flatten()
         .filter(|n| *n <= MAX_BLOB_LEN);
-    let Some(capacity) = raw_len.or(declared.map(|n| n as usize)) else {
-        return zstd::stream::decode_all(frame);
+    let capacity = raw_len
+        .filter(|n| *n as u64 <= MAX_BLOB_LEN)
+        .or(declared.map(|n| n as usize));
+    let Some(capacity) = capacity else {
+        // No trustworthy size: stream, and stop at the bound.
+        use std::io::Read;
+        let mut out = Vec::new();
+        zstd::stream::read::Decoder::new(frame)?
+            .take(MAX_BLOB_LEN + 1)
+            .read_to_end(&mut out)?;
+        if out.len() as u64 > MAX_BLOB_LEN {
+            return Err(std::io::Error::other("blob exceeds the 1 GiB limit"));
+        }
+        return Ok(out);
     };
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
@@ -94,24 +152,45 @@ fn decompress(frame: &[u8], raw_len: Option<usize>) -> std::io::Result<Vec<u8>> 
     })
 }
 
-/// Compresses (when that saves space) and seals a blob. `level` 0 disables compression.
-pub fn encode(cipher: &Cipher, id: &BlobId, plaintext: &[u8], level: i32) -> Vec<u8> {
-    let mut framed = Vec::with_capacity(plaintext.len() + 1);
+/// Compresses (when that saves space), pads and seals a blob. `level` 0
+/// disables compression; `Padding::None` writes format 1 blobs.
+pub fn encode(
+    cipher: &Cipher,
+    id: &BlobId,
+    plaintext: &[u8],
+    level: i32,
+    padding: Padding,
+) -> Vec<u8> {
     let compressed = if level != 0 {
         compress(plaintext, level)
     } else {
         None
     };
-    match compressed {
-        Some(c) if c.len() < plaintext.len() => {
-            framed.push(CODEC_ZSTD);
-            framed.extend_from_slice(&c);
+    let (zstd, body) = match &compressed {
+        Some(c) if c.len() < plaintext.len() => (true, &c[..]),
+        _ => (false, plaintext),
+    };
+    let framed = match padding {
+        Padding::None => {
+            let mut f = Vec::with_capacity(body.len() + 1);
+            f.push(if zstd { CODEC_ZSTD } else { CODEC_RAW });
+            f.extend_from_slice(body);
+            f
         }
         _ => {
-            framed.push(CODEC_RAW);
-            framed.extend_from_slice(plaintext);
+            let len = padding.padded_len(5 + body.len());
+            let mut f = Vec::with_capacity(len);
+            f.push(if zstd {
+                CODEC_ZSTD_PADDED
+            } else {
+                CODEC_RAW_PADDED
+            });
+            f.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            f.extend_from_slice(body);
+            f.resize(len, 0);
+            f
         }
-    }
+    };
     cipher.seal(&framed, &blob_aad(id))
 }
 
@@ -133,9 +212,28 @@ pub fn decode(
             Ok(framed)
         }
         Some(&CODEC_ZSTD) => decompress(&framed[1..], raw_len).map_err(derr),
+        Some(&c @ (CODEC_RAW_PADDED | CODEC_ZSTD_PADDED)) => {
+            let body = padded_body(&framed)?;
+            if c == CODEC_ZSTD_PADDED {
+                return decompress(body, raw_len).map_err(derr);
+            }
+            let len = body.len();
+            framed.copy_within(5..5 + len, 0);
+            framed.truncate(len);
+            Ok(framed)
+        }
         Some(&c) => Err(BlobDecodeError::UnknownCodec(c)),
         None => Err(BlobDecodeError::UnknownCodec(0xff)),
     }
+}
+
+/// The body of a padded frame: `codec || len u32 LE || body || padding`.
+fn padded_body(framed: &[u8]) -> Result<&[u8], BlobDecodeError> {
+    let len = framed
+        .get(1..5)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or(BlobDecodeError::BadLength)?;
+    framed.get(5..5 + len).ok_or(BlobDecodeError::BadLength)
 }
 
 #[cfg(test)]
@@ -148,7 +246,7 @@ mod tests {
         let c = Cipher::new(&Secret([1; 32]));
         let id = BlobId([2; 32]);
         let data = vec![b'a'; 100_000];
-        let sealed = encode(&c, &id, &data, 3);
+        let sealed = encode(&c, &id, &data, 3, Padding::Bucket);
         assert!(sealed.len() < 1000);
         assert_eq!(decode(&c, &id, &sealed, Some(data.len())).unwrap(), data);
     }
@@ -160,15 +258,98 @@ mod tests {
         let data: Vec<u8> = (0..4096u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
-        let sealed = encode(&c, &id, &data, 19);
+        let sealed = encode(&c, &id, &data, 19, Padding::None);
         assert!(sealed.len() <= data.len() + 1 + crate::format::crypto::SEAL_OVERHEAD);
         assert_eq!(decode(&c, &id, &sealed, Some(data.len())).unwrap(), data);
     }
 
     #[test]
+    fn padding_schemes_hide_sizes_within_their_costs() {
+        for len in [
+            1usize,
+            5,
+            31,
+            33,
+            100,
+            1000,
+            4097,
+            100_000,
+            1 << 20,
+            (1 << 22) + 3,
+        ] {
+            let b = Padding::Bucket.padded_len(len);
+            assert!(b >= len && b - len < 32 + len / 256, "bucket {len} -> {b}");
+            let p = Padding::Padme.padded_len(len);
+            assert!(
+                p >= len && (p - len) as f64 <= 0.12 * len as f64 + 1.0,
+                "padme {len} -> {p}"
+            );
+            assert_eq!(Padding::None.padded_len(len), len);
+        }
+        // Sizes within one bucket become one size.
+        assert_eq!(
+            Padding::Bucket.padded_len(1_000_001),
+            Padding::Bucket.padded_len(1_000_500)
+        );
+        assert_eq!(
+            Padding::Padme.padded_len(1_000_001),
+            Padding::Padme.padded_len(1_015_000)
+        );
+    }
+
+    #[test]
+    fn padded_blobs_round_trip_and_differ_by_scheme() {
+        let c = Cipher::new(&Secret([1; 32]));
+        let id = BlobId([2; 32]);
+        for data in [
+            vec![],
+            b"abc".to_vec(),
+            vec![7u8; 70_000],
+            (0..5000u32).map(|i| (i * 7919 >> 3) as u8).collect(),
+        ] {
+            for pad in [Padding::None, Padding::Bucket, Padding::Padme] {
+                for level in [0, 3] {
+                    let sealed = encode(&c, &id, &data, level, pad);
+                    assert_eq!(decode(&c, &id, &sealed, Some(data.len())).unwrap(), data);
+                    assert_eq!(decode(&c, &id, &sealed, None).unwrap(), data);
+                }
+            }
+        }
+        // Two sizes 10 bytes apart in one bucket seal to one size.
+        let a = encode(&c, &id, &vec![1u8; 2990], 0, Padding::Bucket);
+        let b = encode(&c, &id, &vec![1u8; 3000], 0, Padding::Bucket);
+        assert_eq!(a.len(), b.len());
+    }
+
+    #[test]
+    fn a_padded_length_beyond_the_end_is_an_error() {
+        let c = Cipher::new(&Secret([1; 32]));
+        let id = BlobId([2; 32]);
+        let mut framed = vec![CODEC_RAW_PADDED];
+        framed.extend_from_slice(&1000u32.to_le_bytes());
+        framed.extend_from_slice(b"short");
+        let sealed = c.seal(&framed, &blob_aad(&id));
+        assert_eq!(
+            decode(&c, &id, &sealed, None),
+            Err(BlobDecodeError::BadLength)
+        );
+    }
+
+    #[test]
+    fn decompression_without_a_size_is_bounded() {
+        // A frame that does not declare its size and a caller that knows none.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        enc.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut enc, &vec![0u8; 1 << 20]).unwrap();
+        let frame = enc.finish().unwrap();
+        assert_eq!(decompress(&frame, None).unwrap().len(), 1 << 20);
+        assert!(decompress(&frame, Some(1000)).is_err());
+    }
+
+    #[test]
     fn blob_bound_to_its_id() {
         let c = Cipher::new(&Secret([1; 32]));
-        let sealed = encode(&c, &BlobId([2; 32]), b"x", 3);
+        let sealed = encode(&c, &BlobId([2; 32]), b"x", 3, Padding::Bucket);
         assert_eq!(
             decode(&c, &BlobId([3; 32]), &sealed, Some(1)),
             Err(BlobDecodeError::Decrypt)

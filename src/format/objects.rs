@@ -1,28 +1,34 @@
 //! Encrypted metadata objects and their versioned contents: config, key, index.
 //!
-//! Every metadata object except a key is `version u8 (1) || sealed(zstd(payload))`
+//! Every metadata object except a key is `version u8 || sealed(zstd(payload))`
 //! with the associated data of its kind, so the version is read before anything is
-//! decrypted and an object of one kind cannot stand in for another.
+//! decrypted and an object of one kind cannot stand in for another. From envelope
+//! version 2 on, the version byte is part of the associated data too.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::format::blob::BlobType;
+use crate::format::blob::{BlobType, Padding};
 use crate::format::chunker::ChunkerParams;
 use crate::format::crypto::{Cipher, DecryptError, KdfParams};
 use crate::format::id::{BlobId, PackId};
 use crate::format::pack::PackEntry;
 
 /// The envelope version written by this build.
-pub const OBJECT_VERSION: u8 = 1;
+pub const OBJECT_VERSION: u8 = 2;
 /// The repository format version (in the config) written by this build.
-pub const REPO_VERSION: u32 = 1;
+pub const REPO_VERSION: u32 = 2;
+/// The oldest repository format this build reads (format 1: read only).
+pub const OLDEST_READABLE_VERSION: u32 = 1;
+/// No metadata object (config, index, snapshot, lock, ...) decompresses to more
+/// than this: a hostile or damaged frame cannot make a command allocate without bound.
+pub const MAX_METADATA_LEN: u64 = 256 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
     #[error("object is empty")]
     Empty,
-    #[error("unsupported object version {0} (this cairn reads version {OBJECT_VERSION})")]
+    #[error("unsupported object version {0} (this cairn reads versions 1 and {OBJECT_VERSION})")]
     Version(u8),
     #[error("decryption failed (wrong key or damaged object)")]
     Decrypt(#[from] DecryptError),
@@ -32,24 +38,53 @@ pub enum FormatError {
     Malformed(String),
 }
 
+/// The associated data of an envelope: its kind, then (from version 2) the
+/// version byte, so that neither can be altered without failing the MAC.
+fn envelope_aad(kind: &[u8], version: u8) -> Vec<u8> {
+    let mut a = kind.to_vec();
+    if version >= 2 {
+        a.push(version);
+    }
+    a
+}
+
 /// Seals a metadata payload into an object.
 pub fn seal_object(cipher: &Cipher, aad: &[u8], payload: &[u8]) -> Vec<u8> {
     let compressed = zstd::bulk::compress(payload, 3).expect("zstd on a memory buffer");
-    let sealed = cipher.seal(&compressed, aad);
+    let sealed = cipher.seal(&compressed, &envelope_aad(aad, OBJECT_VERSION));
     let mut out = Vec::with_capacity(1 + sealed.len());
     out.push(OBJECT_VERSION);
     out.extend_from_slice(&sealed);
     out
 }
 
-/// Opens a metadata object, checking its version first.
+/// Opens a metadata object, checking its version first. Decompression stops
+/// at [`MAX_METADATA_LEN`].
 pub fn open_object(cipher: &Cipher, aad: &[u8], bytes: &[u8]) -> Result<Vec<u8>, FormatError> {
     let (&version, sealed) = bytes.split_first().ok_or(FormatError::Empty)?;
-    if version != OBJECT_VERSION {
+    if version != 1 && version != OBJECT_VERSION {
         return Err(FormatError::Version(version));
     }
-    let compressed = cipher.open(sealed, aad)?;
-    zstd::stream::decode_all(&compressed[..]).map_err(|e| FormatError::Decompress(e.to_string()))
+    let compressed = cipher.open(sealed, &envelope_aad(aad, version))?;
+    decompress_bounded(&compressed, MAX_METADATA_LEN)
+}
+
+/// Decompresses a zstd stream, failing once the output would exceed `limit`.
+pub fn decompress_bounded(frame: &[u8], limit: u64) -> Result<Vec<u8>, FormatError> {
+    use std::io::Read;
+    let derr = |e: std::io::Error| FormatError::Decompress(e.to_string());
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(frame)
+        .map_err(derr)?
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(derr)?;
+    if out.len() as u64 > limit {
+        return Err(FormatError::Decompress(format!(
+            "content exceeds the {limit}-byte limit"
+        )));
+    }
+    Ok(out)
 }
 
 pub fn seal_json<T: Serialize>(cipher: &Cipher, aad: &[u8], value: &T) -> Vec<u8> {
@@ -69,19 +104,6 @@ pub fn open_json<T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(&plain).map_err(|e| FormatError::Malformed(e.to_string()))
 }
 
-mod hex32 {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let s = String::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
-    }
-}
-
 /// The repository's parameters, fixed at `init`. Stored encrypted as `config`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Config {
@@ -91,12 +113,58 @@ pub struct Config {
     pub chunker: ChunkerParams,
     /// Key of the keyed BLAKE3 that names blobs. Shared by repositories made with
     /// `init --from`, so their blob IDs (and dedup) agree.
-    #[serde(with = "hex32")]
+    #[serde(with = "crate::format::id::hex32")]
     pub blob_id_key: [u8; 32],
     /// Target pack size in bytes.
     pub pack_size: u32,
     /// zstd level for blobs; 0 stores them uncompressed.
     pub compression: i32,
+    /// Blob padding; absent (none) in format 1.
+    #[serde(default = "no_padding")]
+    pub padding: Padding,
+}
+
+fn no_padding() -> Padding {
+    Padding::None
+}
+
+pub const MIN_PACK_SIZE: u32 = 1024 * 1024;
+pub const MAX_PACK_SIZE: u32 = 1024 * 1024 * 1024;
+pub const COMPRESSION_LEVELS: std::ops::RangeInclusive<i32> = -7..=22;
+
+impl Config {
+    /// Every value within the bounds this build works with, and consistent with
+    /// the format version. Checked at `init` and on every open, so that a damaged
+    /// or hostile config fails with a clear message instead of misbehaving later.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(OLDEST_READABLE_VERSION..=REPO_VERSION).contains(&self.version) {
+            return Err(format!(
+                "repository format version {} is not supported by this cairn (it reads versions {OLDEST_READABLE_VERSION} to {REPO_VERSION})",
+                self.version
+            ));
+        }
+        self.chunker.validate()?;
+        let v2 = self.version >= 2;
+        if v2 != self.chunker.key.is_some() || v2 == (self.chunker.seed != 0) {
+            return Err("chunker secret does not match the format version".into());
+        }
+        if v2 == (self.padding == Padding::None) {
+            return Err("blob padding does not match the format version".into());
+        }
+        if !(MIN_PACK_SIZE..=MAX_PACK_SIZE).contains(&self.pack_size) {
+            return Err("pack size must be between 1 MiB and 1 GiB".into());
+        }
+        if !COMPRESSION_LEVELS.contains(&self.compression) {
+            return Err(format!(
+                "compression level {} is outside -7..=22",
+                self.compression
+            ));
+        }
+        if self.id.len() != 64 || !self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("repository ID is not 64 hex digits".into());
+        }
+        Ok(())
+    }
 }
 
 /// Default pack target: 8 MiB. Large enough that per-request costs on cloud
@@ -106,7 +174,9 @@ pub const DEFAULT_PACK_SIZE: u32 = 8 * 1024 * 1024;
 pub const DEFAULT_COMPRESSION: i32 = 3;
 
 /// A key object: plaintext JSON; the master key inside is sealed under a key
-/// derived from a password with argon2id.
+/// derived from a password with argon2id. In key version 2 the associated data
+/// of that seal covers every other field (see [`key_aad`]), so hostname,
+/// username, creation time and KDF parameters cannot be edited unseen.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyFile {
     pub version: u32,
@@ -114,12 +184,15 @@ pub struct KeyFile {
     pub params: KdfParams,
     /// base64 (standard, padded) of the 16-byte salt.
     pub salt: String,
-    /// base64 of `sealed(master key)` with associated data `cairn:key`.
+    /// base64 of `sealed(master key)`.
     pub master_key: String,
     pub created: chrono::DateTime<chrono::Utc>,
     pub hostname: String,
     pub username: String,
 }
+
+/// The key version written by this build.
+pub const KEY_VERSION: u32 = 2;
 
 impl KeyFile {
     pub fn salt_bytes(&self) -> Result<Vec<u8>, FormatError> {
@@ -127,6 +200,75 @@ impl KeyFile {
     }
     pub fn sealed_master_key(&self) -> Result<Vec<u8>, FormatError> {
         b64(&self.master_key)
+    }
+
+    /// Parses a stored key object; returns it with the associated data its
+    /// master key was sealed with.
+    pub fn parse(bytes: &[u8]) -> Result<(KeyFile, Vec<u8>), FormatError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| FormatError::Malformed(e.to_string()))?;
+        let kf: KeyFile = serde_json::from_value(value.clone())
+            .map_err(|e| FormatError::Malformed(e.to_string()))?;
+        let aad = match kf.version {
+            1 => b"cairn:key".to_vec(),
+            2 => key_aad(&value),
+            v => return Err(FormatError::Malformed(format!("unknown key version {v}"))),
+        };
+        Ok((kf, aad))
+    }
+
+    /// Serialises a version 2 key whose `master_key` is sealed by `seal(aad)`.
+    pub fn seal(mut self, seal: impl FnOnce(&[u8]) -> Vec<u8>) -> Vec<u8> {
+        self.version = KEY_VERSION;
+        self.master_key = String::new();
+        let value = serde_json::to_value(&self).expect("serializing a key");
+        self.master_key = to_b64(&seal(&key_aad(&value)));
+        serde_json::to_vec_pretty(&self).expect("serializing a key")
+    }
+}
+
+/// Associated data of a version 2 key's sealed master key: `cairn:key:2:` and
+/// the canonical JSON (keys sorted, no whitespace) of every field but
+/// `master_key`, as stored.
+pub fn key_aad(value: &serde_json::Value) -> Vec<u8> {
+    let mut fields = value.clone();
+    if let Some(map) = fields.as_object_mut() {
+        map.remove("master_key");
+    }
+    let mut out = b"cairn:key:2:".to_vec();
+    write_canonical(&fields, &mut out);
+    out
+}
+
+/// JSON with object keys in byte order and no whitespace, whatever order the
+/// document had (so the writer and any reader agree on the bytes).
+fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend(serde_json::to_vec(k).expect("a string"));
+                out.push(b':');
+                write_canonical(&map[k], out);
+            }
+            out.push(b'}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => out.extend(serde_json::to_vec(scalar).expect("a scalar")),
     }
 }
 
@@ -231,7 +373,7 @@ pub fn decode_index(payload: &[u8]) -> Result<Vec<IndexedPack>, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::crypto::Secret;
+    use crate::format::crypto::{KdfParams, Secret};
 
     #[test]
     fn object_round_trip_and_version_check() {
@@ -239,9 +381,105 @@ mod tests {
         let obj = seal_object(&c, b"k", b"payload");
         assert_eq!(open_object(&c, b"k", &obj).unwrap(), b"payload");
         let mut future = obj.clone();
-        future[0] = 2;
-        assert_eq!(open_object(&c, b"k", &future), Err(FormatError::Version(2)));
+        future[0] = 3;
+        assert_eq!(open_object(&c, b"k", &future), Err(FormatError::Version(3)));
+        // The version byte is authenticated: turning a version 2 object into a
+        // version 1 one fails the MAC.
+        let mut downgraded = obj.clone();
+        downgraded[0] = 1;
+        assert!(matches!(
+            open_object(&c, b"k", &downgraded),
+            Err(FormatError::Decrypt(_))
+        ));
         assert_eq!(open_object(&c, b"k", &[]), Err(FormatError::Empty));
+    }
+
+    #[test]
+    fn metadata_decompression_is_bounded() {
+        let bomb = zstd::bulk::compress(&vec![0u8; 4 << 20], 19).unwrap();
+        assert!(bomb.len() < 4096);
+        assert!(decompress_bounded(&bomb, 1 << 20).is_err());
+        assert_eq!(decompress_bounded(&bomb, 4 << 20).unwrap().len(), 4 << 20);
+    }
+
+    #[test]
+    fn key_metadata_is_authenticated() {
+        let kf = KeyFile {
+            version: 0,
+            kdf: "argon2id".into(),
+            params: KdfParams::default(),
+            salt: to_b64(&[1; 16]),
+            master_key: String::new(),
+            created: chrono::Utc::now(),
+            hostname: "h".into(),
+            username: "u".into(),
+        };
+        let c = Cipher::new(&Secret([9; 32]));
+        let bytes = kf.seal(|aad| c.seal(b"master", aad));
+        let (parsed, aad) = KeyFile::parse(&bytes).unwrap();
+        assert_eq!(parsed.version, KEY_VERSION);
+        assert_eq!(
+            c.open(&parsed.sealed_master_key().unwrap(), &aad).unwrap(),
+            b"master"
+        );
+        // Any edit of a field, or a reordering of the document, keeps or breaks the
+        // associated data exactly as it should.
+        let text = String::from_utf8(bytes).unwrap();
+        for (from, to) in [("\"h\"", "\"evil\""), ("\"u\"", "\"root\"")] {
+            let edited = text.replacen(from, to, 1);
+            let (p, aad) = KeyFile::parse(edited.as_bytes()).unwrap();
+            assert!(
+                c.open(&p.sealed_master_key().unwrap(), &aad).is_err(),
+                "{from} edit unseen"
+            );
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let compact = serde_json::to_vec(&v).unwrap();
+        let (p, aad) = KeyFile::parse(&compact).unwrap();
+        assert!(c.open(&p.sealed_master_key().unwrap(), &aad).is_ok());
+    }
+
+    #[test]
+    fn config_values_are_range_checked() {
+        let good = Config {
+            version: REPO_VERSION,
+            id: "ab".repeat(32),
+            chunker: ChunkerParams::with_key([1; 32]),
+            blob_id_key: [2; 32],
+            pack_size: DEFAULT_PACK_SIZE,
+            compression: 3,
+            padding: Padding::Bucket,
+        };
+        assert_eq!(good.validate(), Ok(()));
+        let bad = [
+            Config {
+                pack_size: 0,
+                ..good.clone()
+            },
+            Config {
+                compression: 99,
+                ..good.clone()
+            },
+            Config {
+                version: 9,
+                ..good.clone()
+            },
+            Config {
+                padding: Padding::None,
+                ..good.clone()
+            },
+            Config {
+                chunker: ChunkerParams::with_seed(5),
+                ..good.clone()
+            },
+            Config {
+                id: "x".into(),
+                ..good.clone()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
     }
 
     #[test]

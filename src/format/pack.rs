@@ -2,13 +2,16 @@
 //! header's length. Pure encode/decode; uploading is the repository's job.
 //!
 //! ```text
-//! blob_0 || blob_1 || ... || sealed(header) || u32 LE len(sealed(header))
-//! header = version u8 (1) || type u8 || count u32 LE || count × (id[32] || length u32 LE || raw_length u32 LE)
+//! blob_0 || blob_1 || ... || sealed(header) || trailer
+//! header  = version u8 (1) || type u8 || count u32 LE || count × (id[32] || length u32 LE || raw_length u32 LE)
+//! trailer = format 1: u32 LE len(sealed(header))
+//!           format 2: sealed(u32 LE len(sealed(header))), 44 bytes
 //! ```
+//! Format 2 seals the length so that a pack's blob count is not visible.
 //! Blob offsets are implicit: blob i starts where blob i-1 ended, the first at 0.
 
 use crate::format::blob::BlobType;
-use crate::format::crypto::{aad, Cipher, DecryptError};
+use crate::format::crypto::{aad, Cipher, DecryptError, SEAL_OVERHEAD};
 use crate::format::id::BlobId;
 
 pub const PACK_HEADER_VERSION: u8 = 1;
@@ -38,6 +41,62 @@ pub enum PackError {
     Version(u8),
     #[error("pack header is malformed: {0}")]
     Malformed(&'static str),
+}
+
+/// How a pack ends: with its header's length in plain (format 1) or sealed (format 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trailer {
+    Plain,
+    Sealed,
+}
+
+impl Trailer {
+    /// The trailer of a repository format version.
+    pub fn for_format(version: u32) -> Trailer {
+        if version >= 2 {
+            Trailer::Sealed
+        } else {
+            Trailer::Plain
+        }
+    }
+
+    pub fn len(self) -> usize {
+        match self {
+            Trailer::Plain => 4,
+            Trailer::Sealed => 4 + SEAL_OVERHEAD,
+        }
+    }
+
+    fn encode(self, cipher: &Cipher, header_len: u32) -> Vec<u8> {
+        let plain = header_len.to_le_bytes();
+        match self {
+            Trailer::Plain => plain.to_vec(),
+            Trailer::Sealed => cipher.seal(&plain, aad::PACK_TRAILER),
+        }
+    }
+
+    /// Length of the sealed header, from the pack's trailer bytes.
+    pub fn header_length(
+        self,
+        cipher: &Cipher,
+        pack_len: u64,
+        trailer: &[u8],
+    ) -> Result<u32, PackError> {
+        if trailer.len() != self.len() || pack_len < self.len() as u64 {
+            return Err(PackError::TooShort);
+        }
+        let plain = match self {
+            Trailer::Plain => trailer.to_vec(),
+            Trailer::Sealed => cipher.open(trailer, aad::PACK_TRAILER)?,
+        };
+        let t: [u8; 4] = plain[..].try_into().map_err(|_| PackError::TooShort)?;
+        let n = u32::from_le_bytes(t);
+        if (n as u64) + self.len() as u64 > pack_len || (n as usize) < SEAL_OVERHEAD + HEADER_FIXED
+        {
+            return Err(PackError::BadHeaderLength(n));
+        }
+        Ok(n)
+    }
 }
 
 /// Accumulates sealed blobs of one type into a pack.
@@ -80,12 +139,16 @@ impl PackBuilder {
     }
 
     /// Appends the sealed header and trailer; returns the pack bytes and its entries.
-    pub fn finish(mut self, cipher: &Cipher) -> (Vec<u8>, BlobType, Vec<PackEntry>) {
+    pub fn finish(
+        mut self,
+        cipher: &Cipher,
+        trailer: Trailer,
+    ) -> (Vec<u8>, BlobType, Vec<PackEntry>) {
         let header = encode_header(self.kind, &self.entries);
         let sealed = cipher.seal(&header, aad::PACK_HEADER);
         self.data.extend_from_slice(&sealed);
         self.data
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+            .extend_from_slice(&trailer.encode(cipher, sealed.len() as u32));
         (self.data, self.kind, self.entries)
     }
 }
@@ -101,18 +164,6 @@ fn encode_header(kind: BlobType, entries: &[PackEntry]) -> Vec<u8> {
         h.extend_from_slice(&e.raw_length.to_le_bytes());
     }
     h
-}
-
-/// Length of the sealed header, read from the pack's last four bytes.
-pub fn header_length(pack_len: u64, trailer: &[u8]) -> Result<u32, PackError> {
-    let t: [u8; 4] = trailer.try_into().map_err(|_| PackError::TooShort)?;
-    let n = u32::from_le_bytes(t);
-    if (n as u64) + 4 > pack_len
-        || (n as usize) < crate::format::crypto::SEAL_OVERHEAD + HEADER_FIXED
-    {
-        return Err(PackError::BadHeaderLength(n));
-    }
-    Ok(n)
 }
 
 /// Opens a sealed header and checks that its blobs tile the pack exactly up to it.
@@ -157,18 +208,24 @@ pub fn decode_header(
 }
 
 /// Decodes the header of a whole pack held in memory.
-pub fn read_header(cipher: &Cipher, pack: &[u8]) -> Result<(BlobType, Vec<PackEntry>), PackError> {
-    if pack.len() < 4 {
+pub fn read_header(
+    cipher: &Cipher,
+    trailer: Trailer,
+    pack: &[u8],
+) -> Result<(BlobType, Vec<PackEntry>), PackError> {
+    let t = trailer.len();
+    if pack.len() < t {
         return Err(PackError::TooShort);
     }
-    let n = header_length(pack.len() as u64, &pack[pack.len() - 4..])? as usize;
-    let start = pack.len() - 4 - n;
-    decode_header(cipher, &pack[start..pack.len() - 4], start as u64)
+    let n = trailer.header_length(cipher, pack.len() as u64, &pack[pack.len() - t..])? as usize;
+    let start = pack.len() - t - n;
+    decode_header(cipher, &pack[start..pack.len() - t], start as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::blob::Padding;
     use crate::format::crypto::Secret;
     use proptest::prelude::*;
 
@@ -178,16 +235,17 @@ mod tests {
 
     proptest! {
         #[test]
-        fn pack_round_trip(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20)) {
+        fn pack_round_trip(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20), sealed_trailer in any::<bool>()) {
             let c = cipher();
             let mut b = PackBuilder::new(BlobType::Data, 0);
             for (i, blob) in blobs.iter().enumerate() {
                 let id = BlobId([i as u8; 32]);
-                let sealed = crate::format::blob::encode(&c, &id, blob, 3);
+                let sealed = crate::format::blob::encode(&c, &id, blob, 3, Padding::Bucket);
                 b.add(id, &sealed, blob.len() as u32);
             }
-            let (bytes, kind, entries) = b.finish(&c);
-            let (k2, e2) = read_header(&c, &bytes).unwrap();
+            let trailer = if sealed_trailer { Trailer::Sealed } else { Trailer::Plain };
+            let (bytes, kind, entries) = b.finish(&c, trailer);
+            let (k2, e2) = read_header(&c, trailer, &bytes).unwrap();
             prop_assert_eq!(kind, k2);
             prop_assert_eq!(&entries, &e2);
             for (e, blob) in e2.iter().zip(&blobs) {
@@ -200,25 +258,47 @@ mod tests {
     #[test]
     fn tampered_header_is_rejected() {
         let c = cipher();
-        let mut b = PackBuilder::new(BlobType::Tree, 0);
+        for trailer in [Trailer::Plain, Trailer::Sealed] {
+            let mut b = PackBuilder::new(BlobType::Tree, 0);
+            let id = BlobId([1; 32]);
+            b.add(
+                id,
+                &crate::format::blob::encode(&c, &id, b"abc", 3, Padding::Bucket),
+                3,
+            );
+            let (mut bytes, _, _) = b.finish(&c, trailer);
+            let n = bytes.len();
+            let t = trailer.len();
+            bytes[n - t - 10] ^= 1;
+            assert!(matches!(
+                read_header(&c, trailer, &bytes),
+                Err(PackError::Decrypt(_))
+            ));
+            let mut bad_len = bytes.clone();
+            bad_len[n - 1] ^= 0xff;
+            let expect_decrypt = trailer == Trailer::Sealed;
+            match read_header(&c, trailer, &bad_len) {
+                Err(PackError::Decrypt(_)) => assert!(expect_decrypt),
+                Err(PackError::BadHeaderLength(_)) => assert!(!expect_decrypt),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(read_header(&c, trailer, &[1, 2]), Err(PackError::TooShort));
+        }
+    }
+
+    #[test]
+    fn a_sealed_trailer_hides_the_header_length() {
+        let c = cipher();
+        let mut b = PackBuilder::new(BlobType::Data, 0);
+        let id = BlobId([3; 32]);
         b.add(
-            BlobId([1; 32]),
-            &crate::format::blob::encode(&c, &BlobId([1; 32]), b"abc", 3),
-            3,
+            id,
+            &crate::format::blob::encode(&c, &id, b"x", 0, Padding::Bucket),
+            1,
         );
-        let (mut bytes, _, _) = b.finish(&c);
-        let n = bytes.len();
-        bytes[n - 10] ^= 1;
-        assert!(matches!(
-            read_header(&c, &bytes),
-            Err(PackError::Decrypt(_))
-        ));
-        let mut bad_len = bytes.clone();
-        bad_len[n - 1] = 0xff;
-        assert!(matches!(
-            read_header(&c, &bad_len),
-            Err(PackError::BadHeaderLength(_))
-        ));
-        assert_eq!(read_header(&c, &[1, 2]), Err(PackError::TooShort));
+        let (bytes, _, _) = b.finish(&c, Trailer::Sealed);
+        let header_len = (HEADER_FIXED + ENTRY_LEN + SEAL_OVERHEAD) as u32;
+        let tail = &bytes[bytes.len() - 44..];
+        assert!(!tail.windows(4).any(|w| w == header_len.to_le_bytes()));
     }
 }

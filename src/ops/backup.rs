@@ -519,7 +519,7 @@ impl<'a> Archiver<'a> {
         reader: R,
         size_hint: Option<u64>,
     ) -> Result<(Vec<ContentRef>, u64)> {
-        let mut chunks = chunker::chunks(reader, size_hint, &self.repo.config().chunker);
+        let mut chunks = self.repo.chunker().chunks(reader, size_hint);
         let mut content = Vec::new();
         let mut total = 0u64;
         let mut level = self.repo.config().compression;
@@ -673,7 +673,7 @@ pub fn backup(
     let repo_ref: &Repository = repo;
     let arch = Archiver {
         repo: repo_ref,
-        saver: BlobSaver::new(repo_ref, opts.dry_run),
+        saver: BlobSaver::new(repo_ref, opts.dry_run)?,
         excludes: Excludes::new(&opts.excludes)?,
         one_file_system: opts.one_file_system,
         force: opts.force,

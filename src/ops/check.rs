@@ -108,6 +108,7 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     report.packs = stored.len();
     report.blobs_indexed = repo.index().blob_count();
 
+    check_keys(&c)?;
     let lost_packs = check_index_against_storage(&c, &stored, &mut report);
     let (snapshots, trees, used) = check_snapshots(&c)?;
     report.snapshots = snapshots.len();
@@ -138,12 +139,26 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
 /// Reads every index object once (in parallel), reporting the unreadable ones
 /// and indexing the rest, so the check can go on past a damaged index.
 fn load_index_tolerant(repo: &mut Repository) -> Result<Vec<Problem>> {
-    let listed = repo.backend().list(INDEX_DIR)?;
+    let mut problems = Vec::new();
+    let listed: Vec<_> = repo
+        .backend()
+        .list(INDEX_DIR)?
+        .into_iter()
+        .filter(|l| match repo.index_listing_problem(l) {
+            Some(why) => {
+                problems.push(Problem {
+                    object: l.key.clone(),
+                    message: format!("not an index object: {why}"),
+                });
+                false
+            }
+            None => true,
+        })
+        .collect();
     let read: Vec<_> = listed
         .par_iter()
         .map(|l| (l.key.clone(), repo.read_index_object(&l.key)))
         .collect();
-    let mut problems = Vec::new();
     let mut readable = Vec::new();
     for (key, result) in read {
         match result {
@@ -158,6 +173,22 @@ fn load_index_tolerant(repo: &mut Repository) -> Result<Vec<Problem>> {
     Ok(problems)
 }
 
+/// Every key object must match its name and parse (an edited or planted key
+/// file is reported, though opening simply skips it).
+fn check_keys(c: &Checker) -> Result<()> {
+    for l in c.repo.backend().list(crate::repo::KEYS_DIR)? {
+        match c.repo.get_named(&l.key) {
+            Ok(bytes) => {
+                if let Err(e) = crate::format::objects::KeyFile::parse(&bytes) {
+                    c.error(&l.key, e);
+                }
+            }
+            Err(e) => c.error(&l.key, e),
+        }
+    }
+    Ok(())
+}
+
 /// Returns the packs the index names that storage does not hold (or holds short).
 fn check_index_against_storage(
     c: &Checker,
@@ -165,6 +196,7 @@ fn check_index_against_storage(
     report: &mut CheckReport,
 ) -> HashSet<PackId> {
     let mut lost = HashSet::new();
+    let trailer = c.repo.trailer().len() as u64;
     let mut ends: HashMap<PackId, u64> = HashMap::new();
     for (_, loc) in c.repo.index().iter() {
         let e = ends.entry(loc.pack).or_default();
@@ -174,9 +206,9 @@ fn check_index_against_storage(
         let problem = match stored.get(&pack) {
             None => Some("pack is in the index but missing from storage".to_string()),
             Some((k, _)) if *k != kind => Some("pack is stored under the wrong type".into()),
-            Some((_, size)) if ends.get(&pack).copied().unwrap_or(0) + 4 > *size => Some(format!(
-                "pack is {size} bytes, shorter than its indexed blobs"
-            )),
+            Some((_, size)) if ends.get(&pack).copied().unwrap_or(0) + trailer > *size => Some(
+                format!("pack is {size} bytes, shorter than its indexed blobs"),
+            ),
             _ => None,
         };
         if let Some(p) = problem {
@@ -296,7 +328,7 @@ fn read_packs(c: &Checker, packs: &[(PackId, BlobType, u64)]) -> HashSet<BlobId>
         if storage_hash(&bytes) != id.0 {
             c.error(&key, "content does not match its SHA-256 name");
         }
-        let entries = match pack::read_header(c.repo.cipher(), &bytes) {
+        let entries = match pack::read_header(c.repo.cipher(), c.repo.trailer(), &bytes) {
             Ok((_, e)) => e,
             Err(e) => {
                 c.error(&key, format!("header unreadable: {e}"));

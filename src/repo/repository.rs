@@ -1,19 +1,20 @@
 //! A repository: opens and creates one, unlocks its key, reads and writes its
 //! objects. Operations (backup, restore, check) build on the narrow pieces here.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rand::RngCore;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::blob::{self, BlobType};
-use crate::format::chunker::ChunkerParams;
+use crate::format::blob::{self, BlobType, Padding};
+use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::crypto::{
     aad, derive_wrapping_key, BlobHasher, Cipher, KdfParams, MasterKey, Secret,
 };
 use crate::format::id::{storage_hash, BlobId, IndexId, KeyId, PackId, SnapshotId};
-use crate::format::objects::{self, Config, IndexedPack, KeyFile, REPO_VERSION};
+use crate::format::objects::{self, Config, IndexedPack, KeyFile, MAX_METADATA_LEN, REPO_VERSION};
+use crate::format::pack::Trailer;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
 use crate::repo::index::MasterIndex;
@@ -24,6 +25,14 @@ pub const KEYS_DIR: &str = "keys";
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const INDEX_DIR: &str = "index";
 pub const LOCKS_DIR: &str = "locks";
+
+/// At most this many key objects are read when unlocking, and at most
+/// [`MAX_KEYS_TRIED`] of them (cheapest first) are tried: planted key files can
+/// slow a wrong password down by a bounded amount, never hang a command.
+pub const MAX_KEYS_READ: usize = 64;
+pub const MAX_KEYS_TRIED: usize = 16;
+/// A key object is small JSON; anything larger is not one.
+const MAX_KEY_OBJECT_LEN: u64 = 64 * 1024;
 
 /// Storage key of a pack: `data/ab/ab…` or `tree/ab/ab…`.
 pub fn pack_key(kind: BlobType, id: &PackId) -> String {
@@ -57,16 +66,28 @@ pub struct InitOptions {
     pub pack_size: Option<u32>,
     pub compression: Option<i32>,
     pub kdf: Option<KdfParams>,
+    pub padding: Option<Padding>,
+}
+
+/// Where a repository's warnings go (skipped objects and the like): to the
+/// handler the caller installed, else kept for [`Repository::take_warnings`].
+#[derive(Default)]
+struct Warnings {
+    handler: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    kept: Mutex<Vec<String>>,
 }
 
 pub struct Repository {
     backend: Backend,
     master: MasterKey,
     key_id: KeyId,
+    key_params: KdfParams,
     cipher: Cipher,
     hasher: BlobHasher,
+    chunker: Chunker,
     config: Config,
     index: MasterIndex,
+    warnings: Warnings,
 }
 
 fn username() -> String {
@@ -81,46 +102,48 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// The largest argon2 memory a key object may ask for: a storage provider
-/// could otherwise make every open allocate without bound.
-const MAX_KDF_MEMORY_KIB: u32 = 4 * 1024 * 1024;
-
 fn make_key_file(
     master: &MasterKey,
     password: &[u8],
     params: KdfParams,
 ) -> Result<(KeyId, Vec<u8>)> {
+    params.validate().map_err(Error::InvalidArgument)?;
     let mut salt = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut salt);
     let wrap = derive_wrapping_key(password, &salt, params)
         .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let sealed = Cipher::new(&wrap).seal(master.bytes(), aad::KEY);
     let kf = KeyFile {
-        version: 1,
+        version: objects::KEY_VERSION,
         kdf: "argon2id".into(),
         params,
         salt: objects::to_b64(&salt),
-        master_key: objects::to_b64(&sealed),
+        master_key: String::new(),
         created: chrono::Utc::now(),
         hostname: hostname(),
         username: username(),
     };
-    let bytes = serde_json::to_vec_pretty(&kf).expect("serializing a key");
+    let bytes = kf.seal(|aad| Cipher::new(&wrap).seal(master.bytes(), aad));
     Ok((KeyId(storage_hash(&bytes)), bytes))
 }
 
-/// Tries one key object against a password.
-fn unwrap_key(kf: &KeyFile, password: &[u8]) -> Option<MasterKey> {
-    if kf.version != 1 || kf.kdf != "argon2id" || kf.params.m_cost_kib > MAX_KDF_MEMORY_KIB {
-        return None;
-    }
+/// Tries one key object against a password. The argon2 memory is freed on return.
+fn unwrap_key(kf: &KeyFile, aad: &[u8], password: &[u8]) -> Option<MasterKey> {
     let salt = kf.salt_bytes().ok()?;
     let wrap = derive_wrapping_key(password, &salt, kf.params).ok()?;
-    let plain = Cipher::new(&wrap)
-        .open(&kf.sealed_master_key().ok()?, aad::KEY)
-        .ok()?;
-    let bytes: [u8; 32] = plain.try_into().ok()?;
+    let plain = zeroize::Zeroizing::new(
+        Cipher::new(&wrap)
+            .open(&kf.sealed_master_key().ok()?, aad)
+            .ok()?,
+    );
+    let bytes: [u8; 32] = plain[..].try_into().ok()?;
     Some(MasterKey::from_bytes(bytes))
+}
+
+/// Whether stored bytes are named by their SHA-256, as every object but the
+/// config is.
+fn named_by_content(key: &str, bytes: &[u8]) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    hex::encode(storage_hash(bytes)) == name
 }
 
 impl Repository {
@@ -135,10 +158,11 @@ impl Repository {
             ));
         }
         let master = MasterKey::generate();
-        let chunker = opts
-            .chunker
-            .unwrap_or_else(|| ChunkerParams::with_seed(master.default_chunker_seed()));
-        chunker.validate().map_err(Error::InvalidArgument)?;
+        let chunker = opts.chunker.unwrap_or_else(|| {
+            let mut key = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut key);
+            ChunkerParams::with_key(key)
+        });
         let mut repo_id = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut repo_id);
         let config = Config {
@@ -148,20 +172,17 @@ impl Repository {
             blob_id_key: opts.blob_id_key.unwrap_or(master.default_id_key().0),
             pack_size: opts.pack_size.unwrap_or(objects::DEFAULT_PACK_SIZE),
             compression: opts.compression.unwrap_or(objects::DEFAULT_COMPRESSION),
+            padding: opts.padding.unwrap_or_default(),
         };
-        if !(-7..=22).contains(&config.compression) {
-            return Err(Error::InvalidArgument(format!(
-                "compression level {} is outside -7..=22",
-                config.compression
-            )));
-        }
-        if config.pack_size < 1024 * 1024 || config.pack_size > 1024 * 1024 * 1024 {
+        if chunker.key.is_none() {
             return Err(Error::InvalidArgument(
-                "pack size must be between 1 MiB and 1 GiB".into(),
+                "the source repository uses format 1, whose chunker cannot be shared with a format 2 repository".into(),
             ));
         }
+        config.validate().map_err(Error::InvalidArgument)?;
+        let kdf = opts.kdf.unwrap_or_default();
         // The key goes first: a config without a key would be a repository nobody can open.
-        let (key_id, key_bytes) = make_key_file(&master, password, opts.kdf.unwrap_or_default())?;
+        let (key_id, key_bytes) = make_key_file(&master, password, kdf)?;
         backend.create(&format!("{KEYS_DIR}/{key_id}"), key_bytes)?;
         let cipher = master.cipher();
         let config_bytes = objects::seal_json(&cipher, aad::CONFIG, &config);
@@ -169,20 +190,28 @@ impl Repository {
             backend.delete(&format!("{KEYS_DIR}/{key_id}"))?;
             return Err(Error::RepoExists(backend.location().to_string()));
         }
-        Ok(Self::assemble(backend, master, key_id, config))
+        Ok(Self::assemble(backend, master, (key_id, kdf), config))
     }
 
-    fn assemble(backend: Backend, master: MasterKey, key_id: KeyId, config: Config) -> Repository {
+    fn assemble(
+        backend: Backend,
+        master: MasterKey,
+        (key_id, key_params): (KeyId, KdfParams),
+        config: Config,
+    ) -> Repository {
         let cipher = master.cipher();
         let hasher = BlobHasher::new(&Secret(config.blob_id_key));
         Repository {
             backend,
             master,
             key_id,
+            key_params,
             cipher,
             hasher,
+            chunker: Chunker::new(config.chunker),
             config,
             index: MasterIndex::new(),
+            warnings: Warnings::default(),
         }
     }
 
@@ -193,38 +222,103 @@ impl Repository {
 
     /// Opens a repository with a password. The index is not loaded yet.
     pub fn open(backend: Backend, password: &[u8]) -> Result<Repository> {
-        let config_bytes = match backend.get(CONFIG_KEY) {
-            Ok(b) => b,
-            Err(Error::MissingObject(_)) => {
-                return Err(Error::RepoNotFound(backend.location().to_string()))
-            }
-            Err(e) => return Err(e),
+        let not_a_repo = || Error::NotARepository(backend.location().to_string());
+        let config_bytes = match backend.size(CONFIG_KEY)? {
+            None => return Err(Error::RepoNotFound(backend.location().to_string())),
+            Some(n) if n > MAX_METADATA_LEN => return Err(not_a_repo()),
+            Some(_) => backend.get(CONFIG_KEY)?,
         };
-        let (key_id, master) = Self::find_key(&backend, password)?;
+        // A config is a version byte and a sealed box: anything else is not one,
+        // whatever the password (and trying keys against it would only mislead).
+        // A small version byte beyond ours is a newer cairn's repository.
+        match config_bytes.first() {
+            Some(&v) if (3..16).contains(&v) => {
+                return Err(Error::format("config", objects::FormatError::Version(v)))
+            }
+            Some(1 | 2) if config_bytes.len() > crate::format::crypto::SEAL_OVERHEAD => {}
+            _ => return Err(not_a_repo()),
+        }
+        let (key, master) = Self::find_key(&backend, password)?;
         let config: Config = objects::open_json(&master.cipher(), aad::CONFIG, &config_bytes)
             .map_err(|e| Error::format("config", e))?;
-        if config.version != REPO_VERSION {
-            return Err(Error::InvalidArgument(format!(
-                "repository format version {} is not supported by this cairn (it reads version {REPO_VERSION})",
-                config.version
-            )));
-        }
-        Ok(Self::assemble(backend, master, key_id, config))
+        config.validate().map_err(|e| Error::corrupt("config", e))?;
+        Ok(Self::assemble(backend, master, key, config))
     }
 
-    fn find_key(backend: &Backend, password: &[u8]) -> Result<(KeyId, MasterKey)> {
-        for listed in backend.list(KEYS_DIR)? {
-            let Some(id) = id_from_key::<KeyId>(&listed.key) else {
+    /// Reads the key objects (at most [`MAX_KEYS_READ`], each checked against its
+    /// name and its KDF bounds) and tries the cheapest [`MAX_KEYS_TRIED`].
+    fn find_key(backend: &Backend, password: &[u8]) -> Result<((KeyId, KdfParams), MasterKey)> {
+        let listed: Vec<_> = backend
+            .list(KEYS_DIR)?
+            .into_iter()
+            .filter(|l| l.size <= MAX_KEY_OBJECT_LEN)
+            .filter_map(|l| Some((id_from_key::<KeyId>(&l.key)?, l.key)))
+            .take(MAX_KEYS_READ)
+            .collect();
+        if listed.is_empty() && backend.list(KEYS_DIR)?.is_empty() {
+            return Err(Error::NotARepository(backend.location().to_string()));
+        }
+        let mut keys = Vec::new();
+        for (id, key) in listed {
+            let bytes = match backend.get(&key) {
+                Ok(b) => b,
+                Err(Error::MissingObject(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if !named_by_content(&key, &bytes) {
+                continue;
+            }
+            let Ok((kf, aad)) = KeyFile::parse(&bytes) else {
                 continue;
             };
-            let Ok(kf) = serde_json::from_slice::<KeyFile>(&backend.get(&listed.key)?) else {
-                continue;
-            };
-            if let Some(mk) = unwrap_key(&kf, password) {
-                return Ok((id, mk));
+            if kf.kdf == "argon2id" && kf.params.validate().is_ok() {
+                keys.push((id, kf, aad));
+            }
+        }
+        keys.sort_by_key(|(id, kf, _)| (kf.params.work(), *id));
+        for (id, kf, aad) in keys.into_iter().take(MAX_KEYS_TRIED) {
+            if let Some(mk) = unwrap_key(&kf, &aad, password) {
+                return Ok(((id, kf.params), mk));
             }
         }
         Err(Error::WrongPassword)
+    }
+
+    /// Refuses to write into a repository of an older format: this cairn reads
+    /// format 1 but writes only format 2, and a repository never mixes formats.
+    pub fn ensure_writable(&self) -> Result<()> {
+        if self.config.version < REPO_VERSION {
+            return Err(Error::ReadOnlyFormat(self.config.version));
+        }
+        Ok(())
+    }
+
+    /// Reports a problem that does not stop the command (a skipped object).
+    pub fn warn(&self, message: String) {
+        match &self.warnings.handler {
+            Some(h) => h(&message),
+            None => self.warnings.kept.lock().unwrap().push(message),
+        }
+    }
+
+    /// Sends warnings to `handler` from now on (the CLI prints them).
+    pub fn set_warning_handler(&mut self, handler: impl Fn(&str) + Send + Sync + 'static) {
+        self.warnings.handler = Some(Box::new(handler));
+    }
+
+    /// Warnings kept so far (when no handler is installed).
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut self.warnings.kept.lock().unwrap())
+    }
+
+    /// Reads a whole object named by the SHA-256 of its bytes, refusing one whose
+    /// content does not match its name (a copy or a replacement under that name).
+    pub fn get_named(&self, key: &str) -> Result<bytes::Bytes> {
+        let bytes = self.backend.get(key)?;
+        if !named_by_content(key, &bytes) {
+            return Err(Error::NameMismatch(key.to_string()));
+        }
+        Ok(bytes)
     }
 
     pub fn backend(&self) -> &Backend {
@@ -238,6 +332,17 @@ impl Repository {
     }
     pub fn hasher(&self) -> &BlobHasher {
         &self.hasher
+    }
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+    /// How this repository's packs end (format 1: plain length; 2: sealed).
+    pub fn trailer(&self) -> Trailer {
+        Trailer::for_format(self.config.version)
+    }
+    /// The KDF parameters of the key that opened the repository.
+    pub fn key_params(&self) -> KdfParams {
+        self.key_params
     }
     pub fn key_id(&self) -> KeyId {
         self.key_id
@@ -254,15 +359,25 @@ impl Repository {
             let Some(id) = id_from_key::<KeyId>(&listed.key) else {
                 continue;
             };
-            let kf = serde_json::from_slice(&self.backend.get(&listed.key)?)
-                .map_err(|e| Error::corrupt(format!("key {id}"), e))?;
-            out.push((id, kf));
+            let bytes = match self.get_named(&listed.key) {
+                Ok(b) => b,
+                Err(e @ Error::NameMismatch(_)) => {
+                    self.warn(format!("skipping key {id}: {e}"));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match KeyFile::parse(&bytes) {
+                Ok((kf, _)) => out.push((id, kf)),
+                Err(e) => self.warn(format!("skipping key {id}: {e}")),
+            }
         }
         out.sort_by_key(|(_, kf): &(KeyId, KeyFile)| kf.created);
         Ok(out)
     }
 
     pub fn add_key(&self, password: &[u8], kdf: Option<KdfParams>) -> Result<KeyId> {
+        self.ensure_writable()?;
         if password.is_empty() {
             return Err(Error::InvalidArgument(
                 "an empty password is not allowed".into(),
@@ -276,6 +391,7 @@ impl Repository {
     /// Removes a key by full ID or unique prefix. The key in use cannot be removed
     /// (so a repository always keeps at least one key someone can open).
     pub fn remove_key(&self, selector: &str) -> Result<KeyId> {
+        self.ensure_writable()?;
         let keys = self.list_keys()?;
         let matches: Vec<KeyId> = keys
             .iter()
@@ -304,12 +420,19 @@ impl Repository {
         Ok(id)
     }
 
-    /// Replaces the key in use with one for a new password.
-    pub fn change_password(&mut self, new_password: &[u8]) -> Result<KeyId> {
-        let new_id = self.add_key(new_password, None)?;
+    /// Replaces the key in use with one for a new password, keeping the key's
+    /// KDF parameters unless `kdf` gives new ones.
+    pub fn change_password(
+        &mut self,
+        new_password: &[u8],
+        kdf: Option<KdfParams>,
+    ) -> Result<KeyId> {
+        let params = kdf.unwrap_or(self.key_params);
+        let new_id = self.add_key(new_password, Some(params))?;
         self.backend
             .delete(&format!("{KEYS_DIR}/{}", self.key_id))?;
         self.key_id = new_id;
+        self.key_params = params;
         Ok(new_id)
     }
 
@@ -318,19 +441,40 @@ impl Repository {
     /// Loads every index object into memory (in parallel).
     /// Index objects are decoded a few at a time, in parallel, and folded into
     /// the sorted array, so the decoded form never exists for all at once.
+    /// An object that is not an index (a stray name, an oversized or damaged
+    /// object) is skipped with a warning naming it; `check` reports it.
     pub fn load_index(&mut self) -> Result<()> {
-        let listed = self.backend.list(INDEX_DIR)?;
+        let listed: Vec<_> = self
+            .backend
+            .list(INDEX_DIR)?
+            .into_iter()
+            .filter(|l| match self.index_listing_problem(l) {
+                Some(why) => {
+                    self.warn(format!("skipping {}: {why}", l.key));
+                    false
+                }
+                None => true,
+            })
+            .collect();
         let mut idx = MasterIndex::new();
         // Each blob takes 44 payload bytes and random IDs do not compress: the
-        // stored size predicts the entry count closely enough to allocate once.
+        // stored size (bounded above) predicts the entry count closely enough.
         idx.reserve(listed.iter().map(|l| l.size as usize / 44).sum());
         for group in listed.chunks(4 * rayon::current_num_threads().max(1)) {
-            let decoded: Vec<Vec<IndexedPack>> = group
+            let decoded: Vec<Result<Vec<IndexedPack>>> = group
                 .par_iter()
                 .map(|l| self.read_index_object(&l.key))
-                .collect::<Result<_>>()?;
-            for p in decoded.iter().flatten() {
-                idx.add_pack(p);
+                .collect();
+            for (l, d) in group.iter().zip(decoded) {
+                match d {
+                    Ok(packs) => packs.iter().for_each(|p| idx.add_pack(p)),
+                    Err(e @ (Error::Storage { .. } | Error::MissingObject(_)))
+                        if !is_content_error(&e) =>
+                    {
+                        return Err(e)
+                    }
+                    Err(e) => self.warn(format!("skipping {}: {e}", l.key)),
+                }
             }
         }
         idx.finish();
@@ -338,14 +482,20 @@ impl Repository {
         Ok(())
     }
 
-    pub fn read_index_object(&self, key: &str) -> Result<Vec<IndexedPack>> {
-        let bytes = self.backend.get(key)?;
-        let what = || format!("index {}", key.rsplit('/').next().unwrap_or(key));
-        if storage_hash(&bytes).to_vec()
-            != hex::decode(key.rsplit('/').next().unwrap_or("")).unwrap_or_default()
-        {
-            return Err(Error::corrupt(what(), "content does not match its name"));
+    /// Why a listed object under `index/` cannot be an index object, if it cannot.
+    pub fn index_listing_problem(&self, l: &crate::storage::Listed) -> Option<String> {
+        if id_from_key::<IndexId>(&l.key).is_none() {
+            return Some("not named by a 64-digit ID".into());
         }
+        if l.size > MAX_METADATA_LEN {
+            return Some(format!("{} bytes is larger than any index object", l.size));
+        }
+        None
+    }
+
+    pub fn read_index_object(&self, key: &str) -> Result<Vec<IndexedPack>> {
+        let bytes = self.get_named(key)?;
+        let what = || format!("index {}", key.rsplit('/').next().unwrap_or(key));
         let plain = objects::open_object(&self.cipher, aad::INDEX, &bytes)
             .map_err(|e| Error::format(what(), e))?;
         objects::decode_index(&plain).map_err(|e| Error::format(what(), e))
@@ -353,6 +503,7 @@ impl Repository {
 
     /// Writes an index object for packs; returns its ID.
     pub fn save_index(&self, packs: &[IndexedPack]) -> Result<IndexId> {
+        self.ensure_writable()?;
         store_index(&self.backend, &self.cipher, packs)
     }
 
@@ -384,13 +535,17 @@ impl Repository {
             pack: id.to_hex(),
             source,
         };
-        if size < 4 {
+        let trailer = self.trailer();
+        let t = trailer.len() as u64;
+        if size < t {
             return Err(perr(crate::format::pack::PackError::TooShort));
         }
-        let trailer = self.backend.get_range(&key, size - 4..size)?;
-        let n = crate::format::pack::header_length(size, &trailer).map_err(perr)? as u64;
-        let start = size - 4 - n;
-        let sealed = self.backend.get_range(&key, start..size - 4)?;
+        let tail = self.get_exact_range(&key, size - t..size)?;
+        let n = trailer
+            .header_length(&self.cipher, size, &tail)
+            .map_err(perr)? as u64;
+        let start = size - t - n;
+        let sealed = self.get_exact_range(&key, start..size - t)?;
         let (k, blobs) =
             crate::format::pack::decode_header(&self.cipher, &sealed, start).map_err(perr)?;
         if k != kind {
@@ -404,6 +559,25 @@ impl Repository {
             kind,
             blobs,
         })
+    }
+
+    /// A range read that must return exactly the bytes asked for: a short read
+    /// (an object shorter than the index says) is damage, never a panic later.
+    pub fn get_exact_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+        let want = range.end - range.start;
+        let bytes = self.backend.get_range(key, range.clone())?;
+        if bytes.len() as u64 != want {
+            return Err(Error::corrupt(
+                key.to_string(),
+                format!(
+                    "range {}..{} returned {} bytes (the object is shorter than expected)",
+                    range.start,
+                    range.end,
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
     }
 
     /// Indexes packs that storage holds but no index names: what an interrupted
@@ -436,7 +610,7 @@ impl Repository {
             .index
             .lookup(id)
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
-        let sealed = self.backend.get_range(
+        let sealed = self.get_exact_range(
             &pack_key(loc.kind, &loc.pack),
             loc.offset as u64..loc.offset as u64 + loc.length as u64,
         )?;
@@ -468,6 +642,7 @@ impl Repository {
     // ---- snapshots --------------------------------------------------------
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        self.ensure_writable()?;
         let bytes = objects::seal_json(&self.cipher, aad::SNAPSHOT, snap);
         let id = SnapshotId(storage_hash(&bytes));
         self.backend
@@ -476,9 +651,26 @@ impl Repository {
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let bytes = self.backend.get(&format!("{SNAPSHOTS_DIR}/{id}"))?;
+        let key = format!("{SNAPSHOTS_DIR}/{id}");
+        if self
+            .backend
+            .size(&key)?
+            .is_some_and(|n| n > MAX_METADATA_LEN)
+        {
+            return Err(Error::corrupt(
+                format!("snapshot {id}"),
+                "larger than any snapshot",
+            ));
+        }
+        let bytes = self.get_named(&key)?;
         objects::open_json(&self.cipher, aad::SNAPSHOT, &bytes)
             .map_err(|e| Error::format(format!("snapshot {id}"), e))
+    }
+
+    /// Deletes a snapshot object (its data stays until a prune).
+    pub fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.ensure_writable()?;
+        self.backend.delete(&format!("{SNAPSHOTS_DIR}/{id}"))
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
@@ -490,13 +682,23 @@ impl Repository {
             .collect())
     }
 
-    /// Every snapshot, oldest first.
+    /// Every readable snapshot, oldest first. One that cannot be read (damaged,
+    /// or not matching its name) is skipped with a warning; `check` reports it.
     pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let ids = self.snapshot_ids()?;
-        let mut snaps: Vec<(SnapshotId, Snapshot)> = ids
+        let loaded: Vec<(SnapshotId, Result<Snapshot>)> = ids
             .par_iter()
-            .map(|id| Ok((*id, self.load_snapshot(id)?)))
-            .collect::<Result<_>>()?;
+            .map(|id| (*id, self.load_snapshot(id)))
+            .collect();
+        let mut snaps = Vec::with_capacity(loaded.len());
+        for (id, r) in loaded {
+            match r {
+                Ok(s) => snaps.push((id, s)),
+                Err(Error::MissingObject(_)) => {} // forgotten meanwhile
+                Err(e) if is_content_error(&e) => self.warn(format!("skipping snapshot {id}: {e}")),
+                Err(e) => return Err(e),
+            }
+        }
         snaps.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(snaps)
     }
@@ -516,8 +718,11 @@ impl Repository {
                 .ok_or_else(|| Error::SnapshotNotFound("latest".into()));
         }
         let sel = selector.to_lowercase();
-        if sel.len() < 4 || sel.len() > 64 || !sel.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if sel.len() > 64 || !sel.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::SnapshotNotFound(selector.to_string()));
+        }
+        if sel.len() < 4 {
+            return Err(Error::PrefixTooShort(selector.to_string()));
         }
         let hits: Vec<SnapshotId> = self
             .snapshot_ids()?
@@ -530,6 +735,15 @@ impl Repository {
             _ => Err(Error::AmbiguousSnapshot(selector.to_string())),
         }
     }
+}
+
+/// Whether an error is about an object's content (damaged, misnamed, not
+/// decodable), as opposed to storage being unreachable.
+pub fn is_content_error(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Corrupt { .. } | Error::Format { .. } | Error::Pack { .. } | Error::NameMismatch(_)
+    )
 }
 
 /// Narrows snapshot lists and `latest`.

@@ -19,7 +19,7 @@ use crate::format::blob::{self, BlobType};
 use crate::format::crypto::{BlobHasher, Cipher};
 use crate::format::id::{storage_hash, BlobId, PackId};
 use crate::format::objects::IndexedPack;
-use crate::format::pack::{self, PackBuilder, PackEntry};
+use crate::format::pack::{self, PackBuilder, PackEntry, Trailer};
 use crate::repo::index::MasterIndex;
 use crate::repo::{pack_key, store_index, Repository};
 
@@ -79,15 +79,20 @@ fn slot(kind: BlobType) -> usize {
 
 impl<'r> BlobSaver<'r> {
     /// With `dry_run`, everything is encoded and verified but nothing is written.
-    pub fn new(repo: &'r Repository, dry_run: bool) -> Self {
-        BlobSaver {
+    /// A saver for a repository this cairn may write (a dry run writes nothing,
+    /// so it may run on any).
+    pub fn new(repo: &'r Repository, dry_run: bool) -> Result<Self> {
+        if !dry_run {
+            repo.ensure_writable()?;
+        }
+        Ok(BlobSaver {
             repo,
             dry_run,
             seen: Mutex::new(HashSet::new()),
             open: [Mutex::new(None), Mutex::new(None)],
             written: Mutex::new(Written::default()),
             counters: Counters::default(),
-        }
+        })
     }
 
     pub fn index(&self) -> &MasterIndex {
@@ -107,7 +112,13 @@ impl<'r> BlobSaver<'r> {
         if self.repo.index().contains(&id) || !self.seen.lock().unwrap().insert(id) {
             return Ok(Saved { id, stored: None });
         }
-        let sealed = blob::encode(self.repo.cipher(), &id, plaintext, level);
+        let sealed = blob::encode(
+            self.repo.cipher(),
+            &id,
+            plaintext,
+            level,
+            self.repo.config().padding,
+        );
         let c = &self.counters;
         match kind {
             BlobType::Data => c.data_blobs.fetch_add(1, Ordering::Relaxed),
@@ -138,9 +149,11 @@ impl<'r> BlobSaver<'r> {
     /// Seals, verifies and uploads one pack, and writes an index checkpoint
     /// when enough packs have gone unindexed.
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
-        let (bytes, kind, entries) = builder.finish(self.repo.cipher());
+        let trailer = self.repo.trailer();
+        let (bytes, kind, entries) = builder.finish(self.repo.cipher(), trailer);
         let id = verify_pack(
             self.repo.cipher(),
+            trailer,
             self.repo.hasher(),
             &bytes,
             kind,
@@ -199,6 +212,7 @@ impl<'r> BlobSaver<'r> {
 /// Decodes the finished pack as a reader would and re-hashes every blob.
 fn verify_pack(
     cipher: &Cipher,
+    trailer: Trailer,
     hasher: &BlobHasher,
     bytes: &[u8],
     kind: BlobType,
@@ -207,7 +221,7 @@ fn verify_pack(
     let id = PackId(storage_hash(bytes));
     let fail =
         |reason: String| Error::corrupt(format!("new pack {id} (verify before upload)"), reason);
-    let (k, read) = pack::read_header(&cipher, bytes).map_err(|e| fail(e.to_string()))?;
+    let (k, read) = pack::read_header(cipher, trailer, bytes).map_err(|e| fail(e.to_string()))?;
     if k != kind || read != entries {
         return Err(fail("header does not list what was packed".into()));
     }

@@ -81,7 +81,9 @@ impl Sandbox {
     /// `init` with extra arguments (e.g. `--pack-size 1`).
     pub fn init_with(extra: &[&str]) -> Sandbox {
         let s = Sandbox::new();
-        let mut args = vec!["init"];
+        // The cheapest key derivation the CLI allows: tests run hundreds of
+        // commands, each deriving the key once (the defaults are tested apart).
+        let mut args = vec!["init", "--kdf-memory", "8", "--kdf-time", "1"];
         args.extend_from_slice(extra);
         s.ok(&args);
         assert!(s.repo.join("config").is_file(), "init made no config");
@@ -303,6 +305,7 @@ pub struct Run {
     cmd: assert_cmd::Command,
     desc: String,
     stdin: Vec<u8>,
+    timeout: Duration,
 }
 
 impl Run {
@@ -311,6 +314,7 @@ impl Run {
             cmd: assert_cmd::Command::from_std(c),
             desc,
             stdin: Vec::new(),
+            timeout: TIMEOUT,
         }
     }
 
@@ -342,7 +346,7 @@ impl Run {
         // Always write (possibly nothing), so stdin is closed before waiting.
         self.cmd
             .write_stdin(std::mem::take(&mut self.stdin))
-            .timeout(TIMEOUT);
+            .timeout(self.timeout);
         let started = std::time::Instant::now();
         let o = self
             .cmd
@@ -358,6 +362,13 @@ impl Run {
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
             desc: self.desc,
         }
+    }
+
+    /// Kills the command after `d` (it then has no exit code): for tests of
+    /// commands that must not hang.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
     }
 
     /// Runs and expects exit 0.
