@@ -543,8 +543,9 @@ impl<'a> Restorer<'a> {
             };
             for b in run {
                 let at = (b.loc.offset as u64 - start) as usize;
-                let sealed = &bytes[at..at + b.loc.length as usize];
-                match self.repo.decode_blob(&b.id, sealed, Some(b.size as usize)) {
+                let decoded = sealed_slice(&bytes, at, b.loc.length as usize, pack, &b.id)
+                    .and_then(|sealed| self.repo.decode_blob(&b.id, sealed, Some(b.size as usize)));
+                match decoded {
                     Ok(data) => self.write_blob(&data, &b.targets, pending),
                     Err(e) => {
                         let msg = e.to_string();
@@ -713,11 +714,49 @@ pub fn find_node(repo: &Repository, root: &BlobId, path: &str) -> Result<Node> {
     unreachable!("loop returns on its last component")
 }
 
+/// The `len` bytes at `at` of what the store returned for a read of `pack`,
+/// or an error naming the pack and blob when the read came back short.
+fn sealed_slice<'b>(
+    bytes: &'b [u8],
+    at: usize,
+    len: usize,
+    pack: &PackId,
+    blob: &BlobId,
+) -> Result<&'b [u8]> {
+    at.checked_add(len)
+        .and_then(|end| bytes.get(at..end))
+        .ok_or_else(|| {
+            Error::corrupt(
+                format!("pack {pack}"),
+                format!(
+                    "short read: blob {blob} needs {len} bytes at offset {at} of the range read, \
+                     the store returned {}",
+                    bytes.len()
+                ),
+            )
+        })
+}
+
+/// Reads one data blob, checking that the store returned all of it.
+fn read_data_blob(repo: &Repository, id: &BlobId, size: u32) -> Result<Vec<u8>> {
+    let loc = repo
+        .index()
+        .lookup(id)
+        .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+    let start = loc.offset as u64;
+    let bytes = repo.backend().get_range(
+        &pack_key(loc.kind, &loc.pack),
+        start..start + loc.length as u64,
+    )?;
+    let sealed = sealed_slice(&bytes, 0, loc.length as usize, &loc.pack, id)?;
+    repo.decode_blob(id, sealed, Some(size as usize))
+}
+
 /// Writes a file node's content to `out`, blob by blob.
 pub fn dump_file(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<u64> {
     let mut n = 0;
     for c in &node.content {
-        let data = repo.read_blob(&c.id, Some(c.size as usize))?;
+        let data = read_data_blob(repo, &c.id, c.size)?;
         out.write_all(&data).map_err(|e| Error::io("<stdout>", e))?;
         n += data.len() as u64;
     }
