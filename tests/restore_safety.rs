@@ -32,6 +32,43 @@ fn restore_cmd(s: &Sandbox, snap: &str, target: &Path, extra: &[&str]) -> Run {
     s.cmd(a)
 }
 
+// ---- 3. 255-byte names ---------------------------------------------------
+
+#[test]
+fn names_of_255_bytes_restore() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    let file = "f".repeat(255);
+    let link = "l".repeat(255);
+    let hard = "h".repeat(255);
+    let dir = "d".repeat(255);
+    write(&src.join(&file), "long name");
+    write(&src.join(&dir).join(&file), "deeper");
+    symlink(&file, src.join(&link)).unwrap();
+    fs::hard_link(src.join(&file), src.join(&hard)).unwrap();
+    let id = text(&s.backup([&src]), "snapshot_id").to_string();
+    let t = s.path("t");
+    // Twice: the second restore replaces every entry (through temporary names).
+    for _ in 0..2 {
+        let out = s.restore_json(&id, &t, &["--verify"]);
+        assert_eq!(num(&out, "errors"), 0, "{out}");
+        assert_same_tree(&src, &restored_path(&t, &src));
+    }
+    let r = restored_path(&t, &src);
+    assert_eq!(entry(&r.join(&file)).ino, entry(&r.join(&hard)).ino);
+    // And no temporary file is left behind.
+    let leftovers: Vec<_> = contents(&r)
+        .into_iter()
+        .filter(|p| {
+            p.as_os_str()
+                .as_bytes()
+                .windows(9)
+                .any(|w| w == b"cairn-tmp")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 // ---- 4. short reads --------------------------------------------------------
 
 #[test]

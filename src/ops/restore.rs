@@ -281,11 +281,17 @@ fn prune_unneeded_dirs(items: Vec<Item>, selected: Vec<bool>) -> Vec<Item> {
         .collect()
 }
 
+/// Longest part of the real name kept in a temporary name.
+const TMP_NAME_KEEP: usize = 200;
+
+/// A temporary name beside `dest`: `.<name>.cairn-tmp-<16 hex>`, the name cut
+/// to its first 200 bytes so the result always fits in 255 bytes.
 fn tmp_name(dest: &Path) -> PathBuf {
-    let mut name = OsString::from(".");
-    name.push(dest.file_name().unwrap_or_default());
-    name.push(format!(".cairn-tmp-{:08x}", rand::random::<u32>()));
-    dest.with_file_name(name)
+    let name = dest.file_name().unwrap_or_default().as_bytes();
+    let mut tmp = b".".to_vec();
+    tmp.extend_from_slice(&name[..name.len().min(TMP_NAME_KEEP)]);
+    tmp.extend_from_slice(format!(".cairn-tmp-{:016x}", rand::random::<u64>()).as_bytes());
+    dest.with_file_name(std::ffi::OsStr::from_bytes(&tmp))
 }
 
 fn set_times(path: &Path, mtime_ns: i64, follow: bool) -> std::io::Result<()> {
