@@ -706,3 +706,71 @@ pub fn find_node(repo: &Repository, root: &BlobId, path: &str) -> Result<Node> {
     }
     unreachable!("loop returns on its last component")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::crypto::KdfParams;
+    use crate::ops::backup::{backup, BackupOptions, NoProgress, Source};
+    use crate::repo::InitOptions;
+    use crate::storage::Backend;
+    use std::os::unix::fs::symlink;
+
+    /// The whole restore with the component-by-component resolver (as on a
+    /// kernel without openat2): symlinks in the target are not followed, and a
+    /// second restore over the first replaces every kind of entry.
+    #[test]
+    fn restore_without_openat2_stays_below_the_target() {
+        beneath::force_fallback();
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, t, outside) = (
+            tmp.path().join("src"),
+            tmp.path().join("t"),
+            tmp.path().join("outside"),
+        );
+        std::fs::create_dir_all(src.join("d/e")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(src.join("d/e/f"), b"file").unwrap();
+        std::fs::hard_link(src.join("d/e/f"), src.join("d/h")).unwrap();
+        symlink("e/f", src.join("d/l")).unwrap();
+        let opts = InitOptions {
+            kdf: Some(KdfParams {
+                m_cost_kib: 1024,
+                t_cost: 1,
+                p_cost: 1,
+            }),
+            ..Default::default()
+        };
+        let mut repo = Repository::init(Backend::memory(), b"pw", opts).unwrap();
+        repo.load_index().unwrap();
+        let out = backup(
+            &mut repo,
+            Source::Paths(vec![src.clone()]),
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        let root = out.snapshot.tree;
+        let r = t.join(src.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(r.join("d")).unwrap();
+        symlink(&outside, r.join("d/e")).unwrap();
+        for _ in 0..2 {
+            let o = restore(&repo, &root, &t, &RestoreOptions::default()).unwrap();
+            assert!(o.errors.is_empty(), "{:?}", o.errors);
+            assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+            assert_eq!(std::fs::read(r.join("d/e/f")).unwrap(), b"file");
+            assert_eq!(std::fs::read(r.join("d/h")).unwrap(), b"file");
+            assert_eq!(std::fs::read_link(r.join("d/l")).unwrap(), Path::new("e/f"));
+        }
+        let never = RestoreOptions {
+            overwrite: Overwrite::Never,
+            ..Default::default()
+        };
+        std::fs::remove_dir_all(r.join("d/e")).unwrap();
+        symlink(&outside, r.join("d/e")).unwrap();
+        let o = restore(&repo, &root, &t, &never).unwrap();
+        // The kept symlink, and the file below it.
+        assert_eq!(o.errors.len(), 2, "{:?}", o.errors);
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+}
