@@ -78,6 +78,12 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
             "no policy given: use --keep-last, --keep-daily, ... or name snapshots to forget",
         ));
     }
+    if a.snapshots.is_empty() && policy.keeps_nothing() {
+        return Err(usage(
+            "this policy keeps nothing (every --keep-* rule is 0 or empty) and would remove every snapshot; \
+             give a non-zero --keep-* rule, or name the snapshots to forget",
+        ));
+    }
     let repo = g.open()?;
     // Exclusive, as restic: no backup may pick a parent that is being removed.
     let _lock = if a.dry_run {

@@ -11,7 +11,7 @@ use cairn::{InitOptions, Repository};
 use super::events::{emit, Severity};
 use super::output::{json as print_json, line};
 use super::password;
-use super::Global;
+use super::{usage, Global};
 
 #[derive(Args)]
 pub struct InitArgs {
@@ -21,16 +21,45 @@ pub struct InitArgs {
     /// Password file for the --from repository (else CAIRN_FROM_PASSWORD, else the same password)
     #[arg(long, value_name = "FILE")]
     from_password_file: Option<PathBuf>,
-    /// zstd level for new blobs (0 = no compression)
-    #[arg(long, value_name = "LEVEL")]
+    /// zstd level for new blobs, -7..=22 (0 = no compression; negative = faster)
+    #[arg(long, value_name = "LEVEL", allow_negative_numbers = true)]
     compression: Option<i32>,
-    /// Target pack size in MiB
+    /// Target pack size in MiB (1..=1024)
     #[arg(long, value_name = "MIB")]
     pack_size: Option<u32>,
 }
 
+/// zstd levels cairn accepts (the library checks the same range).
+const COMPRESSION_LEVELS: std::ops::RangeInclusive<i32> = -7..=22;
+const PACK_SIZE_MIB: std::ops::RangeInclusive<u32> = 1..=1024;
+
 pub fn init(g: &Global, a: &InitArgs) -> Result<()> {
+    // Option mistakes are usage errors, found before anything is created.
+    if let Some(c) = a.compression.filter(|c| !COMPRESSION_LEVELS.contains(c)) {
+        return Err(usage(format!(
+            "--compression {c} is not a zstd level cairn uses: give {}..={} (0 = none)",
+            COMPRESSION_LEVELS.start(),
+            COMPRESSION_LEVELS.end()
+        )));
+    }
+    if let Some(p) = a.pack_size.filter(|p| !PACK_SIZE_MIB.contains(p)) {
+        return Err(usage(format!(
+            "--pack-size {p}: the pack size must be {}..={} MiB",
+            PACK_SIZE_MIB.start(),
+            PACK_SIZE_MIB.end()
+        )));
+    }
     let backend = g.backend(true)?;
+    let result = init_in(g, a, &backend);
+    if result.is_err() {
+        // Leave no empty directory behind (only those this init created).
+        backend.remove_created_dirs();
+    }
+    result
+}
+
+fn init_in(g: &Global, a: &InitArgs, backend: &cairn::Backend) -> Result<()> {
+    let backend = backend.clone();
     if Repository::exists(&backend)? {
         return Err(cairn::Error::RepoExists(backend.location().to_string()).into());
     }

@@ -763,14 +763,32 @@ pub fn backup(
     })
 }
 
-fn validate_stdin_name(name: &str) -> Result<()> {
+/// Keeps passwords out of the environment of a child process (a dump command,
+/// a password command): every `CAIRN_*` variable naming a password
+/// (`CAIRN_PASSWORD`, `CAIRN_PASSWORD_FILE`, `CAIRN_NEW_PASSWORD`,
+/// `CAIRN_FROM_PASSWORD`, `CAIRN_TO_PASSWORD`, ...) is removed.
+pub fn remove_secret_env(cmd: &mut std::process::Command) {
+    for (k, _) in std::env::vars_os() {
+        let name = k.to_string_lossy();
+        if name.starts_with("CAIRN_") && name.contains("PASSWORD") {
+            cmd.env_remove(&k);
+        }
+    }
+}
+
+/// Checks a `--stdin-filename`: a relative name (`db.sql`, `dumps/db.sql`)
+/// without empty, `.` or `..` components and without NUL bytes.
+pub fn validate_stdin_name(name: &str) -> Result<()> {
     if name.is_empty()
+        || name.contains('\0')
         || name
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..")
     {
         return Err(Error::InvalidArgument(format!(
-            "'{name}' is not a usable --stdin-filename"
+            "'{}' is not a usable --stdin-filename: give a relative name like db.sql or dumps/db.sql \
+             (no leading or doubled '/', no '.' or '..' parts)",
+            name.escape_debug()
         )));
     }
     Ok(())
@@ -835,7 +853,9 @@ impl<'a> Archiver<'a> {
         let (prog, args) = argv
             .split_first()
             .ok_or_else(|| Error::InvalidArgument("no command given after --".into()))?;
-        let mut child = std::process::Command::new(prog)
+        let mut cmd = std::process::Command::new(prog);
+        remove_secret_env(&mut cmd);
+        let mut child = cmd
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
