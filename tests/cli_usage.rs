@@ -351,3 +351,112 @@ fn cat_config_hides_keys_unless_asked() {
     let human = sb.ok(["cat", "config"]).stdout();
     assert!(!human.contains(&key));
 }
+
+// ---- D. locks ----------------------------------------------------------------
+
+fn fast_kdf() -> cairn::InitOptions {
+    cairn::InitOptions {
+        kdf: Some(cairn::format::crypto::KdfParams {
+            m_cost_kib: 1024,
+            t_cost: 1,
+            p_cost: 1,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Writes a lock object as another process would.
+fn plant_lock(repo: &cairn::Repository, time: chrono::DateTime<chrono::Utc>, host: &str) {
+    let info = serde_json::json!({"time": time, "exclusive": false,
+        "hostname": host, "username": "someone", "pid": 1u32, "nonce": hex_nonce(time)});
+    let bytes =
+        cairn::format::objects::seal_json(repo.cipher(), cairn::format::crypto::aad::LOCK, &info);
+    let name = format!("locks/{:064x}", time.timestamp_nanos_opt().unwrap());
+    repo.backend().create(&name, bytes).unwrap();
+}
+
+fn hex_nonce(t: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{:032x}", t.timestamp_micros())
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A lock that is refreshed stays held; once its object vanishes (someone ran
+/// `unlock --remove-all`), the holder learns it, and a backup holding it stops
+/// before saving a snapshot.
+#[test]
+fn a_lost_lock_stops_the_operation() {
+    use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
+    use cairn::repo::lock;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    write(&src.join("a"), "data");
+    let b = cairn::Backend::memory();
+    let mut repo = cairn::Repository::init(b.clone(), b"pw", fast_kdf()).unwrap();
+
+    let interval = std::time::Duration::from_millis(30);
+    let guard = lock::acquire_with_refresh(&repo, false, interval).unwrap();
+    let first = b.list("locks").unwrap();
+    wait_until("a refresh", || b.list("locks").unwrap() != first);
+    std::thread::sleep(interval * 4);
+    guard.check().expect("a refreshed lock is held");
+    assert_eq!(b.list("locks").unwrap().len(), 1, "refresh leaves one lock");
+
+    lock::remove_locks(&repo, true).unwrap();
+    wait_until("the loss noticed", || guard.check().is_err());
+    let err = guard.check().unwrap_err();
+    assert!(matches!(err, cairn::Error::LockLost(_)), "{err}");
+    assert!(err.to_string().contains("lock"), "{err}");
+
+    repo.load_index().unwrap();
+    let opts = BackupOptions {
+        lock: Some(guard.watch()),
+        ..Default::default()
+    };
+    let r = backup(&mut repo, Source::Paths(vec![src]), &opts, &NoProgress);
+    assert!(
+        matches!(r, Err(cairn::Error::LockLost(_))),
+        "backup went on"
+    );
+    assert!(
+        repo.snapshot_ids().unwrap().is_empty(),
+        "a snapshot was saved"
+    );
+    drop(guard);
+}
+
+/// A lock dated far in the future (a host with a wrong clock) still blocks, but
+/// the message says so and `unlock` removes it; a small skew is left alone.
+#[test]
+fn future_dated_locks_are_named_and_unlock_removes_them() {
+    let sb = Sandbox::init();
+    let src = sb.path("src");
+    write(&src.join("f"), "x");
+    sb.ok(["backup", s(&src), "--time", "2024-01-01 10:00:00"]);
+    sb.ok(["backup", s(&src), "--time", "2024-01-02 10:00:00"]);
+    let backend = cairn::Backend::open(s(&sb.repo), &[], false).unwrap();
+    let repo = cairn::Repository::open(backend, PASSWORD.as_bytes()).unwrap();
+    let now = chrono::Utc::now();
+    plant_lock(&repo, now + chrono::Duration::hours(3), "far-future");
+    sb.cmd(["forget", "--keep-last", "1"])
+        .code(11)
+        .assert_one_error_line("in the future");
+    assert_eq!(sb.snapshot_count(), 2);
+    let out = sb.ok(["unlock"]);
+    assert!(out.stdout().contains("removed 1 lock"), "{}", out.dump());
+    assert!(repo.backend().list("locks").unwrap().is_empty());
+
+    // A small skew is not suspect: it blocks (forget is exclusive), unlock keeps it.
+    plant_lock(&repo, now + chrono::Duration::minutes(2), "skewed-a-little");
+    let out = sb.ok(["unlock"]);
+    assert!(out.stdout().contains("removed 0 locks"), "{}", out.dump());
+    let out = sb.cmd(["forget", "--keep-last", "1"]).code(11);
+    assert!(!out.stderr.contains("future"), "{}", out.dump());
+    assert_eq!(sb.snapshot_count(), 2);
+}

@@ -86,7 +86,7 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
     }
     let repo = g.open()?;
     // Exclusive, as restic: no backup may pick a parent that is being removed.
-    let _lock = if a.dry_run {
+    let lock = if a.dry_run {
         None
     } else {
         Some(cairn::repo::lock::acquire(&repo, true)?)
@@ -116,6 +116,9 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
         };
     if !a.dry_run {
         for id in &remove {
+            if let Some(l) = &lock {
+                l.check()?;
+            }
             repo.backend()
                 .delete(&format!("{}/{id}", cairn::repo::SNAPSHOTS_DIR))?;
         }
