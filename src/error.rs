@@ -21,6 +21,8 @@ pub enum Error {
     ReadOnlyFormat(u32),
     #[error("repository is locked by {0} (if that process is gone, run `cairn unlock`)")]
     Locked(String),
+    #[error("lost the repository lock ({0}); stopped before writing anything more (run the command again)")]
+    LockLost(String),
     #[error("invalid repository location '{url}': {reason}")]
     BadLocation { url: String, reason: String },
     #[error("storage error on {key}: {source}")]

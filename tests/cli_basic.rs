@@ -303,9 +303,9 @@ fn snapshot_selectors() {
     assert_eq!(s.ok(["dump", &a[..n].to_uppercase(), f]).stdout, b"one");
     assert_eq!(s.ok(["dump", "latest", f]).stdout, b"two!");
     assert_eq!(s.ok(["dump", &b[..n], f]).stdout, b"two!");
-    // Too short: fewer than 4 digits never selects, even if unique, and says so.
+    // Too short: fewer than 4 digits never selects, even if unique (usage error).
     s.cmd(["dump", &a[..3], f])
-        .code(1)
+        .code(2)
         .assert_one_error_line("at least 4 hex digits");
 }
 

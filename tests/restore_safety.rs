@@ -206,7 +206,7 @@ fn crafted_snapshot_with_symlink_and_directory_of_one_name_stays_inside() {
     fs::create_dir_all(&outside).unwrap();
     let t = sb.path("t");
 
-    let saver = BlobSaver::new(&repo, false);
+    let saver = BlobSaver::new(&repo, false).unwrap();
     let data = b"root::0:0\n";
     let (data_id, _) = saver.save(BlobType::Data, data).unwrap();
     let mut passwd = node("passwd", NodeType::File);

@@ -100,20 +100,26 @@ fn source(a: &BackupArgs) -> Result<Source> {
             argv: a.command.clone(),
         });
     }
-    if !a.command.is_empty() {
-        return Err(usage("a command after `--` needs --stdin-from-command"));
+    // Without --stdin-from-command, arguments after `--` are paths (a file may
+    // be called `--weird`), as in restic.
+    let mut paths = a.paths.clone();
+    paths.extend(a.command.iter().map(PathBuf::from));
+    if a.stdin && !paths.is_empty() {
+        return Err(usage(
+            "give paths, --stdin, or --stdin-from-command, not several",
+        ));
     }
     if a.stdin {
         return Ok(Source::Stdin {
             name: a.stdin_filename.clone(),
         });
     }
-    if a.paths.is_empty() {
+    if paths.is_empty() {
         return Err(usage(
             "nothing to back up: give paths, --stdin or --stdin-from-command",
         ));
     }
-    Ok(Source::Paths(a.paths.clone()))
+    Ok(Source::Paths(paths))
 }
 
 fn excludes(a: &BackupArgs) -> Result<Vec<String>> {
@@ -135,8 +141,13 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
     let src = source(a)?;
     let time = a.time.as_deref().map(parse_time).transpose()?;
     let excludes = excludes(a)?;
+    // Mistakes in the arguments are usage errors, found before any password is asked.
+    backup::Excludes::new(&excludes).map_err(|e| usage(e.to_string()))?;
+    if let Source::Stdin { name } | Source::Command { name, .. } = &src {
+        backup::validate_stdin_name(name).map_err(|e| usage(e.to_string()))?;
+    }
     let mut repo = g.open()?;
-    let _lock = if a.dry_run {
+    let lock = if a.dry_run {
         None
     } else {
         Some(cairn::repo::lock::acquire(&repo, false)?)
@@ -155,6 +166,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         dry_run: a.dry_run,
         parent,
         force: a.force,
+        lock: lock.as_ref().map(|l| l.watch()),
     };
     let list_files = g.verbose > 0 && !g.json && !g.quiet;
     let progress = (g.progress() || list_files)

@@ -28,8 +28,10 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<()> {
         (None, false) => ReadData::None,
     };
     let mut repo = g.open()?;
-    let _lock = cairn::repo::lock::acquire(&repo, false)?;
+    let lock = cairn::repo::lock::acquire(&repo, false)?;
     let report = check::check(&mut repo, read)?;
+    // Without the lock, a concurrent prune may have made the findings wrong.
+    lock.check()?;
     if g.json {
         output::json(&serde_json::to_value(&report)?);
     } else if !g.quiet {

@@ -78,9 +78,15 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
             "no policy given: use --keep-last, --keep-daily, ... or name snapshots to forget",
         ));
     }
+    if a.snapshots.is_empty() && policy.keeps_nothing() {
+        return Err(usage(
+            "this policy keeps nothing (every --keep-* rule is 0 or empty) and would remove every snapshot; \
+             give a non-zero --keep-* rule, or name the snapshots to forget",
+        ));
+    }
     let repo = g.open()?;
     // Exclusive, as restic: no backup may pick a parent that is being removed.
-    let _lock = if a.dry_run {
+    let lock = if a.dry_run {
         None
     } else {
         Some(cairn::repo::lock::acquire(&repo, true)?)
@@ -110,6 +116,9 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
         };
     if !a.dry_run {
         for id in &remove {
+            if let Some(l) = &lock {
+                l.check()?;
+            }
             repo.delete_snapshot(id)?;
         }
         emit(

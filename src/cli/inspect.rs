@@ -285,6 +285,29 @@ pub struct CatArgs {
     kind: CatKind,
     /// Object ID (snapshot: also a prefix or "latest")
     id: Option<String>,
+    /// With `config`: also print key material (blob-ID key, chunker seed)
+    #[arg(long)]
+    show_secrets: bool,
+}
+
+/// Replaces key material in `cat config` output: every field whose name says
+/// it is a key, seed or secret (`blob_id_key`, `chunker.seed`, ...), at any
+/// depth, so fields added later are covered too.
+fn hide_secrets(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                let k = k.to_lowercase();
+                if k.contains("key") || k.contains("seed") || k.contains("secret") {
+                    *val = Value::String("<hidden: use --show-secrets>".into());
+                } else {
+                    hide_secrets(val);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(hide_secrets),
+        _ => {}
+    }
 }
 
 fn need_id(a: &CatArgs) -> Result<&str> {
@@ -300,7 +323,13 @@ fn parse<T: std::str::FromStr>(s: &str) -> Result<T> {
 pub fn cat(g: &Global, a: &CatArgs) -> Result<()> {
     let mut repo = g.open()?;
     match a.kind {
-        CatKind::Config => output::pretty_json(&serde_json::to_value(repo.config())?),
+        CatKind::Config => {
+            let mut v = serde_json::to_value(repo.config())?;
+            if !a.show_secrets {
+                hide_secrets(&mut v);
+            }
+            output::pretty_json(&v)
+        }
         CatKind::Snapshot => {
             let (id, s) = select_snapshot(&repo, need_id(a)?, &FilterArgs::default())?;
             output::pretty_json(&snapshot_json(&id, &s));

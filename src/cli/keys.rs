@@ -8,12 +8,13 @@ use serde_json::json;
 
 use cairn::format::blob::Padding;
 use cairn::format::crypto::KdfParams;
+use cairn::format::objects;
 use cairn::{InitOptions, Repository};
 
 use super::events::{emit, Severity};
 use super::output::{json as print_json, line};
 use super::password;
-use super::Global;
+use super::{usage, Global};
 
 #[derive(Args)]
 pub struct InitArgs {
@@ -23,10 +24,10 @@ pub struct InitArgs {
     /// Password file for the --from repository (else CAIRN_FROM_PASSWORD, else the same password)
     #[arg(long, value_name = "FILE")]
     from_password_file: Option<PathBuf>,
-    /// zstd level for new blobs (0 = no compression)
-    #[arg(long, value_name = "LEVEL")]
+    /// zstd level for new blobs, -7..=22 (0 = no compression; negative = faster)
+    #[arg(long, value_name = "LEVEL", allow_negative_numbers = true)]
     compression: Option<i32>,
-    /// Target pack size in MiB
+    /// Target pack size in MiB (1..=1024)
     #[arg(long, value_name = "MIB")]
     pack_size: Option<u32>,
     /// How blobs are padded to hide their sizes: bucket (default, at most 0.4%
@@ -68,8 +69,38 @@ impl KdfArgs {
     }
 }
 
+const PACK_SIZE_MIB: std::ops::RangeInclusive<u32> =
+    objects::MIN_PACK_SIZE / MIB..=objects::MAX_PACK_SIZE / MIB;
+const MIB: u32 = 1024 * 1024;
+
 pub fn init(g: &Global, a: &InitArgs) -> Result<()> {
+    // Option mistakes are usage errors, found before anything is created.
+    let levels = objects::COMPRESSION_LEVELS;
+    if let Some(c) = a.compression.filter(|c| !levels.contains(c)) {
+        return Err(usage(format!(
+            "--compression {c} is not a zstd level cairn uses: give {}..={} (0 = none)",
+            levels.start(),
+            levels.end()
+        )));
+    }
+    if let Some(p) = a.pack_size.filter(|p| !PACK_SIZE_MIB.contains(p)) {
+        return Err(usage(format!(
+            "--pack-size {p}: the pack size must be {}..={} MiB",
+            PACK_SIZE_MIB.start(),
+            PACK_SIZE_MIB.end()
+        )));
+    }
     let backend = g.backend(true)?;
+    let result = init_in(g, a, &backend);
+    if result.is_err() {
+        // Leave no empty directory behind (only those this init created).
+        backend.remove_created_dirs();
+    }
+    result
+}
+
+fn init_in(g: &Global, a: &InitArgs, backend: &cairn::Backend) -> Result<()> {
+    let backend = backend.clone();
     if Repository::exists(&backend)? {
         return Err(cairn::Error::RepoExists(backend.location().to_string()).into());
     }

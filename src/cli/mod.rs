@@ -348,5 +348,10 @@ pub fn select_snapshot(
     cairn::format::id::SnapshotId,
     cairn::format::snapshot::Snapshot,
 )> {
+    if sel != "latest" && sel.len() < 4 {
+        return Err(usage(format!(
+            "snapshot '{sel}' is too short: give at least 4 hex digits of its ID, or \"latest\""
+        )));
+    }
     Ok(repo.find_snapshot(sel, &f.filter())?)
 }

@@ -2,60 +2,77 @@
 //! (stdin may be the data being backed up).
 
 use std::io::IsTerminal;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use zeroize::Zeroizing;
 
 use super::Global;
 
-/// A password that is wiped from memory when dropped.
-pub struct Password(String);
+/// A password: its bytes as given (a password file or command output need not
+/// be UTF-8), wiped from memory when dropped.
+pub struct Password(Zeroizing<Vec<u8>>);
 
 impl Password {
     pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
+        &self.0
     }
-}
 
-impl Drop for Password {
-    fn drop(&mut self) {
-        // SAFETY: zero bytes are valid UTF-8.
-        for b in unsafe { self.0.as_bytes_mut() } {
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
+    fn new(bytes: Vec<u8>) -> Password {
+        Password(Zeroizing::new(bytes))
     }
 }
 
 /// Strips one trailing line ending, as restic does with password files.
-fn strip_newline(mut s: String) -> String {
-    if s.ends_with('\n') {
+fn strip_newline(mut s: Zeroizing<Vec<u8>>) -> Password {
+    if s.ends_with(b"\n") {
         s.pop();
-        if s.ends_with('\r') {
+        if s.ends_with(b"\r") {
             s.pop();
         }
     }
-    s
+    Password(s)
 }
 
 fn from_file(path: &Path) -> Result<Password> {
-    let s = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read password file {}", path.display()))?;
-    Ok(Password(strip_newline(s)))
+    let bytes = Zeroizing::new(
+        std::fs::read(path)
+            .with_context(|| format!("cannot read password file {}", path.display()))?,
+    );
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "warning: password file {} is readable by group or others (mode {:o}); run `chmod 600` on it",
+                path.display(),
+                m.permissions().mode() & 0o777
+            );
+        }
+    }
+    Ok(strip_newline(bytes))
 }
 
 fn from_command(cmd: &str) -> Result<Password> {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c").arg(cmd);
+    cairn::ops::backup::remove_secret_env(&mut c);
+    let out = c
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("cannot run password command '{cmd}'"))?;
+    let stdout = Zeroizing::new(out.stdout);
     if !out.status.success() {
         bail!("password command '{cmd}' failed ({})", out.status);
     }
-    Ok(Password(strip_newline(
-        String::from_utf8(out.stdout).context("password command printed non-UTF-8")?,
-    )))
+    Ok(strip_newline(stdout))
+}
+
+/// A password from the environment, as bytes (it need not be UTF-8).
+fn env_password(name: &str) -> Option<Password> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| Password::new(v.into_vec()))
 }
 
 fn env(name: &str) -> Option<String> {
@@ -64,7 +81,10 @@ fn env(name: &str) -> Option<String> {
 
 fn prompt(label: &str) -> Result<Password> {
     Ok(Password(
-        rpassword::prompt_password(label).context("cannot read the password from the terminal")?,
+        rpassword::prompt_password(label)
+            .context("cannot read the password from the terminal")?
+            .into_bytes()
+            .into(),
     ))
 }
 
@@ -94,8 +114,8 @@ pub fn repository_password(g: &Global) -> Result<Password> {
     {
         return from_command(&c);
     }
-    if let Some(p) = env("CAIRN_PASSWORD") {
-        return Ok(Password(p));
+    if let Some(p) = env_password("CAIRN_PASSWORD") {
+        return Ok(p);
     }
     if tty() {
         return prompt("enter password for repository: ");
@@ -109,7 +129,7 @@ pub fn new_repository_password(g: &Global) -> Result<Password> {
         || env("CAIRN_PASSWORD_FILE").is_some()
         || g.password_command.is_some()
         || env("CAIRN_PASSWORD_COMMAND").is_some()
-        || env("CAIRN_PASSWORD").is_some();
+        || std::env::var_os("CAIRN_PASSWORD").is_some_and(|v| !v.is_empty());
     if given || !tty() {
         return repository_password(g);
     }
@@ -119,7 +139,7 @@ pub fn new_repository_password(g: &Global) -> Result<Password> {
 fn prompt_twice(label: &str) -> Result<Password> {
     let a = prompt(label)?;
     let b = prompt("enter password again: ")?;
-    if a.0 != b.0 {
+    if a.as_bytes() != b.as_bytes() {
         bail!("passwords do not match");
     }
     Ok(a)
@@ -130,8 +150,8 @@ pub fn new_key_password(file: &Option<std::path::PathBuf>) -> Result<Password> {
     if let Some(f) = file {
         return from_file(f);
     }
-    if let Some(p) = env("CAIRN_NEW_PASSWORD") {
-        return Ok(Password(p));
+    if let Some(p) = env_password("CAIRN_NEW_PASSWORD") {
+        return Ok(p);
     }
     if tty() {
         return prompt_twice("enter new password: ");
@@ -148,8 +168,8 @@ pub fn other_password(
     if let Some(f) = file {
         return from_file(f);
     }
-    if let Some(p) = env(env_name) {
-        return Ok(Password(p));
+    if let Some(p) = env_password(env_name) {
+        return Ok(p);
     }
     repository_password(g)
 }

@@ -11,7 +11,7 @@ use cairn::ops::restore::{self, Overwrite, RestoreOptions};
 
 use super::events::{emit, Severity};
 use super::output::{self, line};
-use super::{select_snapshot, FilterArgs, Finished, Global, EXIT_FAILURE};
+use super::{select_snapshot, usage, FilterArgs, Finished, Global, EXIT_FAILURE};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum OverwriteArg {
@@ -46,8 +46,35 @@ pub struct RestoreArgs {
     filter: FilterArgs,
 }
 
+/// Include/exclude globs as the restorer reads them: a bad one is a usage
+/// error, found before any password is asked.
+fn check_patterns(patterns: &[String], flag: &str) -> Result<()> {
+    restore::check_patterns(patterns).map_err(|e| usage(format!("{flag}: {e}")))
+}
+
+/// The target, or the first of its ancestors that exists, must be a directory.
+fn check_target(target: &std::path::Path) -> Result<()> {
+    for dir in target.ancestors().filter(|d| !d.as_os_str().is_empty()) {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => {
+                return Err(usage(format!(
+                    "cannot restore to {}: {} is a file, not a directory",
+                    target.display(),
+                    dir.display()
+                )))
+            }
+            Err(_) => continue,
+        }
+    }
+    Ok(())
+}
+
 pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
     super::keep_freed_buffers();
+    check_patterns(&a.includes, "--include")?;
+    check_patterns(&a.excludes, "--exclude")?;
+    check_target(&a.target)?;
     let mut repo = g.open()?;
     repo.load_index()?;
     let (id, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;

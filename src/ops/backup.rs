@@ -26,6 +26,7 @@ use crate::format::chunker;
 use crate::format::id::{BlobId, SnapshotId};
 use crate::format::snapshot::{Snapshot, SnapshotSummary};
 use crate::format::tree::{encode_name, ContentRef, Node, NodeType, Tree};
+use crate::repo::lock::LockWatch;
 use crate::repo::saver::{save_tree, BlobSaver};
 use crate::repo::{hostname, Repository, SnapshotFilter};
 
@@ -61,6 +62,10 @@ pub struct BackupOptions {
     pub parent: Option<SnapshotId>,
     /// Read every file even if its metadata says unchanged.
     pub force: bool,
+    /// The lock this backup holds: checked at safe points (each entry, each
+    /// batch of a stream, before the index and the snapshot are written); once
+    /// it is lost the backup stops with [`Error::LockLost`] and saves no snapshot.
+    pub lock: Option<LockWatch>,
 }
 
 /// Progress callbacks, called from many threads.
@@ -168,6 +173,7 @@ struct Archiver<'a> {
     counters: Counters,
     errors: Mutex<Vec<(PathBuf, String)>>,
     progress: &'a dyn Progress,
+    lock: Option<&'a LockWatch>,
 }
 
 /// Makes a path absolute and lexically clean, without resolving symlinks
@@ -299,6 +305,11 @@ impl VirtualDir {
 }
 
 impl<'a> Archiver<'a> {
+    /// A safe point: stops the backup once its lock is lost.
+    fn check_lock(&self) -> Result<()> {
+        self.lock.map_or(Ok(()), LockWatch::check)
+    }
+
     fn fail(&self, path: &Path, why: impl std::fmt::Display) {
         self.errors
             .lock()
@@ -369,6 +380,7 @@ impl<'a> Archiver<'a> {
         pnode: Option<&Node>,
         root_dev: u64,
     ) -> Result<Option<Node>> {
+        self.check_lock()?;
         let mut node = node_from_metadata(name, meta);
         match node.kind {
             NodeType::File => {
@@ -535,6 +547,7 @@ impl<'a> Archiver<'a> {
                 || self.next_batch(&mut chunks),
             );
             let saved = saved?;
+            self.check_lock()?;
             total += batch.iter().map(|c| c.len() as u64).sum::<u64>();
             level = next_level(level, &saved);
             content.extend(saved.iter().map(|(s, len)| ContentRef {
@@ -680,6 +693,7 @@ pub fn backup(
         counters: Counters::default(),
         errors: Mutex::new(Vec::new()),
         progress,
+        lock: opts.lock.as_ref(),
     };
     let root = match &source {
         // Backing up "/" itself: its entries are the root tree's.
@@ -700,6 +714,7 @@ pub fn backup(
         Source::Stdin { name } => arch.archive_stream(name, std::io::stdin())?,
         Source::Command { name, argv } => arch.archive_command(name, argv)?,
     };
+    arch.check_lock()?;
     let Archiver {
         saver,
         counters,
@@ -751,6 +766,9 @@ pub fn backup(
     let snapshot_id = if opts.dry_run {
         None
     } else {
+        if let Some(l) = &opts.lock {
+            l.check()?;
+        }
         Some(repo.save_snapshot(&snapshot)?)
     };
     Ok(BackupOutcome {
@@ -763,14 +781,32 @@ pub fn backup(
     })
 }
 
-fn validate_stdin_name(name: &str) -> Result<()> {
+/// Keeps passwords out of the environment of a child process (a dump command,
+/// a password command): every `CAIRN_*` variable naming a password
+/// (`CAIRN_PASSWORD`, `CAIRN_PASSWORD_FILE`, `CAIRN_NEW_PASSWORD`,
+/// `CAIRN_FROM_PASSWORD`, `CAIRN_TO_PASSWORD`, ...) is removed.
+pub fn remove_secret_env(cmd: &mut std::process::Command) {
+    for (k, _) in std::env::vars_os() {
+        let name = k.to_string_lossy();
+        if name.starts_with("CAIRN_") && name.contains("PASSWORD") {
+            cmd.env_remove(&k);
+        }
+    }
+}
+
+/// Checks a `--stdin-filename`: a relative name (`db.sql`, `dumps/db.sql`)
+/// without empty, `.` or `..` components and without NUL bytes.
+pub fn validate_stdin_name(name: &str) -> Result<()> {
     if name.is_empty()
+        || name.contains('\0')
         || name
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..")
     {
         return Err(Error::InvalidArgument(format!(
-            "'{name}' is not a usable --stdin-filename"
+            "'{}' is not a usable --stdin-filename: give a relative name like db.sql or dumps/db.sql \
+             (no leading or doubled '/', no '.' or '..' parts)",
+            name.escape_debug()
         )));
     }
     Ok(())
@@ -835,7 +871,9 @@ impl<'a> Archiver<'a> {
         let (prog, args) = argv
             .split_first()
             .ok_or_else(|| Error::InvalidArgument("no command given after --".into()))?;
-        let mut child = std::process::Command::new(prog)
+        let mut cmd = std::process::Command::new(prog);
+        remove_secret_env(&mut cmd);
+        let mut child = cmd
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

@@ -34,6 +34,27 @@ impl Policy {
             && self.within.is_none()
             && self.tags.is_empty()
     }
+
+    /// Whether no rule can keep anything: every count is 0, `within` is zero and
+    /// every tag is empty (restic treats such a policy as empty). Applied, it
+    /// would remove every snapshot, which is never what a retention policy means.
+    pub fn keeps_nothing(&self) -> bool {
+        [
+            self.last,
+            self.hourly,
+            self.daily,
+            self.weekly,
+            self.monthly,
+            self.yearly,
+        ]
+        .iter()
+        .all(|n| n.unwrap_or(0) == 0)
+            && self.within.is_none_or(|d| d <= Duration::zero())
+            && self
+                .tags
+                .iter()
+                .all(|t| t.split(',').all(|x| x.trim().is_empty()))
+    }
 }
 
 /// Parses restic-style durations: `30d`, `1y6m`, `2h`, `1y2m3d4h`.

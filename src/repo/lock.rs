@@ -8,6 +8,12 @@
 //! A lock is refreshed (a new object written, the old deleted) every 5 minutes;
 //! one not refreshed for 30 minutes, or left by a dead process on this host, is
 //! stale and ignored (and removed by `unlock`).
+//!
+//! A holder can lose its lock: the refresh fails, the object vanished (someone
+//! ran `unlock --remove-all`), or so long passed since the last refresh that
+//! others may have removed it as stale. The refresher then records the loss in
+//! a [`LockWatch`]; operations check it at safe points ([`LockWatch::check`])
+//! and stop with [`Error::LockLost`] before writing anything that needs the lock.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +30,10 @@ use crate::storage::Backend;
 
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// A lock dated further ahead than this comes from a host with a wrong clock
+/// and would otherwise never go stale: it still blocks (its process may be
+/// alive), but the message says so and `unlock` removes it.
+pub const FUTURE_BOUND: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockInfo {
@@ -56,9 +66,19 @@ impl LockInfo {
         self.hostname == hostname() && !process_alive(self.pid)
     }
 
+    /// Dated more than [`FUTURE_BOUND`] ahead of this host's clock.
+    pub fn is_future_dated(&self) -> bool {
+        self.time.signed_duration_since(Utc::now()).num_seconds() > FUTURE_BOUND.as_secs() as i64
+    }
+
     pub fn describe(&self) -> String {
+        let future = if self.is_future_dated() {
+            " — dated in the future (a wrong clock on that host?); `cairn unlock` removes it"
+        } else {
+            ""
+        };
         format!(
-            "{} lock by {}@{} (pid {}) since {}",
+            "{} lock by {}@{} (pid {}) since {}{future}",
             if self.exclusive { "an exclusive" } else { "a" },
             self.username,
             self.hostname,
@@ -86,8 +106,15 @@ fn write_lock(backend: &Backend, cipher: &Cipher, info: &LockInfo) -> Result<Str
 pub fn list_locks(repo: &Repository) -> Result<Vec<(String, Option<LockInfo>)>> {
     let mut out = Vec::new();
     for l in repo.backend().list(LOCKS_DIR)? {
-        let info = match repo.backend().get(&l.key) {
+        // A lock copied under another name (or oversized) reads as unknown: stale.
+        let fetched = if l.size > objects::MAX_METADATA_LEN {
+            Err(Error::NameMismatch(l.key.clone())) // never read: no lock is that large
+        } else {
+            repo.get_named(&l.key)
+        };
+        let info = match fetched {
             Ok(b) => objects::open_json::<LockInfo>(repo.cipher(), aad::LOCK, &b).ok(),
+            Err(Error::NameMismatch(_)) => None,
             Err(Error::MissingObject(_)) => continue, // released meanwhile
             Err(e) => return Err(e),
         };
@@ -96,11 +123,15 @@ pub fn list_locks(repo: &Repository) -> Result<Vec<(String, Option<LockInfo>)>> 
     Ok(out)
 }
 
-/// Removes stale locks (or all with `all`); returns how many.
+/// Removes stale and future-dated locks (or all with `all`); returns how many.
 pub fn remove_locks(repo: &Repository, all: bool) -> Result<usize> {
     let mut n = 0;
     for (key, info) in list_locks(repo)? {
-        if all || info.as_ref().map_or(true, |i| i.is_stale()) {
+        if all
+            || info
+                .as_ref()
+                .map_or(true, |i| i.is_stale() || i.is_future_dated())
+        {
             repo.backend().delete(&key)?;
             n += 1;
         }
@@ -108,62 +139,164 @@ pub fn remove_locks(repo: &Repository, all: bool) -> Result<usize> {
     Ok(n)
 }
 
+/// Whether a lock is still held; shared by the guard, its refresher and the
+/// operation. The default (no lock taken) is never lost.
+#[derive(Clone, Default)]
+pub struct LockWatch(Arc<Mutex<Option<String>>>);
+
+impl LockWatch {
+    /// `Err(LockLost)` once the lock is lost.
+    pub fn check(&self) -> Result<()> {
+        match &*self.0.lock().unwrap() {
+            Some(why) => Err(Error::LockLost(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn lose(&self, why: String) {
+        self.0.lock().unwrap().get_or_insert(why);
+    }
+}
+
 /// A held lock; released (deleted) on drop.
 pub struct LockGuard {
     backend: Backend,
     key: Arc<Mutex<String>>,
+    watch: LockWatch,
     /// Dropping it wakes the refresher, which then exits.
     stop: Option<std::sync::mpsc::Sender<()>>,
     refresher: Option<std::thread::JoinHandle<()>>,
 }
 
+impl LockGuard {
+    /// `Err(LockLost)` once the lock is lost.
+    pub fn check(&self) -> Result<()> {
+        self.watch.check()
+    }
+
+    /// A handle for operations to check (see [`LockWatch`]).
+    pub fn watch(&self) -> LockWatch {
+        self.watch.clone()
+    }
+}
+
 /// Takes a shared or exclusive lock, or fails with [`Error::Locked`].
 pub fn acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
+    acquire_with_refresh(repo, exclusive, REFRESH_INTERVAL)
+}
+
+/// [`acquire`] with another refresh interval (tests use short ones).
+pub fn acquire_with_refresh(
+    repo: &Repository,
+    exclusive: bool,
+    interval: Duration,
+) -> Result<LockGuard> {
     let backend = repo.backend().clone();
     let cipher = repo.cipher().clone();
     let key = write_lock(&backend, &cipher, &LockInfo::new(exclusive))?;
-    let conflict = list_locks(repo)?.into_iter().find(|(k, info)| {
-        *k != key
-            && match info {
-                Some(i) => (exclusive || i.exclusive) && !i.is_stale(),
-                None => false,
-            }
-    });
-    if let Some((_, Some(info))) = conflict {
+    let mut conflicts: Vec<LockInfo> = list_locks(repo)?
+        .into_iter()
+        .filter(|(k, _)| *k != key)
+        .filter_map(|(_, info)| info)
+        .filter(|i| (exclusive || i.exclusive) && !i.is_stale())
+        .collect();
+    // Name a future-dated lock first: that one needs the user's action.
+    conflicts.sort_by_key(|i| !i.is_future_dated());
+    if let Some(info) = conflicts.first() {
         backend.delete(&key)?;
         return Err(Error::Locked(info.describe()));
     }
     let key = Arc::new(Mutex::new(key));
+    let watch = LockWatch::default();
     let (stop, wake) = std::sync::mpsc::channel::<()>();
     let refresher = {
-        let (backend, key) = (backend.clone(), key.clone());
-        std::thread::Builder::new()
+        let r = Refresher {
+            backend: backend.clone(),
+            cipher,
+            exclusive,
+            key: key.clone(),
+            watch: watch.clone(),
+            interval,
+        };
+        match std::thread::Builder::new()
             .name("cairn-lock".into())
-            .spawn(move || refresh_loop(backend, cipher, exclusive, key, wake))
-            .ok()
+            .spawn(move || r.run(wake))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = backend.delete(&key.lock().unwrap());
+                return Err(Error::io("<lock refresher thread>", e));
+            }
+        }
     };
     Ok(LockGuard {
         backend,
         key,
+        watch,
         stop: Some(stop),
-        refresher,
+        refresher: Some(refresher),
     })
 }
 
-fn refresh_loop(
+struct Refresher {
     backend: Backend,
     cipher: Cipher,
     exclusive: bool,
     key: Arc<Mutex<String>>,
-    wake: std::sync::mpsc::Receiver<()>,
-) {
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wake.recv_timeout(REFRESH_INTERVAL)
-    {
-        // Objects are immutable: refresh by writing a new lock, then dropping the old.
-        if let Ok(new_key) = write_lock(&backend, &cipher, &LockInfo::new(exclusive)) {
-            let old = std::mem::replace(&mut *key.lock().unwrap(), new_key);
-            let _ = backend.delete(&old);
+    watch: LockWatch,
+    interval: Duration,
+}
+
+impl Refresher {
+    fn run(self, wake: std::sync::mpsc::Receiver<()>) {
+        let mut refreshed = std::time::Instant::now();
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wake.recv_timeout(self.interval)
+        {
+            // Suspended (laptop lid, SIGSTOP) past the stale age: others may have
+            // removed the lock meanwhile, even if the object is still there.
+            if refreshed.elapsed() >= STALE_AFTER {
+                self.watch.lose(format!(
+                    "not refreshed for {} minutes",
+                    refreshed.elapsed().as_secs() / 60
+                ));
+                return;
+            }
+            if let Err(why) = self.refresh() {
+                self.watch.lose(why);
+                return;
+            }
+            refreshed = std::time::Instant::now();
         }
+    }
+
+    /// Objects are immutable: refresh by writing a new lock, then dropping the
+    /// old. The old one must still be there: if it vanished, the lock was removed.
+    fn refresh(&self) -> std::result::Result<(), String> {
+        let old = self.key.lock().unwrap().clone();
+        let mut last_err = String::new();
+        // A few quick tries: one failed request is not yet a lost lock.
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep((self.interval / 10).min(Duration::from_secs(2)) * attempt);
+            }
+            match self.backend.exists(&old) {
+                Ok(true) => {}
+                Ok(false) => return Err(format!("{old} was removed by someone else")),
+                Err(e) => {
+                    last_err = format!("cannot refresh it: {e}");
+                    continue;
+                }
+            }
+            match write_lock(&self.backend, &self.cipher, &LockInfo::new(self.exclusive)) {
+                Ok(new_key) => {
+                    *self.key.lock().unwrap() = new_key;
+                    let _ = self.backend.delete(&old);
+                    return Ok(());
+                }
+                Err(e) => last_err = format!("cannot refresh it: {e}"),
+            }
+        }
+        Err(last_err)
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Backend {
     location: String,
     /// For a local path: the directory, so `init` can create it.
     local_dir: Option<std::path::PathBuf>,
+    /// The outermost directory this backend created (for `init`), so a failed
+    /// init can remove what it made.
+    created_dir: Option<std::path::PathBuf>,
 }
 
 fn runtime() -> Arc<tokio::runtime::Runtime> {
@@ -62,6 +65,7 @@ impl Backend {
             rt: runtime(),
             location: "memory://".into(),
             local_dir: None,
+            created_dir: None,
         }
     }
 
@@ -103,12 +107,14 @@ impl Backend {
                 format!("option '{k}' does not apply to a local repository"),
             ));
         }
+        let mut created_dir = None;
         if create {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            created_dir = create_private_dir(location, dir)?;
         } else if !dir.is_dir() {
             return Err(Error::RepoNotFound(location.to_string()));
         }
         let dir = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+        let created_dir = created_dir.and_then(|d| std::fs::canonicalize(d).ok());
         let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
             .map_err(|e| bad(location, e))?;
         Ok(Backend {
@@ -116,7 +122,21 @@ impl Backend {
             rt: runtime(),
             location: location.to_string(),
             local_dir: Some(dir),
+            created_dir,
         })
+    }
+
+    /// After a failed `init`: removes the directories this backend created, from
+    /// the innermost out, as long as they are empty. Anything else stays.
+    pub fn remove_created_dirs(&self) {
+        let (Some(dir), Some(top)) = (&self.local_dir, &self.created_dir) else {
+            return;
+        };
+        for d in dir.ancestors() {
+            if std::fs::remove_dir(d).is_err() || d == top.as_path() {
+                break;
+            }
+        }
     }
 
     fn cloud(location: &str, scheme: &str, options: &[(String, String)]) -> Result<Backend> {
@@ -161,6 +181,7 @@ impl Backend {
             rt: runtime(),
             location: location.to_string(),
             local_dir: None,
+            created_dir: None,
         })
     }
 
@@ -198,10 +219,38 @@ impl Backend {
             opts,
         ));
         match res {
-            Ok(_) => Ok(Created::New),
+            Ok(_) => {
+                self.make_private(key);
+                Ok(Created::New)
+            }
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(Created::AlreadyExisted),
             Err(e) => Err(Self::storage_err(key, e)),
+        }
+    }
+
+    /// Local repositories are private, as restic's: objects 0600, folders 0700
+    /// (keys and data must not be readable by other local users, who could
+    /// guess passwords offline). object_store creates files and folders with
+    /// the process umask, so they are narrowed here, right after the write.
+    /// The repository folder itself is created 0700 (see [`create_private_dir`]),
+    /// so the brief wider mode of a new object is not reachable by others.
+    /// Best effort: file systems without Unix modes (FAT, some network mounts)
+    /// must not make backups fail.
+    fn make_private(&self, key: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(root) = &self.local_dir else { return };
+        let path = root.join(key);
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        for dir in path.ancestors().skip(1) {
+            if dir == root.as_path() || !dir.starts_with(root) {
+                break;
+            }
+            if let Ok(m) = std::fs::metadata(dir) {
+                if m.permissions().mode() & 0o077 != 0 {
+                    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+                }
+            }
         }
     }
 
@@ -254,6 +303,35 @@ impl Backend {
             Err(e) => Err(Self::storage_err(key, e)),
         }
     }
+}
+
+/// Creates a local repository folder (and missing parents) with mode 0700, as
+/// restic does. A file in the way is named. Returns the outermost folder it
+/// created, if any.
+fn create_private_dir(location: &str, dir: &std::path::Path) -> Result<Option<std::path::PathBuf>> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut outermost_missing = None;
+    for d in dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
+        match std::fs::metadata(d) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                return Err(bad(
+                    location,
+                    format!("{} is a file, not a directory", d.display()),
+                ))
+            }
+            Err(_) => outermost_missing = Some(d.to_path_buf()),
+        }
+    }
+    if outermost_missing.is_none() {
+        return Ok(None);
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    Ok(outermost_missing)
 }
 
 #[cfg(test)]

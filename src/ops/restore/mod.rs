@@ -101,6 +101,11 @@ struct Filter {
     has_includes: bool,
 }
 
+/// Checks include/exclude patterns as restore reads them, before any work.
+pub fn check_patterns(patterns: &[String]) -> Result<()> {
+    globset(patterns).map(|_| ())
+}
+
 fn globset(patterns: &[String]) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {

@@ -1,0 +1,466 @@
+//! Hardening: usage mistakes exit 2 with one clear line, failed commands leave
+//! nothing behind, local repositories are private, secrets do not leak to child
+//! processes or `cat config`, and locks that are lost or dated in the future are
+//! handled.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+// ---- A. usage mistakes ------------------------------------------------------
+
+#[test]
+fn forget_with_a_policy_that_keeps_nothing_is_a_usage_error() {
+    let sb = Sandbox::init();
+    let src = sb.path("src");
+    write(&src.join("f"), "x");
+    sb.ok(["backup", s(&src), "--time", "2024-01-01 10:00:00"]);
+    sb.ok(["backup", s(&src), "--time", "2024-01-02 10:00:00"]);
+    for args in [
+        vec!["forget", "--keep-last", "0"],
+        vec!["forget", "--keep-last", "0", "--keep-daily", "0"],
+        vec!["forget", "--keep-within", "0d"],
+        vec!["forget", "--keep-tag", ""],
+        vec!["forget", "--keep-last", "0", "--dry-run"],
+        vec!["forget"],
+    ] {
+        sb.cmd(&args).code(2).assert_one_error_line("keep");
+    }
+    assert_eq!(sb.snapshot_count(), 2, "a refused forget removed snapshots");
+    // A zero rule next to a real one is fine.
+    sb.ok(["forget", "--keep-last", "1", "--keep-daily", "0"]);
+    assert_eq!(sb.snapshot_count(), 1);
+}
+
+#[test]
+fn bad_globs_and_stdin_names_are_usage_errors() {
+    let sb = Sandbox::init();
+    let (src, _) = sb.small_tree();
+    let t = sb.path("t");
+    sb.cmd(["backup", s(&src), "--exclude", "["])
+        .code(2)
+        .assert_one_error_line("[");
+    let ex = sb.path("excludes");
+    write(&ex, "*.log\na{b\n");
+    sb.cmd(["backup", s(&src), "--exclude-file", s(&ex)])
+        .code(2)
+        .assert_one_error_line("a{b");
+    sb.cmd(["restore", "latest", "--target", s(&t), "--include", "["])
+        .code(2)
+        .assert_one_error_line("[");
+    sb.cmd(["restore", "latest", "--target", s(&t), "--exclude", "a{"])
+        .code(2)
+        .assert_one_error_line("a{");
+    assert!(!t.exists(), "a refused restore created the target");
+    for name in ["", "..", "/abs", "a/../b", "a//b", "./x", "dir/"] {
+        sb.cmd(["backup", "--stdin", "--stdin-filename", name])
+            .stdin("data")
+            .code(2)
+            .assert_one_error_line("--stdin-filename");
+        sb.command_backup(name, &["echo", "hi"])
+            .code(2)
+            .assert_one_error_line("--stdin-filename");
+    }
+    assert_eq!(sb.snapshot_count(), 1);
+}
+
+#[test]
+fn init_options_are_checked_before_anything_is_created() {
+    let sb = Sandbox::new();
+    for args in [
+        vec!["init", "--pack-size", "0"],
+        vec!["init", "--pack-size", "2048"],
+        vec!["init", "--compression", "99"],
+        vec!["init", "--compression", "-99"],
+    ] {
+        let out = sb.cmd(&args).code(2);
+        out.assert_one_error_line(if args[1] == "--pack-size" {
+            "pack size"
+        } else {
+            "compression"
+        });
+        assert!(!sb.repo.exists(), "`{}` left {:?}", out.desc, sb.repo);
+    }
+    // A negative level parses without `=`.
+    sb.ok(["init", "--compression", "-5"]);
+    let cfg = sb.json(["cat", "config"]);
+    assert_eq!(cfg["compression"], -5, "{cfg}");
+}
+
+#[test]
+fn a_failed_init_removes_the_directory_it_created() {
+    let sb = Sandbox::new();
+    // No password source: fails after the location was checked.
+    sb.cmd(["init"])
+        .env_remove("CAIRN_PASSWORD")
+        .fails()
+        .assert_one_error_line("password");
+    assert!(!sb.repo.exists(), "failed init left {:?}", sb.repo);
+    // Several missing levels: all removed.
+    let deep = sb.path("a/b/c");
+    sb.bare(["-r", s(&deep), "init"])
+        .env("CAIRN_PASSWORD", "")
+        .fails();
+    assert!(!sb.path("a").exists(), "failed init left a/b/c");
+    // A directory that was there before stays.
+    fs::create_dir(&sb.repo).unwrap();
+    sb.cmd(["init"]).env_remove("CAIRN_PASSWORD").fails();
+    assert!(
+        sb.repo.is_dir(),
+        "init removed a directory it did not create"
+    );
+    // The same failure, but the directory holds someone's file: kept as is.
+    let deep2 = sb.path("x/y");
+    fs::create_dir_all(&deep2).unwrap();
+    write(&deep2.join("keep.txt"), "mine");
+    sb.bare(["-r", s(&deep2), "init"])
+        .env_remove("CAIRN_PASSWORD")
+        .fails();
+    assert_eq!(fs::read_to_string(deep2.join("keep.txt")).unwrap(), "mine");
+}
+
+#[test]
+fn files_where_directories_belong_are_named() {
+    let sb = Sandbox::new();
+    let f = sb.path("plain-file");
+    write(&f, "not a repository");
+    sb.bare(["-r", s(&f), "init"])
+        .fails()
+        .assert_one_error_line("is a file, not a directory");
+    assert_eq!(fs::read_to_string(&f).unwrap(), "not a repository");
+
+    sb.ok(["init"]);
+    let src = sb.path("src");
+    write(&src.join("a"), "x");
+    sb.ok(["backup", s(&src)]);
+    sb.cmd(["restore", "latest", "--target", s(&f)])
+        .fails()
+        .assert_one_error_line("is a file, not a directory");
+    sb.cmd(["restore", "latest", "--target", s(&f.join("below"))])
+        .fails()
+        .assert_one_error_line("is a file, not a directory");
+    assert_eq!(fs::read_to_string(&f).unwrap(), "not a repository");
+}
+
+#[test]
+fn short_snapshot_prefixes_ask_for_four_digits() {
+    let sb = Sandbox::init();
+    let (_, id) = sb.small_tree();
+    let t = sb.path("t");
+    for sel in [&id[..1], &id[..3]] {
+        sb.cmd(["restore", sel, "--target", s(&t)])
+            .code(2)
+            .assert_one_error_line("at least 4 hex digits");
+        sb.cmd(["ls", sel])
+            .code(2)
+            .assert_one_error_line("at least 4 hex digits");
+        sb.cmd(["forget", sel])
+            .code(2)
+            .assert_one_error_line("at least 4 hex digits");
+    }
+    assert_eq!(sb.snapshot_count(), 1);
+    sb.ok(["ls", &id[..4]]);
+}
+
+#[test]
+fn arguments_after_double_dash_are_paths_without_stdin_from_command() {
+    let sb = Sandbox::init();
+    write(&sb.path("--weird"), "a file with a dashing name");
+    write(&sb.path("plain"), "plain");
+    let v = sb.backup(["--", "--weird", "plain"]);
+    let id = text(&v, "snapshot_id").to_string();
+    let weird = sb.path("--weird");
+    let out = sb.ok(["dump", &id, s(&weird)]);
+    assert_eq!(out.stdout(), "a file with a dashing name");
+    let snap = &sb.snapshots(&[])[0];
+    assert_eq!(snap["paths"].as_array().unwrap().len(), 2, "{snap}");
+}
+
+#[test]
+fn non_utf8_passwords_are_used_as_bytes() {
+    let sb = Sandbox::new();
+    let pw = sb.path("pw");
+    fs::write(&pw, b"\xff\xfesecret\n").unwrap();
+    set_mode(&pw, 0o600);
+    sb.cmd(["init", "--password-file", s(&pw)])
+        .env_remove("CAIRN_PASSWORD")
+        .ok();
+    // The same bytes, without the newline, from a command.
+    sb.cmd(["snapshots"])
+        .env_remove("CAIRN_PASSWORD")
+        .arg("--password-command")
+        .arg(r"printf '\377\376secret'")
+        .ok();
+    // Other bytes do not open it.
+    fs::write(&pw, b"\xff\xfdsecret\n").unwrap();
+    sb.cmd(["snapshots", "--password-file", s(&pw)])
+        .env_remove("CAIRN_PASSWORD")
+        .code(12);
+}
+
+// ---- B. local repositories are private -------------------------------------
+
+/// Every file and folder of a local repository is for its owner only (as
+/// restic: files 0600, folders 0700): keys must not be copied by other users.
+#[test]
+fn local_repository_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::init();
+    let (src, _) = sb.small_tree();
+    sb.ok(["backup", s(&src), "--tag", "again", "--force"]);
+    sb.ok(["check"]);
+    let mut seen = 0;
+    let mut stack = vec![sb.repo.clone()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).unwrap();
+        let mode = m.permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", p.display());
+        seen += 1;
+        if m.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    assert!(seen > 8, "only {seen} entries under the repository");
+    // Restore still gives back the recorded modes exactly.
+    set_mode(&src.join("a/1.txt"), 0o640);
+    set_mode(&src.join("b"), 0o751);
+    let v = sb.backup([&src]);
+    let t = sb.path("t");
+    sb.restore(text(&v, "snapshot_id"), &t, &[]);
+    let r = restored_path(&t, &src);
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&r.join("a/1.txt")), 0o640);
+    assert_eq!(mode(&r.join("b")), 0o751);
+    assert_eq!(mode(&r.join("b/3.txt")), mode(&src.join("b/3.txt")));
+}
+
+// ---- C. secrets -------------------------------------------------------------
+
+const SECRET_VARS: [(&str, &str); 5] = [
+    ("CAIRN_PASSWORD_FILE_X", "secret-file-var"),
+    ("CAIRN_NEW_PASSWORD", "secret-new-password"),
+    ("CAIRN_FROM_PASSWORD", "secret-from-password"),
+    ("CAIRN_TO_PASSWORD", "secret-to-password"),
+    ("CAIRN_PASSWORD_EXTRA", "secret-extra"),
+];
+
+fn assert_no_secret(what: &str, text: &str) {
+    assert!(
+        !text.contains(PASSWORD),
+        "{what} holds the password:\n{text}"
+    );
+    for (k, v) in SECRET_VARS {
+        assert!(!text.contains(v), "{what} holds {k}:\n{text}");
+    }
+    assert!(!text.contains("CAIRN_PASSWORD"), "{what}:\n{text}");
+}
+
+#[test]
+fn dump_commands_do_not_see_passwords() {
+    let sb = Sandbox::init();
+    // (RUST_* variables dropped: the harness treats RUST_BACKTRACE as a panic.)
+    let mut run = sb.command_backup("env.txt", &["sh", "-c", "env | grep -v '^RUST_'"]);
+    for (k, v) in SECRET_VARS {
+        run = run.env(k, v);
+    }
+    run.env("UNRELATED_VAR", "still-there").ok();
+    let env = sb.ok(["dump", "latest", "env.txt"]).stdout();
+    assert!(env.contains("UNRELATED_VAR=still-there"), "{env}");
+    assert_no_secret("the dump command's environment", &env);
+}
+
+#[test]
+fn password_commands_do_not_see_passwords() {
+    let sb = Sandbox::init();
+    let pwfile = sb.path("pw");
+    fs::write(&pwfile, PASSWORD).unwrap();
+    set_mode(&pwfile, 0o600);
+    let envfile = sb.path("env.txt");
+    let mut run = sb.cmd(["snapshots"]).arg("--password-command").arg(format!(
+        "env | grep -v '^RUST_' > '{}'; cat '{}'",
+        envfile.display(),
+        pwfile.display()
+    ));
+    for (k, v) in SECRET_VARS {
+        run = run.env(k, v);
+    }
+    run.ok();
+    let env = fs::read_to_string(&envfile).unwrap();
+    assert!(env.contains("HOME="), "{env}");
+    assert_no_secret("the password command's environment", &env);
+}
+
+#[test]
+fn readable_password_files_are_warned_about() {
+    let sb = Sandbox::init();
+    let pw = sb.path("pw");
+    write(&pw, format!("{PASSWORD}\n"));
+    set_mode(&pw, 0o644);
+    let out = sb
+        .cmd(["snapshots", "--password-file", s(&pw)])
+        .env_remove("CAIRN_PASSWORD")
+        .ok();
+    let warnings: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(warnings.len(), 1, "{}", out.dump());
+    assert!(
+        warnings[0].starts_with("warning: ") && warnings[0].contains(s(&pw)),
+        "{}",
+        out.dump()
+    );
+    set_mode(&pw, 0o600);
+    let out = sb
+        .cmd(["snapshots", "--password-file", s(&pw)])
+        .env_remove("CAIRN_PASSWORD")
+        .ok();
+    assert_eq!(out.stderr, "", "a private password file was warned about");
+}
+
+#[test]
+fn cat_config_hides_keys_unless_asked() {
+    let sb = Sandbox::init();
+    let shown = sb.json(["cat", "config", "--show-secrets"]);
+    let key = text(&shown, "blob_id_key").to_string();
+    assert_eq!(key.len(), 64, "{shown}");
+    let seed = text(&shown["chunker"], "key").to_string();
+    assert_eq!(seed.len(), 64, "{shown}");
+
+    let hidden = sb.json(["cat", "config"]);
+    let text_hidden = hidden.to_string();
+    assert!(
+        !text_hidden.contains(&key),
+        "cat config shows the blob-ID key"
+    );
+    assert!(
+        !text_hidden.contains(&seed),
+        "cat config shows the chunker seed"
+    );
+    assert!(hidden.get("blob_id_key").is_some(), "{hidden}");
+    // Everything else is shown as before.
+    assert_eq!(hidden["id"], shown["id"]);
+    assert_eq!(hidden["compression"], shown["compression"]);
+    assert_eq!(hidden["chunker"]["avg_size"], shown["chunker"]["avg_size"]);
+    let human = sb.ok(["cat", "config"]).stdout();
+    assert!(!human.contains(&key));
+}
+
+// ---- D. locks ----------------------------------------------------------------
+
+fn fast_kdf() -> cairn::InitOptions {
+    cairn::InitOptions {
+        kdf: Some(cairn::format::crypto::KdfParams {
+            m_cost_kib: 1024,
+            t_cost: 1,
+            p_cost: 1,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Writes a lock object as another process would.
+fn plant_lock(repo: &cairn::Repository, time: chrono::DateTime<chrono::Utc>, host: &str) {
+    let info = serde_json::json!({"time": time, "exclusive": false,
+        "hostname": host, "username": "someone", "pid": 1u32, "nonce": hex_nonce(time)});
+    let bytes =
+        cairn::format::objects::seal_json(repo.cipher(), cairn::format::crypto::aad::LOCK, &info);
+    // Named by its SHA-256, as every lock is (others are ignored as damaged).
+    let name = format!("locks/{}", {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    });
+    repo.backend().create(&name, bytes).unwrap();
+}
+
+fn hex_nonce(t: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{:032x}", t.timestamp_micros())
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A lock that is refreshed stays held; once its object vanishes (someone ran
+/// `unlock --remove-all`), the holder learns it, and a backup holding it stops
+/// before saving a snapshot.
+#[test]
+fn a_lost_lock_stops_the_operation() {
+    use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
+    use cairn::repo::lock;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    write(&src.join("a"), "data");
+    let b = cairn::Backend::memory();
+    let mut repo = cairn::Repository::init(b.clone(), b"pw", fast_kdf()).unwrap();
+
+    let interval = std::time::Duration::from_millis(30);
+    let guard = lock::acquire_with_refresh(&repo, false, interval).unwrap();
+    let first = b.list("locks").unwrap();
+    wait_until("a refresh", || b.list("locks").unwrap() != first);
+    std::thread::sleep(interval * 4);
+    guard.check().expect("a refreshed lock is held");
+    assert_eq!(b.list("locks").unwrap().len(), 1, "refresh leaves one lock");
+
+    lock::remove_locks(&repo, true).unwrap();
+    wait_until("the loss noticed", || guard.check().is_err());
+    let err = guard.check().unwrap_err();
+    assert!(matches!(err, cairn::Error::LockLost(_)), "{err}");
+    assert!(err.to_string().contains("lock"), "{err}");
+
+    repo.load_index().unwrap();
+    let opts = BackupOptions {
+        lock: Some(guard.watch()),
+        ..Default::default()
+    };
+    let r = backup(&mut repo, Source::Paths(vec![src]), &opts, &NoProgress);
+    assert!(
+        matches!(r, Err(cairn::Error::LockLost(_))),
+        "backup went on"
+    );
+    assert!(
+        repo.snapshot_ids().unwrap().is_empty(),
+        "a snapshot was saved"
+    );
+    drop(guard);
+}
+
+/// A lock dated far in the future (a host with a wrong clock) still blocks, but
+/// the message says so and `unlock` removes it; a small skew is left alone.
+#[test]
+fn future_dated_locks_are_named_and_unlock_removes_them() {
+    let sb = Sandbox::init();
+    let src = sb.path("src");
+    write(&src.join("f"), "x");
+    sb.ok(["backup", s(&src), "--time", "2024-01-01 10:00:00"]);
+    sb.ok(["backup", s(&src), "--time", "2024-01-02 10:00:00"]);
+    let backend = cairn::Backend::open(s(&sb.repo), &[], false).unwrap();
+    let repo = cairn::Repository::open(backend, PASSWORD.as_bytes()).unwrap();
+    let now = chrono::Utc::now();
+    plant_lock(&repo, now + chrono::Duration::hours(3), "far-future");
+    sb.cmd(["forget", "--keep-last", "1"])
+        .code(11)
+        .assert_one_error_line("in the future");
+    assert_eq!(sb.snapshot_count(), 2);
+    let out = sb.ok(["unlock"]);
+    assert!(out.stdout().contains("removed 1 lock"), "{}", out.dump());
+    assert!(repo.backend().list("locks").unwrap().is_empty());
+
+    // A small skew is not suspect: it blocks (forget is exclusive), unlock keeps it.
+    plant_lock(&repo, now + chrono::Duration::minutes(2), "skewed-a-little");
+    let out = sb.ok(["unlock"]);
+    assert!(out.stdout().contains("removed 0 locks"), "{}", out.dump());
+    let out = sb.cmd(["forget", "--keep-last", "1"]).code(11);
+    assert!(!out.stderr.contains("future"), "{}", out.dump());
+    assert_eq!(sb.snapshot_count(), 2);
+}
