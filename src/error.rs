@@ -13,6 +13,8 @@ pub enum Error {
     RepoExists(String),
     #[error("wrong password or no key matches")]
     WrongPassword,
+    #[error("invalidated by a concurrent prune; nothing was saved; a rerun is safe")]
+    Fenced,
     #[error("{0} is not a cairn repository, or its config is damaged")]
     NotARepository(String),
     #[error("{0}: content does not match its name (replaced or copied under another name)")]

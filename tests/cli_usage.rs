@@ -392,17 +392,13 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// A lock that is refreshed stays held; once its object vanishes (someone ran
-/// `unlock --remove-all`), the holder learns it, and a backup holding it stops
-/// before saving a snapshot.
+/// `unlock --remove-all`), the holder learns it (key changes check it before
+/// they write).
 #[test]
 fn a_lost_lock_stops_the_operation() {
-    use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
     use cairn::repo::lock;
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    write(&src.join("a"), "data");
     let b = cairn::Backend::memory();
-    let mut repo = cairn::Repository::init(b.clone(), b"pw", fast_kdf()).unwrap();
+    let repo = cairn::Repository::init(b.clone(), b"pw", fast_kdf()).unwrap();
 
     let interval = std::time::Duration::from_millis(30);
     let guard = lock::acquire_with_refresh(&repo, false, interval).unwrap();
@@ -418,20 +414,6 @@ fn a_lost_lock_stops_the_operation() {
     assert!(matches!(err, cairn::Error::LockLost(_)), "{err}");
     assert!(err.to_string().contains("lock"), "{err}");
 
-    repo.load_index().unwrap();
-    let opts = BackupOptions {
-        lock: Some(guard.watch()),
-        ..Default::default()
-    };
-    let r = backup(&mut repo, Source::Paths(vec![src]), &opts, &NoProgress);
-    assert!(
-        matches!(r, Err(cairn::Error::LockLost(_))),
-        "backup went on"
-    );
-    assert!(
-        repo.snapshot_ids().unwrap().is_empty(),
-        "a snapshot was saved"
-    );
     drop(guard);
 }
 
@@ -448,19 +430,28 @@ fn future_dated_locks_are_named_and_unlock_removes_them() {
     let repo = cairn::Repository::open(backend, PASSWORD.as_bytes()).unwrap();
     let now = chrono::Utc::now();
     plant_lock(&repo, now + chrono::Duration::hours(3), "far-future");
-    sb.cmd(["forget", "--keep-last", "1"])
+    // Key changes still take an exclusive lock (backup, forget and prune don't).
+    let keys = || repo.backend().list("keys").unwrap().len();
+    sb.cmd(["key", "add"])
+        .env("CAIRN_NEW_PASSWORD", "other")
         .code(11)
         .assert_one_error_line("in the future");
-    assert_eq!(sb.snapshot_count(), 2);
+    assert_eq!(keys(), 1);
     let out = sb.ok(["unlock"]);
     assert!(out.stdout().contains("removed 1 lock"), "{}", out.dump());
     assert!(repo.backend().list("locks").unwrap().is_empty());
 
-    // A small skew is not suspect: it blocks (forget is exclusive), unlock keeps it.
+    // A small skew is not suspect: it blocks, unlock keeps it.
     plant_lock(&repo, now + chrono::Duration::minutes(2), "skewed-a-little");
     let out = sb.ok(["unlock"]);
     assert!(out.stdout().contains("removed 0 locks"), "{}", out.dump());
-    let out = sb.cmd(["forget", "--keep-last", "1"]).code(11);
+    let out = sb
+        .cmd(["key", "add"])
+        .env("CAIRN_NEW_PASSWORD", "other")
+        .code(11);
     assert!(!out.stderr.contains("future"), "{}", out.dump());
-    assert_eq!(sb.snapshot_count(), 2);
+    assert_eq!(keys(), 1);
+    // Forget takes no lock at all.
+    sb.ok(["forget", "--keep-last", "1"]);
+    assert_eq!(sb.snapshot_count(), 1);
 }

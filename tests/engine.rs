@@ -415,10 +415,10 @@ fn stats_count_logical_unique_and_stored_bytes() {
     );
 }
 
-/// `forget` takes an exclusive lock: while another process holds the
-/// repository (here: this test, as a running backup would), it exits 11.
+/// `forget` takes no lock (prune protocol, rule 12): even while another
+/// process holds an exclusive lock (a key change), it proceeds, never exit 11.
 #[test]
-fn forget_exits_11_while_the_repository_is_locked() {
+fn forget_takes_no_lock_and_never_exits_11() {
     use assert_cmd::prelude::*;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
@@ -443,21 +443,7 @@ fn forget_exits_11_while_the_repository_is_locked() {
             .output()
             .unwrap()
     };
-    let held = cairn::repo::lock::acquire(&repo, false).unwrap();
-    let out = forget();
-    assert_eq!(
-        out.status.code(),
-        Some(11),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
-    assert_eq!(
-        repo.snapshot_ids().unwrap().len(),
-        2,
-        "nothing removed while locked"
-    );
-    drop(held);
+    let held = cairn::repo::lock::acquire(&repo, true).unwrap();
     let out = forget();
     assert!(
         out.status.success(),
@@ -465,4 +451,5 @@ fn forget_exits_11_while_the_repository_is_locked() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(repo.snapshot_ids().unwrap().len(), 1);
+    drop(held);
 }

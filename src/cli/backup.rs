@@ -147,12 +147,6 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         backup::validate_stdin_name(name).map_err(|e| usage(e.to_string()))?;
     }
     let mut repo = g.open()?;
-    let lock = if a.dry_run {
-        None
-    } else {
-        Some(cairn::repo::lock::acquire(&repo, false)?)
-    };
-    repo.load_index()?;
     let parent = match &a.parent {
         Some(p) => Some(super::select_snapshot(&repo, p, &Default::default())?.0),
         None => None,
@@ -166,7 +160,6 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         dry_run: a.dry_run,
         parent,
         force: a.force,
-        lock: lock.as_ref().map(|l| l.watch()),
     };
     let list_files = g.verbose > 0 && !g.json && !g.quiet;
     let progress = (g.progress() || list_files)

@@ -43,6 +43,11 @@ pub struct ForgetArgs {
     /// Show what would be removed; remove nothing
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// Prune afterwards: delete the data no remaining snapshot needs
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    prune_opts: super::prune::PruneOpts,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -84,13 +89,14 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
              give a non-zero --keep-* rule, or name the snapshots to forget",
         ));
     }
+    let prune_opts = a
+        .prune
+        .then(|| a.prune_opts.options(a.dry_run))
+        .transpose()?;
+    // No lock: deleting a snapshot object is safe beside any backup or prune (a
+    // backup whose parent vanishes re-reads files; a prune that analysed it
+    // merely keeps its data one generation longer).
     let repo = g.open()?;
-    // Exclusive, as restic: no backup may pick a parent that is being removed.
-    let lock = if a.dry_run {
-        None
-    } else {
-        Some(cairn::repo::lock::acquire(&repo, true)?)
-    };
     let (remove, report): (Vec<cairn::format::id::SnapshotId>, Vec<Value>) =
         if a.snapshots.is_empty() {
             let f = a.filter.filter();
@@ -116,9 +122,6 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
         };
     if !a.dry_run {
         for id in &remove {
-            if let Some(l) = &lock {
-                l.check()?;
-            }
             repo.delete_snapshot(id)?;
         }
         emit(
@@ -145,6 +148,12 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
             }
         }
         line(format!("{verb} {} snapshots", remove.len()));
+    }
+    if let Some(opts) = prune_opts {
+        drop(repo);
+        // One JSON document per command: the prune's summary follows as a
+        // second line only with --json (JSON lines), as restic prints two parts.
+        super::prune::execute(g, &opts)?;
     }
     Ok(())
 }

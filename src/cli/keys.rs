@@ -174,6 +174,12 @@ struct NewPw {
 
 pub fn key(g: &Global, a: &KeyArgs) -> Result<()> {
     let mut repo = g.open()?;
+    // Key changes are rare and must not interleave: they are the commands that
+    // still take an exclusive lock (backup, forget and prune take none).
+    let _lock = match &a.cmd {
+        KeyCmd::List => None,
+        _ => Some(cairn::repo::lock::acquire(&repo, true)?),
+    };
     match &a.cmd {
         KeyCmd::List => {
             let keys = repo.list_keys()?;

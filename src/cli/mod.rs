@@ -15,6 +15,7 @@ mod inspect;
 mod keys;
 mod output;
 mod password;
+mod prune;
 mod restore;
 
 use cairn::{Backend, Repository};
@@ -113,6 +114,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Remove snapshots by ID or by a retention policy
     Forget(forget::ForgetArgs),
+    /// Delete data no snapshot needs and repack mostly-empty packs (no lock)
+    Prune(prune::PruneArgs),
     /// Sizes, counts, dedup and compression ratios
     Stats(inspect::StatsArgs),
     /// Manage passwords
@@ -291,6 +294,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Check(_) => "check",
         Command::Stats(_) => "stats",
         Command::Forget(_) => "forget",
+        Command::Prune(_) => "prune",
         Command::Key(_) => "key",
         Command::Unlock(_) => "unlock",
     }
@@ -310,6 +314,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Check(a) => check::run(g, a),
         Command::Stats(a) => inspect::stats(g, a),
         Command::Forget(a) => forget::run(g, a),
+        Command::Prune(a) => prune::run(g, a),
         Command::Key(a) => keys::key(g, a),
         Command::Unlock(a) => keys::unlock(g, a),
     }

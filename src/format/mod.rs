@@ -8,5 +8,6 @@ pub mod crypto;
 pub mod id;
 pub mod objects;
 pub mod pack;
+pub mod records;
 pub mod snapshot;
 pub mod tree;

@@ -44,6 +44,14 @@ pub struct Snapshot {
     pub program_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<SnapshotSummary>,
+    /// The writer session that saved it (repo-format.md §15): the snapshot is
+    /// valid only once `sessions/<session>.end` records it as committed.
+    /// Absent in snapshots written before sessions existed (always valid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// For a copy: the ID of the snapshot it was copied from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
 }
 
 impl Snapshot {

@@ -24,10 +24,11 @@ use crate::error::{Error, Result};
 use crate::format::blob::BlobType;
 use crate::format::chunker;
 use crate::format::id::{BlobId, SnapshotId};
+use crate::format::records::SessionKind;
 use crate::format::snapshot::{Snapshot, SnapshotSummary};
 use crate::format::tree::{encode_name, ContentRef, Node, NodeType, Tree};
-use crate::repo::lock::LockWatch;
 use crate::repo::saver::{save_tree, BlobSaver};
+use crate::repo::session::Session;
 use crate::repo::{hostname, Repository, SnapshotFilter};
 
 /// Bytes of chunks read ahead while the previous batch is being sealed. A batch
@@ -62,10 +63,6 @@ pub struct BackupOptions {
     pub parent: Option<SnapshotId>,
     /// Read every file even if its metadata says unchanged.
     pub force: bool,
-    /// The lock this backup holds: checked at safe points (each entry, each
-    /// batch of a stream, before the index and the snapshot are written); once
-    /// it is lost the backup stops with [`Error::LockLost`] and saves no snapshot.
-    pub lock: Option<LockWatch>,
 }
 
 /// Progress callbacks, called from many threads.
@@ -173,7 +170,8 @@ struct Archiver<'a> {
     counters: Counters,
     errors: Mutex<Vec<(PathBuf, String)>>,
     progress: &'a dyn Progress,
-    lock: Option<&'a LockWatch>,
+    /// The writer session (none in a dry run): checked at safe points.
+    session: Option<&'a Session>,
 }
 
 /// Makes a path absolute and lexically clean, without resolving symlinks
@@ -305,9 +303,9 @@ impl VirtualDir {
 }
 
 impl<'a> Archiver<'a> {
-    /// A safe point: stops the backup once its lock is lost.
-    fn check_lock(&self) -> Result<()> {
-        self.lock.map_or(Ok(()), LockWatch::check)
+    /// A safe point: stops the backup once a collector has fenced its session.
+    fn check_session(&self) -> Result<()> {
+        self.session.map_or(Ok(()), Session::check)
     }
 
     fn fail(&self, path: &Path, why: impl std::fmt::Display) {
@@ -380,7 +378,7 @@ impl<'a> Archiver<'a> {
         pnode: Option<&Node>,
         root_dev: u64,
     ) -> Result<Option<Node>> {
-        self.check_lock()?;
+        self.check_session()?;
         let mut node = node_from_metadata(name, meta);
         match node.kind {
             NodeType::File => {
@@ -547,7 +545,7 @@ impl<'a> Archiver<'a> {
                 || self.next_batch(&mut chunks),
             );
             let saved = saved?;
-            self.check_lock()?;
+            self.check_session()?;
             total += batch.iter().map(|c| c.len() as u64).sum::<u64>();
             level = next_level(level, &saved);
             content.extend(saved.iter().map(|(s, len)| ContentRef {
@@ -626,7 +624,8 @@ fn current_ids() -> (u32, u32) {
     unsafe { (libc::getuid(), libc::getgid()) }
 }
 
-/// Runs a backup. The repository's index must be loaded.
+/// Runs a backup as a writer session of the prune protocol; loads the index
+/// itself (its dedup view depends on the session).
 pub fn backup(
     repo: &mut Repository,
     source: Source,
@@ -635,8 +634,18 @@ pub fn backup(
 ) -> Result<BackupOutcome> {
     let start = Instant::now();
     let started_at = Utc::now();
-    if !opts.dry_run {
-        repo.adopt_unindexed_packs()?;
+    // A writer announces itself before it reads the index (prune protocol,
+    // rule 1), and leaves condemned packs out of its dedup view (rule 2).
+    let session = match opts.dry_run {
+        true => None,
+        false => Some(Session::start(repo, SessionKind::Backup)?),
+    };
+    match &session {
+        Some(s) => {
+            repo.load_index_excluding(s.condemned())?;
+            repo.adopt_unindexed_packs(&s.gc().all_condemned())?;
+        }
+        None => repo.load_index()?,
     }
     let host = opts.host.clone().unwrap_or_else(hostname);
     let (paths, roots) = match &source {
@@ -693,7 +702,7 @@ pub fn backup(
         counters: Counters::default(),
         errors: Mutex::new(Vec::new()),
         progress,
-        lock: opts.lock.as_ref(),
+        session: session.as_ref(),
     };
     let root = match &source {
         // Backing up "/" itself: its entries are the root tree's.
@@ -714,7 +723,7 @@ pub fn backup(
         Source::Stdin { name } => arch.archive_stream(name, std::io::stdin())?,
         Source::Command { name, argv } => arch.archive_command(name, argv)?,
     };
-    arch.check_lock()?;
+    arch.check_session()?;
     let Archiver {
         saver,
         counters,
@@ -762,14 +771,24 @@ pub fn backup(
         parent,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary: Some(summary),
+        session: session.as_ref().map(|s| s.id().to_string()),
+        original: None,
     };
-    let snapshot_id = if opts.dry_run {
-        None
-    } else {
-        if let Some(l) = &opts.lock {
-            l.check()?;
+    let snapshot_id = match session {
+        None => None,
+        Some(session) => {
+            session.check()?;
+            let id = repo.save_snapshot(&snapshot)?;
+            if let Err(e) = session.commit(Some(id)) {
+                // Fenced (or the commit failed): the snapshot is not valid and
+                // never will be; remove it, best effort.
+                let _ = repo
+                    .backend()
+                    .delete(&format!("{}/{id}", crate::repo::SNAPSHOTS_DIR));
+                return Err(e);
+            }
+            Some(id)
         }
-        Some(repo.save_snapshot(&snapshot)?)
     };
     Ok(BackupOutcome {
         snapshot_id,

@@ -10,7 +10,6 @@ use crate::error::Result;
 use crate::format::blob::{self, BlobType};
 use crate::format::id::{storage_hash, BlobId, PackId, SnapshotId};
 use crate::format::pack;
-use crate::format::tree::NodeType;
 use crate::repo::{pack_key, Repository, INDEX_DIR};
 
 /// Which packs `--read-data` reads.
@@ -67,6 +66,12 @@ pub struct CheckReport {
     pub errors: Vec<Problem>,
     /// Not damage, but worth knowing (e.g. packs no index lists).
     pub warnings: Vec<Problem>,
+    /// Information only: data no snapshot needs (a prune frees it),
+    /// snapshots whose backup has not committed.
+    pub info: Vec<Problem>,
+    /// Packs holding no blob any snapshot needs, and their bytes.
+    pub unused_packs: usize,
+    pub unused_bytes: u64,
     /// Files hurt by damaged blobs: snapshot short ID and path.
     pub damaged_files: Vec<(String, String)>,
 }
@@ -109,8 +114,10 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     report.blobs_indexed = repo.index().blob_count();
 
     check_keys(&c)?;
-    let lost_packs = check_index_against_storage(&c, &stored, &mut report);
-    let (snapshots, trees, used) = check_snapshots(&c)?;
+    let gc = crate::repo::gc::GcState::load(repo)?;
+    let lost_packs = check_index_against_storage(&c, &stored, &gc.deleted(), &mut report);
+    let (snapshots, trees, used, reached_trees) = check_snapshots(&c, &mut report)?;
+    report_unused(repo, &stored, &used, &reached_trees, &mut report);
     report.snapshots = snapshots.len();
     report.trees = trees;
 
@@ -189,10 +196,42 @@ fn check_keys(c: &Checker) -> Result<()> {
     Ok(())
 }
 
+/// Counts the packs no snapshot needs: information, never an error.
+fn report_unused(
+    repo: &Repository,
+    stored: &HashMap<PackId, (BlobType, u64)>,
+    data: &HashSet<BlobId>,
+    trees: &HashSet<BlobId>,
+    report: &mut CheckReport,
+) {
+    let used: HashSet<PackId> = repo
+        .index()
+        .iter()
+        .filter(|(id, _)| data.contains(id) || trees.contains(id))
+        .map(|(_, loc)| loc.pack)
+        .collect();
+    for (id, (_, size)) in stored {
+        if !used.contains(id) {
+            report.unused_packs += 1;
+            report.unused_bytes += size;
+        }
+    }
+    if report.unused_packs > 0 {
+        report.info.push(Problem {
+            object: "repository".into(),
+            message: format!(
+                "{} packs ({} bytes) hold no data any snapshot needs; `cairn prune` frees them",
+                report.unused_packs, report.unused_bytes
+            ),
+        });
+    }
+}
+
 /// Returns the packs the index names that storage does not hold (or holds short).
 fn check_index_against_storage(
     c: &Checker,
     stored: &HashMap<PackId, (BlobType, u64)>,
+    pruned: &HashSet<PackId>,
     report: &mut CheckReport,
 ) -> HashSet<PackId> {
     let mut lost = HashSet::new();
@@ -204,6 +243,8 @@ fn check_index_against_storage(
     }
     for (pack, kind) in c.repo.index().packs() {
         let problem = match stored.get(&pack) {
+            // Deleted by a prune whose index compaction this check overlapped.
+            None if pruned.contains(&pack) => None,
             None => Some("pack is in the index but missing from storage".to_string()),
             Some((k, _)) if *k != kind => Some("pack is stored under the wrong type".into()),
             Some((_, size)) if ends.get(&pack).copied().unwrap_or(0) + trailer > *size => Some(
@@ -231,41 +272,34 @@ fn check_index_against_storage(
 /// number of trees and every data blob referenced.
 fn check_snapshots(
     c: &Checker,
+    report: &mut CheckReport,
 ) -> Result<(
     Vec<(SnapshotId, crate::format::snapshot::Snapshot)>,
     usize,
     HashSet<BlobId>,
+    HashSet<BlobId>,
 )> {
     let mut snapshots = Vec::new();
+    let ended = c.repo.ended_sessions()?;
     for id in c.repo.snapshot_ids()? {
         match c.repo.load_snapshot(&id) {
-            Ok(s) => snapshots.push((id, s)),
+            Ok(s) if c.repo.snapshot_is_valid(&id, &s, &ended)? => snapshots.push((id, s)),
+            Ok(_) => report.info.push(Problem {
+                object: format!("snapshots/{id}"),
+                message: "its backup has not committed (still running, interrupted or invalidated by a prune): ignored".into(),
+            }),
             Err(e) => c.error(format!("snapshots/{id}"), e),
         }
     }
-    let mut seen_trees: HashSet<BlobId> = HashSet::new();
-    let mut data: HashSet<BlobId> = HashSet::new();
-    let mut queue: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
-    while !queue.is_empty() {
-        let batch: Vec<BlobId> = queue.drain(..).filter(|t| seen_trees.insert(*t)).collect();
-        let loaded: Vec<_> = batch
-            .par_iter()
-            .map(|id| (*id, c.repo.load_tree(id)))
-            .collect();
-        for (id, tree) in loaded {
-            match tree {
-                Ok(t) => {
-                    for n in t.nodes {
-                        if let (NodeType::Dir, Some(sub)) = (n.kind, n.subtree) {
-                            queue.push(sub);
-                        }
-                        data.extend(n.content.iter().map(|r| r.id));
-                    }
-                }
-                Err(e) => c.error(format!("tree {id}"), e),
-            }
-        }
-    }
+    let reached = crate::ops::reach::reach(
+        c.repo,
+        snapshots.iter().map(|(_, s)| s.tree),
+        &mut |id, e| {
+            c.error(format!("tree {id}"), e);
+            Ok(())
+        },
+    )?;
+    let data = reached.data;
     for id in &data {
         if !c.repo.index().contains(id) {
             c.error(
@@ -274,7 +308,7 @@ fn check_snapshots(
             );
         }
     }
-    Ok((snapshots, seen_trees.len(), data))
+    Ok((snapshots, reached.trees.len(), data, reached.trees))
 }
 
 fn choose_packs(

@@ -213,6 +213,8 @@ mod tests {
             parent: None,
             program_version: String::new(),
             summary: None,
+            session: None,
+            original: None,
         };
         let mut id = [0u8; 32];
         id[0] = day as u8;

@@ -1,9 +1,11 @@
 //! The operations, one module a verb: backup, restore (and dump), check, forget,
-//! stats. Each uses the repository below it; none imports another layer above,
+//! prune, stats (and `reach`, the tree walk check and prune share). Each uses the repository below it; none imports another layer above,
 //! and the CLI is the only caller that prints.
 
 pub mod backup;
 pub mod check;
 pub mod forget;
+pub mod prune;
+pub mod reach;
 pub mod restore;
 pub mod stats;

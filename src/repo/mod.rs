@@ -2,9 +2,11 @@
 //! index and the blob saver that fills and uploads packs. It builds on `storage`
 //! and `format` and never imports an operation or the CLI.
 
+pub mod gc;
 pub mod index;
 pub mod lock;
 mod repository;
 pub mod saver;
+pub mod session;
 
 pub use repository::*;

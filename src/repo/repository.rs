@@ -1,6 +1,7 @@
 //! A repository: opens and creates one, unlocks its key, reads and writes its
 //! objects. Operations (backup, restore, check) build on the narrow pieces here.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use rand::RngCore;
@@ -15,6 +16,7 @@ use crate::format::crypto::{
 use crate::format::id::{storage_hash, BlobId, IndexId, KeyId, PackId, SnapshotId};
 use crate::format::objects::{self, Config, IndexedPack, KeyFile, MAX_METADATA_LEN, REPO_VERSION};
 use crate::format::pack::Trailer;
+use crate::format::records::{self, SessionEnd};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
 use crate::repo::index::MasterIndex;
@@ -444,6 +446,21 @@ impl Repository {
     /// An object that is not an index (a stray name, an oversized or damaged
     /// object) is skipped with a warning naming it; `check` reports it.
     pub fn load_index(&mut self) -> Result<()> {
+        self.load_index_excluding(&HashSet::new())
+    }
+
+    /// [`load_index`](Self::load_index) without the given packs: a writer's
+    /// dedup view leaves out every pack a collector condemned (rule 2). An
+    /// index object that vanishes between listing and reading was compacted by
+    /// a sweep: the listing is taken again, once.
+    pub fn load_index_excluding(&mut self, exclude: &HashSet<PackId>) -> Result<()> {
+        match self.try_load_index(exclude) {
+            Err(Error::MissingObject(_)) => self.try_load_index(exclude),
+            other => other,
+        }
+    }
+
+    fn try_load_index(&mut self, exclude: &HashSet<PackId>) -> Result<()> {
         let listed: Vec<_> = self
             .backend
             .list(INDEX_DIR)?
@@ -467,7 +484,10 @@ impl Repository {
                 .collect();
             for (l, d) in group.iter().zip(decoded) {
                 match d {
-                    Ok(packs) => packs.iter().for_each(|p| idx.add_pack(p)),
+                    Ok(packs) => packs
+                        .iter()
+                        .filter(|p| !exclude.contains(&p.id))
+                        .for_each(|p| idx.add_pack(p)),
                     Err(e @ (Error::Storage { .. } | Error::MissingObject(_)))
                         if !is_content_error(&e) =>
                     {
@@ -581,12 +601,13 @@ impl Repository {
     }
 
     /// Indexes packs that storage holds but no index names: what an interrupted
-    /// backup uploaded. Returns how many packs were adopted.
-    pub fn adopt_unindexed_packs(&mut self) -> Result<usize> {
+    /// backup uploaded. Never a pack a collector condemned (`skip`): a sweep may
+    /// be about to delete it. Returns how many packs were adopted.
+    pub fn adopt_unindexed_packs(&mut self, skip: &HashSet<PackId>) -> Result<usize> {
         let orphans: Vec<_> = self
             .list_packs()?
             .into_iter()
-            .filter(|(id, _, _)| !self.index.has_pack(id))
+            .filter(|(id, _, _)| !self.index.has_pack(id) && !skip.contains(id))
             .collect();
         if orphans.is_empty() {
             return Ok(0);
@@ -667,10 +688,51 @@ impl Repository {
             .map_err(|e| Error::format(format!("snapshot {id}"), e))
     }
 
-    /// Deletes a snapshot object (its data stays until a prune).
+    /// Deletes a snapshot object (its data stays until a prune, which also
+    /// removes its session's records). Takes no lock: a collector that
+    /// analysed the snapshot is merely conservative.
     pub fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         self.ensure_writable()?;
         self.backend.delete(&format!("{SNAPSHOTS_DIR}/{id}"))
+    }
+
+    /// The sessions that have an `.end` record (one listing of `sessions/`).
+    pub fn ended_sessions(&self) -> Result<HashSet<String>> {
+        Ok(self
+            .backend
+            .list(records::SESSIONS_DIR)?
+            .iter()
+            .filter_map(|l| records::parse_session_key(&l.key))
+            .filter(|(_, what)| *what == "end")
+            .map(|(sid, _)| sid.to_string())
+            .collect())
+    }
+
+    /// Whether a snapshot is valid: written before sessions existed, or its
+    /// session's `.end` says committed with this snapshot (rule 3). A snapshot
+    /// of a session still running, aborted or fenced is not.
+    pub fn snapshot_is_valid(
+        &self,
+        id: &SnapshotId,
+        snap: &Snapshot,
+        ended: &HashSet<String>,
+    ) -> Result<bool> {
+        let Some(sid) = &snap.session else {
+            return Ok(true);
+        };
+        if !ended.contains(sid) {
+            return Ok(false);
+        }
+        let key = records::session_key(sid, "end");
+        let bytes = match self.backend.get(&key) {
+            Ok(b) => b,
+            Err(Error::MissingObject(_)) => return Ok(false), // forgotten meanwhile
+            Err(e) => return Err(e),
+        };
+        Ok(matches!(
+            records::open_record::<SessionEnd>(&self.cipher, &key, &bytes),
+            Ok(SessionEnd::Committed { snapshot: Some(s), .. }) if s == *id
+        ))
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
@@ -682,9 +744,27 @@ impl Repository {
             .collect())
     }
 
-    /// Every readable snapshot, oldest first. One that cannot be read (damaged,
-    /// or not matching its name) is skipped with a warning; `check` reports it.
+    /// Every valid, readable snapshot, oldest first. One that cannot be read
+    /// (damaged, or not matching its name) is skipped with a warning, one whose
+    /// session never committed silently; `check` reports both.
     pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let all = self.list_all_snapshots()?;
+        let ended = self.ended_sessions()?;
+        let valid: Vec<Result<bool>> = all
+            .par_iter()
+            .map(|(id, s)| self.snapshot_is_valid(id, s, &ended))
+            .collect();
+        let mut out = Vec::with_capacity(all.len());
+        for (snap, v) in all.into_iter().zip(valid) {
+            if v? {
+                out.push(snap);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every readable snapshot object, valid or not, oldest first.
+    pub fn list_all_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let ids = self.snapshot_ids()?;
         let loaded: Vec<(SnapshotId, Result<Snapshot>)> = ids
             .par_iter()
@@ -731,7 +811,13 @@ impl Repository {
             .collect();
         match hits.as_slice() {
             [] => Err(Error::SnapshotNotFound(selector.to_string())),
-            [one] => Ok((*one, self.load_snapshot(one)?)),
+            [one] => {
+                let snap = self.load_snapshot(one)?;
+                if !self.snapshot_is_valid(one, &snap, &self.ended_sessions()?)? {
+                    return Err(Error::SnapshotNotFound(selector.to_string()));
+                }
+                Ok((*one, snap))
+            }
             _ => Err(Error::AmbiguousSnapshot(selector.to_string())),
         }
     }

@@ -25,6 +25,9 @@ pub struct Listed {
     /// Key relative to the repository root, e.g. `data/ab/ab12…`.
     pub key: String,
     pub size: u64,
+    /// When the store wrote it, by the store's own clock (the provider's, or
+    /// the file server's): the only clock the prune protocol compares.
+    pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Clone)]
@@ -275,6 +278,14 @@ impl Backend {
         }
     }
 
+    /// When the store says it wrote an object (its own clock).
+    pub fn last_modified(&self, key: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+        self.rt
+            .block_on(self.store.head(&Self::path(key)))
+            .map(|m| m.last_modified)
+            .map_err(|e| Self::storage_err(key, e))
+    }
+
     pub fn exists(&self, key: &str) -> Result<bool> {
         Ok(self.size(key)?.is_some())
     }
@@ -292,6 +303,7 @@ impl Backend {
             .map(|m| Listed {
                 key: m.location.to_string(),
                 size: m.size,
+                last_modified: m.last_modified,
             })
             .collect())
     }
@@ -347,13 +359,9 @@ mod tests {
             Created::AlreadyExisted
         );
         assert_eq!(&b.get("a/b").unwrap()[..], b"one");
-        assert_eq!(
-            b.list("a").unwrap(),
-            vec![Listed {
-                key: "a/b".into(),
-                size: 3
-            }]
-        );
+        let listed = b.list("a").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].key.as_str(), listed[0].size), ("a/b", 3));
         assert_eq!(&b.get_range("a/b", 1..3).unwrap()[..], b"ne");
         b.delete("a/b").unwrap();
         b.delete("a/b").unwrap();

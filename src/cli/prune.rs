@@ -1,0 +1,230 @@
+//! `prune`, and `forget --prune`: delete unreferenced data without a lock.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use cairn::ops::prune::{self, Action, MaxUnused, PruneOptions, PruneOutcome};
+
+use super::events::{emit, Severity};
+use super::output::{self, line};
+use super::{usage, Global};
+
+/// The options `prune` and `forget --prune` share.
+#[derive(Args, Clone)]
+pub struct PruneOpts {
+    /// Repack packs whose unused share exceeds this ("5%", or "unlimited" to only delete)
+    #[arg(long, value_name = "SHARE", default_value = "5%")]
+    max_unused: String,
+    /// Rewrite at most this much data when repacking (e.g. 500M, 2G)
+    #[arg(long, value_name = "SIZE")]
+    max_repack_size: Option<String>,
+    /// Fence a writer (backup, copy) silent for longer than this, by the storage's
+    /// clock (e.g. 30m, 2h); a fenced backup fails and says a rerun is safe
+    #[arg(long, value_name = "DURATION", default_value = "30m")]
+    stale_after: String,
+    /// Prune even when no snapshot exists but data does (deletes everything)
+    #[arg(long)]
+    allow_empty: bool,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Show what would be deleted and repacked, and why; change nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    #[command(flatten)]
+    opts: PruneOpts,
+}
+
+/// `500M`, `2G`, `1024` (bytes): binary units, as restic.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+/// `30m`, `2h`, `45s`, `1d`.
+fn parse_short_duration(s: &str) -> Option<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.')?);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+impl PruneOpts {
+    pub fn options(&self, dry_run: bool) -> Result<PruneOptions> {
+        let max_unused: MaxUnused = self.max_unused.parse().map_err(usage)?;
+        let max_repack_bytes = match &self.max_repack_size {
+            Some(s) => Some(parse_size(s).ok_or_else(|| {
+                usage(format!(
+                    "--max-repack-size '{s}' is not a size like 500M or 2G"
+                ))
+            })?),
+            None => None,
+        };
+        let stale_after = parse_short_duration(&self.stale_after).ok_or_else(|| {
+            usage(format!(
+                "--stale-after '{}' is not a duration like 30m or 2h",
+                self.stale_after
+            ))
+        })?;
+        Ok(PruneOptions {
+            max_unused,
+            max_repack_bytes,
+            dry_run,
+            stale_after,
+            allow_empty: self.allow_empty,
+        })
+    }
+}
+
+pub fn run(g: &Global, a: &PruneArgs) -> Result<()> {
+    let opts = a.opts.options(a.dry_run)?;
+    execute(g, &opts)
+}
+
+/// Runs a prune and reports it (also the tail of `forget --prune`).
+pub fn execute(g: &Global, opts: &PruneOptions) -> Result<()> {
+    let mut repo = g.open()?;
+    let outcome = match prune::prune(&mut repo, opts) {
+        Ok(o) => o,
+        Err(e) => {
+            emit(
+                g,
+                "prune.failed",
+                Severity::Critical,
+                None,
+                json!({"error": e.to_string()}),
+            );
+            return Err(e.into());
+        }
+    };
+    let figures = summary_json(&outcome, opts.dry_run);
+    if !opts.dry_run {
+        let severity = if outcome.swept {
+            Severity::Info
+        } else {
+            Severity::Warning
+        };
+        emit(g, "prune.completed", severity, None, figures.clone());
+    }
+    if g.json {
+        output::json(&figures);
+    } else if !g.quiet {
+        report(g, &outcome, opts.dry_run);
+    }
+    Ok(())
+}
+
+fn summary_json(o: &PruneOutcome, dry_run: bool) -> serde_json::Value {
+    let p = &o.plan;
+    json!({
+        "message_type": "summary",
+        "dry_run": dry_run,
+        "generation": p.generation,
+        "snapshots": p.snapshots,
+        "packs_to_delete": p.packs_delete,
+        "packs_to_repack": p.packs_repack,
+        "packs_to_keep": p.packs_keep,
+        "bytes_to_remove": p.bytes_removed,
+        "bytes_to_rewrite": p.bytes_rewritten,
+        "bytes_freed": p.bytes_freed,
+        "bytes_unused_kept": p.bytes_unused_kept,
+        "packs_written": o.packs_written,
+        "packs_deleted": o.packs_deleted,
+        "bytes_deleted": o.bytes_deleted,
+        "swept": o.swept,
+        "sessions_pending": o.sessions_pending,
+        "sessions_fenced": o.sessions_fenced,
+        "finished_earlier_generation": o.finished_earlier,
+        "lost_race": o.lost_race,
+        "packs": p.decisions.iter().map(|d| json!({
+            "pack": d.pack.to_hex(), "type": d.kind, "size": d.size, "used": d.used,
+            "action": d.action, "reason": d.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn report(g: &Global, o: &PruneOutcome, dry_run: bool) {
+    let p = &o.plan;
+    if let Some(n) = o.finished_earlier {
+        let what = if dry_run {
+            "is unfinished; a prune finishes it first"
+        } else {
+            "finished"
+        };
+        line(format!("earlier prune generation {n} {what}"));
+    }
+    if g.verbose > 0 {
+        for d in &p.decisions {
+            let verb = match d.action {
+                Action::Keep => "keep  ",
+                Action::Repack => "repack",
+                Action::Delete => "delete",
+            };
+            line(format!(
+                "{verb} {} {} ({} used of {}): {}",
+                d.kind.dir(),
+                d.pack.short(),
+                output::size(d.used),
+                output::size(d.size),
+                d.reason
+            ));
+        }
+    }
+    let would = if dry_run { "would " } else { "" };
+    line(format!(
+        "{} snapshots analysed; {} packs {would}deleted, {} {would}repacked, {} kept",
+        p.snapshots, p.packs_delete, p.packs_repack, p.packs_keep
+    ));
+    line(format!(
+        "{would}remove {}, {would}rewrite {}: {would}free {}",
+        output::size(p.bytes_removed),
+        output::size(p.bytes_rewritten),
+        output::size(p.bytes_freed)
+    ));
+    if dry_run {
+        line("dry run: nothing was changed");
+    } else if o.lost_race {
+        line("another prune published this generation first: nothing deleted (run prune again later)");
+    } else if o.swept {
+        line(format!(
+            "deleted {} packs ({})",
+            o.packs_deleted,
+            output::size(o.bytes_deleted)
+        ));
+    } else {
+        line(format!(
+            "sweep pending: {} backups or copies still running may need condemned data; the next prune deletes it",
+            o.sessions_pending
+        ));
+    }
+    if o.sessions_fenced > 0 {
+        line(format!(
+            "fenced {} silent writers (their backups fail and can be rerun)",
+            o.sessions_fenced
+        ));
+    }
+}

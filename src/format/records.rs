@@ -1,0 +1,160 @@
+//! Coordination records of the prune protocol (repo-format.md §15): writer
+//! sessions under `sessions/` and garbage-collection generations under `gc/`.
+//!
+//! Unlike every other object they are named by role, not by content, so each is
+//! sealed with its own storage key in the associated data: a record moved under
+//! another name (another session, another generation) fails to open.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::format::crypto::Cipher;
+use crate::format::id::{PackId, SnapshotId};
+use crate::format::objects::{open_json, seal_json, FormatError};
+
+/// The folder of session records.
+pub const SESSIONS_DIR: &str = "sessions";
+/// The folder of garbage-collection records.
+pub const GC_DIR: &str = "gc";
+
+/// The associated data of a record: `cairn:record:` and its storage key.
+pub fn record_aad(key: &str) -> Vec<u8> {
+    let mut a = b"cairn:record:".to_vec();
+    a.extend_from_slice(key.as_bytes());
+    a
+}
+
+/// Seals a record for the storage key it will be written under.
+pub fn seal_record<T: Serialize>(cipher: &Cipher, key: &str, value: &T) -> Vec<u8> {
+    seal_json(cipher, &record_aad(key), value)
+}
+
+/// Opens a record read from `key`.
+pub fn open_record<T: for<'de> Deserialize<'de>>(
+    cipher: &Cipher,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, FormatError> {
+    open_json(cipher, &record_aad(key), bytes)
+}
+
+/// What kind of writer a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    Backup,
+    Copy,
+    Prune,
+}
+
+/// `sessions/<sid>.start`: a writer announces itself before it reads anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStart {
+    pub kind: SessionKind,
+    pub hostname: String,
+    pub pid: u32,
+    /// Random: the session's proof, in its own `.end`, that it wrote that `.end`.
+    pub nonce: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
+/// How a session ended, in `sessions/<sid>.end` (the arbiter: one Create wins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum SessionEnd {
+    /// Written by the session itself; `snapshot` is absent for a writer that
+    /// saves none (a prune's repacking).
+    Committed {
+        snapshot: Option<SnapshotId>,
+        nonce: String,
+    },
+    /// Written by the session itself: it saved nothing.
+    Aborted { nonce: String },
+    /// Written by a collector that gave up waiting for a silent session:
+    /// whatever that session writes later is never valid.
+    Fenced { generation: u64 },
+}
+
+/// `gc/<n>.mark`: what generation `n` analysed and condemned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GcMark {
+    /// The valid snapshots the mark walked (A_n).
+    pub analysed: BTreeSet<SnapshotId>,
+    /// Packs no analysed snapshot needs (C_n): unused, superseded by repacked
+    /// copies, or left by interrupted backups.
+    pub condemned: BTreeSet<PackId>,
+    /// Packs written by this generation's repacking (never condemned by it).
+    pub repacked_into: BTreeSet<PackId>,
+    pub nonce: String,
+}
+
+/// `gc/<n>.sweep`: the final delete set D_n ⊆ C_n (the first sweeper's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GcSweep {
+    pub deleted: BTreeSet<PackId>,
+}
+
+/// `gc/<n>.done`: generation `n`'s index is compacted and its packs deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GcDone {}
+
+/// Storage key of a generation's record: `gc/<n, 10 digits>.<what>`.
+pub fn gc_key(generation: u64, what: &str) -> String {
+    format!("{GC_DIR}/{generation:010}.{what}")
+}
+
+/// Parses `gc/0000000007.mark` into (7, "mark").
+pub fn parse_gc_key(key: &str) -> Option<(u64, &str)> {
+    let name = key.strip_prefix(GC_DIR)?.strip_prefix('/')?;
+    let (n, what) = name.split_once('.')?;
+    if n.len() != 10 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((n.parse().ok()?, what))
+}
+
+/// Storage key of a session record: `sessions/<sid>.<what>`.
+pub fn session_key(sid: &str, what: &str) -> String {
+    format!("{SESSIONS_DIR}/{sid}.{what}")
+}
+
+/// Parses `sessions/<sid>.<what>` into (sid, what); `what` may have a suffix
+/// (`saw.3`, `hb.2`).
+pub fn parse_session_key(key: &str) -> Option<(&str, &str)> {
+    let name = key.strip_prefix(SESSIONS_DIR)?.strip_prefix('/')?;
+    let (sid, what) = name.split_once('.')?;
+    if sid.len() != 32 || !sid.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((sid, what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::crypto::Secret;
+
+    #[test]
+    fn a_record_moved_under_another_name_does_not_open() {
+        let c = Cipher::new(&Secret([5; 32]));
+        let end = SessionEnd::Fenced { generation: 3 };
+        let key = session_key(&"a".repeat(32), "end");
+        let bytes = seal_record(&c, &key, &end);
+        assert_eq!(open_record::<SessionEnd>(&c, &key, &bytes).unwrap(), end);
+        let other = session_key(&"b".repeat(32), "end");
+        assert!(open_record::<SessionEnd>(&c, &other, &bytes).is_err());
+    }
+
+    #[test]
+    fn keys_parse_back() {
+        assert_eq!(parse_gc_key(&gc_key(7, "mark")), Some((7, "mark")));
+        assert_eq!(parse_gc_key("gc/7.mark"), None);
+        let sid = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            parse_session_key(&session_key(sid, "saw.4")),
+            Some((sid, "saw.4"))
+        );
+        assert_eq!(parse_session_key("sessions/x.start"), None);
+    }
+}
