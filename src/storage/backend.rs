@@ -72,6 +72,16 @@ impl Backend {
         }
     }
 
+    /// Wraps any object store (tests use this for fault-injecting stores).
+    pub fn from_store(store: Arc<dyn ObjectStore>, location: &str) -> Backend {
+        Backend {
+            store,
+            rt: runtime(),
+            location: location.to_string(),
+            local_dir: None,
+        }
+    }
+
     /// Opens a location: a path, `file://`, `s3://`, `gs://`, `az://` or `memory://`.
     /// `create_dir` makes a missing local directory (for `init`).
     pub fn open(location: &str, options: &[(String, String)], create_dir: bool) -> Result<Backend> {
