@@ -63,13 +63,7 @@ fn bad(url: &str, reason: impl std::fmt::Display) -> Error {
 impl Backend {
     /// In-process store, for tests.
     pub fn memory() -> Backend {
-        Backend {
-            store: Arc::new(object_store::memory::InMemory::new()),
-            rt: runtime(),
-            location: "memory://".into(),
-            local_dir: None,
-            created_dir: None,
-        }
+        Self::from_store(Arc::new(object_store::memory::InMemory::new()), "memory://")
     }
 
     /// Wraps any object store (tests use this for fault-injecting stores).
@@ -79,6 +73,7 @@ impl Backend {
             rt: runtime(),
             location: location.to_string(),
             local_dir: None,
+            created_dir: None,
         }
     }
 
