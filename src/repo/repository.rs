@@ -89,6 +89,8 @@ pub struct Repository {
     chunker: Chunker,
     config: Config,
     index: MasterIndex,
+    /// A second index, read only when a pack vanished under a reader.
+    relocated: Mutex<Option<Arc<MasterIndex>>>,
     warnings: Warnings,
 }
 
@@ -213,6 +215,7 @@ impl Repository {
             chunker: Chunker::new(config.chunker),
             config,
             index: MasterIndex::new(),
+            relocated: Mutex::new(None),
             warnings: Warnings::default(),
         }
     }
@@ -461,6 +464,12 @@ impl Repository {
     }
 
     fn try_load_index(&mut self, exclude: &HashSet<PackId>) -> Result<()> {
+        self.index = self.build_index(exclude)?;
+        Ok(())
+    }
+
+    /// Reads every index object into a new master index.
+    fn build_index(&self, exclude: &HashSet<PackId>) -> Result<MasterIndex> {
         let listed: Vec<_> = self
             .backend
             .list(INDEX_DIR)?
@@ -498,8 +507,36 @@ impl Repository {
             }
         }
         idx.finish();
-        self.index = idx;
-        Ok(())
+        Ok(idx)
+    }
+
+    /// Reads a blob whose pack has vanished since the index was loaded: a
+    /// prune repacked it and swept the old pack (rule 10). The index is read
+    /// again once per process (all such blobs share that fresh copy) and the
+    /// blob is read from where it lives now.
+    pub fn read_relocated_blob(&self, id: &BlobId, raw_len: Option<usize>) -> Result<Vec<u8>> {
+        let fresh = {
+            let mut slot = self.relocated.lock().unwrap();
+            match &*slot {
+                Some(idx) => idx.clone(),
+                None => {
+                    let idx = Arc::new(match self.build_index(&HashSet::new()) {
+                        Err(Error::MissingObject(_)) => self.build_index(&HashSet::new())?,
+                        other => other?,
+                    });
+                    *slot = Some(idx.clone());
+                    idx
+                }
+            }
+        };
+        let loc = fresh
+            .lookup(id)
+            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        let sealed = self.get_exact_range(
+            &pack_key(loc.kind, &loc.pack),
+            loc.offset as u64..loc.offset as u64 + loc.length as u64,
+        )?;
+        self.decode_blob(id, &sealed, raw_len)
     }
 
     /// Why a listed object under `index/` cannot be an index object, if it cannot.
@@ -631,10 +668,13 @@ impl Repository {
             .index
             .lookup(id)
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
-        let sealed = self.get_exact_range(
+        let sealed = match self.get_exact_range(
             &pack_key(loc.kind, &loc.pack),
             loc.offset as u64..loc.offset as u64 + loc.length as u64,
-        )?;
+        ) {
+            Err(Error::MissingObject(_)) => return self.read_relocated_blob(id, raw_len),
+            other => other?,
+        };
         self.decode_blob(id, &sealed, raw_len)
     }
 

@@ -169,6 +169,20 @@ impl Restorer<'_> {
                 .unwrap_or(start);
             let bytes = match self.repo.backend().get_range(&key, start..end) {
                 Ok(b) => b,
+                // Swept by a concurrent prune after repacking: read each blob
+                // from where the index says it lives now.
+                Err(Error::MissingObject(_)) => {
+                    for b in run {
+                        match self.repo.read_relocated_blob(&b.id, Some(b.size as usize)) {
+                            Ok(data) => self.write_blob(&data, &b.targets, pending),
+                            Err(e) => {
+                                let msg = e.to_string();
+                                b.targets.iter().for_each(|(fi, _)| pending[*fi].fail(&msg));
+                            }
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
                     let msg = e.to_string();
                     run.iter()
@@ -360,10 +374,14 @@ fn read_data_blob(repo: &Repository, id: &BlobId, size: u32) -> Result<Vec<u8>> 
         .lookup(id)
         .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
     let start = loc.offset as u64;
-    let bytes = repo.backend().get_range(
+    let bytes = match repo.backend().get_range(
         &pack_key(loc.kind, &loc.pack),
         start..start + loc.length as u64,
-    )?;
+    ) {
+        // Swept by a concurrent prune after repacking (rule 10).
+        Err(Error::MissingObject(_)) => return repo.read_relocated_blob(id, Some(size as usize)),
+        other => other?,
+    };
     let sealed = sealed_slice(&bytes, 0, loc.length as usize, &loc.pack, id)?;
     repo.decode_blob(id, sealed, Some(size as usize))
 }
