@@ -24,6 +24,10 @@ pub struct InitArgs {
     /// Password file for the --from repository (else CAIRN_FROM_PASSWORD, else the same password)
     #[arg(long, value_name = "FILE")]
     from_password_file: Option<PathBuf>,
+    /// Storage option for the --from repository, KEY=VALUE (repeatable; `-o`
+    /// applies to the repository being made)
+    #[arg(long = "from-option", value_name = "KEY=VALUE")]
+    from_options: Vec<String>,
     /// zstd level for new blobs, -7..=22 (0 = no compression; negative = faster)
     #[arg(long, value_name = "LEVEL", allow_negative_numbers = true)]
     compression: Option<i32>,
@@ -115,7 +119,8 @@ fn init_in(g: &Global, a: &InitArgs, backend: &cairn::Backend) -> Result<()> {
         ..Default::default()
     };
     if let Some(from) = &a.from {
-        let src_backend = cairn::Backend::open(from, &g.store_options()?, false)?;
+        let src_backend =
+            cairn::Backend::open(from, &super::parse_options(&a.from_options)?, false)?;
         let pw = password::other_password(&a.from_password_file, "CAIRN_FROM_PASSWORD", g)?;
         let src = Repository::open(src_backend, pw.as_bytes())?;
         opts.chunker = Some(src.config().chunker);

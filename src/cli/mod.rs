@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod backup;
 mod check;
+mod copy;
 mod events;
 mod forget;
 mod inspect;
@@ -116,6 +117,8 @@ enum Command {
     Forget(forget::ForgetArgs),
     /// Delete data no snapshot needs and repack mostly-empty packs (no lock)
     Prune(prune::PruneArgs),
+    /// Copy snapshots to another repository, uploading only what it lacks
+    Copy(copy::CopyArgs),
     /// Sizes, counts, dedup and compression ratios
     Stats(inspect::StatsArgs),
     /// Manage passwords
@@ -133,15 +136,7 @@ impl Global {
     }
 
     pub fn store_options(&self) -> Result<Vec<(String, String)>> {
-        self.options
-            .iter()
-            .map(|o| {
-                o.split_once('=')
-                    .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-                    .filter(|(k, _)| !k.is_empty())
-                    .ok_or_else(|| usage(format!("option '{o}' is not KEY=VALUE")))
-            })
-            .collect()
+        parse_options(&self.options)
     }
 
     pub fn backend(&self, create: bool) -> Result<Backend> {
@@ -295,6 +290,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Stats(_) => "stats",
         Command::Forget(_) => "forget",
         Command::Prune(_) => "prune",
+        Command::Copy(_) => "copy",
         Command::Key(_) => "key",
         Command::Unlock(_) => "unlock",
     }
@@ -315,6 +311,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Stats(a) => inspect::stats(g, a),
         Command::Forget(a) => forget::run(g, a),
         Command::Prune(a) => prune::run(g, a),
+        Command::Copy(a) => copy::run(g, a),
         Command::Key(a) => keys::key(g, a),
         Command::Unlock(a) => keys::unlock(g, a),
     }
@@ -332,6 +329,18 @@ pub struct FilterArgs {
     /// Only snapshots of this path (repeatable)
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<String>,
+}
+
+/// `KEY=VALUE` storage options (`-o`, `--to-option`, `--from-option`).
+pub fn parse_options(raw: &[String]) -> Result<Vec<(String, String)>> {
+    raw.iter()
+        .map(|o| {
+            o.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| usage(format!("option '{o}' is not KEY=VALUE")))
+        })
+        .collect()
 }
 
 impl FilterArgs {

@@ -227,6 +227,56 @@ pub fn decode(
     }
 }
 
+/// Moves a sealed blob from one repository's key to another's without
+/// decompressing it: the frame is opened, re-padded for `padding` (a format 1
+/// frame becomes its padded form), and sealed again.
+pub fn reseal(
+    from: &Cipher,
+    to: &Cipher,
+    id: &BlobId,
+    sealed: &[u8],
+    padding: Padding,
+) -> Result<Vec<u8>, BlobDecodeError> {
+    let framed = from
+        .open(sealed, &blob_aad(id))
+        .map_err(|_| BlobDecodeError::Decrypt)?;
+    let (zstd, body) = match framed.first() {
+        Some(&CODEC_RAW) => (false, &framed[1..]),
+        Some(&CODEC_ZSTD) => (true, &framed[1..]),
+        Some(&c @ (CODEC_RAW_PADDED | CODEC_ZSTD_PADDED)) => {
+            (c == CODEC_ZSTD_PADDED, padded_body(&framed)?)
+        }
+        Some(&c) => return Err(BlobDecodeError::UnknownCodec(c)),
+        None => return Err(BlobDecodeError::UnknownCodec(0xff)),
+    };
+    Ok(to.seal(&frame(zstd, body, padding), &blob_aad(id)))
+}
+
+/// `codec || body` (format 1) or `codec || len || body || padding` (format 2).
+fn frame(zstd: bool, body: &[u8], padding: Padding) -> Vec<u8> {
+    match padding {
+        Padding::None => {
+            let mut f = Vec::with_capacity(body.len() + 1);
+            f.push(if zstd { CODEC_ZSTD } else { CODEC_RAW });
+            f.extend_from_slice(body);
+            f
+        }
+        _ => {
+            let len = padding.padded_len(5 + body.len());
+            let mut f = Vec::with_capacity(len);
+            f.push(if zstd {
+                CODEC_ZSTD_PADDED
+            } else {
+                CODEC_RAW_PADDED
+            });
+            f.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            f.extend_from_slice(body);
+            f.resize(len, 0);
+            f
+        }
+    }
+}
+
 /// The body of a padded frame: `codec || len u32 LE || body || padding`.
 fn padded_body(framed: &[u8]) -> Result<&[u8], BlobDecodeError> {
     let len = framed
@@ -344,6 +394,22 @@ mod tests {
         let frame = enc.finish().unwrap();
         assert_eq!(decompress(&frame, None).unwrap().len(), 1 << 20);
         assert!(decompress(&frame, Some(1000)).is_err());
+    }
+
+    #[test]
+    fn resealed_blobs_open_under_the_new_key_only() {
+        let (a, b) = (Cipher::new(&Secret([1; 32])), Cipher::new(&Secret([9; 32])));
+        let id = BlobId([2; 32]);
+        let data = vec![7u8; 50_000];
+        for (pad_from, pad_to) in [
+            (Padding::None, Padding::Bucket),
+            (Padding::Bucket, Padding::Padme),
+        ] {
+            let sealed = encode(&a, &id, &data, 3, pad_from);
+            let moved = reseal(&a, &b, &id, &sealed, pad_to).unwrap();
+            assert_eq!(decode(&b, &id, &moved, None).unwrap(), data);
+            assert!(decode(&a, &id, &moved, None).is_err());
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod forget;
 pub mod prune;
 pub mod reach;

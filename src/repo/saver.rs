@@ -109,7 +109,7 @@ impl<'r> BlobSaver<'r> {
     /// As [`save`](Self::save), compressing at `level`; reports the stored size of a new blob.
     pub fn save_at(&self, kind: BlobType, plaintext: &[u8], level: i32) -> Result<Saved> {
         let id = self.repo.hasher().id(plaintext);
-        if self.repo.index().contains(&id) || !self.seen.lock().unwrap().insert(id) {
+        if !self.claim(&id) {
             return Ok(Saved { id, stored: None });
         }
         let sealed = blob::encode(
@@ -119,13 +119,48 @@ impl<'r> BlobSaver<'r> {
             level,
             self.repo.config().padding,
         );
+        self.add_sealed(kind, id, sealed, plaintext.len() as u32)
+    }
+
+    /// Stores a blob already sealed for this repository (a copy moving blobs
+    /// between repositories that share a blob-ID key), unless it is present.
+    pub fn save_sealed(
+        &self,
+        kind: BlobType,
+        id: BlobId,
+        sealed: Vec<u8>,
+        raw_len: u32,
+    ) -> Result<Saved> {
+        if !self.claim(&id) {
+            return Ok(Saved { id, stored: None });
+        }
+        self.add_sealed(kind, id, sealed, raw_len)
+    }
+
+    /// Whether this blob is new to the repository and to this session (and
+    /// now claimed by the caller).
+    fn claim(&self, id: &BlobId) -> bool {
+        !self.repo.index().contains(id) && self.seen.lock().unwrap().insert(*id)
+    }
+
+    /// Whether the repository or this saver already has a blob.
+    pub fn has(&self, id: &BlobId) -> bool {
+        self.repo.index().contains(id) || self.seen.lock().unwrap().contains(id)
+    }
+
+    fn add_sealed(
+        &self,
+        kind: BlobType,
+        id: BlobId,
+        sealed: Vec<u8>,
+        raw_len: u32,
+    ) -> Result<Saved> {
         let c = &self.counters;
         match kind {
             BlobType::Data => c.data_blobs.fetch_add(1, Ordering::Relaxed),
             BlobType::Tree => c.tree_blobs.fetch_add(1, Ordering::Relaxed),
         };
-        c.bytes_added
-            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        c.bytes_added.fetch_add(raw_len as u64, Ordering::Relaxed);
         c.bytes_packed
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         let stored = Some(sealed.len());
@@ -133,7 +168,7 @@ impl<'r> BlobSaver<'r> {
             let mut open = self.open[slot(kind)].lock().unwrap();
             let target = self.repo.config().pack_size as usize;
             let builder = open.get_or_insert_with(|| PackBuilder::new(kind, target + target / 8));
-            builder.add(id, &sealed, plaintext.len() as u32);
+            builder.add(id, &sealed, raw_len);
             if builder.len() >= target {
                 open.take()
             } else {

@@ -1,0 +1,115 @@
+//! `copy --to URL [SNAP...]`: send snapshots to another repository.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use cairn::ops::copy;
+use cairn::{Backend, Repository};
+
+use super::events::{emit, Severity};
+use super::output::{self, line};
+use super::{password, select_snapshot, FilterArgs, Global};
+
+#[derive(Args)]
+pub struct CopyArgs {
+    /// The destination repository (initialised; `init --from` makes copies cheaper)
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Storage option for the destination, KEY=VALUE (repeatable)
+    #[arg(long = "to-option", value_name = "KEY=VALUE")]
+    to_options: Vec<String>,
+    /// Password file for the destination (else CAIRN_TO_PASSWORD, else the same password)
+    #[arg(long, value_name = "FILE")]
+    to_password_file: Option<PathBuf>,
+    /// Snapshots to copy (IDs, prefixes or "latest"); default: all that match the filters
+    #[arg(value_name = "SNAP")]
+    snapshots: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn run(g: &Global, a: &CopyArgs) -> Result<()> {
+    let to_options = super::parse_options(&a.to_options)?;
+    let mut src = g.open()?;
+    let chosen = if a.snapshots.is_empty() {
+        let f = a.filter.filter();
+        src.list_snapshots()?
+            .into_iter()
+            .filter(|(_, s)| f.matches(s))
+            .collect()
+    } else {
+        let mut v = Vec::new();
+        for sel in &a.snapshots {
+            v.push(select_snapshot(&src, sel, &a.filter)?);
+        }
+        v.sort_by_key(|(id, _)| *id);
+        v.dedup_by_key(|(id, _)| *id);
+        v
+    };
+    let dst_backend = Backend::open(&a.to, &to_options, false)?;
+    if !Repository::exists(&dst_backend)? {
+        return Err(cairn::Error::RepoNotFound(format!(
+            "{} (make it with `cairn -r {} init --from {}`)",
+            a.to,
+            a.to,
+            g.location()?
+        ))
+        .into());
+    }
+    let pw = password::other_password(&a.to_password_file, "CAIRN_TO_PASSWORD", g)?;
+    let mut dst = Repository::open(dst_backend, pw.as_bytes())?;
+    dst.set_warning_handler(|w| eprintln!("warning: {w}"));
+    let outcome = match copy::copy(&mut src, &mut dst, chosen) {
+        Ok(o) => o,
+        Err(e) => {
+            emit(
+                g,
+                "copy.failed",
+                Severity::Critical,
+                None,
+                json!({"error": e.to_string(), "to": a.to}),
+            );
+            return Err(e.into());
+        }
+    };
+    let figures = json!({
+        "message_type": "summary",
+        "to": a.to,
+        "snapshots_copied": outcome.copied.len(),
+        "snapshots_skipped": outcome.skipped.len(),
+        "copied": outcome.copied.iter().map(|(s, d)| json!({"source": s.to_hex(), "copy": d.to_hex()})).collect::<Vec<_>>(),
+        "blobs_uploaded": outcome.blobs_uploaded,
+        "bytes_uploaded": outcome.bytes_uploaded,
+        "packs_uploaded": outcome.packs_uploaded,
+        "same_blob_ids": outcome.same_blob_ids,
+        "total_duration": outcome.duration_secs,
+    });
+    emit(g, "copy.completed", Severity::Info, None, figures.clone());
+    if g.json {
+        output::json(&figures);
+        return Ok(());
+    }
+    if !outcome.same_blob_ids && !outcome.copied.is_empty() {
+        eprintln!(
+            "note: the repositories name blobs with different keys, so every blob was re-hashed; \
+             a destination made with `init --from` would move blobs as they are"
+        );
+    }
+    if !g.quiet {
+        for (s, d) in &outcome.copied {
+            line(format!("copied snapshot {} as {}", s.short(), d.short()));
+        }
+        line(format!(
+            "{} snapshots copied, {} already there; uploaded {} blobs ({}) in {}",
+            outcome.copied.len(),
+            outcome.skipped.len(),
+            outcome.blobs_uploaded,
+            output::size(outcome.bytes_uploaded),
+            output::duration(outcome.duration_secs)
+        ));
+    }
+    Ok(())
+}

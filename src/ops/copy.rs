@@ -1,0 +1,260 @@
+//! Copy: send snapshots to another repository, uploading only what it lacks.
+//!
+//! The source is a reader (no session, no lock); the destination sees a writer
+//! session per snapshot (repo-format.md §15), so a prune on either side never
+//! waits for a copy. When both repositories share a blob-ID key (the
+//! destination was made with `init --from`), blobs keep their IDs and move
+//! sealed: opened with the source key and sealed again with the destination's,
+//! never decompressed. Otherwise every blob is decoded, re-hashed with the
+//! destination's key and stored again, and trees are rewritten bottom-up.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::format::blob::{self, BlobType};
+use crate::format::id::{BlobId, PackId, SnapshotId};
+use crate::format::records::SessionKind;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Tree;
+use crate::repo::saver::{save_tree, BlobSaver, SaveStats};
+use crate::repo::session::Session;
+use crate::repo::{pack_key, Repository};
+
+/// Reads closer than this within a source pack are fetched in one request.
+const READ_GAP: u64 = 1 << 20;
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CopyOutcome {
+    /// (source snapshot, new destination snapshot)
+    pub copied: Vec<(SnapshotId, SnapshotId)>,
+    /// Source snapshots the destination already holds.
+    pub skipped: Vec<SnapshotId>,
+    pub blobs_uploaded: u64,
+    /// Stored bytes of the new blobs (what went up, before pack overhead).
+    pub bytes_uploaded: u64,
+    pub packs_uploaded: u64,
+    /// The repositories share a blob-ID key (made with `init --from`): blobs
+    /// moved sealed, without re-hashing.
+    pub same_blob_ids: bool,
+    pub duration_secs: f64,
+}
+
+/// The source snapshot a destination snapshot stands for.
+fn origin(id: SnapshotId, s: &Snapshot) -> SnapshotId {
+    s.original.unwrap_or(id)
+}
+
+/// Copies `snapshots` (from `src`, oldest first) into `dst`, skipping those it
+/// already holds (by their `original`).
+pub fn copy(
+    src: &mut Repository,
+    dst: &mut Repository,
+    mut snapshots: Vec<(SnapshotId, Snapshot)>,
+) -> Result<CopyOutcome> {
+    let started = Instant::now();
+    dst.ensure_writable()?;
+    let mut out = CopyOutcome {
+        same_blob_ids: src.config().blob_id_key == dst.config().blob_id_key,
+        ..Default::default()
+    };
+    let present: HashSet<SnapshotId> = dst
+        .list_snapshots()?
+        .iter()
+        .map(|(id, s)| origin(*id, s))
+        .collect();
+    snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    let (skip, todo): (Vec<_>, Vec<_>) = snapshots
+        .into_iter()
+        .partition(|(id, s)| present.contains(&origin(*id, s)));
+    out.skipped = skip.into_iter().map(|(id, _)| id).collect();
+    if todo.is_empty() {
+        out.duration_secs = started.elapsed().as_secs_f64();
+        return Ok(out);
+    }
+    src.load_index()?;
+    let mut view: Option<u64> = None;
+    for (src_id, snap) in todo {
+        let session = Session::start(dst, SessionKind::Copy)?;
+        // The dedup view depends on the generation the session saw.
+        if view != Some(session.saw()) {
+            dst.load_index_excluding(session.condemned())?;
+            view = Some(session.saw());
+        }
+        let (tree, stats, packs) = {
+            let saver = BlobSaver::new(dst, false)?;
+            let tree = if out.same_blob_ids {
+                copy_sealed(src, dst, &saver, &snap.tree, &session)?
+            } else {
+                let mut map = HashMap::new();
+                rekey_tree(src, &saver, &snap.tree, &mut map, &session)?
+            };
+            let (packs, stats) = saver.finish()?;
+            (tree, stats, packs)
+        };
+        dst.index_packs(&packs);
+        out.add(&stats);
+        let copy = Snapshot {
+            tree,
+            original: Some(origin(src_id, &snap)),
+            session: Some(session.id().to_string()),
+            parent: None,
+            ..snap
+        };
+        session.check()?;
+        let id = dst.save_snapshot(&copy)?;
+        if let Err(e) = session.commit(Some(id)) {
+            let _ = dst
+                .backend()
+                .delete(&format!("{}/{id}", crate::repo::SNAPSHOTS_DIR));
+            return Err(e);
+        }
+        out.copied.push((src_id, id));
+    }
+    out.duration_secs = started.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+impl CopyOutcome {
+    fn add(&mut self, s: &SaveStats) {
+        self.blobs_uploaded += s.data_blobs + s.tree_blobs;
+        self.bytes_uploaded += s.bytes_packed;
+        self.packs_uploaded += s.packs;
+    }
+}
+
+/// A blob to move: its ID, type and plaintext length.
+struct Wanted {
+    id: BlobId,
+    kind: BlobType,
+    raw_len: u32,
+}
+
+/// Same blob IDs: walks the whole source tree (a tree the destination has
+/// indexed is not proof that its children are there: an interrupted backup's
+/// tree pack may have been adopted without its data), then moves every blob the
+/// destination lacks, sealed, grouped by source pack.
+fn copy_sealed(
+    src: &Repository,
+    dst: &Repository,
+    saver: &BlobSaver<'_>,
+    root: &BlobId,
+    session: &Session,
+) -> Result<BlobId> {
+    let mut wanted: Vec<Wanted> = Vec::new();
+    let mut queue = vec![*root];
+    let mut seen: HashSet<BlobId> = HashSet::new();
+    while let Some(id) = queue.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let bytes = src.read_blob(&id, None)?;
+        let tree = Tree::from_bytes(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))?;
+        if !saver.has(&id) {
+            wanted.push(Wanted {
+                id,
+                kind: BlobType::Tree,
+                raw_len: bytes.len() as u32,
+            });
+        }
+        for n in tree.nodes {
+            queue.extend(n.subtree);
+            for c in n.content {
+                if seen.insert(c.id) && !saver.has(&c.id) {
+                    wanted.push(Wanted {
+                        id: c.id,
+                        kind: BlobType::Data,
+                        raw_len: c.size,
+                    });
+                }
+            }
+        }
+    }
+    let mut by_pack: HashMap<PackId, (BlobType, Vec<(Wanted, u32, u32)>)> = HashMap::new();
+    for w in wanted {
+        let loc = src
+            .index()
+            .lookup(&w.id)
+            .ok_or_else(|| Error::BlobNotIndexed(w.id.to_hex()))?;
+        by_pack
+            .entry(loc.pack)
+            .or_insert_with(|| (loc.kind, Vec::new()))
+            .1
+            .push((w, loc.offset, loc.length));
+    }
+    let padding = dst.config().padding;
+    by_pack
+        .into_par_iter()
+        .try_for_each(|(pack, (kind, mut blobs))| -> Result<()> {
+            session.check()?;
+            blobs.sort_by_key(|(_, off, _)| *off);
+            let key = pack_key(kind, &pack);
+            for run in blobs.chunk_by(|a, b| (b.1 as u64) < (a.1 + a.2) as u64 + READ_GAP) {
+                let start = run[0].1 as u64;
+                let end = run
+                    .iter()
+                    .map(|(_, o, l)| (*o + *l) as u64)
+                    .max()
+                    .unwrap_or(start);
+                let bytes = match src.get_exact_range(&key, start..end) {
+                    Ok(b) => Some(b),
+                    Err(Error::MissingObject(_)) => None, // swept meanwhile: read each anew
+                    Err(e) => return Err(e),
+                };
+                for (w, off, len) in run {
+                    let moved = match &bytes {
+                        Some(b) => {
+                            let at = (*off as u64 - start) as usize;
+                            let sealed = &b[at..at + *len as usize];
+                            blob::reseal(src.cipher(), dst.cipher(), &w.id, sealed, padding)
+                                .map_err(|e| Error::corrupt(format!("blob {}", w.id), e))?
+                        }
+                        None => {
+                            let plain = src.read_relocated_blob(&w.id, Some(w.raw_len as usize))?;
+                            let level = dst.config().compression;
+                            blob::encode(dst.cipher(), &w.id, &plain, level, padding)
+                        }
+                    };
+                    saver.save_sealed(w.kind, w.id, moved, w.raw_len)?;
+                }
+            }
+            Ok(())
+        })?;
+    Ok(*root)
+}
+
+/// Different blob IDs: rewrites a tree bottom-up under the destination's key.
+fn rekey_tree(
+    src: &Repository,
+    saver: &BlobSaver<'_>,
+    id: &BlobId,
+    map: &mut HashMap<BlobId, BlobId>,
+    session: &Session,
+) -> Result<BlobId> {
+    if let Some(done) = map.get(id) {
+        return Ok(*done);
+    }
+    session.check()?;
+    let mut tree = src.load_tree(id)?;
+    for node in &mut tree.nodes {
+        if let Some(sub) = node.subtree {
+            node.subtree = Some(rekey_tree(src, saver, &sub, map, session)?);
+        }
+        let ids: Vec<Result<BlobId>> = node
+            .content
+            .par_iter()
+            .map(|c| {
+                let plain = src.read_blob(&c.id, Some(c.size as usize))?;
+                Ok(saver.save(BlobType::Data, &plain)?.0)
+            })
+            .collect();
+        for (c, new) in node.content.iter_mut().zip(ids) {
+            c.id = new?;
+        }
+    }
+    let new = save_tree(saver, &mut tree)?.0;
+    map.insert(*id, new);
+    Ok(new)
+}
