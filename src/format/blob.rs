@@ -170,28 +170,7 @@ pub fn encode(
         Some(c) if c.len() < plaintext.len() => (true, &c[..]),
         _ => (false, plaintext),
     };
-    let framed = match padding {
-        Padding::None => {
-            let mut f = Vec::with_capacity(body.len() + 1);
-            f.push(if zstd { CODEC_ZSTD } else { CODEC_RAW });
-            f.extend_from_slice(body);
-            f
-        }
-        _ => {
-            let len = padding.padded_len(5 + body.len());
-            let mut f = Vec::with_capacity(len);
-            f.push(if zstd {
-                CODEC_ZSTD_PADDED
-            } else {
-                CODEC_RAW_PADDED
-            });
-            f.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            f.extend_from_slice(body);
-            f.resize(len, 0);
-            f
-        }
-    };
-    cipher.seal(&framed, &blob_aad(id))
+    cipher.seal(&frame(zstd, body, padding), &blob_aad(id))
 }
 
 /// Opens a sealed blob. `raw_len`, when known (from a pack header or a tree),

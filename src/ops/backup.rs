@@ -776,19 +776,7 @@ pub fn backup(
     };
     let snapshot_id = match session {
         None => None,
-        Some(session) => {
-            session.check()?;
-            let id = repo.save_snapshot(&snapshot)?;
-            if let Err(e) = session.commit(Some(id)) {
-                // Fenced (or the commit failed): the snapshot is not valid and
-                // never will be; remove it, best effort.
-                let _ = repo
-                    .backend()
-                    .delete(&format!("{}/{id}", crate::repo::SNAPSHOTS_DIR));
-                return Err(e);
-            }
-            Some(id)
-        }
+        Some(session) => Some(session.commit_snapshot(repo, &snapshot)?),
     };
     Ok(BackupOutcome {
         snapshot_id,

@@ -103,14 +103,7 @@ pub fn copy(
             parent: None,
             ..snap
         };
-        session.check()?;
-        let id = dst.save_snapshot(&copy)?;
-        if let Err(e) = session.commit(Some(id)) {
-            let _ = dst
-                .backend()
-                .delete(&format!("{}/{id}", crate::repo::SNAPSHOTS_DIR));
-            return Err(e);
-        }
+        let id = session.commit_snapshot(dst, &copy)?;
         out.copied.push((src_id, id));
     }
     out.duration_secs = started.elapsed().as_secs_f64();

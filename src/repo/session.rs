@@ -22,6 +22,7 @@ use crate::format::id::{PackId, SnapshotId};
 use crate::format::records::{
     open_record, seal_record, session_key, SessionEnd, SessionKind, SessionStart,
 };
+use crate::format::snapshot::Snapshot;
 use crate::repo::gc::GcState;
 use crate::repo::{hostname, Repository};
 use crate::storage::{Backend, Created};
@@ -171,6 +172,21 @@ impl Session {
             nonce: self.nonce.clone(),
         };
         self.settle(&end)
+    }
+
+    /// Saves `snapshot` (its `session` field must name this session) and
+    /// commits. If the commit fails (fenced, most likely), the snapshot object
+    /// is removed, best effort: it is not valid and never will be.
+    pub fn commit_snapshot(self, repo: &Repository, snapshot: &Snapshot) -> Result<SnapshotId> {
+        self.check()?;
+        let id = repo.save_snapshot(snapshot)?;
+        if let Err(e) = self.commit(Some(id)) {
+            let _ = repo
+                .backend()
+                .delete(&format!("{}/{id}", crate::repo::SNAPSHOTS_DIR));
+            return Err(e);
+        }
+        Ok(id)
     }
 
     /// Ends the session having saved nothing.
