@@ -91,6 +91,13 @@ pub struct Global {
     /// Write Prometheus text-format metrics here after the command
     #[arg(long, global = true, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Cache index objects and snapshots of remote repositories here
+    /// (default $XDG_CACHE_HOME/cairn, else ~/.cache/cairn)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not use the local metadata cache
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 #[derive(Subcommand)]
@@ -156,7 +163,30 @@ impl Global {
         let pw = password::repository_password(self)?;
         let mut repo = Repository::open(backend, pw.as_bytes())?;
         repo.set_warning_handler(|w| eprintln!("warning: {w}"));
+        if let Some(dir) = self.cache_root(&repo) {
+            repo.set_cache(&dir);
+        }
         Ok(repo)
+    }
+
+    /// Where to cache metadata: only for remote repositories (a local one is
+    /// its own cache), unless `--no-cache`; `--cache-dir` also caches a local one.
+    fn cache_root(&self, repo: &Repository) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        if let Some(dir) = &self.cache_dir {
+            return Some(dir.clone());
+        }
+        if repo.backend().local_dir().is_some() || repo.backend().location().starts_with("memory:")
+        {
+            return None;
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("cairn"))
     }
 
     /// Whether to draw progress: only on a terminal, and never with -q or --json.

@@ -651,6 +651,9 @@ fn compact_index(repo: &Repository, deleted: &BTreeSet<PackId>) -> Result<()> {
             repo.save_index(&kept)?;
         }
         repo.backend().delete(&l.key)?;
+        if let Some(c) = repo.cache() {
+            c.forget(&l.key);
+        }
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ use crate::format::pack::Trailer;
 use crate::format::records::{self, SessionEnd};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
+use crate::repo::cache::Cache;
 use crate::repo::index::MasterIndex;
 use crate::storage::{Backend, Created};
 
@@ -89,6 +90,7 @@ pub struct Repository {
     chunker: Chunker,
     config: Config,
     index: MasterIndex,
+    cache: Option<Cache>,
     /// A second index, read only when a pack vanished under a reader.
     relocated: Mutex<Option<Arc<MasterIndex>>>,
     warnings: Warnings,
@@ -216,6 +218,7 @@ impl Repository {
             config,
             index: MasterIndex::new(),
             relocated: Mutex::new(None),
+            cache: None,
             warnings: Warnings::default(),
         }
     }
@@ -318,12 +321,44 @@ impl Repository {
 
     /// Reads a whole object named by the SHA-256 of its bytes, refusing one whose
     /// content does not match its name (a copy or a replacement under that name).
+    /// Immutable metadata comes from the local cache when one is set (checked
+    /// against its name there too) and is cached after a download.
     pub fn get_named(&self, key: &str) -> Result<bytes::Bytes> {
+        self.get_named_bounded(key, None)
+    }
+
+    /// [`get_named`](Self::get_named), refusing (before downloading) an object
+    /// the store lists as larger than `max` bytes.
+    pub fn get_named_bounded(&self, key: &str, max: Option<u64>) -> Result<bytes::Bytes> {
+        let cache = self.cache.as_ref().filter(|_| Cache::caches(key));
+        if let Some(bytes) = cache.and_then(|c| c.get(key)) {
+            return Ok(bytes.into());
+        }
+        if let Some(max) = max {
+            if self.backend.size(key)?.is_some_and(|n| n > max) {
+                return Err(Error::corrupt(
+                    key.to_string(),
+                    format!("larger than {max} bytes"),
+                ));
+            }
+        }
         let bytes = self.backend.get(key)?;
         if !named_by_content(key, &bytes) {
             return Err(Error::NameMismatch(key.to_string()));
         }
+        if let Some(c) = cache {
+            c.put(key, &bytes);
+        }
         Ok(bytes)
+    }
+
+    /// Caches index objects and snapshots under `root` (per repository ID).
+    pub fn set_cache(&mut self, root: &std::path::Path) {
+        self.cache = Some(Cache::new(root, &self.config.id));
+    }
+
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
     }
 
     pub fn backend(&self) -> &Backend {
@@ -733,7 +768,12 @@ impl Repository {
     /// analysed the snapshot is merely conservative.
     pub fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         self.ensure_writable()?;
-        self.backend.delete(&format!("{SNAPSHOTS_DIR}/{id}"))
+        let key = format!("{SNAPSHOTS_DIR}/{id}");
+        self.backend.delete(&key)?;
+        if let Some(c) = &self.cache {
+            c.forget(&key);
+        }
+        Ok(())
     }
 
     /// The sessions that have an `.end` record (one listing of `sessions/`).

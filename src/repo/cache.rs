@@ -1,0 +1,84 @@
+//! A local cache of immutable metadata (index objects and snapshots), so that
+//! commands against a bucket do not download the whole index every time.
+//!
+//! Every cached object is named by the SHA-256 of its bytes, so an entry is
+//! checked against its name on every read: a damaged or planted entry is
+//! detected, removed and fetched again, never trusted. Entries are written to a
+//! temporary name and renamed into place; files are private (0600, dirs 0700).
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::format::id::storage_hash;
+
+/// The folders whose objects are cached.
+const CACHED: [&str; 2] = ["index/", "snapshots/"];
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// A cache for one repository (by its ID) below `root`.
+    pub fn new(root: &Path, repo_id: &str) -> Cache {
+        Cache {
+            dir: root.join(repo_id),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn caches(key: &str) -> bool {
+        CACHED.iter().any(|p| key.starts_with(p))
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(key)
+    }
+
+    /// A cached copy whose content matches its name; a mismatching one is removed.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let path = self.path(key);
+        let bytes = std::fs::read(&path).ok()?;
+        let name = key.rsplit('/').next().unwrap_or(key);
+        if hex::encode(storage_hash(&bytes)) == name {
+            Some(bytes)
+        } else {
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+    }
+
+    /// Stores a verified object; failures only cost a later download.
+    pub fn put(&self, key: &str, bytes: &[u8]) {
+        let path = self.path(key);
+        let Some(parent) = path.parent() else { return };
+        if std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .is_err()
+        {
+            return;
+        }
+        let tmp = parent.join(format!(".tmp-{}", hex::encode(rand::random::<[u8; 8]>())));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(bytes));
+        if written.and_then(|_| std::fs::rename(&tmp, &path)).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// Drops the entry of an object that no longer exists in the repository.
+    pub fn forget(&self, key: &str) {
+        let _ = std::fs::remove_file(self.path(key));
+    }
+}

@@ -1,0 +1,114 @@
+//! The local metadata cache: filled on use, checked on every read (a damaged
+//! entry is refetched, never trusted), off for local repositories by default.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_below(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_damaged_cache_entry_is_refetched_never_trusted() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("f"), "one");
+    s.backup([&src]);
+    let cache = s.path("cache");
+    let c = cache.to_str().unwrap();
+    let first = s.json(["snapshots", "--cache-dir", c]);
+    let cached = files_below(&cache);
+    assert!(
+        cached
+            .iter()
+            .any(|p| p.to_string_lossy().contains("/snapshots/")),
+        "nothing cached: {cached:?}"
+    );
+    // Damage every cached file; the next command must read the repository's
+    // objects again and give the same answer.
+    for p in &cached {
+        let mut b = std::fs::read(p).unwrap();
+        b[0] ^= 0xff;
+        std::fs::write(p, b).unwrap();
+    }
+    let again = s.json(["snapshots", "--cache-dir", c]);
+    assert_eq!(first, again);
+    let t = s.path("t");
+    s.cmd([
+        "restore",
+        "latest",
+        "--target",
+        t.to_str().unwrap(),
+        "--cache-dir",
+        c,
+    ])
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(restored_path(&t, &src.join("f"))).unwrap(),
+        "one"
+    );
+    // The entries were replaced by good copies.
+    for p in files_below(&cache) {
+        use sha2::Digest;
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap())),
+            name
+        );
+    }
+}
+
+#[test]
+fn local_repositories_are_not_cached_unless_asked() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("f"), "one");
+    s.backup([&src]);
+    s.ok(["snapshots"]);
+    assert!(files_below(&s.root.join("home/.cache")).is_empty());
+}
+
+#[test]
+fn a_bucket_repository_is_cached_by_default() {
+    let Some(moto) = servers::start_moto() else {
+        return;
+    };
+    moto.make_bucket("cairn-cache");
+    let s = Sandbox::new();
+    let mut base = vec!["-r".to_string(), "s3://cairn-cache/r".to_string()];
+    base.extend(moto.option_args());
+    let run = |extra: &[&str]| {
+        let mut a = base.clone();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        s.bare(a)
+    };
+    run(&["init", "--kdf-memory", "8", "--kdf-time", "1"]).ok();
+    let src = s.path("src");
+    write(&src.join("f"), "one");
+    run(&["backup", src.to_str().unwrap()]).ok();
+    // The second backup reads the index written by the first.
+    run(&["backup", src.to_str().unwrap()]).ok();
+    let cached = files_below(&s.root.join("home/.cache/cairn"));
+    assert!(
+        cached
+            .iter()
+            .any(|p| p.to_string_lossy().contains("/index/")),
+        "{cached:?}"
+    );
+    run(&["snapshots", "--no-cache"]).ok();
+}
