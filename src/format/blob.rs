@@ -123,25 +123,56 @@ fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
+/// The most a zstd frame of `frame_len` bytes can decompress to: every block
+/// takes a 3-byte header and at least one byte (an RLE block), and yields at
+/// most 128 KiB. Caps a buffer sized from a length the frame or a caller claims.
+fn zstd_output_bound(frame_len: usize) -> u64 {
+    (frame_len as u64 / 4 + 1) * (128 << 10)
+}
+
+/// Reads `r` to its end, failing once more than `limit` bytes come out. The
+/// buffer grows with the bytes actually read and never past `limit`
+/// (`read_to_end` would double it past the limit on the last read).
+pub fn read_bounded(mut r: impl std::io::Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 128 << 10];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n > limit - out.len() {
+            return Err(std::io::Error::other(format!(
+                "content exceeds the {limit}-byte limit"
+            )));
+        }
+        if out.capacity() - out.len() < n {
+            let want = (out.len() + n).max(out.capacity() * 2).min(limit);
+            out.reserve_exact(want - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
 fn decompress(frame: &[u8], raw_len: Option<usize>) -> std::io::Result<Vec<u8>> {
     let declared = zstd::zstd_safe::get_frame_content_size(frame)
         .ok()
         .flatten()
         .filter(|n| *n <= MAX_BLOB_LEN);
+    // A size from the caller or the frame header sizes the buffer in one
+    // allocation, but never beyond what the frame can hold: a small frame that
+    // claims 1 GiB must not allocate 1 GiB.
     let capacity = raw_len
-        .filter(|n| *n as u64 <= MAX_BLOB_LEN)
-        .or(declared.map(|n| n as usize));
+        .map(|n| n as u64)
+        .filter(|n| *n <= MAX_BLOB_LEN)
+        .or(declared)
+        .map(|n| n.min(zstd_output_bound(frame.len())) as usize);
     let Some(capacity) = capacity else {
         // No trustworthy size: stream, and stop at the bound.
-        use std::io::Read;
-        let mut out = Vec::new();
-        zstd::stream::read::Decoder::new(frame)?
-            .take(MAX_BLOB_LEN + 1)
-            .read_to_end(&mut out)?;
-        if out.len() as u64 > MAX_BLOB_LEN {
-            return Err(std::io::Error::other("blob exceeds the 1 GiB limit"));
-        }
-        return Ok(out);
+        return read_bounded(zstd::stream::read::Decoder::new(frame)?, MAX_BLOB_LEN);
     };
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();

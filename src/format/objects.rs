@@ -71,20 +71,9 @@ pub fn open_object(cipher: &Cipher, aad: &[u8], bytes: &[u8]) -> Result<Vec<u8>,
 
 /// Decompresses a zstd stream, failing once the output would exceed `limit`.
 pub fn decompress_bounded(frame: &[u8], limit: u64) -> Result<Vec<u8>, FormatError> {
-    use std::io::Read;
     let derr = |e: std::io::Error| FormatError::Decompress(e.to_string());
-    let mut out = Vec::new();
-    zstd::stream::read::Decoder::new(frame)
-        .map_err(derr)?
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(derr)?;
-    if out.len() as u64 > limit {
-        return Err(FormatError::Decompress(format!(
-            "content exceeds the {limit}-byte limit"
-        )));
-    }
-    Ok(out)
+    let decoder = zstd::stream::read::Decoder::new(frame).map_err(derr)?;
+    crate::format::blob::read_bounded(decoder, limit).map_err(derr)
 }
 
 pub fn seal_json<T: Serialize>(cipher: &Cipher, aad: &[u8], value: &T) -> Vec<u8> {
@@ -346,14 +335,16 @@ pub fn decode_index(payload: &[u8]) -> Result<Vec<IndexedPack>, FormatError> {
             "unsupported index version {v}"
         )));
     }
+    // Counts are capped by the bytes left (a pack takes at least 37, a blob
+    // 44), so a huge count in a short payload cannot size an allocation.
     let n = r.u32()? as usize;
-    let mut packs = Vec::with_capacity(n.min(1 << 20));
+    let mut packs = Vec::with_capacity(n.min(r.buf.len() / 37));
     for _ in 0..n {
         let id = PackId(r.id()?);
         let kind = BlobType::from_code(r.u8()?)
             .ok_or_else(|| FormatError::Malformed("unknown pack type".into()))?;
         let count = r.u32()? as usize;
-        let mut blobs = Vec::with_capacity(count.min(1 << 20));
+        let mut blobs = Vec::with_capacity(count.min(r.buf.len() / 44));
         for _ in 0..count {
             blobs.push(PackEntry {
                 id: BlobId(r.id()?),
