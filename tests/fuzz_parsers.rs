@@ -209,6 +209,8 @@ fn snapshot_json() -> Vec<u8> {
         parent: Some(SnapshotId([3; 32])),
         program_version: "cairn".into(),
         summary: None,
+        session: Some("0123456789abcdef0123456789abcdef".into()),
+        original: None,
     })
     .unwrap()
 }

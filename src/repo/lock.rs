@@ -89,6 +89,11 @@ impl LockInfo {
 }
 
 fn process_alive(pid: u32) -> bool {
+    // 0 and values above i32::MAX would make kill() address a process group
+    // (or every process): no real process has such a pid.
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
     // kill(pid, 0) probes without signalling; EPERM still means it exists.
     let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
@@ -307,5 +312,15 @@ impl Drop for LockGuard {
             let _ = h.join();
         }
         let _ = self.backend.delete(&self.key.lock().unwrap());
+    }
+}
+
+#[cfg(test)]
+mod pid_tests {
+    #[test]
+    fn impossible_pids_are_not_alive() {
+        assert!(!super::process_alive(0));
+        assert!(!super::process_alive(u32::MAX));
+        assert!(super::process_alive(std::process::id()));
     }
 }

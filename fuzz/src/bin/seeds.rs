@@ -173,6 +173,8 @@ fn main() {
             backup_end: t0,
             ..Default::default()
         }),
+        session: Some("0123456789abcdef0123456789abcdef".into()),
+        original: None,
     };
     write(
         "snapshot",
