@@ -27,6 +27,12 @@ pub enum Error {
     LockLost(String),
     #[error("invalid repository location '{url}': {reason}")]
     BadLocation { url: String, reason: String },
+    #[error("cannot reach the storage service for {location}: {reason}")]
+    Unreachable { location: String, reason: String },
+    #[error("the storage service refused the credentials for {location} ({reason}); check the credentials and their permissions")]
+    AccessDenied { location: String, reason: String },
+    #[error("bucket or container '{container}' of {location} does not exist; cairn does not create buckets: create it with your provider's tools (e.g. `aws s3 mb s3://{container}`, `gcloud storage buckets create gs://{container}`, `az storage container create --name {container}`), then run `cairn init`")]
+    ContainerNotFound { location: String, container: String },
     #[error("storage error on {key}: {source}")]
     Storage {
         key: String,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use cairn::storage::RequestCounts;
 use chrono::{Local, NaiveDateTime, TimeZone, Utc};
 use clap::Args;
 use serde_json::json;
@@ -194,7 +195,9 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
             return Err(e.into());
         }
     };
-    report(g, &outcome);
+    // The whole command's requests, index loading included.
+    let requests = repo.backend().request_counts();
+    report(g, &outcome, &requests);
     for (path, why) in &outcome.errors {
         eprintln!("error: {}: {why}", path.display());
     }
@@ -205,7 +208,13 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         Severity::Warning
     };
     if !a.dry_run {
-        emit(g, "backup.completed", severity, sid, summary_json(&outcome));
+        emit(
+            g,
+            "backup.completed",
+            severity,
+            sid,
+            summary_json(&outcome, &requests),
+        );
     }
     if !outcome.errors.is_empty() {
         return Err(Finished(
@@ -220,7 +229,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
     Ok(())
 }
 
-fn summary_json(o: &BackupOutcome) -> serde_json::Value {
+fn summary_json(o: &BackupOutcome, requests: &RequestCounts) -> serde_json::Value {
     let s = o.snapshot.summary.clone().unwrap_or_default();
     json!({
         "message_type": "summary",
@@ -243,12 +252,13 @@ fn summary_json(o: &BackupOutcome) -> serde_json::Value {
         "total_bytes_processed": s.total_bytes_processed,
         "total_duration": o.duration_secs,
         "errors": o.errors.len(),
+        "requests": requests,
     })
 }
 
-fn report(g: &Global, o: &BackupOutcome) {
+fn report(g: &Global, o: &BackupOutcome, requests: &RequestCounts) {
     if g.json {
-        output::json(&summary_json(o));
+        output::json(&summary_json(o, requests));
         return;
     }
     if g.quiet {

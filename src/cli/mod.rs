@@ -203,7 +203,11 @@ fn exit_code(err: &anyhow::Error) -> i32 {
         return EXIT_USAGE;
     }
     match err.downcast_ref::<cairn::Error>() {
-        Some(cairn::Error::RepoNotFound(_) | cairn::Error::NotARepository(_)) => EXIT_NO_REPO,
+        Some(
+            cairn::Error::RepoNotFound(_)
+            | cairn::Error::NotARepository(_)
+            | cairn::Error::ContainerNotFound { .. },
+        ) => EXIT_NO_REPO,
         Some(cairn::Error::Locked(_)) => EXIT_LOCKED,
         Some(cairn::Error::WrongPassword) => EXIT_WRONG_PASSWORD,
         Some(cairn::Error::BadLocation { .. }) => EXIT_USAGE,

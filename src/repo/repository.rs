@@ -224,8 +224,13 @@ impl Repository {
     }
 
     /// Checks a repository exists at the backend, without needing a password.
+    /// A missing bucket or container is an error of its own.
     pub fn exists(backend: &Backend) -> Result<bool> {
-        backend.exists(CONFIG_KEY)
+        let found = backend.exists(CONFIG_KEY)?;
+        if !found {
+            backend.check_container()?;
+        }
+        Ok(found)
     }
 
     /// Opens a repository with a password. The index is not loaded yet.

@@ -1,14 +1,19 @@
 //! Storage: the only module that knows object_store and tokio. It gives the rest
 //! of the engine a synchronous, thread-safe interface over any object store.
 
+use std::future::Future;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use super::counting::{Counters, CountingStore, RequestCounts};
+use super::options;
 use crate::error::{Error, Result};
 
 /// What happened to a conditional create.
@@ -40,6 +45,12 @@ pub struct Backend {
     /// The outermost directory this backend created (for `init`), so a failed
     /// init can remove what it made.
     created_dir: Option<std::path::PathBuf>,
+    /// Requests and bytes through this backend (shared by its clones).
+    counters: Arc<Counters>,
+    /// Until a cloud store first answers, every request must get an answer
+    /// within this deadline (see [`Backend::block`]).
+    connect_deadline: Duration,
+    reached: Arc<AtomicBool>,
 }
 
 fn runtime() -> Arc<tokio::runtime::Runtime> {
@@ -68,13 +79,34 @@ impl Backend {
 
     /// Wraps any object store (tests use this for fault-injecting stores).
     pub fn from_store(store: Arc<dyn ObjectStore>, location: &str) -> Backend {
+        Self::assemble(store, location, None, None, None)
+    }
+
+    /// Every backend counts its requests; a cloud one (with a connect deadline)
+    /// also watches for an endpoint that never answers.
+    fn assemble(
+        store: Arc<dyn ObjectStore>,
+        location: &str,
+        local_dir: Option<std::path::PathBuf>,
+        created_dir: Option<std::path::PathBuf>,
+        connect_deadline: Option<Duration>,
+    ) -> Backend {
+        let (store, counters) = CountingStore::new(store);
         Backend {
-            store,
+            store: Arc::new(store),
             rt: runtime(),
             location: location.to_string(),
-            local_dir: None,
-            created_dir: None,
+            local_dir,
+            created_dir,
+            counters,
+            connect_deadline: connect_deadline.unwrap_or(Duration::MAX),
+            reached: Arc::new(AtomicBool::new(connect_deadline.is_none())),
         }
+    }
+
+    /// Requests made and bytes moved through this backend so far.
+    pub fn request_counts(&self) -> RequestCounts {
+        self.counters.snapshot()
     }
 
     /// Opens a location: a path, `file://`, `s3://`, `gs://`, `az://` or `memory://`.
@@ -125,13 +157,13 @@ impl Backend {
         let created_dir = created_dir.and_then(|d| std::fs::canonicalize(d).ok());
         let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
             .map_err(|e| bad(location, e))?;
-        Ok(Backend {
-            store: Arc::new(store),
-            rt: runtime(),
-            location: location.to_string(),
-            local_dir: Some(dir),
+        Ok(Self::assemble(
+            Arc::new(store),
+            location,
+            Some(dir),
             created_dir,
-        })
+            None,
+        ))
     }
 
     /// After a failed `init`: removes the directories this backend created, from
@@ -149,12 +181,13 @@ impl Backend {
 
     fn cloud(location: &str, scheme: &str, options: &[(String, String)]) -> Result<Backend> {
         let url = url::Url::parse(location).map_err(|e| bad(location, e))?;
+        let opts = options::split(options).map_err(|e| bad(location, e))?;
         // The three builders share a shape but no trait: one macro configures each,
         // validating option keys (parse_url_opts would drop unknown ones silently).
         macro_rules! build {
             ($builder:expr, $what:literal) => {{
-                let mut b = $builder.with_url(location);
-                for (k, v) in options {
+                let mut b = $builder.with_url(location).with_retry(opts.retry.clone());
+                for (k, v) in &opts.store {
                     let key = k
                         .parse()
                         .map_err(|_| bad(location, format!("unknown {} option '{k}'", $what)))?;
@@ -164,7 +197,13 @@ impl Backend {
             }};
         }
         let store = match scheme {
-            "s3" => build!(object_store::aws::AmazonS3Builder::from_env(), "S3"),
+            // Every S3 upload carries a SHA-256 checksum the service verifies
+            // (aws_checksum_algorithm can override it).
+            "s3" => build!(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_checksum_algorithm(object_store::aws::Checksum::SHA256),
+                "S3"
+            ),
             "gs" => build!(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env(),
                 "GCS"
@@ -184,13 +223,13 @@ impl Backend {
                 prefix.as_str(),
             ))
         };
-        Ok(Backend {
+        Ok(Self::assemble(
             store,
-            rt: runtime(),
-            location: location.to_string(),
-            local_dir: None,
-            created_dir: None,
-        })
+            location,
+            None,
+            None,
+            Some(opts.connect_deadline),
+        ))
     }
 
     pub fn location(&self) -> &str {
@@ -205,13 +244,95 @@ impl Backend {
         StorePath::from(key)
     }
 
-    fn storage_err(key: &str, e: object_store::Error) -> Error {
+    /// Runs one store call. Until the store has first answered, the call must
+    /// finish within the connect deadline: object_store retries connection
+    /// failures for minutes, and an endpoint that cannot be reached should fail
+    /// fast with one clear line instead.
+    fn block<T>(
+        &self,
+        fut: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<object_store::Result<T>> {
+        if self.reached.load(Ordering::Relaxed) {
+            return Ok(self.rt.block_on(fut));
+        }
+        let deadline = self.connect_deadline;
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(deadline, fut).await })
+        {
+            Err(_) => Err(self.unreachable(format!(
+                "no answer within {}s (connect_deadline)",
+                deadline.as_secs_f64()
+            ))),
+            Ok(r) => {
+                if !r.as_ref().is_err_and(is_connect_error) {
+                    self.reached.store(true, Ordering::Relaxed);
+                }
+                Ok(r)
+            }
+        }
+    }
+
+    fn unreachable(&self, reason: String) -> Error {
+        Error::Unreachable {
+            location: self.location.clone(),
+            reason,
+        }
+    }
+
+    /// The bucket or container name of a cloud location.
+    fn container(&self) -> String {
+        url::Url::parse(&self.location)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    fn container_missing(&self) -> Error {
+        Error::ContainerNotFound {
+            location: self.location.clone(),
+            container: self.container(),
+        }
+    }
+
+    /// Maps a store error on one object. A NotFound on an object is the
+    /// object's absence; the callers that know it means a missing bucket
+    /// (uploads, listings) map it themselves.
+    fn storage_err(&self, key: &str, e: object_store::Error) -> Error {
         match e {
-            object_store::Error::NotFound { .. } => Error::MissingObject(key.to_string()),
+            ref e if is_not_found(e) => Error::MissingObject(key.to_string()),
+            ref e if matches!(http_status(e), Some(401 | 403)) => Error::AccessDenied {
+                location: self.location.clone(),
+                reason: match http_status(e) {
+                    Some(401) => "not authenticated",
+                    _ => "permission denied",
+                }
+                .to_string(),
+            },
+            ref other if is_connect_error(other) => self.unreachable(connect_reason(other)),
             other => Error::Storage {
                 key: key.to_string(),
                 source: other,
             },
+        }
+    }
+
+    /// Confirms the bucket or container exists (one listing request); cairn
+    /// never creates one. Called when a repository's config is missing, so a
+    /// missing bucket is reported as such.
+    pub fn check_container(&self) -> Result<()> {
+        if self.local_dir.is_some() {
+            return Ok(());
+        }
+        let prefix = Self::path("config");
+        let res = self.block(async {
+            let mut s = self.store.list(Some(&prefix));
+            s.try_next().await.map(|_| ())
+        })?;
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Err(self.container_missing()),
+            Err(e) => Err(self.storage_err("config", e)),
         }
     }
 
@@ -221,11 +342,11 @@ impl Backend {
             mode: PutMode::Create,
             ..Default::default()
         };
-        let res = self.rt.block_on(self.store.put_opts(
+        let res = self.block(self.store.put_opts(
             &Self::path(key),
             PutPayload::from(bytes),
             opts,
-        ));
+        ))?;
         match res {
             Ok(_) => {
                 self.make_private(key);
@@ -233,7 +354,9 @@ impl Backend {
             }
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(Created::AlreadyExisted),
-            Err(e) => Err(Self::storage_err(key, e)),
+            // An upload can only miss its bucket or container.
+            Err(e) if self.local_dir.is_none() && is_not_found(&e) => Err(self.container_missing()),
+            Err(e) => Err(self.storage_err(key, e)),
         }
     }
 
@@ -263,32 +386,29 @@ impl Backend {
     }
 
     pub fn get(&self, key: &str) -> Result<Bytes> {
-        self.rt
-            .block_on(async { self.store.get(&Self::path(key)).await?.bytes().await })
-            .map_err(|e| Self::storage_err(key, e))
+        self.block(async { self.store.get(&Self::path(key)).await?.bytes().await })?
+            .map_err(|e| self.storage_err(key, e))
     }
 
     pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.rt
-            .block_on(self.store.get_range(&Self::path(key), range))
-            .map_err(|e| Self::storage_err(key, e))
+        self.block(self.store.get_range(&Self::path(key), range))?
+            .map_err(|e| self.storage_err(key, e))
     }
 
     /// Size of an object, or None when it does not exist.
     pub fn size(&self, key: &str) -> Result<Option<u64>> {
-        match self.rt.block_on(self.store.head(&Self::path(key))) {
+        match self.block(self.store.head(&Self::path(key)))? {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Self::storage_err(key, e)),
+            Err(e) => Err(self.storage_err(key, e)),
         }
     }
 
     /// When the store says it wrote an object (its own clock).
     pub fn last_modified(&self, key: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-        self.rt
-            .block_on(self.store.head(&Self::path(key)))
+        self.block(self.store.head(&Self::path(key)))?
             .map(|m| m.last_modified)
-            .map_err(|e| Self::storage_err(key, e))
+            .map_err(|e| self.storage_err(key, e))
     }
 
     pub fn exists(&self, key: &str) -> Result<bool> {
@@ -299,10 +419,14 @@ impl Backend {
     /// leave while writing are not listed by object_store.
     pub fn list(&self, folder: &str) -> Result<Vec<Listed>> {
         let prefix = Self::path(folder);
-        let metas: Vec<_> = self
-            .rt
-            .block_on(self.store.list(Some(&prefix)).try_collect::<Vec<_>>())
-            .map_err(|e| Self::storage_err(folder, e))?;
+        let metas: Vec<_> =
+            match self.block(self.store.list(Some(&prefix)).try_collect::<Vec<_>>())? {
+                Ok(m) => m,
+                Err(e) if self.local_dir.is_none() && is_not_found(&e) => {
+                    return Err(self.container_missing())
+                }
+                Err(e) => return Err(self.storage_err(folder, e)),
+            };
         Ok(metas
             .into_iter()
             .map(|m| Listed {
@@ -315,11 +439,60 @@ impl Backend {
 
     /// Deletes an object; a missing object is not an error (stores differ here).
     pub fn delete(&self, key: &str) -> Result<()> {
-        match self.rt.block_on(self.store.delete(&Self::path(key))) {
+        match self.block(self.store.delete(&Self::path(key)))? {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Self::storage_err(key, e)),
+            Err(e) => Err(self.storage_err(key, e)),
         }
     }
+}
+
+/// The HTTP status behind a store error. object_store maps statuses to its
+/// variants on most calls, but some (a GCS listing) arrive as `Generic` with
+/// the status only in the message of a private error type: read it there.
+fn http_status(e: &object_store::Error) -> Option<u16> {
+    match e {
+        object_store::Error::NotFound { .. } => return Some(404),
+        object_store::Error::Unauthenticated { .. } => return Some(401),
+        object_store::Error::PermissionDenied { .. } => return Some(403),
+        _ => {}
+    }
+    const MARK: &str = "non-2xx status code: ";
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if let Some(i) = text.find(MARK) {
+            let code = &text[i + MARK.len()..];
+            return code.get(..3).and_then(|c| c.parse().ok());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn is_not_found(e: &object_store::Error) -> bool {
+    http_status(e) == Some(404)
+}
+
+/// Whether an error is a failure to connect (after object_store's own retries):
+/// its chain holds an HTTP error of the Connect kind.
+fn is_connect_error(e: &object_store::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<object_store::client::HttpError>() {
+            return matches!(h.kind(), object_store::client::HttpErrorKind::Connect);
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The innermost cause of a connection failure (e.g. "Connection refused").
+fn connect_reason(e: &object_store::Error) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    format!("cannot connect: {cur}")
 }
 
 /// Creates a local repository folder (and missing parents) with mode 0700, as

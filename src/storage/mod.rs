@@ -3,5 +3,9 @@
 //! It may use the pure `format` layer and the error type, nothing else.
 
 mod backend;
+mod counting;
+mod options;
 
 pub use backend::*;
+pub use counting::RequestCounts;
+pub use options::{parse_duration, CAIRN_KEYS, DEFAULT_CONNECT_DEADLINE};

@@ -118,3 +118,156 @@ impl Moto {
         Ok(resp)
     }
 }
+
+/// The Azurite development account (public, documented by Microsoft).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// An Azurite blob server on a free port, killed on drop.
+pub struct Azurite {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `azurite-blob` from PATH, or from `.ci/node` where `.ci/run` installs it.
+fn azurite_program() -> Option<std::path::PathBuf> {
+    if installed("azurite-blob") {
+        return Some("azurite-blob".into());
+    }
+    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".ci/node/node_modules/.bin/azurite-blob");
+    local.exists().then_some(local)
+}
+
+/// Starts Azurite, or returns None (outside CI) when it is not installed.
+pub fn start_azurite() -> Option<Azurite> {
+    let Some(program) = azurite_program() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "azurite-blob is not installed (npm install --prefix .ci/node azurite@3.35.0)"
+        );
+        eprintln!("skipping Azure tests: azurite-blob not installed");
+        return None;
+    };
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(program)
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        .args([
+            "--inMemoryPersistence",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+        ])
+        // Its debug log and extent files (none with in-memory persistence)
+        // stay out of the checkout.
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting azurite-blob");
+    let azurite = Azurite {
+        child,
+        port,
+        _dir: dir,
+    };
+    wait_for_port(port, "azurite-blob");
+    Some(azurite)
+}
+
+/// HMAC-SHA256 (RFC 2104), enough to sign one Azure request.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+impl Azurite {
+    /// The `-o` options that point object_store at this server (path-style
+    /// endpoint carrying the account, as Azurite serves it).
+    pub fn options(&self) -> Vec<(String, String)> {
+        self.options_with_key(AZURITE_KEY)
+    }
+
+    pub fn options_with_key(&self, key: &str) -> Vec<(String, String)> {
+        [
+            (
+                "azure_storage_endpoint",
+                format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port),
+            ),
+            ("azure_storage_account_name", AZURITE_ACCOUNT.to_string()),
+            ("azure_storage_access_key", key.to_string()),
+            ("azure_allow_http", "true".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Creates a container with a SharedKey-signed PUT (object_store cannot).
+    /// The server may accept connections a moment before it answers: retry.
+    pub fn make_container(&self, name: &str) {
+        let mut last = String::new();
+        for _ in 0..100 {
+            match self.try_create(name) {
+                Ok(resp) if resp.starts_with("HTTP/1.1 201") => return,
+                Ok(resp) => last = resp,
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("container creation failed: {last}");
+    }
+
+    fn try_create(&self, name: &str) -> std::io::Result<String> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let date = chrono::Utc::now()
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let version = "2021-08-06";
+        // Blob service SharedKey: verb, 11 standard headers (all empty here),
+        // the x-ms- headers, then /account/path and the query.
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{a}/{a}/{name}\nrestype:container",
+            a = AZURITE_ACCOUNT
+        );
+        let sig = b64.encode(hmac_sha256(
+            &b64.decode(AZURITE_KEY).unwrap(),
+            to_sign.as_bytes(),
+        ));
+        let port = self.port;
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        write!(
+            s,
+            "PUT /{AZURITE_ACCOUNT}/{name}?restype=container HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             x-ms-date: {date}\r\nx-ms-version: {version}\r\n\
+             Authorization: SharedKey {AZURITE_ACCOUNT}:{sig}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        Ok(resp)
+    }
+}
