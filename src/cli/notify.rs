@@ -96,13 +96,10 @@ fn run_command(cmd: &str, ev: &Value) -> Result<(), String> {
         .stdin(Stdio::piped())
         .stdout(std::io::stderr())
         .stderr(Stdio::inherit())
-        .env(
-            "CAIRN_EVENT",
-            ev["event"].as_str().unwrap_or_default().to_string(),
-        )
+        .env("CAIRN_EVENT", ev["event"].as_str().unwrap_or_default())
         .env(
             "CAIRN_SEVERITY",
-            ev["severity"].as_str().unwrap_or_default().to_string(),
+            ev["severity"].as_str().unwrap_or_default(),
         );
     cairn::ops::backup::remove_secret_env(&mut c);
     let mut child = c.spawn().map_err(|e| format!("cannot start it: {e}"))?;

@@ -189,7 +189,7 @@ impl cairn::ops::restore::RestoreProgress for RestoreDisplay {
             if node.kind == NodeType::File {
                 let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
                 bar.inc(node.size);
-                if n % 64 == 0 {
+                if n.is_multiple_of(64) {
                     bar.set_message(format!("{n} files"));
                 }
             }
