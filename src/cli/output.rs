@@ -139,11 +139,17 @@ pub struct RestoreDisplay {
     bar: Option<ProgressBar>,
     /// `Some(dry_run)` lists entries.
     list: Option<bool>,
+    dry_run: bool,
     files: AtomicU64,
 }
 
 impl RestoreDisplay {
-    pub fn new(draw_bar: bool, total_bytes: Option<u64>, list: Option<bool>) -> Self {
+    pub fn new(
+        draw_bar: bool,
+        total_bytes: Option<u64>,
+        list: Option<bool>,
+        dry_run: bool,
+    ) -> Self {
         let bar = draw_bar.then(|| match total_bytes {
             Some(total) => {
                 let bar = ProgressBar::new(total);
@@ -172,6 +178,7 @@ impl RestoreDisplay {
         RestoreDisplay {
             bar,
             list,
+            dry_run,
             files: AtomicU64::new(0),
         }
     }
@@ -188,7 +195,11 @@ impl cairn::ops::restore::RestoreProgress for RestoreDisplay {
         if let Some(bar) = &self.bar {
             if node.kind == NodeType::File {
                 let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
-                bar.inc(node.size);
+                // Written contents count as they are written; kept files and a
+                // dry run's files count at once.
+                if action == EntryAction::Keep || self.dry_run {
+                    bar.inc(node.size);
+                }
                 if n.is_multiple_of(64) {
                     bar.set_message(format!("{n} files"));
                 }
@@ -207,6 +218,12 @@ impl cairn::ops::restore::RestoreProgress for RestoreDisplay {
             _ => String::new(),
         };
         line_beside(&self.bar, format!("{verb} {}{what}", path.display()));
+    }
+
+    fn bytes_written(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
     }
 }
 

@@ -104,7 +104,7 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
         .then(|| snap.summary.as_ref().map(|s| s.total_bytes_processed))
         .flatten();
     let o = if g.progress() || list.is_some() {
-        let display = output::RestoreDisplay::new(g.progress(), total, list);
+        let display = output::RestoreDisplay::new(g.progress(), total, list, a.dry_run);
         let o = restore::restore_with_progress(&repo, &snap.tree, &a.target, &opts, &display);
         display.finish();
         o?
