@@ -11,7 +11,7 @@ use serde_json::json;
 
 use cairn::ops::backup::{self, BackupOptions, BackupOutcome, NoProgress, Source};
 
-use super::events::{emit, Severity};
+use super::events::{self, emit, Severity};
 use super::output::{self, line};
 use super::{usage, Finished, Global, EXIT_PARTIAL};
 
@@ -185,14 +185,9 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
-            emit(
-                g,
-                "backup.failed",
-                Severity::Critical,
-                None,
-                json!({"error": e.to_string()}),
-            );
-            return Err(e.into());
+            let e = anyhow::Error::from(e);
+            events::failed(g, "backup.failed", &e);
+            return Err(e);
         }
     };
     // The whole command's requests, index loading included.
@@ -208,6 +203,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         Severity::Warning
     };
     if !a.dry_run {
+        set_figures(&outcome);
         emit(
             g,
             "backup.completed",
@@ -227,6 +223,24 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The backup's series for the metrics file, labelled with its host.
+fn set_figures(o: &BackupOutcome) {
+    let s = o.snapshot.summary.clone().unwrap_or_default();
+    let host = [("host", o.snapshot.hostname.as_str())];
+    events::figure(
+        "cairn_backup_bytes_added",
+        &host,
+        s.data_added_packed as f64,
+    );
+    events::figure(
+        "cairn_backup_files_processed",
+        &host,
+        s.total_files_processed as f64,
+    );
+    let age = (chrono::Utc::now() - o.snapshot.time).num_seconds().max(0);
+    events::figure("cairn_latest_snapshot_age_seconds", &host, age as f64);
 }
 
 fn summary_json(o: &BackupOutcome, requests: &RequestCounts) -> serde_json::Value {

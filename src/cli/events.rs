@@ -1,15 +1,17 @@
-//! The event log (one JSON line per repository-changing or verifying command)
-//! and Prometheus text-format metrics.
+//! The event log (one JSON line per repository-changing or verifying command),
+//! the figures a command leaves for the metrics file, and the hand-off of each
+//! event to the notifications of `--notify*`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
 
-use super::Global;
+use super::{notify, Global};
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
     Info,
     Warning,
@@ -26,6 +28,67 @@ impl Severity {
     }
 }
 
+/// One value for the metrics file, set by the command that knows it. The
+/// `repository` label is added when the file is written; `labels` holds the
+/// others (`host`, ...).
+#[derive(Clone, Debug)]
+pub struct Figure {
+    pub name: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+/// What this process has done so far: the events it emitted and the figures
+/// it set. One command runs per process, so a process-wide record is enough.
+struct Record {
+    events: Vec<Value>,
+    failure_logged: bool,
+    figures: Vec<Figure>,
+}
+
+static RECORD: Mutex<Record> = Mutex::new(Record {
+    events: Vec::new(),
+    failure_logged: false,
+    figures: Vec::new(),
+});
+
+fn record() -> std::sync::MutexGuard<'static, Record> {
+    RECORD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The metrics interface for commands: sets one series (see
+/// `metrics::SERIES` for the names), replacing a value set earlier in this
+/// run with the same labels. E.g.
+/// `events::figure("cairn_drill_success_ratio", &[], 0.98)` or
+/// `events::figure("cairn_stale", &[("host", "db1")], 1.0)`.
+pub fn figure(name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+    let labels: Vec<(&'static str, String)> =
+        labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let mut r = record();
+    r.figures
+        .retain(|f| !(f.name == name && f.labels == labels));
+    r.figures.push(Figure {
+        name,
+        labels,
+        value,
+    });
+}
+
+/// The figures set so far.
+pub fn figures() -> Vec<Figure> {
+    record().figures.clone()
+}
+
+/// Whether this run already logged a `*.failed` event.
+pub fn failure_logged() -> bool {
+    record().failure_logged
+}
+
+/// The last event this run emitted (for the closing ping's body).
+pub fn last_event() -> Option<Value> {
+    record().events.last().cloned()
+}
+
 fn default_log() -> Option<PathBuf> {
     let state = std::env::var_os("XDG_STATE_HOME")
         .filter(|s| !s.is_empty())
@@ -34,22 +97,49 @@ fn default_log() -> Option<PathBuf> {
     Some(state.join("cairn").join("events.jsonl"))
 }
 
-/// Appends one event. Failing to log never fails the command: it warns.
+fn host() -> String {
+    hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Appends one event and hands it to the notifications. Failing to log or to
+/// notify never fails the command: it warns.
 pub fn emit(g: &Global, event: &str, severity: Severity, snapshot: Option<String>, figures: Value) {
-    let Some(path) = g.event_log.clone().or_else(default_log) else {
-        return;
-    };
     let line = json!({
         "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "event": event,
         "severity": severity.as_str(),
         "repository": g.repo.clone().unwrap_or_default(),
+        "host": host(),
         "snapshot": snapshot,
         "figures": figures,
     });
-    if let Err(e) = append(&path, &line) {
-        eprintln!("warning: cannot write event log {}: {e:#}", path.display());
+    {
+        let mut r = record();
+        r.events.push(line.clone());
+        r.failure_logged |= event.ends_with(".failed");
     }
+    if let Some(path) = g.event_log.clone().or_else(default_log) {
+        if let Err(e) = append(&path, &line) {
+            eprintln!("warning: cannot write event log {}: {e:#}", path.display());
+        }
+    }
+    if severity >= Severity::Warning || g.notify_all {
+        notify::event(g, &line);
+    }
+}
+
+/// Emits a critical `event` (`backup.failed`, ...) naming the error and the
+/// exit code it ends the command with.
+pub fn failed(g: &Global, event: &str, err: &anyhow::Error) {
+    emit(
+        g,
+        event,
+        Severity::Critical,
+        None,
+        json!({"error": super::one_line(err), "exit_code": super::exit_code(err)}),
+    );
 }
 
 fn append(path: &Path, v: &Value) -> Result<()> {
@@ -62,48 +152,5 @@ fn append(path: &Path, v: &Value) -> Result<()> {
         .open(path)?;
     // One write per line, so concurrent writers never interleave within a line.
     f.write_all(format!("{v}\n").as_bytes())?;
-    Ok(())
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Writes metrics atomically (temp file + rename), as node_exporter's textfile
-/// collector expects.
-pub fn write_metrics(
-    path: &Path,
-    g: &Global,
-    command: &str,
-    code: i32,
-    took: std::time::Duration,
-) -> Result<()> {
-    let labels = format!(
-        "command=\"{}\",repository=\"{}\"",
-        command,
-        escape(g.repo.as_deref().unwrap_or(""))
-    );
-    let now = chrono::Utc::now().timestamp();
-    let text = format!(
-        "# HELP cairn_last_run_success Whether the last cairn command succeeded (1) or not (0).\n\
-         # TYPE cairn_last_run_success gauge\n\
-         cairn_last_run_success{{{labels}}} {}\n\
-         # HELP cairn_last_run_exit_code Exit code of the last cairn command.\n\
-         # TYPE cairn_last_run_exit_code gauge\n\
-         cairn_last_run_exit_code{{{labels}}} {code}\n\
-         # HELP cairn_last_run_timestamp_seconds When the last cairn command ended.\n\
-         # TYPE cairn_last_run_timestamp_seconds gauge\n\
-         cairn_last_run_timestamp_seconds{{{labels}}} {now}\n\
-         # HELP cairn_last_run_duration_seconds How long the last cairn command took.\n\
-         # TYPE cairn_last_run_duration_seconds gauge\n\
-         cairn_last_run_duration_seconds{{{labels}}} {:.3}\n",
-        u8::from(code == 0),
-        took.as_secs_f64()
-    );
-    let tmp = path.with_extension("prom.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }

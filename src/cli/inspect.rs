@@ -14,6 +14,7 @@ use cairn::format::tree::{Node, NodeType};
 use cairn::ops::restore::walk_tree;
 use cairn::Repository;
 
+use super::events;
 use super::output::{self, line};
 use super::{select_snapshot, usage, FilterArgs, Global};
 
@@ -30,6 +31,29 @@ pub struct SnapshotsArgs {
     filter: FilterArgs,
 }
 
+/// Metrics every unfiltered listing knows: the snapshot count and each host's
+/// latest snapshot's age.
+fn snapshot_figures<'a>(snaps: impl Iterator<Item = &'a cairn::format::snapshot::Snapshot>) {
+    let mut count = 0;
+    let mut latest: std::collections::BTreeMap<&str, chrono::DateTime<chrono::Utc>> =
+        Default::default();
+    for s in snaps {
+        count += 1;
+        let t = latest.entry(s.hostname.as_str()).or_insert(s.time);
+        *t = (*t).max(s.time);
+    }
+    events::figure("cairn_snapshots", &[], count as f64);
+    let now = chrono::Utc::now();
+    for (host, t) in latest {
+        let age = (now - t).num_seconds().max(0);
+        events::figure(
+            "cairn_latest_snapshot_age_seconds",
+            &[("host", host)],
+            age as f64,
+        );
+    }
+}
+
 pub fn snapshots(g: &Global, a: &SnapshotsArgs) -> Result<()> {
     let repo = g.open()?;
     let f = a.filter.filter();
@@ -38,6 +62,9 @@ pub fn snapshots(g: &Global, a: &SnapshotsArgs) -> Result<()> {
         .into_iter()
         .filter(|(_, s)| f.matches(s))
         .collect();
+    if a.filter.is_empty() {
+        snapshot_figures(snaps.iter().map(|(_, s)| s));
+    }
     if g.json {
         output::json(&Value::Array(
             snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect(),
@@ -383,6 +410,10 @@ pub fn stats(g: &Global, a: &StatsArgs) -> Result<()> {
     let mut repo = g.open()?;
     repo.load_index()?;
     let st = cairn::ops::stats::stats(&repo, &a.filter.filter())?;
+    if a.filter.is_empty() {
+        events::figure("cairn_snapshots", &[], st.snapshots_count as f64);
+        events::figure("cairn_repository_size_bytes", &[], st.stored_size as f64);
+    }
     if g.json {
         output::json(&serde_json::to_value(&st)?);
         return Ok(());

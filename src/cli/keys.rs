@@ -293,6 +293,13 @@ pub struct UnlockArgs {
 pub fn unlock(g: &Global, a: &UnlockArgs) -> Result<()> {
     let repo = g.open()?;
     let n = cairn::repo::lock::remove_locks(&repo, a.remove_all)?;
+    emit(
+        g,
+        "repository.unlocked",
+        Severity::Info,
+        None,
+        json!({"removed": n, "remove_all": a.remove_all}),
+    );
     if g.json {
         print_json(&json!({"message_type": "unlocked", "removed": n}));
     } else if !g.quiet {

@@ -14,10 +14,13 @@ mod events;
 mod forget;
 mod inspect;
 mod keys;
+mod metrics;
+mod notify;
 mod output;
 mod password;
 mod prune;
 mod restore;
+mod shell;
 
 use cairn::{Backend, Repository};
 
@@ -88,7 +91,7 @@ pub struct Global {
     /// Append one JSON line per event here (default $XDG_STATE_HOME/cairn/events.jsonl)
     #[arg(long, global = true, value_name = "PATH")]
     pub event_log: Option<PathBuf>,
-    /// Write Prometheus text-format metrics here after the command
+    /// Merge Prometheus text-format metrics into this file after the command
     #[arg(long, global = true, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
     /// Cache index objects and snapshots of remote repositories here
@@ -98,6 +101,18 @@ pub struct Global {
     /// Do not use the local metadata cache
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// POST warning and critical events as JSON to this URL (repeatable)
+    #[arg(long, global = true, value_name = "URL")]
+    pub notify: Vec<String>,
+    /// Ping this healthchecks.io-style check: URL/start, then URL or URL/fail (repeatable)
+    #[arg(long, global = true, value_name = "URL")]
+    pub notify_ping: Vec<String>,
+    /// Run this shell command with each warning or critical event as JSON on stdin (repeatable)
+    #[arg(long, global = true, value_name = "CMD")]
+    pub notify_command: Vec<String>,
+    /// Notify every event, not only warnings and failures
+    #[arg(long, global = true)]
+    pub notify_all: bool,
 }
 
 #[derive(Subcommand)]
@@ -132,6 +147,10 @@ enum Command {
     Key(keys::KeyArgs),
     /// Remove stale locks
     Unlock(keys::UnlockArgs),
+    /// Print a shell completion script to standard output
+    Completions(shell::CompletionsArgs),
+    /// Print the man page (roff) to standard output
+    Man,
 }
 
 impl Global {
@@ -195,7 +214,7 @@ impl Global {
     }
 }
 
-fn exit_code(err: &anyhow::Error) -> i32 {
+pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
     if let Some(f) = err.downcast_ref::<Finished>() {
         return f.0;
     }
@@ -217,7 +236,7 @@ fn exit_code(err: &anyhow::Error) -> i32 {
 
 /// One line, whatever the error's chain; a cause already quoted by the message
 /// before it is not repeated.
-fn one_line(err: &anyhow::Error) -> String {
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in err.chain() {
         let text = cause.to_string();
@@ -291,6 +310,8 @@ pub fn main() -> i32 {
     };
     let started = std::time::Instant::now();
     let name = command_name(&cli.command);
+    let g = &cli.global;
+    notify::ping(g, notify::Ping::Start, None);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cli)))
         .unwrap_or_else(|_| Err(anyhow!("internal error (see above)")));
     let code = match &result {
@@ -302,12 +323,44 @@ pub fn main() -> i32 {
             exit_code(e)
         }
     };
-    if let Some(path) = &cli.global.metrics_file {
-        if let Err(e) = events::write_metrics(path, &cli.global, name, code, started.elapsed()) {
+    if let Err(e) = &result {
+        // Failures before the command could say so itself (no repository,
+        // wrong password, locked, bad arguments) are events too. A backup that
+        // saved its snapshot with unreadable files (exit 3) logged its warning.
+        if logs_events(name) && !events::failure_logged() && code != EXIT_PARTIAL {
+            events::failed(g, &format!("{name}.failed"), e);
+        }
+    }
+    if let Some(path) = &g.metrics_file {
+        if let Err(e) = metrics::write(path, g, name, code, started.elapsed()) {
             eprintln!("warning: cannot write metrics to {}: {e:#}", path.display());
         }
     }
+    let stage = if code == EXIT_OK {
+        notify::Ping::Success
+    } else {
+        notify::Ping::Fail
+    };
+    notify::ping(g, stage, events::last_event().as_ref());
     code
+}
+
+/// Commands that change or verify the repository log events.
+fn logs_events(command: &str) -> bool {
+    matches!(
+        command,
+        "init"
+            | "backup"
+            | "restore"
+            | "check"
+            | "forget"
+            | "prune"
+            | "key"
+            | "unlock"
+            | "copy"
+            | "health"
+            | "drill"
+    )
 }
 
 fn command_name(c: &Command) -> &'static str {
@@ -327,6 +380,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::Copy(_) => "copy",
         Command::Key(_) => "key",
         Command::Unlock(_) => "unlock",
+        Command::Completions(_) => "completions",
+        Command::Man => "man",
     }
 }
 
@@ -348,6 +403,8 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Copy(a) => copy::run(g, a),
         Command::Key(a) => keys::key(g, a),
         Command::Unlock(a) => keys::unlock(g, a),
+        Command::Completions(a) => shell::completions(a),
+        Command::Man => shell::man(),
     }
 }
 
@@ -378,6 +435,10 @@ pub fn parse_options(raw: &[String]) -> Result<Vec<(String, String)>> {
 }
 
 impl FilterArgs {
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.tags.is_empty() && self.paths.is_empty()
+    }
+
     pub fn filter(&self) -> cairn::SnapshotFilter {
         cairn::SnapshotFilter {
             hosts: self.hosts.clone(),

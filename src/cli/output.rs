@@ -133,14 +133,80 @@ impl cairn::ops::backup::Progress for BackupProgress {
     }
 }
 
-/// `restore -v`: each entry written or kept, on stdout.
-pub struct RestoreListing {
-    pub dry_run: bool,
+/// Restore progress: a bar on stderr (bytes against the snapshot's total when
+/// known, else a running count), and with `-v` each entry written or kept on stdout.
+pub struct RestoreDisplay {
+    bar: Option<ProgressBar>,
+    /// `Some(dry_run)` lists entries.
+    list: Option<bool>,
+    dry_run: bool,
+    files: AtomicU64,
 }
 
-impl cairn::ops::restore::RestoreProgress for RestoreListing {
+impl RestoreDisplay {
+    pub fn new(
+        draw_bar: bool,
+        total_bytes: Option<u64>,
+        list: Option<bool>,
+        dry_run: bool,
+    ) -> Self {
+        let bar = draw_bar.then(|| match total_bytes {
+            Some(total) => {
+                let bar = ProgressBar::new(total);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "[{elapsed_precise}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                    )
+                    .expect("static template"),
+                );
+                bar
+            }
+            None => {
+                let bar = ProgressBar::new_spinner();
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {bytes} {bytes_per_sec} {msg}",
+                    )
+                    .expect("static template"),
+                );
+                bar
+            }
+        });
+        if let Some(b) = &bar {
+            b.enable_steady_tick(std::time::Duration::from_millis(200));
+        }
+        RestoreDisplay {
+            bar,
+            list,
+            dry_run,
+            files: AtomicU64::new(0),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl cairn::ops::restore::RestoreProgress for RestoreDisplay {
     fn entry(&self, path: &Path, node: &Node, action: EntryAction) {
-        let verb = match (self.dry_run, action) {
+        if let Some(bar) = &self.bar {
+            if node.kind == NodeType::File {
+                let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
+                // Written contents count as they are written; kept files and a
+                // dry run's files count at once.
+                if action == EntryAction::Keep || self.dry_run {
+                    bar.inc(node.size);
+                }
+                if n.is_multiple_of(64) {
+                    bar.set_message(format!("{n} files"));
+                }
+            }
+        }
+        let Some(dry_run) = self.list else { return };
+        let verb = match (dry_run, action) {
             (true, EntryAction::Write) => "would restore",
             (true, EntryAction::Keep) => "would keep   ",
             (false, EntryAction::Write) => "restore",
@@ -151,6 +217,42 @@ impl cairn::ops::restore::RestoreProgress for RestoreListing {
             NodeType::Dir => "/".to_string(),
             _ => String::new(),
         };
-        line(format!("{verb} {}{what}", path.display()));
+        line_beside(&self.bar, format!("{verb} {}{what}", path.display()));
+    }
+
+    fn bytes_written(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+}
+
+/// A spinner on stderr naming the phase a command is in (prune, ...), drawn
+/// only when `draw` (see `Global::progress`).
+pub struct Spinner(Option<ProgressBar>);
+
+impl Spinner {
+    pub fn new(draw: bool) -> Self {
+        Spinner(draw.then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .expect("static template"),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        }))
+    }
+
+    pub fn phase(&self, msg: &str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(msg.to_string());
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
     }
 }

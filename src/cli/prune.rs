@@ -8,7 +8,7 @@ use serde_json::json;
 
 use cairn::ops::prune::{self, Action, MaxUnused, PruneOptions, PruneOutcome};
 
-use super::events::{emit, Severity};
+use super::events::{self, emit, Severity};
 use super::output::{self, line};
 use super::{usage, Global};
 
@@ -108,19 +108,18 @@ pub fn run(g: &Global, a: &PruneArgs) -> Result<()> {
 /// Runs a prune and reports it (also the tail of `forget --prune`).
 pub fn execute(g: &Global, opts: &PruneOptions) -> Result<()> {
     let mut repo = g.open()?;
-    let outcome = match prune::prune(&mut repo, opts) {
+    let spinner = output::Spinner::new(g.progress());
+    let outcome = prune::prune_with_progress(&mut repo, opts, &|p| spinner.phase(p));
+    spinner.finish();
+    let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
-            emit(
-                g,
-                "prune.failed",
-                Severity::Critical,
-                None,
-                json!({"error": e.to_string()}),
-            );
-            return Err(e.into());
+            let e = anyhow::Error::from(e);
+            events::failed(g, "prune.failed", &e);
+            return Err(e);
         }
     };
+    events::figure("cairn_snapshots", &[], outcome.plan.snapshots as f64);
     let figures = summary_json(&outcome, opts.dry_run);
     if !opts.dry_run {
         let severity = if outcome.swept {

@@ -98,9 +98,16 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
         ));
     }
     let started = std::time::Instant::now();
-    let o = if g.verbose > 0 && !g.json && !g.quiet {
-        let listing = output::RestoreListing { dry_run: a.dry_run };
-        restore::restore_with_progress(&repo, &snap.tree, &a.target, &opts, &listing)?
+    let list = (g.verbose > 0 && !g.json && !g.quiet).then_some(a.dry_run);
+    // The snapshot's own total is the bar's length when everything is restored.
+    let total = (a.includes.is_empty() && a.excludes.is_empty())
+        .then(|| snap.summary.as_ref().map(|s| s.total_bytes_processed))
+        .flatten();
+    let o = if g.progress() || list.is_some() {
+        let display = output::RestoreDisplay::new(g.progress(), total, list, a.dry_run);
+        let o = restore::restore_with_progress(&repo, &snap.tree, &a.target, &opts, &display);
+        display.finish();
+        o?
     } else {
         restore::restore(&repo, &snap.tree, &a.target, &opts)?
     };

@@ -140,12 +140,24 @@ pub struct PruneOutcome {
 
 /// Plans, and unless `dry_run`, marks and sweeps.
 pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneOutcome> {
+    prune_with_progress(repo, opts, &|_| {})
+}
+
+/// `prune`, telling `phase` what it is doing ("planning", "repacking",
+/// "deleting"...), for a progress display.
+pub fn prune_with_progress(
+    repo: &mut Repository,
+    opts: &PruneOptions,
+    phase: &dyn Fn(&str),
+) -> Result<PruneOutcome> {
     let mut out = PruneOutcome::default();
+    phase("reading the collection state");
     let gc = GcState::load(repo)?;
     if let Some(n) = gc.unfinished() {
         if opts.dry_run {
             out.finished_earlier = Some(n);
         } else {
+            phase("finishing an earlier prune");
             let s = sweep(repo, n, None, opts)?;
             out.add_sweep(&s);
             if !s.done {
@@ -154,6 +166,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneOutcome>
             out.finished_earlier = Some(n);
         }
     }
+    phase("planning: reading snapshots, trees and the index");
     if opts.dry_run {
         out.plan = plan(repo, gc.latest() + 1, opts)?;
         return Ok(out);
@@ -171,6 +184,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneOutcome>
         out.swept = true;
         return Ok(out);
     }
+    phase("repacking");
     let (written, spared) = repack(repo, &mut plan, &session)?;
     out.packs_written = written.len();
     let mark = GcMark {
@@ -196,6 +210,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneOutcome>
         return Ok(out);
     }
     out.plan = plan;
+    phase("deleting unused packs");
     let s = sweep(repo, n, Some(session.id()), opts)?;
     out.add_sweep(&s);
     session.commit(None)?;

@@ -219,6 +219,7 @@ impl Restorer<'_> {
             match written {
                 Ok(()) => {
                     self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    self.progress.bytes_written(data.len() as u64);
                 }
                 Err(e) => p.fail(e),
             }

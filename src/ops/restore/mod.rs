@@ -160,6 +160,8 @@ pub enum EntryAction {
 pub trait RestoreProgress: Sync {
     /// `path` is the entry's path inside the snapshot.
     fn entry(&self, _path: &Path, _node: &Node, _action: EntryAction) {}
+    /// `n` bytes of file contents were written (for a progress bar).
+    fn bytes_written(&self, _n: u64) {}
 }
 
 pub struct NoRestoreProgress;
