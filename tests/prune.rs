@@ -275,7 +275,6 @@ fn prune_beside_a_running_backup_s3() {
 /// rustic-rs/docs#144: a backup paused for longer than --stale-after while
 /// prunes run must either save a whole snapshot or fail saying a rerun is safe.
 #[test]
-#[ignore = "finds a bug, not fixed yet: the fenced backup, resumed after the sweep, writes an index object naming a swept pack; the rerun's new copy of a blob is then shadowed by the dead one for readers (restore fails: object data/.. not found). Run: cargo test --test prune -- --ignored sigstop"]
 fn sigstopped_backup_is_fenced_or_whole() {
     let s = Sandbox::init_with(&["--pack-size", "1"]);
     let r = Repo { s: &s, s3: None };

@@ -776,7 +776,7 @@ pub fn backup(
     };
     let snapshot_id = match session {
         None => None,
-        Some(session) => Some(session.commit_snapshot(repo, &snapshot)?),
+        Some(session) => Some(session.commit_snapshot(repo, &snapshot, &stats.index_objects)?),
     };
     Ok(BackupOutcome {
         snapshot_id,

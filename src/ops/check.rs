@@ -118,6 +118,13 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     let lost_packs = check_index_against_storage(&c, &stored, &gc.deleted(), &mut report);
     let (snapshots, trees, used, reached_trees) = check_snapshots(&c, &mut report)?;
     report_unused(repo, &stored, &used, &reached_trees, &mut report);
+    judge_missing_packs(
+        &c,
+        &stored,
+        &lost_packs,
+        &|id| used.contains(id) || reached_trees.contains(id),
+        &mut report,
+    );
     report.snapshots = snapshots.len();
     report.trees = trees;
 
@@ -130,10 +137,18 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     };
     let mut missing_or_damaged: HashSet<BlobId> = damaged_blobs;
     missing_or_damaged.extend(used.iter().filter(|id| !repo.index().contains(id)));
+    // A blob is lost with a pack only if no other copy lives in a pack that is
+    // there (after concurrent backups or a repack, blobs can be stored twice).
+    let alive: HashSet<BlobId> = repo
+        .index()
+        .iter()
+        .filter(|(_, loc)| !lost_packs.contains(&loc.pack))
+        .map(|(id, _)| id)
+        .collect();
     missing_or_damaged.extend(
         repo.index()
             .iter()
-            .filter(|(_, loc)| lost_packs.contains(&loc.pack))
+            .filter(|(id, loc)| lost_packs.contains(&loc.pack) && !alive.contains(id))
             .map(|(id, _)| id),
     );
     if !missing_or_damaged.is_empty() {
@@ -245,7 +260,11 @@ fn check_index_against_storage(
         let problem = match stored.get(&pack) {
             // Deleted by a prune whose index compaction this check overlapped.
             None if pruned.contains(&pack) => None,
-            None => Some("pack is in the index but missing from storage".to_string()),
+            // Judged once the snapshots are walked (see `judge_missing_packs`).
+            None => {
+                lost.insert(pack);
+                None
+            }
             Some((k, _)) if *k != kind => Some("pack is stored under the wrong type".into()),
             Some((_, size)) if ends.get(&pack).copied().unwrap_or(0) + trailer > *size => Some(
                 format!("pack is {size} bytes, shorter than its indexed blobs"),
@@ -266,6 +285,47 @@ fn check_index_against_storage(
         }
     }
     lost
+}
+
+/// A pack the index names but storage lacks is damage when a snapshot needs
+/// a blob of it that no other pack holds. Otherwise it is only a stale index
+/// entry (a backup fenced by a prune after writing its index): a warning.
+fn judge_missing_packs(
+    c: &Checker,
+    stored: &HashMap<PackId, (BlobType, u64)>,
+    lost: &HashSet<PackId>,
+    needed: &dyn Fn(&BlobId) -> bool,
+    report: &mut CheckReport,
+) {
+    let alive: HashSet<BlobId> = c
+        .repo
+        .index()
+        .iter()
+        .filter(|(_, loc)| !lost.contains(&loc.pack))
+        .map(|(id, _)| id)
+        .collect();
+    let mut harmful: HashSet<PackId> = HashSet::new();
+    for (id, loc) in c.repo.index().iter() {
+        if lost.contains(&loc.pack) && needed(&id) && !alive.contains(&id) {
+            harmful.insert(loc.pack);
+        }
+    }
+    for (pack, kind) in c.repo.index().packs() {
+        if !lost.contains(&pack) || stored.contains_key(&pack) {
+            continue;
+        }
+        if harmful.contains(&pack) {
+            c.error(
+                pack_key(kind, &pack),
+                "pack is in the index but missing from storage",
+            );
+        } else {
+            report.warnings.push(Problem {
+                object: pack_key(kind, &pack),
+                message: "pack is in the index but gone from storage; no snapshot needs it (an index entry left by a backup a prune invalidated)".into(),
+            });
+        }
+    }
 }
 
 /// Loads every snapshot and walks every tree once. Returns the snapshots, the

@@ -172,6 +172,18 @@ pub fn prune_with_progress(
         return Ok(out);
     }
     let session = Session::start(repo, SessionKind::Prune)?;
+    if let Some(m) = session.gc().unfinished() {
+        // Another prune marked generation m since we looked: n may only be
+        // marked once m is done (rule 4), so leave it to the next prune.
+        session.abort();
+        out.finished_earlier = None;
+        out.swept = false;
+        out.sessions_pending = out.sessions_pending.max(1);
+        repo.warn(format!(
+            "another prune marked generation {m} meanwhile: nothing new is marked; the next prune finishes it"
+        ));
+        return Ok(out);
+    }
     let n = session.saw() + 1;
     let mut plan = plan(repo, n, opts)?;
     if plan.packs_delete + plan.packs_repack == 0 {

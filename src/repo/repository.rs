@@ -496,20 +496,35 @@ impl Repository {
     /// dedup view leaves out every pack a collector condemned (rule 2). An
     /// index object that vanishes between listing and reading was compacted by
     /// a sweep: the listing is taken again, once.
+    /// Index entries whose pack is not in storage are left out too: an index
+    /// object written by a writer fenced while it was paused can name packs a
+    /// sweep has already deleted, and no reader or writer may rely on those.
     pub fn load_index_excluding(&mut self, exclude: &HashSet<PackId>) -> Result<()> {
-        match self.try_load_index(exclude) {
-            Err(Error::MissingObject(_)) => self.try_load_index(exclude),
+        self.index = self.build_live_index(exclude)?;
+        Ok(())
+    }
+
+    /// The index of the packs storage holds (one listing of `data/` and
+    /// `tree/`), without `exclude`. An index object that vanishes between
+    /// listing and reading was compacted by a sweep: the whole load is retried once.
+    fn build_live_index(&self, exclude: &HashSet<PackId>) -> Result<MasterIndex> {
+        let attempt = || -> Result<MasterIndex> {
+            let stored: HashSet<PackId> = self
+                .list_packs()?
+                .into_iter()
+                .map(|(id, _, _)| id)
+                .collect();
+            self.build_index(&|p: &PackId| stored.contains(p) && !exclude.contains(p))
+        };
+        match attempt() {
+            Err(Error::MissingObject(_)) => attempt(),
             other => other,
         }
     }
 
-    fn try_load_index(&mut self, exclude: &HashSet<PackId>) -> Result<()> {
-        self.index = self.build_index(exclude)?;
-        Ok(())
-    }
-
-    /// Reads every index object into a new master index.
-    fn build_index(&self, exclude: &HashSet<PackId>) -> Result<MasterIndex> {
+    /// Reads every index object into a new master index, keeping the packs
+    /// `keep` accepts.
+    fn build_index(&self, keep: &(dyn Fn(&PackId) -> bool + Sync)) -> Result<MasterIndex> {
         let listed: Vec<_> = self
             .backend
             .list(INDEX_DIR)?
@@ -535,7 +550,7 @@ impl Repository {
                 match d {
                     Ok(packs) => packs
                         .iter()
-                        .filter(|p| !exclude.contains(&p.id))
+                        .filter(|p| keep(&p.id))
                         .for_each(|p| idx.add_pack(p)),
                     Err(e @ (Error::Storage { .. } | Error::MissingObject(_)))
                         if !is_content_error(&e) =>
@@ -560,10 +575,7 @@ impl Repository {
             match &*slot {
                 Some(idx) => idx.clone(),
                 None => {
-                    let idx = Arc::new(match self.build_index(&HashSet::new()) {
-                        Err(Error::MissingObject(_)) => self.build_index(&HashSet::new())?,
-                        other => other?,
-                    });
+                    let idx = Arc::new(self.build_live_index(&HashSet::new())?);
                     *slot = Some(idx.clone());
                     idx
                 }

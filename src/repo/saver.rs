@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::format::blob::{self, BlobType};
 use crate::format::crypto::{BlobHasher, Cipher};
-use crate::format::id::{storage_hash, BlobId, PackId};
+use crate::format::id::{storage_hash, BlobId, IndexId, PackId};
 use crate::format::objects::IndexedPack;
 use crate::format::pack::{self, PackBuilder, PackEntry, Trailer};
 use crate::repo::index::MasterIndex;
@@ -36,6 +36,9 @@ pub struct SaveStats {
     /// Stored bytes of new blobs.
     pub bytes_packed: u64,
     pub packs: u64,
+    /// The index objects this saver wrote (a writer whose commit is refused
+    /// removes them, so they name no pack a sweep deletes).
+    pub index_objects: Vec<IndexId>,
 }
 
 #[derive(Default)]
@@ -59,6 +62,7 @@ pub struct Saved {
 struct Written {
     indexed: Vec<IndexedPack>,
     unindexed: Vec<IndexedPack>,
+    index_objects: Vec<IndexId>,
 }
 
 pub struct BlobSaver<'r> {
@@ -214,7 +218,8 @@ impl<'r> BlobSaver<'r> {
 
     fn write_index(&self, packs: Vec<IndexedPack>) -> Result<()> {
         if !packs.is_empty() && !self.dry_run {
-            store_index(self.repo.backend(), self.repo.cipher(), &packs)?;
+            let id = store_index(self.repo.backend(), self.repo.cipher(), &packs)?;
+            self.written.lock().unwrap().index_objects.push(id);
         }
         self.written.lock().unwrap().indexed.extend(packs);
         Ok(())
@@ -231,7 +236,8 @@ impl<'r> BlobSaver<'r> {
         }
         let rest = std::mem::take(&mut self.written.lock().unwrap().unindexed);
         self.write_index(rest)?;
-        let packs = self.written.into_inner().unwrap().indexed;
+        let written = self.written.into_inner().unwrap();
+        let packs = written.indexed;
         let c = &self.counters;
         let stats = SaveStats {
             data_blobs: c.data_blobs.load(Ordering::Relaxed),
@@ -239,6 +245,7 @@ impl<'r> BlobSaver<'r> {
             bytes_added: c.bytes_added.load(Ordering::Relaxed),
             bytes_packed: c.bytes_packed.load(Ordering::Relaxed),
             packs: packs.len() as u64,
+            index_objects: written.index_objects,
         };
         Ok((packs, stats))
     }

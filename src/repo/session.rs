@@ -18,7 +18,7 @@ use rand::RngCore;
 
 use crate::error::{Error, Result};
 use crate::format::crypto::Cipher;
-use crate::format::id::{PackId, SnapshotId};
+use crate::format::id::{IndexId, PackId, SnapshotId};
 use crate::format::records::{
     open_record, seal_record, session_key, SessionEnd, SessionKind, SessionStart,
 };
@@ -177,16 +177,33 @@ impl Session {
     /// Saves `snapshot` (its `session` field must name this session) and
     /// commits. If the commit fails (fenced, most likely), the snapshot object
     /// is removed, best effort: it is not valid and never will be.
-    pub fn commit_snapshot(self, repo: &Repository, snapshot: &Snapshot) -> Result<SnapshotId> {
-        self.check()?;
-        let id = repo.save_snapshot(snapshot)?;
-        if let Err(e) = self.commit(Some(id)) {
-            let _ = repo
-                .backend()
-                .delete(&format!("{}/{id}", crate::repo::SNAPSHOTS_DIR));
-            return Err(e);
+    /// The index objects the session wrote go too when it was fenced: a sweep
+    /// may have deleted the packs they name (they were unindexed when it
+    /// looked), and no later reader should see entries for them.
+    pub fn commit_snapshot(
+        self,
+        repo: &Repository,
+        snapshot: &Snapshot,
+        index_objects: &[IndexId],
+    ) -> Result<SnapshotId> {
+        let result = self.check().and_then(|_| {
+            let id = repo.save_snapshot(snapshot)?;
+            if let Err(e) = self.commit(Some(id)) {
+                let _ = repo
+                    .backend()
+                    .delete(&format!("{}/{id}", crate::repo::SNAPSHOTS_DIR));
+                return Err(e);
+            }
+            Ok(id)
+        });
+        if matches!(result, Err(Error::Fenced)) {
+            for i in index_objects {
+                let _ = repo
+                    .backend()
+                    .delete(&format!("{}/{i}", crate::repo::INDEX_DIR));
+            }
         }
-        Ok(id)
+        result
     }
 
     /// Ends the session having saved nothing.
