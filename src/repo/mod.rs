@@ -4,6 +4,7 @@
 
 pub mod gc;
 pub mod index;
+pub mod ledger;
 pub mod lock;
 mod repository;
 pub mod saver;
