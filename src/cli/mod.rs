@@ -9,8 +9,10 @@ use clap::{Args, Parser, Subcommand};
 
 mod backup;
 mod check;
+mod drill;
 mod events;
 mod forget;
+mod health;
 mod inspect;
 mod keys;
 mod output;
@@ -122,6 +124,10 @@ enum Command {
     Key(keys::KeyArgs),
     /// Remove stale locks
     Unlock(keys::UnlockArgs),
+    /// Freshness and integrity summary for monitoring (exit 1 when unhealthy)
+    Health(health::HealthArgs),
+    /// Restoration drill: restore a sample of files into a temporary directory and verify them
+    Drill(drill::DrillArgs),
 }
 
 impl Global {
@@ -297,6 +303,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::Prune(_) => "prune",
         Command::Key(_) => "key",
         Command::Unlock(_) => "unlock",
+        Command::Health(_) => "health",
+        Command::Drill(_) => "drill",
     }
 }
 
@@ -317,6 +325,8 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Prune(a) => prune::run(g, a),
         Command::Key(a) => keys::key(g, a),
         Command::Unlock(a) => keys::unlock(g, a),
+        Command::Health(a) => health::run(g, a),
+        Command::Drill(a) => drill::run(g, a),
     }
 }
 

@@ -4,7 +4,9 @@
 
 pub mod backup;
 pub mod check;
+pub mod drill;
 pub mod forget;
+pub mod health;
 pub mod prune;
 pub mod reach;
 pub mod restore;
