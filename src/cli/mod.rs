@@ -10,8 +10,10 @@ use clap::{Args, Parser, Subcommand};
 mod backup;
 mod check;
 mod copy;
+mod drill;
 mod events;
 mod forget;
+mod health;
 mod inspect;
 mod keys;
 mod metrics;
@@ -151,6 +153,10 @@ enum Command {
     Completions(shell::CompletionsArgs),
     /// Print the man page (roff) to standard output
     Man,
+    /// Freshness and integrity summary for monitoring (exit 1 when unhealthy)
+    Health(health::HealthArgs),
+    /// Restoration drill: restore a sample of files into a temporary directory and verify them
+    Drill(drill::DrillArgs),
 }
 
 impl Global {
@@ -382,6 +388,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::Unlock(_) => "unlock",
         Command::Completions(_) => "completions",
         Command::Man => "man",
+        Command::Health(_) => "health",
+        Command::Drill(_) => "drill",
     }
 }
 
@@ -405,6 +413,8 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Unlock(a) => keys::unlock(g, a),
         Command::Completions(a) => shell::completions(a),
         Command::Man => shell::man(),
+        Command::Health(a) => health::run(g, a),
+        Command::Drill(a) => drill::run(g, a),
     }
 }
 

@@ -40,7 +40,7 @@ pub struct PruneArgs {
 }
 
 /// `500M`, `2G`, `1024` (bytes): binary units, as restic.
-fn parse_size(s: &str) -> Option<u64> {
+pub(super) fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num.parse().ok()?;
@@ -60,7 +60,7 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// `30m`, `2h`, `45s`, `1d`.
-fn parse_short_duration(s: &str) -> Option<Duration> {
+pub(super) fn parse_short_duration(s: &str) -> Option<Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.')?);
     let n: f64 = num.parse().ok()?;
     let secs = match unit {

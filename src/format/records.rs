@@ -130,6 +130,64 @@ pub fn parse_session_key(key: &str) -> Option<(&str, &str)> {
     Some((sid, what))
 }
 
+/// The folder of verification-pass records (the verification ledger).
+pub const VERIFY_DIR: &str = "verify";
+/// The folder of restoration-drill records.
+pub const DRILLS_DIR: &str = "drills";
+
+/// A ledger record's storage key: `<dir>/<YYYYMMDDTHHMMSSZ>-<16 hex>`, so that
+/// names sort by time and two hosts never pick the same name.
+pub fn ledger_key(dir: &str, time: chrono::DateTime<chrono::Utc>, random: u64) -> String {
+    format!("{dir}/{}-{random:016x}", time.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// Parses the time out of a ledger record's key (`verify/20261129T214137Z-…`).
+pub fn parse_ledger_key(dir: &str, key: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let name = key.strip_prefix(dir)?.strip_prefix('/')?;
+    let (time, random) = name.split_once('-')?;
+    if random.len() != 16 || !random.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let t = chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ").ok()?;
+    Some(t.and_utc())
+}
+
+/// `verify/<time>-<random>`: one verification pass (`check --read-data`, a
+/// subset or a budgeted pass): which packs it read whole and what it found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct VerifyRecord {
+    /// When the pass ended (the verifying host's clock).
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub hostname: String,
+    /// Packs read whole and found intact: name, every blob decrypts and hashes.
+    pub ok: BTreeSet<PackId>,
+    /// Packs read and found damaged (or unreadable).
+    pub damaged: BTreeSet<PackId>,
+    /// Figures of the repository after the pass (so `health` reads one record):
+    /// bytes of live packs verified intact within 30 days, and of live packs.
+    pub covered_bytes_30d: u64,
+    pub live_bytes: u64,
+    /// The oldest last verification of any live pack; absent when some live
+    /// pack was never verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_verification: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `drills/<time>-<random>`: one restoration drill's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DrillRecord {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub hostname: String,
+    pub snapshots: Vec<SnapshotId>,
+    pub files: u64,
+    pub files_ok: u64,
+    pub bytes: u64,
+    pub duration_secs: f64,
+    /// The failed files, `<short snapshot id>:<path>` (at most 100).
+    #[serde(default)]
+    pub failures: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +202,24 @@ mod tests {
         assert_eq!(open_record::<SessionEnd>(&c, &key, &bytes).unwrap(), end);
         let other = session_key(&"b".repeat(32), "end");
         assert!(open_record::<SessionEnd>(&c, &other, &bytes).is_err());
+    }
+
+    #[test]
+    fn ledger_keys_sort_by_time_and_parse_back() {
+        use chrono::TimeZone;
+        let t = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 29, 21, 41, 37)
+            .unwrap();
+        let k = ledger_key(VERIFY_DIR, t, 0xabc);
+        assert_eq!(k, "verify/20261129T214137Z-0000000000000abc");
+        assert_eq!(parse_ledger_key(VERIFY_DIR, &k), Some(t));
+        assert_eq!(parse_ledger_key(DRILLS_DIR, &k), None);
+        assert_eq!(
+            parse_ledger_key(VERIFY_DIR, "verify/x-0000000000000abc"),
+            None
+        );
+        let later = ledger_key(VERIFY_DIR, t + chrono::Duration::seconds(1), 0);
+        assert!(later > k);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
@@ -10,7 +11,26 @@ use crate::error::Result;
 use crate::format::blob::{self, BlobType};
 use crate::format::id::{storage_hash, BlobId, PackId, SnapshotId};
 use crate::format::pack;
+use crate::format::records::VerifyRecord;
+use crate::repo::ledger::{self, PackVerification};
 use crate::repo::{pack_key, Repository, INDEX_DIR};
+
+/// How far back a verification counts towards coverage.
+pub const COVERAGE_WINDOW_DAYS: i64 = 30;
+
+/// Limits of a verification pass (`--max-duration`, `--max-bytes`): the packs
+/// verified least recently are read first, until a limit is reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Budget {
+    pub max_duration: Option<Duration>,
+    pub max_bytes: Option<u64>,
+}
+
+impl Budget {
+    pub fn is_limited(&self) -> bool {
+        self.max_duration.is_some() || self.max_bytes.is_some()
+    }
+}
 
 /// Which packs `--read-data` reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,6 +94,32 @@ pub struct CheckReport {
     pub unused_bytes: u64,
     /// Files hurt by damaged blobs: snapshot short ID and path.
     pub damaged_files: Vec<(String, String)>,
+    /// Damaged or lost packs, each with the snapshots and files needing it.
+    pub damaged_packs: Vec<DamagedPack>,
+    /// Bytes of packs read whole by this check.
+    pub bytes_read: u64,
+    /// With a budget: whether it ran out before every chosen pack was read.
+    pub budget_exhausted: bool,
+    /// Coverage after this check (only when pack contents were read): bytes
+    /// of live packs verified intact within 30 days ÷ bytes of live packs.
+    pub coverage_30d: Option<f64>,
+    pub covered_bytes_30d: u64,
+    pub live_bytes: u64,
+    /// The oldest last verification of any live pack; null when some live
+    /// pack was never verified (`packs_never_verified`).
+    pub oldest_verification: Option<chrono::DateTime<chrono::Utc>>,
+    pub packs_never_verified: usize,
+    /// The ledger record this check wrote (`verify/...`), if any.
+    pub recorded: Option<String>,
+}
+
+/// A pack found damaged or missing, and what depends on it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DamagedPack {
+    pub pack: String,
+    pub snapshots: Vec<String>,
+    /// (snapshot short ID, path)
+    pub files: Vec<(String, String)>,
 }
 
 impl CheckReport {
@@ -98,6 +144,18 @@ impl Checker<'_> {
 
 /// Runs a check. Loads the index itself (reporting unreadable index objects).
 pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
+    check_with_budget(repo, read, Budget::default())
+}
+
+/// [`check`] with a verification budget: the packs verified least recently
+/// (by the ledger) are read first, until the budget is spent. Every pack read
+/// is recorded in the ledger (`verify/`), unless the repository is read-only
+/// (format 1).
+pub fn check_with_budget(
+    repo: &mut Repository,
+    read: ReadData,
+    budget: Budget,
+) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let index_problems = load_index_tolerant(repo)?;
     let repo: &Repository = repo;
@@ -128,15 +186,82 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     report.snapshots = snapshots.len();
     report.trees = trees;
 
-    let damaged_blobs = if read != ReadData::None {
-        let chosen = choose_packs(&stored, read);
-        report.packs_read = chosen.len();
-        read_packs(&c, &chosen)
-    } else {
-        HashSet::new()
-    };
-    let mut missing_or_damaged: HashSet<BlobId> = damaged_blobs;
-    missing_or_damaged.extend(used.iter().filter(|id| !repo.index().contains(id)));
+    // Which pack each damaged blob was found in (for naming packs' dependants).
+    let mut bad: HashMap<BlobId, PackId> = HashMap::new();
+    if read != ReadData::None {
+        // Packs a collector condemned or deleted are garbage, not data: skipped.
+        let mut gone = gc.all_condemned();
+        gone.extend(gc.deleted());
+        let live: HashMap<PackId, (BlobType, u64)> = stored
+            .iter()
+            .filter(|(id, _)| !gone.contains(id))
+            .map(|(id, v)| (*id, *v))
+            .collect();
+        let ledger = ledger::load_ledger(repo)?;
+        let chosen = order_by_ledger(choose_packs(&live, read), &ledger.packs);
+        let results = read_packs(&c, &chosen, budget, &mut report);
+        // A pack that vanished while being read: a sweep deleted it (skip) or damage.
+        let vanished: Vec<PackId> = results
+            .iter()
+            .filter(|(_, r)| matches!(r, PackRead::Missing(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        let now_gone = if vanished.is_empty() {
+            HashSet::new()
+        } else {
+            let g = crate::repo::gc::GcState::load(repo)?;
+            let mut s = g.all_condemned();
+            s.extend(g.deleted());
+            s
+        };
+        let now = chrono::Utc::now();
+        let mut rec = VerifyRecord {
+            time: now,
+            hostname: crate::repo::hostname(),
+            ..Default::default()
+        };
+        let mut latest = ledger.packs;
+        for (id, r) in results {
+            let ok = match r {
+                PackRead::Ok => true,
+                PackRead::Damaged(blobs) => {
+                    bad.extend(blobs.into_iter().map(|b| (b, id)));
+                    false
+                }
+                PackRead::Missing(_) if now_gone.contains(&id) => continue,
+                PackRead::Missing(e) => {
+                    let kind = stored.get(&id).map(|(k, _)| *k).unwrap_or(BlobType::Data);
+                    c.error(pack_key(kind, &id), e);
+                    bad.extend(indexed_in(repo, &id).into_iter().map(|b| (b, id)));
+                    false
+                }
+            };
+            if ok {
+                rec.ok.insert(id);
+            } else {
+                rec.damaged.insert(id);
+            }
+            latest.insert(id, PackVerification { time: now, ok });
+        }
+        let live: HashMap<PackId, u64> = live
+            .into_iter()
+            .filter(|(id, _)| !now_gone.contains(id))
+            .map(|(id, (_, size))| (id, size))
+            .collect();
+        coverage(&live, &latest, now, &mut report);
+        rec.covered_bytes_30d = report.covered_bytes_30d;
+        rec.live_bytes = report.live_bytes;
+        rec.oldest_verification = report.oldest_verification;
+        if repo.ensure_writable().is_ok() && !(rec.ok.is_empty() && rec.damaged.is_empty()) {
+            match ledger::record_verification(repo, &rec) {
+                Ok(key) => report.recorded = Some(key),
+                Err(e) => report.warnings.push(Problem {
+                    object: "verify/".into(),
+                    message: format!("could not record this verification pass: {e}"),
+                }),
+            }
+        }
+    }
     // A blob is lost with a pack only if no other copy lives in a pack that is
     // there (after concurrent backups or a repack, blobs can be stored twice).
     let alive: HashSet<BlobId> = repo
@@ -145,17 +270,101 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
         .filter(|(_, loc)| !lost_packs.contains(&loc.pack))
         .map(|(id, _)| id)
         .collect();
-    missing_or_damaged.extend(
-        repo.index()
-            .iter()
-            .filter(|(id, loc)| lost_packs.contains(&loc.pack) && !alive.contains(id))
-            .map(|(id, _)| id),
-    );
-    if !missing_or_damaged.is_empty() {
-        report.damaged_files = files_using(repo, &snapshots, &missing_or_damaged);
+    for pack in &lost_packs {
+        for b in indexed_in(repo, pack) {
+            if !alive.contains(&b) {
+                bad.entry(b).or_insert(*pack);
+            }
+        }
+    }
+    for id in used.iter().filter(|id| !repo.index().contains(id)) {
+        // Not in any index: no pack to name.
+        bad.entry(*id).or_insert(PackId::default());
+    }
+    if !bad.is_empty() {
+        let (files, by_pack) = files_using(repo, &snapshots, &bad);
+        report.damaged_files = files;
+        let mut packs: Vec<DamagedPack> = by_pack
+            .into_iter()
+            .filter(|(p, _)| *p != PackId::default())
+            .map(|(p, files)| {
+                let kind = stored
+                    .get(&p)
+                    .map(|(k, _)| *k)
+                    .or_else(|| {
+                        repo.index()
+                            .packs()
+                            .find(|(id, _)| *id == p)
+                            .map(|(_, k)| k)
+                    })
+                    .unwrap_or(BlobType::Data);
+                let mut snaps: Vec<String> = files.iter().map(|(s, _)| s.clone()).collect();
+                snaps.sort();
+                snaps.dedup();
+                DamagedPack {
+                    pack: pack_key(kind, &p),
+                    snapshots: snaps,
+                    files,
+                }
+            })
+            .collect();
+        packs.sort_by(|a, b| a.pack.cmp(&b.pack));
+        report.damaged_packs = packs;
     }
     report.errors = c.errors.into_inner().unwrap();
     Ok(report)
+}
+
+/// Coverage of the live packs by verifications within the window.
+fn coverage(
+    live: &HashMap<PackId, u64>,
+    latest: &HashMap<PackId, PackVerification>,
+    now: chrono::DateTime<chrono::Utc>,
+    report: &mut CheckReport,
+) {
+    let since = now - chrono::Duration::days(COVERAGE_WINDOW_DAYS);
+    let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
+    for (id, size) in live {
+        report.live_bytes += size;
+        match latest.get(id) {
+            Some(v) => {
+                if v.ok && v.time >= since {
+                    report.covered_bytes_30d += size;
+                }
+                oldest = Some(oldest.map_or(v.time, |o| o.min(v.time)));
+            }
+            None => report.packs_never_verified += 1,
+        }
+    }
+    report.coverage_30d = Some(if report.live_bytes == 0 {
+        1.0
+    } else {
+        report.covered_bytes_30d as f64 / report.live_bytes as f64
+    });
+    report.oldest_verification = if report.packs_never_verified == 0 {
+        oldest
+    } else {
+        None
+    };
+}
+
+/// Never-verified packs first (in random order), then the least recently verified.
+fn order_by_ledger(
+    mut packs: Vec<(PackId, BlobType, u64)>,
+    ledger: &HashMap<PackId, PackVerification>,
+) -> Vec<(PackId, BlobType, u64)> {
+    use rand::seq::SliceRandom;
+    packs.shuffle(&mut rand::thread_rng());
+    packs.sort_by_key(|(id, _, _)| ledger.get(id).map(|v| v.time));
+    packs
+}
+
+fn indexed_in(repo: &Repository, pack: &PackId) -> Vec<BlobId> {
+    repo.index()
+        .iter()
+        .filter(|(_, l)| l.pack == *pack)
+        .map(|(id, _)| id)
+        .collect()
 }
 
 /// Reads every index object once (in parallel), reporting the unreadable ones
@@ -397,76 +606,136 @@ fn choose_packs(
     }
 }
 
-/// Downloads packs, checks their names, headers and every blob. Returns the
-/// IDs of damaged blobs (all of a pack's indexed blobs when the pack is unreadable).
-fn read_packs(c: &Checker, packs: &[(PackId, BlobType, u64)]) -> HashSet<BlobId> {
-    let damaged = Mutex::new(HashSet::new());
-    let indexed_in = |pack: &PackId| -> Vec<BlobId> {
-        c.repo
-            .index()
-            .iter()
-            .filter(|(_, l)| l.pack == *pack)
-            .map(|(id, _)| id)
-            .collect()
-    };
-    packs.par_iter().for_each(|(id, kind, _)| {
-        let key = pack_key(*kind, id);
-        let bytes = match c.repo.backend().get(&key) {
-            Ok(b) => b,
-            Err(e) => {
-                c.error(&key, e);
-                damaged.lock().unwrap().extend(indexed_in(id));
-                return;
-            }
-        };
-        if storage_hash(&bytes) != id.0 {
-            c.error(&key, "content does not match its SHA-256 name");
-        }
-        let entries = match pack::read_header(c.repo.cipher(), c.repo.trailer(), &bytes) {
-            Ok((_, e)) => e,
-            Err(e) => {
-                c.error(&key, format!("header unreadable: {e}"));
-                damaged.lock().unwrap().extend(indexed_in(id));
-                return;
-            }
-        };
-        for e in entries {
-            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-            let ok = blob::decode(c.repo.cipher(), &e.id, sealed, Some(e.raw_length as usize))
-                .map(|p| c.repo.hasher().id(&p) == e.id)
-                .unwrap_or(false);
-            if !ok {
-                c.error(&key, format!("blob {} is damaged", e.id));
-                damaged.lock().unwrap().insert(e.id);
-            }
-            if let Some(loc) = c.repo.index().lookup(&e.id) {
-                if loc.pack == *id && (loc.offset, loc.length) != (e.offset, e.length) {
-                    c.error(
-                        &key,
-                        format!("blob {}: index and pack header disagree on its place", e.id),
-                    );
-                }
-            }
-        }
-    });
-    damaged.into_inner().unwrap()
+/// What reading one pack whole found.
+enum PackRead {
+    Ok,
+    /// Damaged: the blobs lost with it (all its indexed blobs when unreadable).
+    Damaged(Vec<BlobId>),
+    /// Not in storage any more (a sweep, or damage: decided by the caller).
+    Missing(crate::error::Error),
 }
 
-/// Which snapshot files use any of the given blobs.
+/// Downloads packs in the order given, checks their names, headers and every
+/// blob, until the budget is spent (checked before each batch; the byte
+/// budget always lets the first pack through).
+fn read_packs(
+    c: &Checker,
+    packs: &[(PackId, BlobType, u64)],
+    budget: Budget,
+    report: &mut CheckReport,
+) -> Vec<(PackId, PackRead)> {
+    let started = Instant::now();
+    let mut take = packs.len();
+    if let Some(max) = budget.max_bytes {
+        let mut sum = 0u64;
+        take = packs
+            .iter()
+            .take_while(|(_, _, size)| {
+                sum += size;
+                sum <= max
+            })
+            .count()
+            .max(1)
+            .min(packs.len());
+    }
+    let batch = 2 * rayon::current_num_threads().max(1);
+    let mut out = Vec::new();
+    for group in packs[..take].chunks(batch) {
+        if budget.max_duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        let read: Vec<(PackId, PackRead)> = group
+            .par_iter()
+            .map(|(id, kind, _)| (*id, read_pack(c, id, *kind)))
+            .collect();
+        report.packs_read += read.len();
+        report.bytes_read += group.iter().map(|(_, _, s)| s).sum::<u64>();
+        out.extend(read);
+    }
+    report.budget_exhausted = out.len() < packs.len();
+    out
+}
+
+fn read_pack(c: &Checker, id: &PackId, kind: BlobType) -> PackRead {
+    let key = pack_key(kind, id);
+    let bytes = match c.repo.backend().get(&key) {
+        Ok(b) => b,
+        Err(e @ crate::error::Error::MissingObject(_)) => return PackRead::Missing(e),
+        Err(e) => {
+            c.error(&key, e);
+            return PackRead::Damaged(indexed_in(c.repo, id));
+        }
+    };
+    let mut damaged = false;
+    if storage_hash(&bytes) != id.0 {
+        c.error(&key, "content does not match its SHA-256 name");
+        damaged = true;
+    }
+    let entries = match pack::read_header(c.repo.cipher(), c.repo.trailer(), &bytes) {
+        Ok((_, e)) => e,
+        Err(e) => {
+            c.error(&key, format!("header unreadable: {e}"));
+            return PackRead::Damaged(indexed_in(c.repo, id));
+        }
+    };
+    let mut bad = Vec::new();
+    for e in entries {
+        let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+        let ok = blob::decode(c.repo.cipher(), &e.id, sealed, Some(e.raw_length as usize))
+            .map(|p| c.repo.hasher().id(&p) == e.id)
+            .unwrap_or(false);
+        if !ok {
+            c.error(&key, format!("blob {} is damaged", e.id));
+            bad.push(e.id);
+        }
+        if let Some(loc) = c.repo.index().lookup(&e.id) {
+            if loc.pack == *id && (loc.offset, loc.length) != (e.offset, e.length) {
+                c.error(
+                    &key,
+                    format!("blob {}: index and pack header disagree on its place", e.id),
+                );
+                damaged = true;
+            }
+        }
+    }
+    if damaged || !bad.is_empty() {
+        PackRead::Damaged(bad)
+    } else {
+        PackRead::Ok
+    }
+}
+
+/// Which snapshot files use any of the given blobs: all of them, and by the
+/// pack each bad blob was found in.
+#[allow(clippy::type_complexity)]
 fn files_using(
     repo: &Repository,
     snaps: &[(SnapshotId, crate::format::snapshot::Snapshot)],
-    bad: &HashSet<BlobId>,
-) -> Vec<(String, String)> {
+    bad: &HashMap<BlobId, PackId>,
+) -> (
+    Vec<(String, String)>,
+    HashMap<PackId, Vec<(String, String)>>,
+) {
     let mut out = Vec::new();
+    let mut by_pack: HashMap<PackId, Vec<(String, String)>> = HashMap::new();
     for (sid, s) in snaps {
         // A tree that fails to load was reported already; list what can be reached.
         let _ = crate::ops::restore::walk_tree(repo, &s.tree, Path::new("/"), &mut |item| {
-            if item.node.content.iter().any(|c| bad.contains(&c.id)) {
-                out.push((sid.short(), item.path.display().to_string()));
+            let packs: HashSet<PackId> = item
+                .node
+                .content
+                .iter()
+                .filter_map(|c| bad.get(&c.id).copied())
+                .collect();
+            if !packs.is_empty() {
+                let f = (sid.short(), item.path.display().to_string());
+                for p in packs {
+                    by_pack.entry(p).or_default().push(f.clone());
+                }
+                out.push(f);
             }
             Ok(true)
         });
     }
-    out
+    (out, by_pack)
 }

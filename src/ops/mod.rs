@@ -5,7 +5,9 @@
 pub mod backup;
 pub mod check;
 pub mod copy;
+pub mod drill;
 pub mod forget;
+pub mod health;
 pub mod prune;
 pub mod reach;
 pub mod restore;

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod gc;
 pub mod index;
+pub mod ledger;
 pub mod lock;
 mod repository;
 pub mod saver;

@@ -1,0 +1,117 @@
+//! `drill`: a restoration drill.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use cairn::ops::drill::{self, DrillOptions};
+
+use super::events::{emit, Severity};
+use super::output::{self, line};
+use super::prune::parse_size;
+use super::{usage, Finished, Global, EXIT_FAILURE};
+
+#[derive(Args)]
+pub struct DrillArgs {
+    /// How many files to restore
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    files: usize,
+    /// Sample from this many of the most recent snapshots
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    snapshots: usize,
+    /// Restore at most this much in all (e.g. 500M, 1G)
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    max_bytes: String,
+    /// Make the private temporary directory here (default: the system's)
+    #[arg(long, value_name = "DIR")]
+    tmpdir: Option<PathBuf>,
+}
+
+pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
+    super::keep_freed_buffers();
+    let max_bytes = parse_size(&a.max_bytes).ok_or_else(|| {
+        usage(format!(
+            "--max-bytes '{}' is not a size like 500M or 1G",
+            a.max_bytes
+        ))
+    })?;
+    if a.files == 0 || a.snapshots == 0 {
+        return Err(usage("--files and --snapshots must be at least 1"));
+    }
+    if let Some(t) = &a.tmpdir {
+        if !t.is_dir() {
+            return Err(usage(format!(
+                "--tmpdir {} is not a directory",
+                t.display()
+            )));
+        }
+    }
+    let mut repo = g.open()?;
+    repo.load_index()?;
+    let opts = DrillOptions {
+        files: a.files,
+        snapshots: a.snapshots,
+        max_bytes,
+        tmpdir: a.tmpdir.clone(),
+    };
+    let report = match drill::drill(&repo, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            emit(
+                g,
+                "drill.failed",
+                Severity::Critical,
+                None,
+                json!({"error": e.to_string()}),
+            );
+            return Err(e.into());
+        }
+    };
+    if g.json {
+        output::json(&serde_json::to_value(&report)?);
+    } else if !g.quiet {
+        line(format!(
+            "drill: restored {} of {} files ({}) from snapshots {} in {} ({}/s); success rate {:.1}%",
+            report.files_ok,
+            report.files,
+            output::size(report.bytes_restored),
+            report.snapshots.join(", "),
+            output::duration(report.duration_secs),
+            output::size(report.bytes_per_second as u64),
+            report.success_rate * 100.0
+        ));
+        if report.files_skipped_too_large > 0 {
+            line(format!(
+                "{} files were left out: larger than what --max-bytes left",
+                report.files_skipped_too_large
+            ));
+        }
+    }
+    if let Some(e) = &report.record_error {
+        eprintln!("warning: the drill's result could not be recorded in the repository: {e}");
+    }
+    for f in &report.failures {
+        eprintln!("failed: snapshot {}: {}: {}", f.snapshot, f.path, f.error);
+    }
+    let figures = json!({"snapshots": report.snapshots, "files": report.files, "files_ok": report.files_ok,
+        "files_failed": report.files_failed, "bytes_restored": report.bytes_restored,
+        "success_rate": report.success_rate, "duration_secs": report.duration_secs,
+        "failures": report.failures.iter().map(|f| format!("{}:{}", f.snapshot, f.path)).collect::<Vec<_>>()});
+    if report.ok() {
+        emit(g, "drill.completed", Severity::Info, None, figures);
+        Ok(())
+    } else {
+        emit(g, "drill.failed", Severity::Critical, None, figures);
+        Err(Finished(
+            EXIT_FAILURE,
+            format!(
+                "drill failed: {} of {} files not restored intact",
+                report.failures.len(),
+                report.files
+            ),
+        )
+        .into())
+    }
+}

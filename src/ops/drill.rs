@@ -1,0 +1,263 @@
+//! Restoration drill: restore a random sample of files from the most recent
+//! snapshots into a private temporary directory, compare every byte with the
+//! snapshot's content hashes, remove the directory, and record the result in
+//! the repository (`drills/`, for `health`). Nothing else is written, locally
+//! or in the repository.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::format::id::SnapshotId;
+use crate::format::records::DrillRecord;
+use crate::format::tree::{Node, NodeType};
+use crate::ops::restore::{dump_file, verify_file, walk_tree};
+use crate::repo::{ledger, Repository};
+
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// How many files to restore.
+    pub files: usize,
+    /// From how many of the most recent valid snapshots.
+    pub snapshots: usize,
+    /// At most this many bytes restored in all.
+    pub max_bytes: u64,
+    /// Where the private temporary directory goes (the system's by default).
+    pub tmpdir: Option<PathBuf>,
+}
+
+impl Default for DrillOptions {
+    fn default() -> Self {
+        DrillOptions {
+            files: 20,
+            snapshots: 3,
+            max_bytes: 1 << 30,
+            tmpdir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DrillFailure {
+    pub snapshot: String,
+    pub path: String,
+    pub error: String,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct DrillReport {
+    pub snapshots: Vec<String>,
+    /// Files chosen and restored (or attempted).
+    pub files: u64,
+    pub files_ok: u64,
+    pub files_failed: u64,
+    /// Files left out because they would exceed `max_bytes`.
+    pub files_skipped_too_large: u64,
+    pub bytes_restored: u64,
+    pub success_rate: f64,
+    pub duration_secs: f64,
+    pub bytes_per_second: f64,
+    pub failures: Vec<DrillFailure>,
+    /// The drill record written (`drills/...`), if any.
+    pub recorded: Option<String>,
+    /// Why the result could not be recorded, if it could not.
+    pub record_error: Option<String>,
+}
+
+impl DrillReport {
+    pub fn ok(&self) -> bool {
+        self.files_failed == 0 && self.failures.is_empty()
+    }
+}
+
+/// A private directory removed (with whatever is in it) when dropped.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn create(base: &Path) -> Result<PrivateDir> {
+        let dir = base.join(format!("cairn-drill-{:016x}", rand::random::<u64>()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        Ok(PrivateDir(dir))
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Candidate {
+    snapshot: usize,
+    path: String,
+    node: Node,
+}
+
+fn node_size(n: &Node) -> u64 {
+    n.content.iter().map(|c| c.size as u64).sum()
+}
+
+/// Runs a drill.
+pub fn drill(repo: &Repository, opts: &DrillOptions) -> Result<DrillReport> {
+    let started = Instant::now();
+    let all = repo.list_snapshots()?;
+    if all.is_empty() {
+        return Err(Error::InvalidArgument(
+            "the repository has no snapshots to drill".into(),
+        ));
+    }
+    let chosen: Vec<(SnapshotId, crate::format::snapshot::Snapshot)> =
+        all.into_iter().rev().take(opts.snapshots.max(1)).collect();
+    let mut report = DrillReport {
+        snapshots: chosen.iter().map(|(id, _)| id.short()).collect(),
+        ..Default::default()
+    };
+    // Every regular file of each snapshot, shuffled; one snapshot's tree that
+    // cannot be read is a failure of the drill.
+    let mut per_snap: Vec<Vec<Candidate>> = Vec::new();
+    for (i, (id, s)) in chosen.iter().enumerate() {
+        let mut files = Vec::new();
+        let walked = walk_tree(repo, &s.tree, Path::new("/"), &mut |item| {
+            if item.node.kind == NodeType::File {
+                files.push(Candidate {
+                    snapshot: i,
+                    path: item.path.display().to_string(),
+                    node: item.node,
+                });
+            }
+            Ok(true)
+        });
+        if let Err(e) = walked {
+            report.failures.push(DrillFailure {
+                snapshot: id.short(),
+                path: "/".into(),
+                error: format!("tree unreadable: {e}"),
+            });
+        }
+        files.shuffle(&mut rand::thread_rng());
+        per_snap.push(files);
+    }
+    // Round robin over the snapshots, so each is sampled (a stdin snapshot's
+    // one file is its whole dump), within the byte budget.
+    let mut picked: Vec<Candidate> = Vec::new();
+    let mut budget = opts.max_bytes;
+    let mut iters: Vec<std::vec::IntoIter<Candidate>> =
+        per_snap.into_iter().map(|v| v.into_iter()).collect();
+    'outer: loop {
+        let mut any = false;
+        for it in iters.iter_mut() {
+            if picked.len() >= opts.files {
+                break 'outer;
+            }
+            for c in it.by_ref() {
+                let size = node_size(&c.node);
+                if size > budget {
+                    report.files_skipped_too_large += 1;
+                    continue;
+                }
+                budget -= size;
+                picked.push(c);
+                any = true;
+                break;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    let base = opts.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = PrivateDir::create(&base)?;
+    let failures = Mutex::new(Vec::new());
+    let restored: Vec<u64> = picked
+        .par_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let out = dir.0.join(i.to_string());
+            let result = restore_one(repo, &c.node, &out);
+            let _ = std::fs::remove_file(&out);
+            match result {
+                Ok(n) => n,
+                Err(e) => {
+                    failures.lock().unwrap().push(DrillFailure {
+                        snapshot: chosen[c.snapshot].0.short(),
+                        path: c.path.clone(),
+                        error: e,
+                    });
+                    0
+                }
+            }
+        })
+        .collect();
+    drop(dir);
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by(|a, b| (&a.snapshot, &a.path).cmp(&(&b.snapshot, &b.path)));
+    report.files = picked.len() as u64;
+    report.files_failed = failures.len() as u64;
+    report.files_ok = report.files - report.files_failed;
+    report.failures.extend(failures);
+    report.bytes_restored = restored.iter().sum();
+    report.duration_secs = started.elapsed().as_secs_f64();
+    report.bytes_per_second = report.bytes_restored as f64 / report.duration_secs.max(1e-9);
+    report.success_rate = if report.files == 0 {
+        if report.failures.is_empty() {
+            1.0
+        } else {
+            0.0
+        }
+    } else {
+        report.files_ok as f64 / report.files as f64
+    };
+    let rec = DrillRecord {
+        time: chrono::Utc::now(),
+        hostname: crate::repo::hostname(),
+        snapshots: chosen.iter().map(|(id, _)| *id).collect(),
+        files: report.files,
+        files_ok: report.files_ok,
+        bytes: report.bytes_restored,
+        duration_secs: report.duration_secs,
+        failures: report
+            .failures
+            .iter()
+            .take(100)
+            .map(|f| format!("{}:{}", f.snapshot, f.path))
+            .collect(),
+    };
+    match ledger::record_drill(repo, &rec) {
+        Ok(k) => report.recorded = Some(k),
+        Err(e) => report.record_error = Some(e.to_string()),
+    }
+    Ok(report)
+}
+
+/// Restores one file's content into `out` (a new 0600 file), then re-reads it
+/// and checks every chunk against the snapshot's content hashes.
+fn restore_one(repo: &Repository, node: &Node, out: &Path) -> std::result::Result<u64, String> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let n = dump_file(repo, node, &mut w).map_err(|e| e.to_string())?;
+    let f: File = w
+        .into_inner()
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    f.sync_all().ok();
+    drop(f);
+    match verify_file(repo, node, out) {
+        Ok(true) => Ok(n),
+        Ok(false) => Err("restored content differs from the snapshot's content hashes".into()),
+        Err(e) => Err(format!("verification failed: {e}")),
+    }
+}
