@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod backup;
 mod check;
+mod config;
 mod copy;
 mod events;
 mod forget;
@@ -18,6 +19,8 @@ mod output;
 mod password;
 mod prune;
 mod restore;
+mod run;
+mod schedule;
 
 use cairn::{Backend, Repository};
 
@@ -91,6 +94,9 @@ pub struct Global {
     /// Write Prometheus text-format metrics here after the command
     #[arg(long, global = true, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Config file for config, run and schedule (default $XDG_CONFIG_HOME/cairn/cairn.toml, else /etc/cairn/cairn.toml)
+    #[arg(long, global = true, env = "CAIRN_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -125,6 +131,12 @@ enum Command {
     Key(keys::KeyArgs),
     /// Remove stale locks
     Unlock(keys::UnlockArgs),
+    /// Validate the config file
+    Config(config::ConfigArgs),
+    /// Run one job of the config file now
+    Run(run::RunArgs),
+    /// Run jobs on their schedules, list them, or install systemd timers
+    Schedule(schedule::ScheduleArgs),
 }
 
 impl Global {
@@ -136,7 +148,9 @@ impl Global {
     }
 
     pub fn store_options(&self) -> Result<Vec<(String, String)>> {
-        parse_options(&self.options)
+        let mut v = parse_options(&self.options)?;
+        v.extend(env_options("CAIRN_OPTIONS")?);
+        Ok(v)
     }
 
     pub fn backend(&self, create: bool) -> Result<Backend> {
@@ -293,6 +307,9 @@ fn command_name(c: &Command) -> &'static str {
         Command::Copy(_) => "copy",
         Command::Key(_) => "key",
         Command::Unlock(_) => "unlock",
+        Command::Config(_) => "config",
+        Command::Run(_) => "run",
+        Command::Schedule(_) => "schedule",
     }
 }
 
@@ -314,6 +331,9 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Copy(a) => copy::run(g, a),
         Command::Key(a) => keys::key(g, a),
         Command::Unlock(a) => keys::unlock(g, a),
+        Command::Config(a) => config::run(g, a),
+        Command::Run(a) => run::run(g, a),
+        Command::Schedule(a) => schedule::run(g, a),
     }
 }
 
@@ -341,6 +361,18 @@ pub fn parse_options(raw: &[String]) -> Result<Vec<(String, String)>> {
                 .ok_or_else(|| usage(format!("option '{o}' is not KEY=VALUE")))
         })
         .collect()
+}
+
+/// Storage options from an environment variable, one `KEY=VALUE` a line (how
+/// `cairn run` hands secrets from `env:`/`file:` options to its steps).
+pub fn env_options(var: &str) -> Result<Vec<(String, String)>> {
+    let raw: Vec<String> = std::env::var(var)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect();
+    parse_options(&raw)
 }
 
 impl FilterArgs {
