@@ -24,9 +24,10 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 {
-        // kill(2) is async-signal-safe.
+        // kill(2) is async-signal-safe. The step's whole process group: a
+        // hook's `sh -c` and what it started, a backup and its dump command.
         unsafe {
-            libc::kill(pid, libc::SIGTERM);
+            libc::kill(-pid, libc::SIGTERM);
         }
     }
 }
@@ -504,6 +505,8 @@ pub fn plan(
 pub fn spawn(step: &Step) -> i32 {
     let mut c = Command::new(&step.program);
     c.args(&step.args).stdin(Stdio::null());
+    // Its own process group, so that SIGTERM reaches everything it started.
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
     if CHILD_STDOUT_TO_STDERR.load(Ordering::SeqCst) {
         use std::os::fd::AsFd;
         if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
@@ -527,7 +530,7 @@ pub fn spawn(step: &Step) -> i32 {
     // A signal that came before the pid was stored still reaches the child.
     if STOP.load(Ordering::SeqCst) {
         unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
+            libc::kill(-(child.id() as i32), libc::SIGTERM);
         }
     }
     let status = child.wait();
