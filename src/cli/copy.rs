@@ -32,7 +32,8 @@ pub struct CopyArgs {
 }
 
 pub fn run(g: &Global, a: &CopyArgs) -> Result<()> {
-    let to_options = super::parse_options(&a.to_options)?;
+    let mut to_options = super::parse_options(&a.to_options)?;
+    to_options.extend(super::env_options("CAIRN_TO_OPTIONS")?);
     let mut src = g.open()?;
     let chosen = if a.snapshots.is_empty() {
         let f = a.filter.filter();

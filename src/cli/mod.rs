@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod backup;
 mod check;
+mod config;
 mod copy;
 mod drill;
 mod events;
@@ -22,6 +23,8 @@ mod output;
 mod password;
 mod prune;
 mod restore;
+mod run;
+mod schedule;
 mod shell;
 
 use cairn::{Backend, Repository};
@@ -115,6 +118,9 @@ pub struct Global {
     /// Notify every event, not only warnings and failures
     #[arg(long, global = true)]
     pub notify_all: bool,
+    /// Config file for config, run and schedule (default $XDG_CONFIG_HOME/cairn/cairn.toml, else /etc/cairn/cairn.toml)
+    #[arg(long, global = true, env = "CAIRN_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +163,12 @@ enum Command {
     Health(health::HealthArgs),
     /// Restoration drill: restore a sample of files into a temporary directory and verify them
     Drill(drill::DrillArgs),
+    /// Validate the config file
+    Config(config::ConfigArgs),
+    /// Run one job of the config file now
+    Run(run::RunArgs),
+    /// Run jobs on their schedules, list them, or install systemd timers
+    Schedule(schedule::ScheduleArgs),
 }
 
 impl Global {
@@ -168,7 +180,9 @@ impl Global {
     }
 
     pub fn store_options(&self) -> Result<Vec<(String, String)>> {
-        parse_options(&self.options)
+        let mut v = parse_options(&self.options)?;
+        v.extend(env_options("CAIRN_OPTIONS")?);
+        Ok(v)
     }
 
     pub fn backend(&self, create: bool) -> Result<Backend> {
@@ -390,6 +404,9 @@ fn command_name(c: &Command) -> &'static str {
         Command::Man => "man",
         Command::Health(_) => "health",
         Command::Drill(_) => "drill",
+        Command::Config(_) => "config",
+        Command::Run(_) => "run",
+        Command::Schedule(_) => "schedule",
     }
 }
 
@@ -415,6 +432,9 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Man => shell::man(),
         Command::Health(a) => health::run(g, a),
         Command::Drill(a) => drill::run(g, a),
+        Command::Config(a) => config::run(g, a),
+        Command::Run(a) => run::run(g, a),
+        Command::Schedule(a) => schedule::run(g, a),
     }
 }
 
@@ -442,6 +462,18 @@ pub fn parse_options(raw: &[String]) -> Result<Vec<(String, String)>> {
                 .ok_or_else(|| usage(format!("option '{o}' is not KEY=VALUE")))
         })
         .collect()
+}
+
+/// Storage options from an environment variable, one `KEY=VALUE` a line (how
+/// `cairn run` hands secrets from `env:`/`file:` options to its steps).
+pub fn env_options(var: &str) -> Result<Vec<(String, String)>> {
+    let raw: Vec<String> = std::env::var(var)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect();
+    parse_options(&raw)
 }
 
 impl FilterArgs {

@@ -1,5 +1,5 @@
 //! The operations, one module a verb: backup, restore (and dump), check, forget,
-//! prune, stats (and `reach`, the tree walk check and prune share). Each uses the repository below it; none imports another layer above,
+//! prune, stats, schedule (jobs from the config file) (and `reach`, the tree walk check and prune share). Each uses the repository below it; none imports another layer above,
 //! and the CLI is the only caller that prints.
 
 pub mod backup;
@@ -11,4 +11,5 @@ pub mod health;
 pub mod prune;
 pub mod reach;
 pub mod restore;
+pub mod schedule;
 pub mod stats;

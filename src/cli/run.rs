@@ -1,0 +1,173 @@
+//! `cairn run JOB`: one job of the config file, now. Also the config loading
+//! and job events shared with `config` and `schedule`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use cairn::ops::schedule::config::{self, Config};
+use cairn::ops::schedule::runner::{self, RunError, RunReport, Step, StepOutcome};
+
+use super::events::{emit, Severity};
+use super::{Finished, Global, EXIT_LOCKED, EXIT_USAGE};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The job to run (a [jobs.NAME] table of the config file)
+    #[arg(value_name = "JOB")]
+    job: String,
+}
+
+/// `--config`, else `$XDG_CONFIG_HOME/cairn/cairn.toml` (default
+/// `~/.config`) when it exists, else `/etc/cairn/cairn.toml`.
+pub fn config_path(g: &Global) -> PathBuf {
+    if let Some(p) = &g.config {
+        return p.clone();
+    }
+    let user = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("cairn").join("cairn.toml"));
+    match user {
+        Some(p) if p.exists() => p,
+        _ => PathBuf::from("/etc/cairn/cairn.toml"),
+    }
+}
+
+/// The validated config; each mistake is printed as its own `error:` line
+/// (FILE:LINE:COLUMN: ...), then exit 2.
+pub fn load(g: &Global) -> Result<Config> {
+    match config::load(&config_path(g)) {
+        Ok(c) => Ok(c),
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            Err(Finished(EXIT_USAGE, String::new()).into())
+        }
+    }
+}
+
+/// Global options every step inherits from `cairn run` itself.
+pub fn common_args(g: &Global) -> Vec<OsString> {
+    let mut v = Vec::new();
+    if let Some(l) = &g.event_log {
+        v.push("--event-log".into());
+        v.push(l.clone().into());
+    }
+    if g.quiet {
+        v.push("-q".into());
+    }
+    v
+}
+
+/// Events of a job carry its repository's URL.
+fn job_global(g: &Global, c: &Config, job: &str) -> Global {
+    let mut g = g.clone();
+    if let Some(j) = c.job(job) {
+        g.repo = Some(c.repo(&j.repository).url.clone());
+    }
+    g
+}
+
+/// Logs one step (stderr and event log).
+pub fn step_seen(g: &Global, job: &str, step: &Step, o: &StepOutcome) {
+    if !g.json && !g.quiet {
+        match (&o.exit_code, &o.skipped) {
+            (Some(c), _) => eprintln!(
+                "cairn run {job}: {} exited {c} ({:.1} s)",
+                o.step, o.duration
+            ),
+            (None, Some(why)) => eprintln!("cairn run {job}: {} skipped: {why}", o.step),
+            _ => {}
+        }
+    }
+    let severity = match o.exit_code {
+        Some(0) | None => Severity::Info,
+        Some(3) => Severity::Warning,
+        Some(_) => Severity::Critical,
+    };
+    emit(
+        g,
+        "run.step",
+        severity,
+        None,
+        json!({
+            "job": job,
+            "step": o.step,
+            "exit_code": o.exit_code,
+            "duration": o.duration,
+            "skipped": o.skipped,
+            "command": if o.exit_code.is_some() { Some(step.display()) } else { None },
+        }),
+    );
+}
+
+/// The summary event of a run.
+pub fn report_event(g: &Global, r: &RunReport) {
+    let (event, severity) = match r.exit_code {
+        0 => ("run.completed", Severity::Info),
+        3 => ("run.completed", Severity::Warning),
+        _ => ("run.failed", Severity::Critical),
+    };
+    emit(
+        g,
+        event,
+        severity,
+        None,
+        serde_json::to_value(r).unwrap_or_default(),
+    );
+}
+
+/// Runs one job with events; `Err` only when it could not start.
+pub fn run_logged(g: &Global, c: &Config, job: &str) -> std::result::Result<RunReport, RunError> {
+    let exe = std::env::current_exe().map_err(RunError::Io)?;
+    let jg = job_global(g, c, job);
+    let report = runner::run_job(c, job, &exe, &common_args(g), &mut |s, o| {
+        step_seen(&jg, job, s, o)
+    })?;
+    if let Some(e) = &report.error {
+        eprintln!("error: job {job}: {e}");
+    }
+    report_event(&jg, &report);
+    Ok(report)
+}
+
+pub fn run(g: &Global, a: &RunArgs) -> Result<()> {
+    let c = load(g)?;
+    if c.job(&a.job).is_none() {
+        return Err(super::usage(format!(
+            "no job '{}' in {} (jobs: {})",
+            a.job,
+            c.path.display(),
+            c.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    runner::install_signal_handlers();
+    if g.json {
+        runner::CHILD_STDOUT_TO_STDERR.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    let report = match run_logged(g, &c, &a.job) {
+        Ok(r) => r,
+        Err(e @ RunError::Locked(_)) => {
+            return Err(Finished(EXIT_LOCKED, format!("job {}: {e}", a.job)).into())
+        }
+        Err(e) => return Err(anyhow::anyhow!("job {}: {e}", a.job)),
+    };
+    if g.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if !g.quiet {
+        println!(
+            "job {}: exit {} after {:.1} s",
+            report.job, report.exit_code, report.duration
+        );
+    }
+    match report.exit_code {
+        0 => Ok(()),
+        code => Err(Finished(code, String::new()).into()),
+    }
+}

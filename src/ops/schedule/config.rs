@@ -1,0 +1,784 @@
+//! The config file (`cairn.toml`): repositories and jobs, parsed with spans so
+//! that every mistake is reported as `FILE:LINE:COLUMN: message`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::cron::Schedule;
+
+/// One mistake in the config file, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Every mistake found (at least one).
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(|e| e.to_string()).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A validated config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub repositories: BTreeMap<String, Repo>,
+    pub jobs: BTreeMap<String, Job>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub name: String,
+    pub url: String,
+    pub options: Vec<(String, OptionValue)>,
+    pub password: PasswordSource,
+}
+
+/// A storage option's value: literal, or read when a job runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionValue {
+    Literal(String),
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    File(PathBuf),
+    Command(String),
+    /// Neither given: the environment of `cairn run` (`CAIRN_PASSWORD`, ...) decides.
+    Inherit,
+}
+
+#[derive(Debug, Clone)]
+pub enum Source {
+    Paths {
+        paths: Vec<String>,
+        exclude: Vec<String>,
+    },
+    Dump {
+        command: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Retention {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    pub keep_within: Option<String>,
+    pub keep_tags: Vec<String>,
+    pub prune: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum VerifyLimit {
+    /// `check --read-data` bounded by time and/or bytes.
+    Pass {
+        max_duration: Option<String>,
+        max_bytes: Option<String>,
+    },
+    /// `check --read-data-subset SHARE`.
+    Share(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Verify {
+    pub limit: VerifyLimit,
+    /// None: every run.
+    pub every: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Drill {
+    pub every: Option<Duration>,
+    pub files: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Notify {
+    pub urls: Vec<String>,
+    pub ping: Option<String>,
+    pub command: Option<String>,
+    pub all: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub repository: String,
+    pub source: Source,
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+    pub schedule: Option<Schedule>,
+    pub randomized_delay: Duration,
+    pub retention: Option<Retention>,
+    pub verify: Option<Verify>,
+    pub drill: Option<Drill>,
+    pub notify: Notify,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub copy_to: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    #[serde(default)]
+    repositories: BTreeMap<String, Spanned<RawRepo>>,
+    #[serde(default)]
+    jobs: BTreeMap<String, Spanned<RawJob>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRepo {
+    url: Spanned<String>,
+    #[serde(default)]
+    options: BTreeMap<String, Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    password_command: Option<Spanned<String>>,
+    password: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawJob {
+    repository: Spanned<String>,
+    #[serde(default)]
+    paths: Vec<Spanned<String>>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    tags: Vec<Spanned<String>>,
+    host: Option<String>,
+    dump_command: Option<Spanned<String>>,
+    dump_name: Option<Spanned<String>>,
+    schedule: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+    randomized_delay: Option<Spanned<String>>,
+    retention: Option<Spanned<RawRetention>>,
+    verify: Option<Spanned<RawVerify>>,
+    drill: Option<RawDrill>,
+    notify: Option<RawNotify>,
+    before: Option<String>,
+    after: Option<String>,
+    #[serde(default)]
+    copy_to: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRetention {
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+    keep_yearly: Option<u32>,
+    keep_within: Option<Spanned<String>>,
+    #[serde(default)]
+    keep_tag: Vec<String>,
+    #[serde(default)]
+    prune: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawVerify {
+    max_duration: Option<Spanned<String>>,
+    max_bytes: Option<Spanned<String>>,
+    share: Option<Spanned<String>>,
+    every: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDrill {
+    every: Option<Spanned<String>>,
+    files: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawNotify {
+    #[serde(default)]
+    urls: Vec<String>,
+    ping: Option<String>,
+    command: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// Line and column (1-based, in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[start..].chars().count() + 1)
+}
+
+/// Parses durations such as `90s`, `10m`, `26h`, `7d`, `2w`, `1d12h`, and the
+/// words `hourly`, `daily`, `weekly` (7 days), `monthly` (30 days).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let word = match s {
+        "hourly" => Some(3600),
+        "daily" => Some(86400),
+        "weekly" => Some(7 * 86400),
+        "monthly" => Some(30 * 86400),
+        _ => None,
+    };
+    if let Some(secs) = word {
+        return Some(Duration::from_secs(secs));
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            num.push(ch);
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        let unit = match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            'w' => 7 * 86400,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    (num.is_empty() && !s.is_empty()).then(|| Duration::from_secs(total))
+}
+
+fn valid_size(s: &str) -> bool {
+    let t = s.trim();
+    let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let rest = t[digits.len()..].trim().to_ascii_uppercase();
+    !digits.is_empty()
+        && [
+            "", "B", "K", "M", "G", "T", "KB", "MB", "GB", "TB", "KIB", "MIB", "GIB", "TIB",
+        ]
+        .contains(&rest.as_str())
+}
+
+fn valid_share(s: &str) -> bool {
+    if let Some(p) = s.strip_suffix('%') {
+        return p.parse::<f64>().is_ok_and(|v| v > 0.0 && v <= 100.0);
+    }
+    if let Some((n, m)) = s.split_once('/') {
+        return matches!((n.parse::<u32>(), m.parse::<u32>()), (Ok(n), Ok(m)) if n >= 1 && n <= m);
+    }
+    false
+}
+
+/// Names that are safe in file names and systemd unit names.
+fn valid_job_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn duration(cx: &mut Ctx, v: &Option<Spanned<String>>, what: &str) -> Option<Duration> {
+    let v = v.as_ref()?;
+    match parse_duration(v.get_ref()) {
+        Some(d) => Some(d),
+        None => {
+            cx.at(
+                v.span(),
+                format!(
+                    "{what} '{}' is not a duration like 90s, 10m, 26h, 7d, 2w (or hourly, daily, weekly, monthly)",
+                    v.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+struct Ctx<'a> {
+    file: String,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_col(self.text, span.start);
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+}
+
+/// toml's message for an unknown field is "unknown field `x`, expected one of ...".
+fn rewrite_message(msg: &str) -> String {
+    let msg = msg.trim();
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some((name, tail)) = rest.split_once('`') {
+            let expected = tail
+                .trim_start_matches(',')
+                .trim()
+                .replace('`', "")
+                .replace("expected one of ", "")
+                .replace("expected ", "");
+            return if expected.is_empty() {
+                format!("unknown key '{name}'")
+            } else {
+                format!("unknown key '{name}' (known keys: {expected})")
+            };
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        if let Some((name, _)) = rest.split_once('`') {
+            return format!("missing key '{name}'");
+        }
+    }
+    msg.replace('\n', " ")
+}
+
+/// Reads and validates a config file; `display` is the name used in messages.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: display.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the config file: {e}"),
+        }])
+    })?;
+    parse(&text, path, &display)
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErrors> {
+    let mut cx = Ctx {
+        file: display.to_string(),
+        text,
+        errors: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            cx.at(span, rewrite_message(e.message()));
+            return Err(ConfigErrors(cx.errors));
+        }
+    };
+    let mut repositories = BTreeMap::new();
+    for (name, r) in &raw.repositories {
+        let span = r.span();
+        let r = r.get_ref();
+        if name.is_empty() {
+            cx.at(span.clone(), "a repository needs a name");
+        }
+        if let Some(p) = &r.password {
+            cx.at(
+                p.span(),
+                "a password must not be written in the config file: use password-file or password-command",
+            );
+        }
+        let password = match (&r.password_file, &r.password_command) {
+            (Some(f), Some(c)) => {
+                cx.at(c.span(), "give password-file or password-command, not both");
+                let _ = f;
+                PasswordSource::Inherit
+            }
+            (Some(f), None) => PasswordSource::File(PathBuf::from(f.get_ref())),
+            (None, Some(c)) => PasswordSource::Command(c.get_ref().clone()),
+            (None, None) => PasswordSource::Inherit,
+        };
+        if r.url.get_ref().trim().is_empty() {
+            cx.at(r.url.span(), "url is empty");
+        }
+        let mut options = Vec::new();
+        for (k, v) in &r.options {
+            let val = v.get_ref();
+            let value = if let Some(var) = val.strip_prefix("env:") {
+                if var.is_empty() {
+                    cx.at(
+                        v.span(),
+                        "env: needs a variable name, as in env:AWS_SECRET_ACCESS_KEY",
+                    );
+                }
+                OptionValue::Env(var.to_string())
+            } else if let Some(f) = val.strip_prefix("file:") {
+                if f.is_empty() {
+                    cx.at(
+                        v.span(),
+                        "file: needs a path, as in file:/etc/cairn/s3.secret",
+                    );
+                }
+                OptionValue::File(PathBuf::from(f))
+            } else {
+                OptionValue::Literal(val.clone())
+            };
+            options.push((k.clone(), value));
+        }
+        repositories.insert(
+            name.clone(),
+            Repo {
+                name: name.clone(),
+                url: r.url.get_ref().clone(),
+                options,
+                password,
+            },
+        );
+    }
+
+    let mut jobs = BTreeMap::new();
+    for (name, j) in &raw.jobs {
+        let jspan = j.span();
+        let j = j.get_ref();
+        if !valid_job_name(name) {
+            cx.at(
+                jspan.clone(),
+                format!("job name '{name}' may hold only letters, digits, '-' and '_' (it names files and systemd units)"),
+            );
+        }
+        let repo = j.repository.get_ref();
+        if !raw.repositories.contains_key(repo) {
+            cx.at(
+                j.repository.span(),
+                format!("repository '{repo}' is not defined (add a [repositories.{repo}] table)"),
+            );
+        }
+        for c in &j.copy_to {
+            if !raw.repositories.contains_key(c.get_ref()) {
+                cx.at(
+                    c.span(),
+                    format!(
+                        "copy-to repository '{}' is not defined (add a [repositories.{}] table)",
+                        c.get_ref(),
+                        c.get_ref()
+                    ),
+                );
+            } else if c.get_ref() == repo {
+                cx.at(c.span(), "copy-to names the job's own repository");
+            }
+        }
+        let source = match (&j.dump_command, j.paths.is_empty()) {
+            (Some(cmd), true) => {
+                let dump_name = match &j.dump_name {
+                    Some(n) => {
+                        if let Err(e) = super::super::backup::validate_stdin_name(n.get_ref()) {
+                            cx.at(n.span(), format!("dump-name: {e}"));
+                        }
+                        n.get_ref().clone()
+                    }
+                    None => {
+                        cx.at(
+                            cmd.span(),
+                            "dump-command needs a dump-name (the file name the dump is stored as)",
+                        );
+                        String::new()
+                    }
+                };
+                if cmd.get_ref().trim().is_empty() {
+                    cx.at(cmd.span(), "dump-command is empty");
+                }
+                if !j.exclude.is_empty() {
+                    cx.at(
+                        cmd.span(),
+                        "exclude applies to paths, not to a dump-command",
+                    );
+                }
+                Source::Dump {
+                    command: cmd.get_ref().clone(),
+                    name: dump_name,
+                }
+            }
+            (Some(cmd), false) => {
+                cx.at(cmd.span(), "a job has paths or a dump-command, not both");
+                Source::Paths {
+                    paths: vec![],
+                    exclude: vec![],
+                }
+            }
+            (None, empty) => {
+                if empty {
+                    cx.at(
+                        jspan.clone(),
+                        format!("job '{name}' has nothing to back up: give paths = [...] or dump-command"),
+                    );
+                }
+                if let Some(n) = &j.dump_name {
+                    cx.at(n.span(), "dump-name needs a dump-command");
+                }
+                Source::Paths {
+                    paths: j.paths.iter().map(|p| p.get_ref().clone()).collect(),
+                    exclude: j.exclude.clone(),
+                }
+            }
+        };
+        for t in &j.tags {
+            if t.get_ref().is_empty() || t.get_ref().contains(',') {
+                cx.at(t.span(), "a tag must be non-empty and hold no ','");
+            }
+        }
+        let tz = match &j.timezone {
+            Some(t) => match t.get_ref().parse::<chrono_tz::Tz>() {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    cx.at(
+                        t.span(),
+                        format!(
+                            "unknown time zone '{}' (use an IANA name such as Europe/Berlin or UTC)",
+                            t.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let schedule = match &j.schedule {
+            Some(s) => match Schedule::parse(s.get_ref(), tz) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    cx.at(s.span(), e);
+                    None
+                }
+            },
+            None => {
+                if let Some(t) = &j.timezone {
+                    cx.at(t.span(), "timezone without a schedule");
+                }
+                None
+            }
+        };
+        let randomized_delay = duration(&mut cx, &j.randomized_delay, "randomized-delay")
+            .unwrap_or(Duration::from_secs(300));
+        let retention = j.retention.as_ref().map(|r| {
+            let rspan = r.span();
+            let r = r.get_ref();
+            if let Some(w) = &r.keep_within {
+                if super::super::forget::parse_duration(w.get_ref()).is_none() {
+                    cx.at(
+                        w.span(),
+                        format!(
+                            "keep-within '{}' is not a duration like 30d or 1y6m",
+                            w.get_ref()
+                        ),
+                    );
+                }
+            }
+            let ret = Retention {
+                keep_last: r.keep_last,
+                keep_hourly: r.keep_hourly,
+                keep_daily: r.keep_daily,
+                keep_weekly: r.keep_weekly,
+                keep_monthly: r.keep_monthly,
+                keep_yearly: r.keep_yearly,
+                keep_within: r.keep_within.as_ref().map(|w| w.get_ref().clone()),
+                keep_tags: r.keep_tag.clone(),
+                prune: r.prune,
+            };
+            let counts = [
+                ret.keep_last,
+                ret.keep_hourly,
+                ret.keep_daily,
+                ret.keep_weekly,
+                ret.keep_monthly,
+                ret.keep_yearly,
+            ];
+            if counts.iter().all(|c| c.unwrap_or(0) == 0)
+                && ret.keep_within.is_none()
+                && ret.keep_tags.is_empty()
+            {
+                cx.at(
+                    rspan,
+                    "retention keeps nothing: give keep-last, keep-daily, ... or keep-within",
+                );
+            }
+            ret
+        });
+        let verify = j.verify.as_ref().map(|v| {
+            let vspan = v.span();
+            let v = v.get_ref();
+            if let Some(d) = &v.max_duration {
+                if parse_duration(d.get_ref()).is_none() {
+                    cx.at(
+                        d.span(),
+                        format!(
+                            "max-duration '{}' is not a duration like 10m or 2h",
+                            d.get_ref()
+                        ),
+                    );
+                }
+            }
+            if let Some(b) = &v.max_bytes {
+                if !valid_size(b.get_ref()) {
+                    cx.at(
+                        b.span(),
+                        format!("max-bytes '{}' is not a size like 500M or 2G", b.get_ref()),
+                    );
+                }
+            }
+            let limit = match (&v.share, v.max_duration.is_some() || v.max_bytes.is_some()) {
+                (Some(s), false) => {
+                    if !valid_share(s.get_ref()) {
+                        cx.at(
+                            s.span(),
+                            format!("share '{}' is not a share like 10% or 3/7", s.get_ref()),
+                        );
+                    }
+                    VerifyLimit::Share(s.get_ref().clone())
+                }
+                (Some(s), true) => {
+                    cx.at(s.span(), "give share, or max-duration/max-bytes, not both");
+                    VerifyLimit::Share(String::new())
+                }
+                (None, true) => VerifyLimit::Pass {
+                    max_duration: v.max_duration.as_ref().map(|d| d.get_ref().clone()),
+                    max_bytes: v.max_bytes.as_ref().map(|d| d.get_ref().clone()),
+                },
+                (None, false) => {
+                    cx.at(vspan, "verify needs max-duration, max-bytes or share");
+                    VerifyLimit::Share(String::new())
+                }
+            };
+            Verify {
+                limit,
+                every: duration(&mut cx, &v.every, "every"),
+            }
+        });
+        let drill = j.drill.as_ref().map(|d| Drill {
+            every: duration(&mut cx, &d.every, "every"),
+            files: d.files,
+        });
+        let notify = j
+            .notify
+            .as_ref()
+            .map(|n| Notify {
+                urls: n.urls.clone(),
+                ping: n.ping.clone(),
+                command: n.command.clone(),
+                all: n.all,
+            })
+            .unwrap_or_default();
+        jobs.insert(
+            name.clone(),
+            Job {
+                name: name.clone(),
+                repository: repo.clone(),
+                source,
+                tags: j.tags.iter().map(|t| t.get_ref().clone()).collect(),
+                host: j.host.clone(),
+                schedule,
+                randomized_delay,
+                retention,
+                verify,
+                drill,
+                notify,
+                before: j.before.clone(),
+                after: j.after.clone(),
+                copy_to: j.copy_to.iter().map(|c| c.get_ref().clone()).collect(),
+            },
+        );
+    }
+    if !cx.errors.is_empty() {
+        cx.errors.sort_by_key(|e| (e.line, e.column));
+        return Err(ConfigErrors(cx.errors));
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        repositories,
+        jobs,
+    })
+}
+
+impl Config {
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.get(name)
+    }
+
+    pub fn repo(&self, name: &str) -> &Repo {
+        &self.repositories[name]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errs(text: &str) -> Vec<String> {
+        match parse(text, Path::new("c.toml"), "c.toml") {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1d12h"), Some(Duration::from_secs(129600)));
+        assert_eq!(parse_duration("weekly"), Some(Duration::from_secs(604800)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("10x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn unknown_key_has_line_and_column() {
+        let e = errs("[repositories.a]\nurl = \"/x\"\n\n[jobs.j]\nrepository = \"a\"\npaths = [\"/\"]\n[jobs.j.retention]\n    retension = 3\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("c.toml:8:5: unknown key 'retension'"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_have_places() {
+        let e = errs("[repositories.a]\nurl = \"/x\"\npassword = \"hunter2\"\n[jobs.j]\nrepository = \"b\"\npaths = [\"/\"]\nschedule = \"61 * * * *\"\n");
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].starts_with("c.toml:3:12: a password must not"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("c.toml:5:14: repository 'b' is not defined"),
+            "{e:?}"
+        );
+        assert!(e[2].starts_with("c.toml:7:12: "), "{e:?}");
+    }
+}

@@ -1,0 +1,752 @@
+//! `cairn run JOB`: the job's steps as child processes of this binary, in
+//! order, with the per-job lock and state file.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::config::{Config, Job, OptionValue, PasswordSource, Repo, Source, VerifyLimit};
+
+/// Set by SIGTERM/SIGINT: finish (the child was told to stop), then exit.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+/// The running child's pid (0: none), so that a signal reaches it.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+/// Children's standard output goes to our standard error (for `--json`).
+pub static CHILD_STDOUT_TO_STDERR: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // kill(2) is async-signal-safe. The step's whole process group: a
+        // hook's `sh -c` and what it started, a backup and its dump command.
+        unsafe {
+            libc::kill(-pid, libc::SIGTERM);
+        }
+    }
+}
+
+/// SIGTERM and SIGINT set [`STOP`] and forward SIGTERM to the running step.
+pub fn install_signal_handlers() {
+    unsafe {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+}
+
+/// Where per-job state and locks live: `$XDG_STATE_HOME/cairn/jobs`.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"))
+        .join("cairn")
+        .join("jobs")
+}
+
+/// What `cairn run` remembers of a job between runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobState {
+    pub last_run: Option<DateTime<Utc>>,
+    pub last_exit_code: Option<i32>,
+    pub last_verify: Option<DateTime<Utc>>,
+    pub last_drill: Option<DateTime<Utc>>,
+}
+
+impl JobState {
+    pub fn path(job: &str) -> PathBuf {
+        state_dir().join(format!("{job}.json"))
+    }
+
+    /// The saved state, or none (a missing or unreadable file: never ran).
+    pub fn load(job: &str) -> JobState {
+        std::fs::read(Self::path(job))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save(&self, job: &str) -> std::io::Result<()> {
+        let path = Self::path(job);
+        std::fs::create_dir_all(state_dir())?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(tmp, path)
+    }
+}
+
+/// The per-job lock (`JOB.lock`, flock): held while a run is in progress.
+pub struct JobLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+impl JobLock {
+    pub fn path(job: &str) -> PathBuf {
+        state_dir().join(format!("{job}.lock"))
+    }
+
+    /// The lock, or None when another process holds it.
+    pub fn try_acquire(job: &str) -> std::io::Result<Option<JobLock>> {
+        std::fs::create_dir_all(state_dir())?;
+        let path = Self::path(job);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(JobLock { _file: file, path })),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    Before,
+    Backup,
+    Forget,
+    Verify,
+    Drill,
+    Copy,
+    After,
+}
+
+/// One step: a program, its arguments and environment changes.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub kind: StepKind,
+    /// `backup`, `forget`, `verify`, `copy:s3`, ...
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(String, OsString)>,
+    pub env_remove: Vec<String>,
+    /// Set when the step is planned but not due (verification and drills).
+    pub not_due: bool,
+}
+
+impl Step {
+    /// The command line, for logs (secrets never are in it).
+    pub fn display(&self) -> String {
+        let mut s = self.program.to_string_lossy().into_owned();
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(&a.to_string_lossy());
+        }
+        s
+    }
+}
+
+/// What happened to one step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepOutcome {
+    pub step: String,
+    /// None: not run (not due, or skipped after an earlier failure).
+    pub exit_code: Option<i32>,
+    pub duration: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// A finished run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub job: String,
+    pub exit_code: i32,
+    pub duration: f64,
+    pub steps: Vec<StepOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether a pass done at `last` is due again at `now`. A pass due within
+/// 1/24 of its interval counts as due, so that a weekly verification on a
+/// daily job does not slip by a day because the last one ended a bit later.
+pub fn due(
+    every: Option<std::time::Duration>,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    match (every, last) {
+        (None, _) | (_, None) => true,
+        (Some(e), Some(l)) => {
+            let e = chrono::Duration::from_std(e).unwrap_or(chrono::Duration::MAX);
+            now - l >= e - e / 24
+        }
+    }
+}
+
+/// A repository's global options for a child: `-r`, literal `-o`, the
+/// password source; resolved secret options go into `CAIRN_OPTIONS`.
+struct RepoArgs {
+    args: Vec<OsString>,
+    env: Vec<(String, OsString)>,
+}
+
+fn resolve(v: &OptionValue, key: &str) -> Result<String, String> {
+    match v {
+        OptionValue::Literal(s) => Ok(s.clone()),
+        OptionValue::Env(var) => std::env::var(var)
+            .map_err(|_| format!("option {key}: environment variable {var} is not set")),
+        OptionValue::File(p) => std::fs::read_to_string(p)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| format!("option {key}: cannot read {}: {e}", p.display())),
+    }
+}
+
+/// Options for `--to-option`-style use: literals as arguments, secrets as
+/// `KEY=VALUE` lines for an environment variable.
+fn split_options(r: &Repo) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut literal = Vec::new();
+    let mut secret = Vec::new();
+    for (k, v) in &r.options {
+        let val = resolve(v, k)?;
+        match v {
+            OptionValue::Literal(_) => literal.push(format!("{k}={val}")),
+            _ => secret.push(format!("{k}={val}")),
+        }
+    }
+    Ok((literal, secret))
+}
+
+fn repo_args(r: &Repo, common: &[OsString]) -> Result<RepoArgs, String> {
+    let mut args: Vec<OsString> = vec!["-r".into(), r.url.clone().into()];
+    let (literal, secret) = split_options(r)?;
+    for o in literal {
+        args.push("-o".into());
+        args.push(o.into());
+    }
+    match &r.password {
+        PasswordSource::File(f) => {
+            args.push("--password-file".into());
+            args.push(f.clone().into());
+        }
+        PasswordSource::Command(c) => {
+            args.push("--password-command".into());
+            args.push(c.into());
+        }
+        PasswordSource::Inherit => {}
+    }
+    args.extend(common.iter().cloned());
+    let mut env = Vec::new();
+    if !secret.is_empty() {
+        env.push(("CAIRN_OPTIONS".to_string(), secret.join("\n").into()));
+    }
+    Ok(RepoArgs { args, env })
+}
+
+/// The tag every snapshot of a job carries, so that its retention and copies
+/// touch its own snapshots only.
+pub fn job_tag(job: &str) -> String {
+    format!("job={job}")
+}
+
+/// Plans a job's steps. `common` are global options for every child (e.g.
+/// `--event-log`). Options read from `env:`/`file:` are resolved here.
+pub fn plan(
+    config: &Config,
+    job: &Job,
+    exe: &Path,
+    common: &[OsString],
+    state: &JobState,
+    now: DateTime<Utc>,
+) -> Result<Vec<Step>, String> {
+    let repo = config.repo(&job.repository);
+    let mut common = common.to_vec();
+    for u in &job.notify.urls {
+        common.push("--notify".into());
+        common.push(u.into());
+    }
+    if let Some(p) = &job.notify.ping {
+        common.push("--notify-ping".into());
+        common.push(p.into());
+    }
+    if let Some(c) = &job.notify.command {
+        common.push("--notify-command".into());
+        common.push(c.into());
+    }
+    if job.notify.all {
+        common.push("--notify-all".into());
+    }
+    let ra = repo_args(repo, &common)?;
+    // The child takes its repository, options and password from its
+    // arguments, never from the environment of `cairn run`, unless the
+    // repository names no password source.
+    let mut env_remove: Vec<String> = vec![
+        "CAIRN_REPO".into(),
+        "CAIRN_OPTIONS".into(),
+        "CAIRN_TO_OPTIONS".into(),
+    ];
+    if repo.password != PasswordSource::Inherit {
+        env_remove.extend(
+            [
+                "CAIRN_PASSWORD",
+                "CAIRN_PASSWORD_FILE",
+                "CAIRN_PASSWORD_COMMAND",
+            ]
+            .map(String::from),
+        );
+    }
+    let cairn = |kind: StepKind, name: &str, extra: Vec<OsString>| Step {
+        kind,
+        name: name.to_string(),
+        program: exe.to_path_buf(),
+        args: ra.args.iter().cloned().chain(extra).collect(),
+        env: ra.env.clone(),
+        env_remove: env_remove.clone(),
+        not_due: false,
+    };
+    let hook = |kind: StepKind, name: &str, cmd: &str| Step {
+        kind,
+        name: name.to_string(),
+        program: "sh".into(),
+        args: vec!["-c".into(), cmd.into()],
+        env: vec![
+            ("CAIRN_JOB".into(), job.name.clone().into()),
+            ("CAIRN_JOB_REPOSITORY".into(), repo.url.clone().into()),
+        ],
+        env_remove: std::env::vars()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("CAIRN_") && k.contains("PASSWORD"))
+            .collect(),
+        not_due: false,
+    };
+    let mut steps = Vec::new();
+    if let Some(b) = &job.before {
+        steps.push(hook(StepKind::Before, "before", b));
+    }
+
+    let mut filter: Vec<OsString> = vec!["--tag".into(), job_tag(&job.name).into()];
+    if let Some(h) = &job.host {
+        filter.push("--host".into());
+        filter.push(h.into());
+    }
+    let mut backup: Vec<OsString> = vec!["backup".into()];
+    for t in job.tags.iter().cloned().chain([job_tag(&job.name)]) {
+        backup.push("--tag".into());
+        backup.push(t.into());
+    }
+    if let Some(h) = &job.host {
+        backup.push("--host".into());
+        backup.push(h.into());
+    }
+    match &job.source {
+        Source::Paths { paths, exclude } => {
+            for e in exclude {
+                backup.push("--exclude".into());
+                backup.push(e.into());
+            }
+            backup.push("--".into());
+            backup.extend(paths.iter().map(OsString::from));
+        }
+        Source::Dump { command, name } => {
+            backup.extend(
+                [
+                    "--stdin-from-command",
+                    "--stdin-filename",
+                    name,
+                    "--",
+                    "sh",
+                    "-c",
+                    command,
+                ]
+                .map(OsString::from),
+            );
+        }
+    }
+    steps.push(cairn(StepKind::Backup, "backup", backup));
+
+    if let Some(r) = &job.retention {
+        let mut a: Vec<OsString> = vec!["forget".into()];
+        let counts = [
+            ("--keep-last", r.keep_last),
+            ("--keep-hourly", r.keep_hourly),
+            ("--keep-daily", r.keep_daily),
+            ("--keep-weekly", r.keep_weekly),
+            ("--keep-monthly", r.keep_monthly),
+            ("--keep-yearly", r.keep_yearly),
+        ];
+        for (flag, n) in counts {
+            if let Some(n) = n {
+                a.push(flag.into());
+                a.push(n.to_string().into());
+            }
+        }
+        if let Some(w) = &r.keep_within {
+            a.push("--keep-within".into());
+            a.push(w.into());
+        }
+        for t in &r.keep_tags {
+            a.push("--keep-tag".into());
+            a.push(t.into());
+        }
+        if r.prune {
+            a.push("--prune".into());
+        }
+        a.extend(filter.iter().cloned());
+        steps.push(cairn(StepKind::Forget, "forget", a));
+    }
+
+    if let Some(v) = &job.verify {
+        let mut a: Vec<OsString> = vec!["check".into()];
+        match &v.limit {
+            VerifyLimit::Share(s) => {
+                a.push("--read-data-subset".into());
+                a.push(s.into());
+            }
+            VerifyLimit::Pass {
+                max_duration,
+                max_bytes,
+            } => {
+                a.push("--read-data".into());
+                if let Some(d) = max_duration {
+                    a.push("--max-duration".into());
+                    a.push(d.into());
+                }
+                if let Some(b) = max_bytes {
+                    a.push("--max-bytes".into());
+                    a.push(b.into());
+                }
+            }
+        }
+        let mut s = cairn(StepKind::Verify, "verify", a);
+        s.not_due = !due(v.every, state.last_verify, now);
+        steps.push(s);
+    }
+
+    if let Some(d) = &job.drill {
+        let mut a: Vec<OsString> = vec!["drill".into()];
+        if let Some(n) = d.files {
+            a.push("--files".into());
+            a.push(n.to_string().into());
+        }
+        a.extend(filter.iter().cloned());
+        let mut s = cairn(StepKind::Drill, "drill", a);
+        s.not_due = !due(d.every, state.last_drill, now);
+        steps.push(s);
+    }
+
+    for c in &job.copy_to {
+        let dest = config.repo(c);
+        let mut a: Vec<OsString> = vec!["copy".into(), "--to".into(), dest.url.clone().into()];
+        let (literal, secret) = split_options(dest)?;
+        for o in literal {
+            a.push("--to-option".into());
+            a.push(o.into());
+        }
+        let mut s = cairn(StepKind::Copy, &format!("copy:{c}"), Vec::new());
+        match &dest.password {
+            PasswordSource::File(f) => {
+                a.push("--to-password-file".into());
+                a.push(f.clone().into());
+            }
+            PasswordSource::Command(cmd) => {
+                // copy has no --to-password-command: run it here and hand the
+                // password over in the environment, never in the arguments.
+                let out = Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .map_err(|e| format!("cannot run password command of repository '{c}': {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "password command of repository '{c}' failed ({})",
+                        out.status
+                    ));
+                }
+                let mut pw = out.stdout;
+                if pw.ends_with(b"\n") {
+                    pw.pop();
+                }
+                use std::os::unix::ffi::OsStringExt;
+                s.env
+                    .push(("CAIRN_TO_PASSWORD".into(), OsString::from_vec(pw)));
+            }
+            PasswordSource::Inherit => {}
+        }
+        if dest.password != PasswordSource::Inherit {
+            s.env_remove.push("CAIRN_TO_PASSWORD".into());
+            s.env_remove.push("CAIRN_TO_PASSWORD_FILE".into());
+        }
+        if !secret.is_empty() {
+            s.env
+                .push(("CAIRN_TO_OPTIONS".into(), secret.join("\n").into()));
+        }
+        a.extend(filter.iter().cloned());
+        s.args.extend(a);
+        // env (set) wins over env_remove: keep the handed-over password.
+        let set: Vec<String> = s.env.iter().map(|(k, _)| k.clone()).collect();
+        s.env_remove.retain(|k| !set.contains(k));
+        steps.push(s);
+    }
+
+    if let Some(a) = &job.after {
+        steps.push(hook(StepKind::After, "after", a));
+    }
+    Ok(steps)
+}
+
+/// Runs one step as a child (stdin closed, output inherited); its exit code
+/// (a child killed by a signal counts as 1).
+pub fn spawn(step: &Step) -> i32 {
+    let mut c = Command::new(&step.program);
+    c.args(&step.args).stdin(Stdio::null());
+    // Its own process group, so that SIGTERM reaches everything it started.
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    if CHILD_STDOUT_TO_STDERR.load(Ordering::SeqCst) {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
+            c.stdout(Stdio::from(fd));
+        }
+    }
+    for k in &step.env_remove {
+        c.env_remove(k);
+    }
+    for (k, v) in &step.env {
+        c.env(k, v);
+    }
+    let mut child = match c.spawn() {
+        Ok(ch) => ch,
+        Err(e) => {
+            eprintln!("error: cannot start {}: {e}", step.program.display());
+            return 1;
+        }
+    };
+    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    // A signal that came before the pid was stored still reaches the child.
+    if STOP.load(Ordering::SeqCst) {
+        unsafe {
+            libc::kill(-(child.id() as i32), libc::SIGTERM);
+        }
+    }
+    let status = child.wait();
+    CHILD.store(0, Ordering::SeqCst);
+    match status {
+        Ok(s) => s.code().unwrap_or(1),
+        Err(_) => 1,
+    }
+}
+
+/// Runs planned steps in order with `exec`, calling `seen` after each:
+/// stops at the first failing step, except that verification and the drill
+/// still run after a backup that exited 3 (then forget, copies and `after`
+/// do not). Hooks that fail count as exit 1. The result is the first
+/// failure's code, else 3 if the backup exited 3, else 0.
+pub fn execute(
+    steps: &[Step],
+    exec: &mut dyn FnMut(&Step) -> i32,
+    seen: &mut dyn FnMut(&Step, &StepOutcome),
+) -> (i32, Vec<StepOutcome>) {
+    let mut outcomes = Vec::new();
+    let mut failed: Option<i32> = None;
+    let mut partial = false;
+    for step in steps {
+        let skip = if let Some(code) = failed {
+            Some(format!("an earlier step failed (exit {code})"))
+        } else if STOP.load(Ordering::SeqCst) {
+            Some("interrupted".into())
+        } else if partial && !matches!(step.kind, StepKind::Verify | StepKind::Drill) {
+            Some("the backup could not read some files (exit 3)".into())
+        } else if step.not_due {
+            Some("not due".into())
+        } else {
+            None
+        };
+        let outcome = if let Some(why) = skip {
+            StepOutcome {
+                step: step.name.clone(),
+                exit_code: None,
+                duration: 0.0,
+                skipped: Some(why),
+            }
+        } else {
+            let t = Instant::now();
+            let mut code = exec(step);
+            if matches!(step.kind, StepKind::Before | StepKind::After) && code != 0 {
+                code = 1;
+            }
+            if code == 3 && step.kind == StepKind::Backup {
+                partial = true;
+            } else if code != 0 {
+                failed = Some(code);
+            }
+            StepOutcome {
+                step: step.name.clone(),
+                exit_code: Some(code),
+                duration: t.elapsed().as_secs_f64(),
+                skipped: None,
+            }
+        };
+        seen(step, &outcome);
+        outcomes.push(outcome);
+    }
+    let code = match failed {
+        Some(c) => c,
+        None if STOP.load(Ordering::SeqCst)
+            && outcomes
+                .iter()
+                .any(|o| o.skipped.as_deref() == Some("interrupted")) =>
+        {
+            1
+        }
+        None if partial => 3,
+        None => 0,
+    };
+    (code, outcomes)
+}
+
+/// Why a run did not start.
+#[derive(Debug)]
+pub enum RunError {
+    UnknownJob(String),
+    /// Another process holds the job's lock.
+    Locked(PathBuf),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::UnknownJob(j) => write!(f, "no job '{j}' in the config file"),
+            RunError::Locked(p) => write!(
+                f,
+                "the job is already running (lock {} is held by another process)",
+                p.display()
+            ),
+            RunError::Io(e) => write!(f, "cannot use the job state directory: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Runs a job now: takes its lock, plans, executes, records its state.
+pub fn run_job(
+    config: &Config,
+    name: &str,
+    exe: &Path,
+    common: &[OsString],
+    seen: &mut dyn FnMut(&Step, &StepOutcome),
+) -> Result<RunReport, RunError> {
+    let job = config
+        .job(name)
+        .ok_or_else(|| RunError::UnknownJob(name.to_string()))?;
+    let lock = JobLock::try_acquire(name)
+        .map_err(RunError::Io)?
+        .ok_or_else(|| RunError::Locked(JobLock::path(name)))?;
+    let started = Instant::now();
+    let now = Utc::now();
+    let mut state = JobState::load(name);
+    let (code, steps, error) = match plan(config, job, exe, common, &state, now) {
+        Ok(steps) => {
+            let (code, outcomes) = execute(&steps, &mut |s| spawn(s), seen);
+            (code, outcomes, None)
+        }
+        Err(e) => (1, Vec::new(), Some(e)),
+    };
+    let ran_ok = |kind: &str| {
+        steps
+            .iter()
+            .any(|o| o.step == kind && o.exit_code == Some(0))
+    };
+    if ran_ok("verify") {
+        state.last_verify = Some(now);
+    }
+    if ran_ok("drill") {
+        state.last_drill = Some(now);
+    }
+    state.last_run = Some(now);
+    state.last_exit_code = Some(code);
+    if let Err(e) = state.save(name) {
+        eprintln!("warning: cannot save the job state: {e}");
+    }
+    drop(lock);
+    Ok(RunReport {
+        job: name.to_string(),
+        exit_code: code,
+        duration: started.elapsed().as_secs_f64(),
+        steps,
+        error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(kind: StepKind, name: &str) -> Step {
+        Step {
+            kind,
+            name: name.into(),
+            program: "true".into(),
+            args: vec![],
+            env: vec![],
+            env_remove: vec![],
+            not_due: false,
+        }
+    }
+
+    fn codes(plan: &[(StepKind, &str, i32)]) -> (i32, Vec<Option<i32>>) {
+        let steps: Vec<Step> = plan.iter().map(|(k, n, _)| step(*k, n)).collect();
+        let (code, out) = execute(
+            &steps,
+            &mut |s| plan.iter().find(|p| p.1 == s.name).unwrap().2,
+            &mut |_, _| {},
+        );
+        (code, out.iter().map(|o| o.exit_code).collect())
+    }
+
+    #[test]
+    fn stop_rules() {
+        use StepKind::*;
+        let all = |b| {
+            codes(&[
+                (Before, "before", 0),
+                (Backup, "backup", b),
+                (Forget, "forget", 0),
+                (Verify, "verify", 0),
+                (Drill, "drill", 0),
+                (Copy, "copy:x", 0),
+                (After, "after", 0),
+            ])
+        };
+        assert_eq!(all(0).0, 0);
+        let (c, v) = all(3);
+        assert_eq!(c, 3);
+        assert_eq!(v, [Some(0), Some(3), None, Some(0), Some(0), None, None]);
+        let (c, v) = all(12);
+        assert_eq!(c, 12);
+        assert_eq!(v[2..], [None, None, None, None, None]);
+        let (c, v) = codes(&[(Before, "before", 7), (Backup, "backup", 0)]);
+        assert_eq!((c, v), (1, vec![Some(1), None]));
+        let (c, _) = codes(&[(Backup, "backup", 3), (Verify, "verify", 1)]);
+        assert_eq!(c, 1);
+    }
+
+    #[test]
+    fn due_with_slack() {
+        let week = Some(std::time::Duration::from_secs(7 * 86400));
+        let now = Utc::now();
+        assert!(due(week, None, now));
+        assert!(!due(week, Some(now - chrono::Duration::days(6)), now));
+        assert!(due(
+            week,
+            Some(now - chrono::Duration::days(7) + chrono::Duration::minutes(1)),
+            now
+        ));
+    }
+}
