@@ -377,9 +377,10 @@ fn run_job_steps_and_exit_codes() {
 }
 
 #[test]
-fn run_job_steps_lacking_in_this_build_fail_cleanly() {
-    // A step whose options this binary does not know fails like any step
-    // (exit 2 from its usage error) and the run stops there.
+fn run_job_verification_and_drill_steps_run() {
+    // The verification pass and the drill run after the backup (both are due
+    // on a first run), with the job's tag as their filter; the run's exit code
+    // is the first failing step's, else 0.
     let s = Sandbox::init();
     let src = s.path("src");
     write(&src.join("a.txt"), "alpha");

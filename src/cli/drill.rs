@@ -27,6 +27,8 @@ pub struct DrillArgs {
     /// Make the private temporary directory here (default: the system's)
     #[arg(long, value_name = "DIR")]
     tmpdir: Option<PathBuf>,
+    #[command(flatten)]
+    filter: super::FilterArgs,
 }
 
 pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
@@ -55,6 +57,7 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
         snapshots: a.snapshots,
         max_bytes,
         tmpdir: a.tmpdir.clone(),
+        filter: a.filter.filter(),
     };
     let report = match drill::drill(&repo, &opts) {
         Ok(r) => r,

@@ -135,11 +135,14 @@ pub const VERIFY_DIR: &str = "verify";
 /// The folder of restoration-drill records.
 pub const DRILLS_DIR: &str = "drills";
 
-/// A ledger record's storage key: `<dir>/<YYYYMMDDTHHMMSSZ>-<16 hex>`, so that
-/// names sort by time and two hosts never pick the same name.
+/// A ledger record's storage key: `<dir>/<YYYYMMDDTHHMMSS.nnnnnnnnnZ>-<16 hex>`
+/// (nanoseconds, fixed width), so that names sort by time even for passes a
+/// moment apart, and two hosts never pick the same name.
 pub fn ledger_key(dir: &str, time: chrono::DateTime<chrono::Utc>, random: u64) -> String {
-    format!("{dir}/{}-{random:016x}", time.format("%Y%m%dT%H%M%SZ"))
+    format!("{dir}/{}-{random:016x}", time.format(LEDGER_TIME))
 }
+
+const LEDGER_TIME: &str = "%Y%m%dT%H%M%S%.9fZ";
 
 /// Parses the time out of a ledger record's key (`verify/20261129T214137Z-…`).
 pub fn parse_ledger_key(dir: &str, key: &str) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -148,7 +151,7 @@ pub fn parse_ledger_key(dir: &str, key: &str) -> Option<chrono::DateTime<chrono:
     if random.len() != 16 || !random.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let t = chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ").ok()?;
+    let t = chrono::NaiveDateTime::parse_from_str(time, LEDGER_TIME).ok()?;
     Some(t.and_utc())
 }
 
@@ -211,7 +214,7 @@ mod tests {
             .with_ymd_and_hms(2026, 11, 29, 21, 41, 37)
             .unwrap();
         let k = ledger_key(VERIFY_DIR, t, 0xabc);
-        assert_eq!(k, "verify/20261129T214137Z-0000000000000abc");
+        assert_eq!(k, "verify/20261129T214137.000000000Z-0000000000000abc");
         assert_eq!(parse_ledger_key(VERIFY_DIR, &k), Some(t));
         assert_eq!(parse_ledger_key(DRILLS_DIR, &k), None);
         assert_eq!(
@@ -220,6 +223,9 @@ mod tests {
         );
         let later = ledger_key(VERIFY_DIR, t + chrono::Duration::seconds(1), 0);
         assert!(later > k);
+        // Passes a millisecond apart still sort by time.
+        let soon = ledger_key(VERIFY_DIR, t + chrono::Duration::milliseconds(1), 0);
+        assert!(soon > k && soon < later);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct DrillOptions {
     pub max_bytes: u64,
     /// Where the private temporary directory goes (the system's by default).
     pub tmpdir: Option<PathBuf>,
+    /// Only snapshots this filter accepts (host, tag, path).
+    pub filter: crate::repo::SnapshotFilter,
 }
 
 impl Default for DrillOptions {
@@ -40,6 +42,7 @@ impl Default for DrillOptions {
             snapshots: 3,
             max_bytes: 1 << 30,
             tmpdir: None,
+            filter: Default::default(),
         }
     }
 }
@@ -110,7 +113,11 @@ fn node_size(n: &Node) -> u64 {
 /// Runs a drill.
 pub fn drill(repo: &Repository, opts: &DrillOptions) -> Result<DrillReport> {
     let started = Instant::now();
-    let all = repo.list_snapshots()?;
+    let all: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| opts.filter.matches(s))
+        .collect();
     if all.is_empty() {
         return Err(Error::InvalidArgument(
             "the repository has no snapshots to drill".into(),
