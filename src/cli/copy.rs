@@ -50,7 +50,8 @@ pub fn run(g: &Global, a: &CopyArgs) -> Result<()> {
         v.dedup_by_key(|(id, _)| *id);
         v
     };
-    let dst_backend = Backend::open(&a.to, &to_options, false)?;
+    let dst_backend =
+        Backend::open(&a.to, &to_options, false)?.with_limits(g.limit_upload, g.limit_download);
     if !Repository::exists(&dst_backend)? {
         return Err(cairn::Error::RepoNotFound(format!(
             "{} (make it with `cairn -r {} init --from {}`)",

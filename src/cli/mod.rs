@@ -106,6 +106,12 @@ pub struct Global {
     /// Do not use the local metadata cache
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Limit uploads to this many KiB/s
+    #[arg(long, global = true, value_name = "KIB_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads to this many KiB/s
+    #[arg(long, global = true, value_name = "KIB_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_download: Option<u64>,
     /// POST warning and critical events as JSON to this URL (repeatable)
     #[arg(long, global = true, value_name = "URL")]
     pub notify: Vec<String>,
@@ -186,11 +192,10 @@ impl Global {
     }
 
     pub fn backend(&self, create: bool) -> Result<Backend> {
-        Ok(Backend::open(
-            &self.location()?,
-            &self.store_options()?,
-            create,
-        )?)
+        Ok(
+            Backend::open(&self.location()?, &self.store_options()?, create)?
+                .with_limits(self.limit_upload, self.limit_download),
+        )
     }
 
     /// Opens the repository: a missing one is reported before any password is asked.

@@ -51,6 +51,42 @@ pub struct Backend {
     /// within this deadline (see [`Backend::block`]).
     connect_deadline: Duration,
     reached: Arc<AtomicBool>,
+    /// `--limit-upload` / `--limit-download` (shared by clones and threads).
+    limits: Arc<Limits>,
+}
+
+/// Bandwidth limits, as restic's: each direction a rate in bytes per second.
+#[derive(Default)]
+struct Limits {
+    up: Option<RateLimit>,
+    down: Option<RateLimit>,
+}
+
+/// Paces transfers to a rate: every transfer books its share of time after
+/// the previous ones, and its caller waits until that share is over.
+struct RateLimit {
+    bytes_per_sec: f64,
+    next_free: std::sync::Mutex<std::time::Instant>,
+}
+
+impl RateLimit {
+    fn new(kib_per_sec: u64) -> RateLimit {
+        RateLimit {
+            bytes_per_sec: (kib_per_sec.max(1) * 1024) as f64,
+            next_free: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    fn pace(&self, bytes: usize) {
+        let share = Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec);
+        let wait = {
+            let mut next = self.next_free.lock().unwrap();
+            let now = std::time::Instant::now();
+            *next = (*next).max(now) + share;
+            *next - now
+        };
+        std::thread::sleep(wait);
+    }
 }
 
 fn runtime() -> Arc<tokio::runtime::Runtime> {
@@ -101,6 +137,7 @@ impl Backend {
             counters,
             connect_deadline: connect_deadline.unwrap_or(Duration::MAX),
             reached: Arc::new(AtomicBool::new(connect_deadline.is_none())),
+            limits: Arc::new(Limits::default()),
         }
     }
 
@@ -337,7 +374,30 @@ impl Backend {
     }
 
     /// Writes an object only if no object of that name exists. Never overwrites.
+    /// Limits uploads and downloads to these rates, in KiB/s (restic's
+    /// `--limit-upload` and `--limit-download`).
+    pub fn with_limits(mut self, upload_kib: Option<u64>, download_kib: Option<u64>) -> Backend {
+        self.limits = Arc::new(Limits {
+            up: upload_kib.map(RateLimit::new),
+            down: download_kib.map(RateLimit::new),
+        });
+        self
+    }
+
+    fn paced_up(&self, n: usize) {
+        if let Some(l) = &self.limits.up {
+            l.pace(n);
+        }
+    }
+
+    fn paced_down(&self, n: usize) {
+        if let Some(l) = &self.limits.down {
+            l.pace(n);
+        }
+    }
+
     pub fn create(&self, key: &str, bytes: Vec<u8>) -> Result<Created> {
+        self.paced_up(bytes.len());
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -386,13 +446,19 @@ impl Backend {
     }
 
     pub fn get(&self, key: &str) -> Result<Bytes> {
-        self.block(async { self.store.get(&Self::path(key)).await?.bytes().await })?
-            .map_err(|e| self.storage_err(key, e))
+        let b = self
+            .block(async { self.store.get(&Self::path(key)).await?.bytes().await })?
+            .map_err(|e| self.storage_err(key, e))?;
+        self.paced_down(b.len());
+        Ok(b)
     }
 
     pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.block(self.store.get_range(&Self::path(key), range))?
-            .map_err(|e| self.storage_err(key, e))
+        let b = self
+            .block(self.store.get_range(&Self::path(key), range))?
+            .map_err(|e| self.storage_err(key, e))?;
+        self.paced_down(b.len());
+        Ok(b)
     }
 
     /// Size of an object, or None when it does not exist.
@@ -527,6 +593,31 @@ fn create_private_dir(location: &str, dir: &std::path::Path) -> Result<Option<st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lower bound only: a slow machine can take longer, never less.
+    #[test]
+    fn limits_pace_transfers() {
+        let b = Backend::memory().with_limits(Some(256), Some(256));
+        let t = std::time::Instant::now();
+        b.create("a", vec![0; 128 * 1024]).unwrap();
+        b.create("b", vec![0; 128 * 1024]).unwrap();
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
+        let t = std::time::Instant::now();
+        b.get("a").unwrap();
+        b.get_range("b", 0..64 * 1024).unwrap();
+        assert!(
+            t.elapsed() >= Duration::from_millis(700),
+            "{:?}",
+            t.elapsed()
+        );
+        // Without limits nothing waits for pacing.
+        let free = Backend::memory();
+        free.create("c", vec![0; 1 << 20]).unwrap();
+    }
 
     #[test]
     fn create_never_overwrites() {
