@@ -262,7 +262,7 @@ pub fn plan(repo: &mut Repository, generation: u64, opts: &PruneOptions) -> Resu
     };
     let (per_pack, blob_bytes) = used_per_pack(repo, &reached);
     let mut repack_candidates = Vec::new();
-    for (id, kind, size) in repo.list_packs()? {
+    for &(id, kind, size) in repo.listed_packs() {
         let (used_entries, used): (Vec<PackEntry>, u64) = match per_pack.get(&id) {
             Some(v) => (v.clone(), v.iter().map(|e| e.length as u64).sum()),
             None => (Vec::new(), 0),
@@ -644,7 +644,8 @@ fn spared_packs(
             needed.insert(loc.pack);
         }
     }
-    for (id, kind, size) in repo.list_packs()? {
+    // The caller loaded the index just now: its listing is current enough.
+    for &(id, kind, size) in repo.listed_packs() {
         if condemned.contains(&id) && !repo.index().has_pack(&id) && !needed.contains(&id) {
             let header = repo.read_pack_header(&id, kind, size)?;
             if header.blobs.iter().any(|b| reached.contains(&b.id)) {

@@ -91,6 +91,8 @@ pub struct Repository {
     config: Config,
     index: MasterIndex,
     cache: Option<Cache>,
+    /// What storage held when the index was loaded (see `listed_packs`).
+    listed_packs: Vec<(PackId, BlobType, u64)>,
     /// A second index, read only when a pack vanished under a reader.
     relocated: Mutex<Option<Arc<MasterIndex>>>,
     warnings: Warnings,
@@ -218,6 +220,7 @@ impl Repository {
             config,
             index: MasterIndex::new(),
             relocated: Mutex::new(None),
+            listed_packs: Vec::new(),
             cache: None,
             warnings: Warnings::default(),
         }
@@ -500,21 +503,31 @@ impl Repository {
     /// object written by a writer fenced while it was paused can name packs a
     /// sweep has already deleted, and no reader or writer may rely on those.
     pub fn load_index_excluding(&mut self, exclude: &HashSet<PackId>) -> Result<()> {
-        self.index = self.build_live_index(exclude)?;
+        let (index, listed) = self.build_live_index(exclude)?;
+        self.index = index;
+        self.listed_packs = listed;
         Ok(())
+    }
+
+    /// The packs storage held when the index was last loaded (that load lists
+    /// them anyway; callers reuse the listing instead of taking another).
+    pub fn listed_packs(&self) -> &[(PackId, BlobType, u64)] {
+        &self.listed_packs
     }
 
     /// The index of the packs storage holds (one listing of `data/` and
     /// `tree/`), without `exclude`. An index object that vanishes between
     /// listing and reading was compacted by a sweep: the whole load is retried once.
-    fn build_live_index(&self, exclude: &HashSet<PackId>) -> Result<MasterIndex> {
-        let attempt = || -> Result<MasterIndex> {
-            let stored: HashSet<PackId> = self
-                .list_packs()?
-                .into_iter()
-                .map(|(id, _, _)| id)
-                .collect();
-            self.build_index(&|p: &PackId| stored.contains(p) && !exclude.contains(p))
+    fn build_live_index(
+        &self,
+        exclude: &HashSet<PackId>,
+    ) -> Result<(MasterIndex, Vec<(PackId, BlobType, u64)>)> {
+        let attempt = || -> Result<(MasterIndex, Vec<(PackId, BlobType, u64)>)> {
+            let listed = self.list_packs()?;
+            let stored: HashSet<PackId> = listed.iter().map(|(id, _, _)| *id).collect();
+            let index =
+                self.build_index(&|p: &PackId| stored.contains(p) && !exclude.contains(p))?;
+            Ok((index, listed))
         };
         match attempt() {
             Err(Error::MissingObject(_)) => attempt(),
@@ -575,7 +588,7 @@ impl Repository {
             match &*slot {
                 Some(idx) => idx.clone(),
                 None => {
-                    let idx = Arc::new(self.build_live_index(&HashSet::new())?);
+                    let idx = Arc::new(self.build_live_index(&HashSet::new())?.0);
                     *slot = Some(idx.clone());
                     idx
                 }
@@ -692,11 +705,13 @@ impl Repository {
     /// Indexes packs that storage holds but no index names: what an interrupted
     /// backup uploaded. Never a pack a collector condemned (`skip`): a sweep may
     /// be about to delete it. Returns how many packs were adopted.
+    /// Works from the listing taken when the index was loaded.
     pub fn adopt_unindexed_packs(&mut self, skip: &HashSet<PackId>) -> Result<usize> {
         let orphans: Vec<_> = self
-            .list_packs()?
-            .into_iter()
+            .listed_packs
+            .iter()
             .filter(|(id, _, _)| !self.index.has_pack(id) && !skip.contains(id))
+            .copied()
             .collect();
         if orphans.is_empty() {
             return Ok(0);
