@@ -354,17 +354,6 @@ fn cat_config_hides_keys_unless_asked() {
 
 // ---- D. locks ----------------------------------------------------------------
 
-fn fast_kdf() -> cairn::InitOptions {
-    cairn::InitOptions {
-        kdf: Some(cairn::format::crypto::KdfParams {
-            m_cost_kib: 1024,
-            t_cost: 1,
-            p_cost: 1,
-        }),
-        ..Default::default()
-    }
-}
-
 /// Writes a lock object as another process would.
 fn plant_lock(repo: &cairn::Repository, time: chrono::DateTime<chrono::Utc>, host: &str) {
     let info = serde_json::json!({"time": time, "exclusive": false,

@@ -231,18 +231,11 @@ fn gcs_fake_passes_object_store_conformance() {
 fn scenario_memory_library() {
     use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
     use cairn::ops::check::{check, ReadData};
-    use cairn::{Backend, InitOptions, Repository};
+    use cairn::{Backend, Repository};
     let dir = tempfile::tempdir().unwrap();
     make_source(dir.path(), 3);
     let b = Backend::memory();
-    let opts = InitOptions {
-        kdf: Some(cairn::format::crypto::KdfParams {
-            m_cost_kib: 1024,
-            t_cost: 1,
-            p_cost: 1,
-        }),
-        ..Default::default()
-    };
+    let opts = common::fast_kdf();
     Repository::init(b.clone(), PW.as_bytes(), opts).unwrap();
     for round in 0..2 {
         let mut repo = Repository::open(b.clone(), PW.as_bytes()).unwrap();

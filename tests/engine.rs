@@ -4,25 +4,13 @@ mod common;
 
 use std::path::Path;
 
-use cairn::format::crypto::KdfParams;
 use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
 use cairn::ops::check::{check, ReadData};
 use cairn::ops::restore::{restore, RestoreOptions};
 use cairn::{Backend, Error, InitOptions, Repository};
-use common::random_bytes;
+use common::{fast_kdf, random_bytes};
 
 const PW: &[u8] = b"correct horse";
-
-fn fast_kdf() -> InitOptions {
-    InitOptions {
-        kdf: Some(KdfParams {
-            m_cost_kib: 1024,
-            t_cost: 1,
-            p_cost: 1,
-        }),
-        ..Default::default()
-    }
-}
 
 fn make_tree(root: &Path, seed: u64) {
     std::fs::create_dir_all(root.join("d/e")).unwrap();

@@ -13,10 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::format::crypto::KdfParams;
 use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
 use cairn::ops::check::{check, ReadData};
-use cairn::{Backend, InitOptions, Repository};
+use cairn::{Backend, Repository};
 use common::random_bytes;
 use faults::{FaultStore, Faults, PutFault};
 use object_store::ObjectStore;
@@ -32,14 +31,7 @@ fn make_source(root: &Path) {
 }
 
 fn init(clean: &Backend) {
-    let opts = InitOptions {
-        kdf: Some(KdfParams {
-            m_cost_kib: 1024,
-            t_cost: 1,
-            p_cost: 1,
-        }),
-        ..Default::default()
-    };
+    let opts = common::fast_kdf();
     Repository::init(clean.clone(), PW, opts).unwrap();
 }
 

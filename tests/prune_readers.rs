@@ -4,28 +4,14 @@
 
 mod common;
 
-use cairn::format::crypto::KdfParams;
 use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
 use cairn::ops::prune::{prune, MaxUnused, PruneOptions};
 use cairn::ops::restore::{dump_file, find_node, restore, RestoreOptions};
-use cairn::{Backend, InitOptions, Repository};
+use cairn::{Backend, Repository};
 use common::{random_bytes, same_content};
 
 fn init(b: &Backend) -> Repository {
-    let kdf = Some(KdfParams {
-        m_cost_kib: 1024,
-        t_cost: 1,
-        p_cost: 1,
-    });
-    Repository::init(
-        b.clone(),
-        b"pw",
-        InitOptions {
-            kdf,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    Repository::init(b.clone(), b"pw", common::fast_kdf()).unwrap()
 }
 
 #[test]

@@ -164,20 +164,12 @@ fn symlink_restored_earlier_is_not_followed_by_a_later_restore() {
 #[test]
 fn crafted_snapshot_with_symlink_and_directory_of_one_name_stays_inside() {
     use cairn::format::blob::BlobType;
-    use cairn::format::crypto::KdfParams;
     use cairn::format::tree::{ContentRef, Node, NodeType, Tree};
     use cairn::ops::restore::{restore, Overwrite, RestoreOptions};
     use cairn::repo::saver::{save_tree, BlobSaver};
-    use cairn::{Backend, InitOptions, Repository};
+    use cairn::{Backend, Repository};
 
-    let opts = InitOptions {
-        kdf: Some(KdfParams {
-            m_cost_kib: 1024,
-            t_cost: 1,
-            p_cost: 1,
-        }),
-        ..Default::default()
-    };
+    let opts = common::fast_kdf();
     let mut repo = Repository::init(Backend::memory(), b"pw", opts).unwrap();
     repo.load_index().unwrap();
     let node = |name: &str, kind: NodeType| Node {

@@ -255,6 +255,19 @@ impl Sandbox {
     }
 }
 
+/// Repository options with the cheapest key derivation, for library-level
+/// tests (each opens repositories many times).
+pub fn fast_kdf() -> cairn::InitOptions {
+    cairn::InitOptions {
+        kdf: Some(cairn::format::crypto::KdfParams {
+            m_cost_kib: 1024,
+            t_cost: 1,
+            p_cost: 1,
+        }),
+        ..Default::default()
+    }
+}
+
 fn os_args<I, S>(args: I) -> Vec<OsString>
 where
     I: IntoIterator<Item = S>,
