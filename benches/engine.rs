@@ -355,11 +355,11 @@ fn synthetic_packs(blobs: usize, per_pack: usize, seed: u64) -> Vec<IndexedPack>
 }
 
 fn build_index(packs: &[IndexedPack]) -> MasterIndex {
-    let mut idx = MasterIndex::new();
+    let idx = MasterIndex::new();
     for p in packs {
-        idx.add_pack(p);
+        idx.add_pack(p).unwrap();
     }
-    idx.finish();
+    idx.finish().unwrap();
     idx
 }
 
@@ -494,14 +494,14 @@ fn scale() -> &'static Scale {
                 .par_iter()
                 .map(|o| objects::decode_index(&objects::open_object(&cipher, aad::INDEX, o).unwrap()).unwrap())
                 .collect();
-            let mut idx = MasterIndex::new();
+            let idx = MasterIndex::new();
             for ps in &decoded {
                 for p in ps {
-                    idx.add_pack(p);
+                    idx.add_pack(p).unwrap();
                 }
             }
             drop(decoded);
-            idx.finish();
+            idx.finish().unwrap();
             full.push(t.elapsed().as_secs_f64());
             index = idx;
         }

@@ -730,8 +730,7 @@ pub fn backup(
         errors,
         ..
     } = arch;
-    let (packs, stats) = saver.finish()?;
-    repo.index_packs(&packs);
+    let stats = saver.finish()?;
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let (uid, gid) = current_ids();
     let summary = SnapshotSummary {

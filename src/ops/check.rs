@@ -12,6 +12,7 @@ use crate::format::blob::{self, BlobType};
 use crate::format::id::{storage_hash, BlobId, PackId, SnapshotId};
 use crate::format::pack;
 use crate::format::records::VerifyRecord;
+use crate::ops::reach::Reached;
 use crate::repo::ledger::{self, PackVerification};
 use crate::repo::{pack_key, Repository, INDEX_DIR};
 
@@ -174,17 +175,17 @@ pub fn check_with_budget(
     check_keys(&c)?;
     let gc = crate::repo::gc::GcState::load(repo)?;
     let lost_packs = check_index_against_storage(&c, &stored, &gc.deleted(), &mut report);
-    let (snapshots, trees, used, reached_trees) = check_snapshots(&c, &mut report)?;
-    report_unused(repo, &stored, &used, &reached_trees, &mut report);
+    let (snapshots, reached) = check_snapshots(&c, &mut report)?;
+    report_unused(repo, &stored, &reached, &mut report);
     judge_missing_packs(
         &c,
         &stored,
         &lost_packs,
-        &|id| used.contains(id) || reached_trees.contains(id),
+        &|id| reached.contains(repo, id),
         &mut report,
     );
     report.snapshots = snapshots.len();
-    report.trees = trees;
+    report.trees = reached.trees;
 
     // Which pack each damaged blob was found in (for naming packs' dependants).
     let mut bad: HashMap<BlobId, PackId> = HashMap::new();
@@ -264,20 +265,14 @@ pub fn check_with_budget(
     }
     // A blob is lost with a pack only if no other copy lives in a pack that is
     // there (after concurrent backups or a repack, blobs can be stored twice).
-    let alive: HashSet<BlobId> = repo
-        .index()
-        .iter()
-        .filter(|(_, loc)| !lost_packs.contains(&loc.pack))
-        .map(|(id, _)| id)
-        .collect();
     for pack in &lost_packs {
         for b in indexed_in(repo, pack) {
-            if !alive.contains(&b) {
+            if !has_copy_outside(repo, &b, &lost_packs) {
                 bad.entry(b).or_insert(*pack);
             }
         }
     }
-    for id in used.iter().filter(|id| !repo.index().contains(id)) {
+    for id in &reached.unindexed_data {
         // Not in any index: no pack to name.
         bad.entry(*id).or_insert(PackId::default());
     }
@@ -294,6 +289,7 @@ pub fn check_with_budget(
                     .or_else(|| {
                         repo.index()
                             .packs()
+                            .into_iter()
                             .find(|(id, _)| *id == p)
                             .map(|(_, k)| k)
                     })
@@ -359,6 +355,14 @@ fn order_by_ledger(
     packs
 }
 
+/// Whether a blob has a copy in a pack other than `lost` ones.
+fn has_copy_outside(repo: &Repository, id: &BlobId, lost: &HashSet<PackId>) -> bool {
+    repo.index()
+        .locations(id)
+        .iter()
+        .any(|(_, l)| !lost.contains(&l.pack))
+}
+
 fn indexed_in(repo: &Repository, pack: &PackId) -> Vec<BlobId> {
     repo.index()
         .iter()
@@ -386,21 +390,28 @@ fn load_index_tolerant(repo: &mut Repository) -> Result<Vec<Problem>> {
             None => true,
         })
         .collect();
-    let read: Vec<_> = listed
-        .par_iter()
-        .map(|l| (l.key.clone(), repo.read_index_object(&l.key)))
-        .collect();
-    let mut readable = Vec::new();
-    for (key, result) in read {
-        match result {
-            Ok(packs) => readable.extend(packs),
-            Err(e) => problems.push(Problem {
-                object: key,
-                message: e.to_string(),
-            }),
+    // A few objects at a time, folded in as read: the decoded form of every
+    // index object never exists at once.
+    for group in listed.chunks(2 * rayon::current_num_threads().max(1)) {
+        let read: Vec<_> = group
+            .par_iter()
+            .map(|l| (l.key.clone(), repo.read_index_object(&l.key)))
+            .collect();
+        for (key, result) in read {
+            match result {
+                Ok(packs) => {
+                    for p in &packs {
+                        repo.index().add_pack(p)?;
+                    }
+                }
+                Err(e) => problems.push(Problem {
+                    object: key,
+                    message: e.to_string(),
+                }),
+            }
         }
     }
-    repo.index_packs(&readable);
+    repo.index().finish()?;
     Ok(problems)
 }
 
@@ -424,15 +435,15 @@ fn check_keys(c: &Checker) -> Result<()> {
 fn report_unused(
     repo: &Repository,
     stored: &HashMap<PackId, (BlobType, u64)>,
-    data: &HashSet<BlobId>,
-    trees: &HashSet<BlobId>,
+    reached: &Reached,
     report: &mut CheckReport,
 ) {
     let used: HashSet<PackId> = repo
         .index()
         .iter()
-        .filter(|(id, _)| data.contains(id) || trees.contains(id))
-        .map(|(_, loc)| loc.pack)
+        .enumerate()
+        .filter(|(pos, _)| reached.marks.contains(*pos))
+        .map(|(_, (_, loc))| loc.pack)
         .collect();
     for (id, (_, size)) in stored {
         if !used.contains(id) {
@@ -506,17 +517,19 @@ fn judge_missing_packs(
     needed: &dyn Fn(&BlobId) -> bool,
     report: &mut CheckReport,
 ) {
-    let alive: HashSet<BlobId> = c
-        .repo
-        .index()
-        .iter()
-        .filter(|(_, loc)| !lost.contains(&loc.pack))
-        .map(|(id, _)| id)
-        .collect();
     let mut harmful: HashSet<PackId> = HashSet::new();
-    for (id, loc) in c.repo.index().iter() {
-        if lost.contains(&loc.pack) && needed(&id) && !alive.contains(&id) {
-            harmful.insert(loc.pack);
+    if !lost.is_empty() {
+        let in_lost: Vec<(BlobId, PackId)> = c
+            .repo
+            .index()
+            .iter()
+            .filter(|(_, loc)| lost.contains(&loc.pack))
+            .map(|(id, loc)| (id, loc.pack))
+            .collect();
+        for (id, pack) in in_lost {
+            if needed(&id) && !has_copy_outside(c.repo, &id, lost) {
+                harmful.insert(pack);
+            }
         }
     }
     for (pack, kind) in c.repo.index().packs() {
@@ -537,16 +550,14 @@ fn judge_missing_packs(
     }
 }
 
-/// Loads every snapshot and walks every tree once. Returns the snapshots, the
-/// number of trees and every data blob referenced.
+/// Loads every snapshot and walks every tree once. Returns the snapshots and
+/// what they reach.
 fn check_snapshots(
     c: &Checker,
     report: &mut CheckReport,
 ) -> Result<(
     Vec<(SnapshotId, crate::format::snapshot::Snapshot)>,
-    usize,
-    HashSet<BlobId>,
-    HashSet<BlobId>,
+    Reached,
 )> {
     let mut snapshots = Vec::new();
     let ended = c.repo.ended_sessions()?;
@@ -568,16 +579,15 @@ fn check_snapshots(
             Ok(())
         },
     )?;
-    let data = reached.data;
-    for id in &data {
-        if !c.repo.index().contains(id) {
-            c.error(
-                format!("blob {id}"),
-                "data blob is referenced by a snapshot but not in any index",
-            );
-        }
+    let mut unindexed: Vec<&BlobId> = reached.unindexed_data.iter().collect();
+    unindexed.sort();
+    for id in unindexed {
+        c.error(
+            format!("blob {id}"),
+            "data blob is referenced by a snapshot but not in any index",
+        );
     }
-    Ok((snapshots, reached.trees.len(), data, reached.trees))
+    Ok((snapshots, reached))
 }
 
 fn choose_packs(

@@ -19,6 +19,7 @@ use crate::format::id::{BlobId, PackId, SnapshotId};
 use crate::format::records::SessionKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
+use crate::repo::index::Marks;
 use crate::repo::saver::{save_tree, BlobSaver, SaveStats};
 use crate::repo::session::Session;
 use crate::repo::{pack_key, Repository};
@@ -83,7 +84,7 @@ pub fn copy(
             dst.load_index_excluding(session.condemned())?;
             view = Some(session.saw());
         }
-        let (tree, stats, packs) = {
+        let (tree, stats) = {
             let saver = BlobSaver::new(dst, false)?;
             let tree = if out.same_blob_ids {
                 copy_sealed(src, dst, &saver, &snap.tree, &session)?
@@ -91,10 +92,9 @@ pub fn copy(
                 let mut map = HashMap::new();
                 rekey_tree(src, &saver, &snap.tree, &mut map, &session)?
             };
-            let (packs, stats) = saver.finish()?;
-            (tree, stats, packs)
+            let stats = saver.finish()?;
+            (tree, stats)
         };
-        dst.index_packs(&packs);
         out.add(&stats);
         let copy = Snapshot {
             tree,
@@ -118,17 +118,25 @@ impl CopyOutcome {
     }
 }
 
-/// A blob to move: its ID, type and plaintext length.
+/// A blob to move: its ID, type, plaintext length and where the source keeps it.
 struct Wanted {
     id: BlobId,
     kind: BlobType,
     raw_len: u32,
+    pack: PackId,
+    offset: u32,
+    length: u32,
 }
+
+/// Blobs gathered before they are moved: bounds what a copy holds in memory
+/// however large the snapshot.
+const COPY_BATCH: usize = 1 << 16;
 
 /// Same blob IDs: walks the whole source tree (a tree the destination has
 /// indexed is not proof that its children are there: an interrupted backup's
 /// tree pack may have been adopted without its data), then moves every blob the
-/// destination lacks, sealed, grouped by source pack.
+/// destination lacks, sealed, grouped by source pack, a batch at a time. What
+/// was visited is a bitmap over the source's index positions.
 fn copy_sealed(
     src: &Repository,
     dst: &Repository,
@@ -138,57 +146,76 @@ fn copy_sealed(
 ) -> Result<BlobId> {
     let mut wanted: Vec<Wanted> = Vec::new();
     let mut queue = vec![*root];
-    let mut seen: HashSet<BlobId> = HashSet::new();
+    let mut seen = Marks::new(src.index().blob_count());
+    // A blob the source does not index is an error when it is wanted; visiting
+    // it twice is harmless.
+    let mut first_visit = |id: &BlobId| src.index().position(id).is_none_or(|p| seen.insert(p));
+    let want = |id: BlobId, kind: BlobType, raw_len: u32| -> Result<Wanted> {
+        let loc = src
+            .index()
+            .lookup(&id)
+            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        Ok(Wanted {
+            id,
+            kind,
+            raw_len,
+            pack: loc.pack,
+            offset: loc.offset,
+            length: loc.length,
+        })
+    };
     while let Some(id) = queue.pop() {
-        if !seen.insert(id) {
+        if !first_visit(&id) {
             continue;
         }
         let bytes = src.read_blob(&id, None)?;
         let tree = Tree::from_bytes(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))?;
         if !saver.has(&id) {
-            wanted.push(Wanted {
-                id,
-                kind: BlobType::Tree,
-                raw_len: bytes.len() as u32,
-            });
+            wanted.push(want(id, BlobType::Tree, bytes.len() as u32)?);
         }
         for n in tree.nodes {
             queue.extend(n.subtree);
             for c in n.content {
-                if seen.insert(c.id) && !saver.has(&c.id) {
-                    wanted.push(Wanted {
-                        id: c.id,
-                        kind: BlobType::Data,
-                        raw_len: c.size,
-                    });
+                if first_visit(&c.id) && !saver.has(&c.id) {
+                    wanted.push(want(c.id, BlobType::Data, c.size)?);
                 }
             }
         }
+        if wanted.len() >= COPY_BATCH {
+            move_sealed(src, dst, saver, std::mem::take(&mut wanted), session)?;
+        }
     }
-    let mut by_pack: HashMap<PackId, (BlobType, Vec<(Wanted, u32, u32)>)> = HashMap::new();
+    move_sealed(src, dst, saver, wanted, session)?;
+    Ok(*root)
+}
+
+/// Moves blobs sealed: reads each source pack's wanted blobs in a few range
+/// reads (gaps under [`READ_GAP`] are read through), packs in parallel.
+fn move_sealed(
+    src: &Repository,
+    dst: &Repository,
+    saver: &BlobSaver<'_>,
+    wanted: Vec<Wanted>,
+    session: &Session,
+) -> Result<()> {
+    let mut by_pack: HashMap<PackId, Vec<Wanted>> = HashMap::new();
     for w in wanted {
-        let loc = src
-            .index()
-            .lookup(&w.id)
-            .ok_or_else(|| Error::BlobNotIndexed(w.id.to_hex()))?;
-        by_pack
-            .entry(loc.pack)
-            .or_insert_with(|| (loc.kind, Vec::new()))
-            .1
-            .push((w, loc.offset, loc.length));
+        by_pack.entry(w.pack).or_default().push(w);
     }
     let padding = dst.config().padding;
     by_pack
         .into_par_iter()
-        .try_for_each(|(pack, (kind, mut blobs))| -> Result<()> {
+        .try_for_each(|(pack, mut blobs)| -> Result<()> {
             session.check()?;
-            blobs.sort_by_key(|(_, off, _)| *off);
-            let key = pack_key(kind, &pack);
-            for run in blobs.chunk_by(|a, b| (b.1 as u64) < (a.1 + a.2) as u64 + READ_GAP) {
-                let start = run[0].1 as u64;
+            blobs.sort_by_key(|w| w.offset);
+            let key = pack_key(blobs[0].kind, &pack);
+            for run in
+                blobs.chunk_by(|a, b| (b.offset as u64) < (a.offset + a.length) as u64 + READ_GAP)
+            {
+                let start = run[0].offset as u64;
                 let end = run
                     .iter()
-                    .map(|(_, o, l)| (*o + *l) as u64)
+                    .map(|w| (w.offset + w.length) as u64)
                     .max()
                     .unwrap_or(start);
                 let bytes = match src.get_exact_range(&key, start..end) {
@@ -196,11 +223,11 @@ fn copy_sealed(
                     Err(Error::MissingObject(_)) => None, // swept meanwhile: read each anew
                     Err(e) => return Err(e),
                 };
-                for (w, off, len) in run {
+                for w in run {
                     let moved = match &bytes {
                         Some(b) => {
-                            let at = (*off as u64 - start) as usize;
-                            let sealed = &b[at..at + *len as usize];
+                            let at = (w.offset as u64 - start) as usize;
+                            let sealed = &b[at..at + w.length as usize];
                             blob::reseal(src.cipher(), dst.cipher(), &w.id, sealed, padding)
                                 .map_err(|e| Error::corrupt(format!("blob {}", w.id), e))?
                         }
@@ -214,8 +241,7 @@ fn copy_sealed(
                 }
             }
             Ok(())
-        })?;
-    Ok(*root)
+        })
 }
 
 /// Different blob IDs: rewrites a tree bottom-up under the destination's key.

@@ -115,8 +115,10 @@ pub struct PrunePlan {
     pub bytes_unused_kept: u64,
     #[serde(skip)]
     analysed: BTreeSet<SnapshotId>,
+    /// What the snapshots reach, over the index the plan was made from
+    /// (nothing changes the index between planning and repacking).
     #[serde(skip)]
-    used: HashMap<PackId, Vec<PackEntry>>,
+    reached: Reached,
 }
 
 /// How a prune ended.
@@ -260,13 +262,10 @@ pub fn plan(repo: &mut Repository, generation: u64, opts: &PruneOptions) -> Resu
         analysed: snapshots.iter().map(|(id, _)| *id).collect(),
         ..Default::default()
     };
-    let (per_pack, blob_bytes) = used_per_pack(repo, &reached);
+    let (used_bytes, blob_bytes) = usage(repo, &reached);
     let mut repack_candidates = Vec::new();
     for &(id, kind, size) in repo.listed_packs() {
-        let (used_entries, used): (Vec<PackEntry>, u64) = match per_pack.get(&id) {
-            Some(v) => (v.clone(), v.iter().map(|e| e.length as u64).sum()),
-            None => (Vec::new(), 0),
-        };
+        let used = used_bytes.get(&id).copied().unwrap_or(0);
         let (action, reason) = if !repo.index().has_pack(&id) {
             (
                 Action::Delete,
@@ -284,9 +283,6 @@ pub fn plan(repo: &mut Repository, generation: u64, opts: &PruneOptions) -> Resu
         } else {
             (Action::Keep, "in use")
         };
-        if action == Action::Repack || action == Action::Keep {
-            plan.used.insert(id, used_entries);
-        }
         plan.decisions.push(PackDecision {
             pack: id,
             kind,
@@ -298,6 +294,7 @@ pub fn plan(repo: &mut Repository, generation: u64, opts: &PruneOptions) -> Resu
     }
     limit_repacking(&mut plan, repack_candidates, opts.max_repack_bytes);
     plan.total();
+    plan.reached = reached;
     Ok(plan)
 }
 
@@ -310,31 +307,39 @@ fn too_unused(blob_bytes: u64, used: u64, max: MaxUnused) -> bool {
     }
 }
 
-/// The needed blobs of each pack, and the bytes of all its blobs. A blob
+/// The bytes of each pack's needed blobs, and of all its blobs. A blob
 /// stored twice (after concurrent backups or a lost repacking race) counts in
-/// the one copy the index serves.
-fn used_per_pack(
+/// the one copy the index serves (the position `reach` marked).
+fn usage(repo: &Repository, reached: &Reached) -> (HashMap<PackId, u64>, HashMap<PackId, u64>) {
+    let mut used: HashMap<PackId, u64> = HashMap::new();
+    let mut blob_bytes: HashMap<PackId, u64> = HashMap::new();
+    for (pos, (_, loc)) in repo.index().iter().enumerate() {
+        *blob_bytes.entry(loc.pack).or_default() += loc.length as u64;
+        if reached.marks.contains(pos) {
+            *used.entry(loc.pack).or_default() += loc.length as u64;
+        }
+    }
+    (used, blob_bytes)
+}
+
+/// The needed blobs of the given packs, from one pass over the index.
+fn needed_entries(
     repo: &Repository,
     reached: &Reached,
-) -> (HashMap<PackId, Vec<PackEntry>>, HashMap<PackId, u64>) {
-    let mut per_pack: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
-    let mut blob_bytes: HashMap<PackId, u64> = HashMap::new();
-    for (id, loc) in repo.index().iter() {
-        *blob_bytes.entry(loc.pack).or_default() += loc.length as u64;
-        if !reached.contains(&id) {
-            continue;
+    packs: &HashSet<PackId>,
+) -> HashMap<PackId, Vec<PackEntry>> {
+    let mut out: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+    for (pos, (id, loc)) in repo.index().iter().enumerate() {
+        if packs.contains(&loc.pack) && reached.marks.contains(pos) {
+            out.entry(loc.pack).or_default().push(PackEntry {
+                id,
+                offset: loc.offset,
+                length: loc.length,
+                raw_length: 0,
+            });
         }
-        if repo.index().lookup(&id).map(|l| l.pack) != Some(loc.pack) {
-            continue;
-        }
-        per_pack.entry(loc.pack).or_default().push(PackEntry {
-            id,
-            offset: loc.offset,
-            length: loc.length,
-            raw_length: 0,
-        });
     }
-    (per_pack, blob_bytes)
+    out
 }
 
 /// Repacks the most wasteful packs first, within the byte bound; the rest keep.
@@ -397,6 +402,11 @@ fn repack(
     if sources.is_empty() {
         return Ok((written, spared));
     }
+    let used = needed_entries(
+        repo,
+        &plan.reached,
+        &sources.iter().map(|d| d.pack).collect(),
+    );
     let target = repo.config().pack_size as usize;
     let mut new_packs: Vec<IndexedPack> = Vec::new();
     let mut builders: HashMap<BlobType, PackBuilder> = HashMap::new();
@@ -404,7 +414,7 @@ fn repack(
         session.check()?;
         let key = pack_key(d.kind, &d.pack);
         let bytes = repo.get_named(&key)?;
-        let entries = &plan.used[&d.pack];
+        let entries = used.get(&d.pack).map(Vec::as_slice).unwrap_or_default();
         let copies: Vec<Option<(BlobId, &[u8], u32)>> = entries
             .par_iter()
             .map(|e| {
@@ -639,8 +649,11 @@ fn spared_packs(
     reached: &Reached,
 ) -> Result<HashSet<PackId>> {
     let mut needed = HashSet::new();
-    for (id, loc) in repo.index().iter() {
-        if condemned.contains(&loc.pack) && reached.contains(&id) {
+    for (pos, (id, loc)) in repo.index().iter().enumerate() {
+        // Any copy of a reached blob: the newer snapshot may use either.
+        if condemned.contains(&loc.pack)
+            && (reached.marks.contains(pos) || reached.contains(repo, &id))
+        {
             needed.insert(loc.pack);
         }
     }
@@ -648,7 +661,7 @@ fn spared_packs(
     for &(id, kind, size) in repo.listed_packs() {
         if condemned.contains(&id) && !repo.index().has_pack(&id) && !needed.contains(&id) {
             let header = repo.read_pack_header(&id, kind, size)?;
-            if header.blobs.iter().any(|b| reached.contains(&b.id)) {
+            if header.blobs.iter().any(|b| reached.contains(repo, &b.id)) {
                 needed.insert(id);
             }
         }

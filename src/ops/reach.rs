@@ -1,5 +1,10 @@
-//! What the snapshots reach: every tree and data blob, walked breadth-first
-//! with each tree loaded once (in parallel). Shared by check and prune.
+//! What the snapshots reach: every tree and data blob, walked with each tree
+//! loaded once (a bounded batch at a time, in parallel). Shared by check and
+//! prune.
+//!
+//! What was reached is a bitmap over index positions (one bit a blob), plus
+//! the few reached IDs the index does not list: memory that does not grow by
+//! more than a bit a blob with the repository.
 
 use std::collections::HashSet;
 
@@ -8,17 +13,41 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::format::id::BlobId;
 use crate::format::tree::NodeType;
+use crate::repo::index::Marks;
 use crate::repo::Repository;
 
+/// Trees loaded at once: bounds the decoded trees held in memory.
+const TREE_BATCH: usize = 64;
+
+/// Valid while the repository's index is unchanged (positions move when blobs
+/// are added).
 #[derive(Debug, Default)]
 pub struct Reached {
-    pub trees: HashSet<BlobId>,
-    pub data: HashSet<BlobId>,
+    /// Index positions of every reached tree and data blob (the copy a lookup
+    /// serves, when a blob is stored twice).
+    pub marks: Marks,
+    /// Reached IDs the index does not list (damage `check` reports).
+    pub unindexed_trees: HashSet<BlobId>,
+    pub unindexed_data: HashSet<BlobId>,
+    /// Distinct trees reached.
+    pub trees: usize,
 }
 
 impl Reached {
-    pub fn contains(&self, id: &BlobId) -> bool {
-        self.trees.contains(id) || self.data.contains(id)
+    pub fn contains(&self, repo: &Repository, id: &BlobId) -> bool {
+        match repo.index().position(id) {
+            Some(p) => self.marks.contains(p),
+            None => self.unindexed_trees.contains(id) || self.unindexed_data.contains(id),
+        }
+    }
+
+    /// Records a reached blob; true when it was new.
+    fn insert(&mut self, repo: &Repository, id: BlobId, tree: bool) -> bool {
+        match repo.index().position(&id) {
+            Some(p) => self.marks.insert(p),
+            None if tree => self.unindexed_trees.insert(id),
+            None => self.unindexed_data.insert(id),
+        }
     }
 }
 
@@ -29,10 +58,21 @@ pub fn reach(
     roots: impl IntoIterator<Item = BlobId>,
     on_error: &mut dyn FnMut(BlobId, Error) -> Result<()>,
 ) -> Result<Reached> {
-    let mut r = Reached::default();
+    let mut r = Reached {
+        marks: Marks::new(repo.index().blob_count()),
+        ..Default::default()
+    };
     let mut queue: Vec<BlobId> = roots.into_iter().collect();
     while !queue.is_empty() {
-        let batch: Vec<BlobId> = queue.drain(..).filter(|t| r.trees.insert(*t)).collect();
+        let mut batch = Vec::with_capacity(TREE_BATCH);
+        while batch.len() < TREE_BATCH {
+            match queue.pop() {
+                Some(t) if r.insert(repo, t, true) => batch.push(t),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        r.trees += batch.len();
         let loaded: Vec<_> = batch
             .par_iter()
             .map(|id| (*id, repo.load_tree(id)))
@@ -44,7 +84,9 @@ pub fn reach(
                         if let (NodeType::Dir, Some(sub)) = (n.kind, n.subtree) {
                             queue.push(sub);
                         }
-                        r.data.extend(n.content.iter().map(|c| c.id));
+                        for c in &n.content {
+                            r.insert(repo, c.id, false);
+                        }
                     }
                 }
                 Err(e) => on_error(id, e)?,

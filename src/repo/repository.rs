@@ -550,21 +550,21 @@ impl Repository {
                 None => true,
             })
             .collect();
-        let mut idx = MasterIndex::new();
-        // Each blob takes 44 payload bytes and random IDs do not compress: the
-        // stored size (bounded above) predicts the entry count closely enough.
-        idx.reserve(listed.iter().map(|l| l.size as usize / 44).sum());
-        for group in listed.chunks(4 * rayon::current_num_threads().max(1)) {
+        let idx = MasterIndex::new();
+        // A few objects decoded at a time: the decoded form of every object
+        // never exists at once, and the index spills to files as it grows.
+        for group in listed.chunks(2 * rayon::current_num_threads().max(1)) {
             let decoded: Vec<Result<Vec<IndexedPack>>> = group
                 .par_iter()
                 .map(|l| self.read_index_object(&l.key))
                 .collect();
             for (l, d) in group.iter().zip(decoded) {
                 match d {
-                    Ok(packs) => packs
-                        .iter()
-                        .filter(|p| keep(&p.id))
-                        .for_each(|p| idx.add_pack(p)),
+                    Ok(packs) => {
+                        for p in packs.iter().filter(|p| keep(&p.id)) {
+                            idx.add_pack(p)?;
+                        }
+                    }
                     Err(e @ (Error::Storage { .. } | Error::MissingObject(_)))
                         if !is_content_error(&e) =>
                     {
@@ -574,7 +574,7 @@ impl Repository {
                 }
             }
         }
-        idx.finish();
+        idx.finish()?;
         Ok(idx)
     }
 
@@ -629,12 +629,10 @@ impl Repository {
         store_index(&self.backend, &self.cipher, packs)
     }
 
-    /// Adds packs to the in-memory index (after a backup wrote them).
-    pub fn index_packs(&mut self, packs: &[IndexedPack]) {
-        for p in packs {
-            self.index.add_pack(p);
-        }
-        self.index.finish();
+    /// Adds packs to the index (after a backup wrote them). Takes `&self`:
+    /// a backup folds its packs in while other threads look blobs up.
+    pub fn index_packs(&self, packs: &[IndexedPack]) -> Result<()> {
+        self.index.add_packs(packs)
     }
 
     /// Every pack in storage, by listing.
@@ -722,7 +720,7 @@ impl Repository {
             .collect();
         if !packs.is_empty() {
             self.save_index(&packs)?;
-            self.index_packs(&packs);
+            self.index_packs(&packs)?;
         }
         Ok(packs.len())
     }

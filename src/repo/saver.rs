@@ -6,7 +6,10 @@
 //! encoder bug can never reach storage) and uploads it, while the other threads
 //! go on filling the next pack: at most one pack per thread is in memory, with no
 //! upload queue to hold more. Index objects are written every
-//! [`CHECKPOINT_PACKS`] packs, so an interrupted backup loses little.
+//! [`CHECKPOINT_PACKS`] packs or [`CHECKPOINT_BLOBS`] blobs, so an interrupted
+//! backup loses little; each checkpoint's packs then join the repository's
+//! index, so that what this saver remembers itself stays bounded however many
+//! blobs a backup writes.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +28,8 @@ use crate::repo::{pack_key, store_index, Repository};
 
 /// Packs between index checkpoints.
 pub const CHECKPOINT_PACKS: usize = 32;
+/// Blobs between index checkpoints (packs of tiny files hold tens of thousands).
+pub const CHECKPOINT_BLOBS: usize = 1 << 16;
 
 /// Figures of what was written.
 #[derive(Debug, Default, Clone)]
@@ -57,17 +62,20 @@ pub struct Saved {
     pub stored: Option<usize>,
 }
 
-/// Packs uploaded so far: all of them, and those no index object names yet.
+/// Packs uploaded that no index object names yet, and what was written.
 #[derive(Default)]
 struct Written {
-    indexed: Vec<IndexedPack>,
     unindexed: Vec<IndexedPack>,
+    unindexed_blobs: usize,
+    packs: u64,
     index_objects: Vec<IndexId>,
 }
 
 pub struct BlobSaver<'r> {
     repo: &'r Repository,
     dry_run: bool,
+    /// Blobs claimed by this saver that the repository's index does not list
+    /// yet (in open packs, or in packs awaiting their index checkpoint).
     seen: Mutex<HashSet<BlobId>>,
     open: [Mutex<Option<PackBuilder>>; 2],
     written: Mutex<Written>,
@@ -143,13 +151,17 @@ impl<'r> BlobSaver<'r> {
 
     /// Whether this blob is new to the repository and to this session (and
     /// now claimed by the caller).
+    /// The index is asked while `seen` is held: a checkpoint moves blobs from
+    /// `seen` into the index (index first), so a blob is always in one of them.
     fn claim(&self, id: &BlobId) -> bool {
-        !self.repo.index().contains(id) && self.seen.lock().unwrap().insert(*id)
+        let mut seen = self.seen.lock().unwrap();
+        !self.repo.index().contains(id) && seen.insert(*id)
     }
 
     /// Whether the repository or this saver already has a blob.
     pub fn has(&self, id: &BlobId) -> bool {
-        self.repo.index().contains(id) || self.seen.lock().unwrap().contains(id)
+        let seen = self.seen.lock().unwrap();
+        seen.contains(id) || self.repo.index().contains(id)
     }
 
     fn add_sealed(
@@ -203,12 +215,19 @@ impl<'r> BlobSaver<'r> {
         }
         let checkpoint = {
             let mut w = self.written.lock().unwrap();
+            w.packs += 1;
+            w.unindexed_blobs += entries.len();
             w.unindexed.push(IndexedPack {
                 id,
                 kind,
                 blobs: entries,
             });
-            (w.unindexed.len() >= CHECKPOINT_PACKS).then(|| std::mem::take(&mut w.unindexed))
+            (w.unindexed.len() >= CHECKPOINT_PACKS || w.unindexed_blobs >= CHECKPOINT_BLOBS).then(
+                || {
+                    w.unindexed_blobs = 0;
+                    std::mem::take(&mut w.unindexed)
+                },
+            )
         };
         if let Some(packs) = checkpoint {
             self.write_index(packs)?;
@@ -216,18 +235,31 @@ impl<'r> BlobSaver<'r> {
         Ok(())
     }
 
+    /// Writes an index object for packs, then moves their blobs from `seen`
+    /// into the repository's index (see [`claim`](Self::claim)).
     fn write_index(&self, packs: Vec<IndexedPack>) -> Result<()> {
-        if !packs.is_empty() && !self.dry_run {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        if !self.dry_run {
             let id = store_index(self.repo.backend(), self.repo.cipher(), &packs)?;
             self.written.lock().unwrap().index_objects.push(id);
         }
-        self.written.lock().unwrap().indexed.extend(packs);
+        self.repo.index_packs(&packs)?;
+        let mut seen = self.seen.lock().unwrap();
+        for b in packs.iter().flat_map(|p| &p.blobs) {
+            seen.remove(&b.id);
+        }
+        if seen.is_empty() {
+            // Give back the table a burst of new blobs grew.
+            seen.shrink_to_fit();
+        }
         Ok(())
     }
 
-    /// Flushes open packs and writes the final index object. Returns the packs
-    /// written (for the caller's in-memory index) and figures.
-    pub fn finish(self) -> Result<(Vec<IndexedPack>, SaveStats)> {
+    /// Flushes open packs and writes the final index object; every pack
+    /// written is in the repository's index when this returns.
+    pub fn finish(self) -> Result<SaveStats> {
         for kind in [BlobType::Data, BlobType::Tree] {
             let b = self.open[slot(kind)].lock().unwrap().take();
             if let Some(b) = b.filter(|b| !b.is_empty()) {
@@ -237,17 +269,16 @@ impl<'r> BlobSaver<'r> {
         let rest = std::mem::take(&mut self.written.lock().unwrap().unindexed);
         self.write_index(rest)?;
         let written = self.written.into_inner().unwrap();
-        let packs = written.indexed;
         let c = &self.counters;
         let stats = SaveStats {
             data_blobs: c.data_blobs.load(Ordering::Relaxed),
             tree_blobs: c.tree_blobs.load(Ordering::Relaxed),
             bytes_added: c.bytes_added.load(Ordering::Relaxed),
             bytes_packed: c.bytes_packed.load(Ordering::Relaxed),
-            packs: packs.len() as u64,
+            packs: written.packs,
             index_objects: written.index_objects,
         };
-        Ok((packs, stats))
+        Ok(stats)
     }
 }
 
