@@ -16,8 +16,11 @@ use crate::format::tree::NodeType;
 use crate::repo::index::Marks;
 use crate::repo::Repository;
 
-/// Trees loaded at once: bounds the decoded trees held in memory.
-const TREE_BATCH: usize = 64;
+/// Trees loaded at once: enough for every core, few enough that the decoded
+/// trees held at once stay small (a tree of 1000 files decodes to ~300 KB).
+fn tree_batch() -> usize {
+    (2 * rayon::current_num_threads()).max(8)
+}
 
 /// Valid while the repository's index is unchanged (positions move when blobs
 /// are added).
@@ -64,8 +67,8 @@ pub fn reach(
     };
     let mut queue: Vec<BlobId> = roots.into_iter().collect();
     while !queue.is_empty() {
-        let mut batch = Vec::with_capacity(TREE_BATCH);
-        while batch.len() < TREE_BATCH {
+        let mut batch = Vec::with_capacity(tree_batch());
+        while batch.len() < tree_batch() {
             match queue.pop() {
                 Some(t) if r.insert(repo, t, true) => batch.push(t),
                 Some(_) => {}

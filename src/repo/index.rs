@@ -70,8 +70,8 @@ pub const SPILL_ENTRIES: usize = 1 << 17;
 /// More segments than this are merged into one at the next `finish`.
 const MAX_SEGMENTS: usize = 8;
 /// Entry reads of a file segment between releases of its mapped pages: at
-/// most this many pages (16 MB) are resident at once.
-const READS_BETWEEN_RELEASES: usize = 4096;
+/// most this many pages (4 MB) are resident at once.
+const READS_BETWEEN_RELEASES: usize = 1024;
 
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -201,27 +201,6 @@ pub fn restore_with_progress(
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
     let filter = Filter::new(opts)?;
-    let mut items: Vec<Item> = Vec::new();
-    // Selected directories, and the ancestors an included entry needs.
-    let mut included_dirs: Vec<bool> = Vec::new();
-    let mut stack: Vec<(PathBuf, bool)> = Vec::new();
-    walk_tree(repo, root, Path::new("/"), &mut |item| {
-        while stack.last().is_some_and(|(p, _)| !item.path.starts_with(p)) {
-            stack.pop();
-        }
-        let parent_included = stack.last().is_some_and(|(_, inc)| *inc);
-        let is_dir = item.node.kind == NodeType::Dir;
-        let (select, descend) = filter.decide(&item.path, is_dir, parent_included);
-        if is_dir && descend {
-            stack.push((item.path.clone(), select));
-        }
-        if select || (is_dir && descend) {
-            included_dirs.push(select);
-            items.push(item);
-        }
-        Ok(descend)
-    })?;
-    let items = prune_unneeded_dirs(items, included_dirs);
     if !opts.dry_run {
         std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     }
@@ -243,19 +222,65 @@ pub fn restore_with_progress(
         errors: Mutex::new(Vec::new()),
         is_root: rustix::process::geteuid().is_root(),
     };
-    let dirs = items
-        .iter()
-        .filter(|i| i.node.kind == NodeType::Dir)
-        .count() as u64;
-    r.run(&items)?;
+    // Without include patterns every walked directory is restored, so the
+    // walk is restored a batch at a time as it goes: memory stays bounded
+    // however many files the snapshot holds. With includes, a directory is
+    // kept only if something below it is selected, known once the walk ends.
+    let batch = if opts.includes.is_empty() {
+        RESTORE_BATCH
+    } else {
+        usize::MAX
+    };
+    let mut state = RunState::default();
+    let mut items: Vec<Item> = Vec::new();
+    // Selected directories, and the ancestors an included entry needs.
+    let mut included_dirs: Vec<bool> = Vec::new();
+    let mut stack: Vec<(PathBuf, bool)> = Vec::new();
+    walk_tree(repo, root, Path::new("/"), &mut |item| {
+        while stack.last().is_some_and(|(p, _)| !item.path.starts_with(p)) {
+            stack.pop();
+        }
+        let parent_included = stack.last().is_some_and(|(_, inc)| *inc);
+        let is_dir = item.node.kind == NodeType::Dir;
+        let (select, descend) = filter.decide(&item.path, is_dir, parent_included);
+        if is_dir && descend {
+            stack.push((item.path.clone(), select));
+        }
+        if select || (is_dir && descend) {
+            included_dirs.push(select);
+            items.push(item);
+        }
+        if items.len() >= batch {
+            r.run_batch(&std::mem::take(&mut items), &mut state);
+            included_dirs.clear();
+        }
+        Ok(descend)
+    })?;
+    let items = prune_unneeded_dirs(items, included_dirs);
+    r.run_batch(&items, &mut state);
+    drop(items);
+    r.finish(&state);
     Ok(RestoreOutcome {
         files_restored: r.restored.load(Ordering::Relaxed),
         files_skipped: r.skipped.load(Ordering::Relaxed),
-        dirs,
+        dirs: state.dirs,
         bytes_written: r.bytes.load(Ordering::Relaxed),
         files_verified: r.verified.load(Ordering::Relaxed),
         errors: r.errors.into_inner().unwrap(),
     })
+}
+
+/// Entries restored at a time (when the whole walk is restored).
+const RESTORE_BATCH: usize = 8192;
+
+/// What outlives a batch: directories whose metadata is set at the end,
+/// blocked directories, the first file of each hard-link group.
+#[derive(Default)]
+struct RunState {
+    blocked: HashSet<PathBuf>,
+    made_dirs: Vec<Item>,
+    first_of: HashMap<(u64, u64), Item>,
+    dirs: u64,
 }
 
 /// Drops directories that were only walked through but hold nothing selected.
@@ -375,18 +400,18 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    fn run(&self, items: &[Item]) -> Result<()> {
-        let dry = self.opts.dry_run;
+    /// Restores one batch of the walk (parents before children): its
+    /// directories, then its files in parallel, then links and special files.
+    fn run_batch(&self, items: &[Item], state: &mut RunState) {
         // 1. Directories, parents first (walk order), owner-writable for now.
         //    A directory that could not be made, or a non-directory kept in
         //    its place, blocks everything below it.
-        let mut blocked: HashSet<PathBuf> = HashSet::new();
-        let mut made_dirs: Vec<&Item> = Vec::new();
         for it in items.iter().filter(|i| i.node.kind == NodeType::Dir) {
+            state.dirs += 1;
             let d = self.dest(it);
-            if let Some(b) = blocked_ancestor(&blocked, &it.path) {
+            if let Some(b) = blocked_ancestor(&state.blocked, &it.path) {
                 self.fail(&d, self.blocked_reason(b));
-                blocked.insert(it.path.clone());
+                state.blocked.insert(it.path.clone());
                 continue;
             }
             match self.restore_dir(it) {
@@ -395,7 +420,10 @@ impl<'a> Restorer<'a> {
                     let existed_kept =
                         matches!(done, DirDone::Existed) && self.opts.overwrite == Overwrite::Never;
                     if !existed_kept {
-                        made_dirs.push(it);
+                        state.made_dirs.push(Item {
+                            path: it.path.clone(),
+                            node: it.node.clone(),
+                        });
                     }
                 }
                 Ok(None) => {
@@ -405,11 +433,11 @@ impl<'a> Restorer<'a> {
                         "exists and is not a directory; kept (--overwrite never), \
                          nothing below it is restored",
                     );
-                    blocked.insert(it.path.clone());
+                    state.blocked.insert(it.path.clone());
                 }
                 Err(e) => {
                     self.fail(&d, e);
-                    blocked.insert(it.path.clone());
+                    state.blocked.insert(it.path.clone());
                 }
             }
         }
@@ -417,7 +445,7 @@ impl<'a> Restorer<'a> {
         let reachable: Vec<&Item> = items
             .iter()
             .filter(|i| i.node.kind != NodeType::Dir)
-            .filter(|i| match blocked_ancestor(&blocked, &i.path) {
+            .filter(|i| match blocked_ancestor(&state.blocked, &i.path) {
                 Some(b) => {
                     self.fail(&self.dest(i), self.blocked_reason(b));
                     false
@@ -426,25 +454,24 @@ impl<'a> Restorer<'a> {
             })
             .collect();
         // 2. Files in parallel; the first of each hard-link group is written,
-        //    the rest linked to it afterwards.
-        let mut first_of: HashMap<(u64, u64), &Item> = HashMap::new();
-        let mut links: Vec<(&Item, &Item)> = Vec::new();
+        //    the rest linked to it afterwards (the first may be in an earlier batch).
+        let mut links: Vec<(&Item, Item)> = Vec::new();
         let mut files: Vec<&Item> = Vec::new();
         for it in reachable.iter().filter(|i| i.node.kind == NodeType::File) {
             let n = &it.node;
             if n.links > 1 && n.inode != 0 {
-                if let Some(first) = first_of.get(&(n.device, n.inode)) {
-                    links.push((it, first));
+                if let Some(first) = state.first_of.get(&(n.device, n.inode)) {
+                    links.push((it, first.clone()));
                     continue;
                 }
-                first_of.insert((n.device, n.inode), it);
+                state.first_of.insert((n.device, n.inode), (*it).clone());
             }
             files.push(it);
         }
         self.restore_files(&files);
         // 3. Hard links, symlinks and special files.
         for (it, first) in links {
-            self.restore_link(it, first);
+            self.restore_link(it, &first);
         }
         for it in reachable
             .iter()
@@ -452,18 +479,20 @@ impl<'a> Restorer<'a> {
         {
             self.restore_special(it);
         }
-        // 4. Directory metadata, deepest first.
-        if !dry {
-            for it in made_dirs.iter().rev() {
+        if self.opts.verify && !self.opts.dry_run {
+            self.verify_files(&files);
+        }
+    }
+
+    /// 4. Directory metadata, deepest first, once every batch is in.
+    fn finish(&self, state: &RunState) {
+        if !self.opts.dry_run {
+            for it in state.made_dirs.iter().rev() {
                 if let Err(e) = self.dir_metadata(it) {
                     self.fail(&self.dest(it), e);
                 }
             }
         }
-        if self.opts.verify && !dry {
-            self.verify_files(&files);
-        }
-        Ok(())
     }
 
     fn blocked_reason(&self, dir: &Path) -> String {
