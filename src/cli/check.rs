@@ -7,7 +7,7 @@ use serde_json::json;
 
 use cairn::ops::check::{self, Budget, ReadData};
 
-use super::events::{emit, Severity};
+use super::events::{self, emit, Severity};
 use super::output::{self, line};
 use super::prune::{parse_short_duration, parse_size};
 use super::{usage, Finished, Global, EXIT_FAILURE};
@@ -68,7 +68,13 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<()> {
     // A reader: no lock, no session (a concurrent prune's deletions are
     // recognised by its records, not reported as damage).
     let mut repo = g.open()?;
-    let report = check::check_with_budget(&mut repo, read, budget)?;
+    let spinner = output::Spinner::new(g.progress());
+    let report = check::check_with_progress(&mut repo, read, budget, &|p| spinner.phase(p));
+    spinner.finish();
+    let report = report?;
+    if let Some(cov) = report.coverage_30d {
+        events::figure("cairn_verification_coverage_ratio", &[], cov);
+    }
     if g.json {
         output::json(&serde_json::to_value(&report)?);
     } else if !g.quiet {

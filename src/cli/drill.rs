@@ -8,7 +8,7 @@ use serde_json::json;
 
 use cairn::ops::drill::{self, DrillOptions};
 
-use super::events::{emit, Severity};
+use super::events::{self, emit, Severity};
 use super::output::{self, line};
 use super::prune::parse_size;
 use super::{usage, Finished, Global, EXIT_FAILURE};
@@ -72,6 +72,7 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
             return Err(e.into());
         }
     };
+    events::figure("cairn_drill_success_ratio", &[], report.success_rate);
     if g.json {
         output::json(&serde_json::to_value(&report)?);
     } else if !g.quiet {

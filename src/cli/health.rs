@@ -6,7 +6,7 @@ use serde_json::json;
 
 use cairn::ops::health;
 
-use super::events::{emit, Severity};
+use super::events::{self, emit, Severity};
 use super::output::{self, line};
 use super::prune::parse_short_duration;
 use super::{usage, Finished, Global, EXIT_FAILURE};
@@ -27,6 +27,20 @@ pub fn run(g: &Global, a: &HealthArgs) -> Result<()> {
     })?;
     let repo = g.open()?;
     let report = health::health(&repo, max_age, chrono::Utc::now())?;
+    // One series a host: stale when any of its path groups is.
+    let mut stale_hosts: std::collections::BTreeMap<&str, bool> = Default::default();
+    for gr in &report.groups {
+        *stale_hosts.entry(gr.host.as_str()).or_default() |= gr.stale;
+    }
+    for (host, stale) in stale_hosts {
+        events::figure("cairn_stale", &[("host", host)], stale as u8 as f64);
+    }
+    if let Some(v) = &report.verification {
+        events::figure("cairn_verification_coverage_ratio", &[], v.coverage_30d);
+    }
+    if let Some(d) = &report.drill {
+        events::figure("cairn_drill_success_ratio", &[], d.success_rate);
+    }
     if g.json {
         output::json(&serde_json::to_value(&report)?);
     } else if !g.quiet {

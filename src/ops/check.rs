@@ -157,7 +157,19 @@ pub fn check_with_budget(
     read: ReadData,
     budget: Budget,
 ) -> Result<CheckReport> {
+    check_with_progress(repo, read, budget, &|_| {})
+}
+
+/// [`check_with_budget`], telling `phase` what it is doing ("walking
+/// snapshots", "reading packs: 3/40"...), for a progress display.
+pub fn check_with_progress(
+    repo: &mut Repository,
+    read: ReadData,
+    budget: Budget,
+    phase: &dyn Fn(&str),
+) -> Result<CheckReport> {
     let mut report = CheckReport::default();
+    phase("loading the index");
     let index_problems = load_index_tolerant(repo)?;
     let repo: &Repository = repo;
     let c = Checker {
@@ -175,6 +187,7 @@ pub fn check_with_budget(
     check_keys(&c)?;
     let gc = crate::repo::gc::GcState::load(repo)?;
     let lost_packs = check_index_against_storage(&c, &stored, &gc.deleted(), &mut report);
+    phase("walking snapshots and trees");
     let (snapshots, reached) = check_snapshots(&c, &mut report)?;
     report_unused(repo, &stored, &reached, &mut report);
     judge_missing_packs(
@@ -200,7 +213,7 @@ pub fn check_with_budget(
             .collect();
         let ledger = ledger::load_ledger(repo)?;
         let chosen = order_by_ledger(choose_packs(&live, read), &ledger.packs);
-        let results = read_packs(&c, &chosen, budget, &mut report);
+        let results = read_packs(&c, &chosen, budget, &mut report, phase);
         // A pack that vanished while being read: a sweep deleted it (skip) or damage.
         let vanished: Vec<PackId> = results
             .iter()
@@ -633,6 +646,7 @@ fn read_packs(
     packs: &[(PackId, BlobType, u64)],
     budget: Budget,
     report: &mut CheckReport,
+    phase: &dyn Fn(&str),
 ) -> Vec<(PackId, PackRead)> {
     let started = Instant::now();
     let mut take = packs.len();
@@ -650,10 +664,18 @@ fn read_packs(
     }
     let batch = 2 * rayon::current_num_threads().max(1);
     let mut out = Vec::new();
+    let total_bytes: u64 = packs[..take].iter().map(|(_, _, s)| s).sum();
     for group in packs[..take].chunks(batch) {
         if budget.max_duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
+        phase(&format!(
+            "reading packs: {}/{} ({} of {} MB)",
+            report.packs_read,
+            take,
+            report.bytes_read / 1_000_000,
+            total_bytes / 1_000_000
+        ));
         let read: Vec<(PackId, PackRead)> = group
             .par_iter()
             .map(|(id, kind, _)| (*id, read_pack(c, id, *kind)))
