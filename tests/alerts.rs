@@ -399,3 +399,33 @@ fn completions_and_man_page() {
     }
     s.bare(["completions", "tcsh"]).code(2);
 }
+
+/// The gauges of unattended operation: staleness per host from health,
+/// verification coverage from a verification pass, the drill's success ratio.
+#[test]
+fn health_check_and_drill_set_their_gauges() {
+    let s = Sandbox::init();
+    let (src, _) = s.small_tree();
+    let prom = s.path("cairn.prom");
+    let p = prom.to_str().unwrap();
+    s.ok([
+        "backup",
+        src.to_str().unwrap(),
+        "--host",
+        "old",
+        "--time",
+        "2020-01-01 00:00:00",
+    ]);
+    s.ok(["backup", src.to_str().unwrap(), "--host", "fresh"]);
+    s.ok(["check", "--read-data", "--metrics-file", p]);
+    s.ok(["drill", "--files", "3", "--metrics-file", p]);
+    // health exits 1: host "old" is stale.
+    s.cmd(["health", "--metrics-file", p]).fails();
+    let m = metrics(&prom);
+    let repo = s.repo.to_str().unwrap();
+    let key = |name: &str, extra: &str| format!("{name}{{{extra}repository=\"{repo}\"}}");
+    assert_eq!(m[&key("cairn_stale", "host=\"old\",")], "1", "{m:?}");
+    assert_eq!(m[&key("cairn_stale", "host=\"fresh\",")], "0", "{m:?}");
+    assert_eq!(m[&key("cairn_verification_coverage_ratio", "")], "1", "{m:?}");
+    assert_eq!(m[&key("cairn_drill_success_ratio", "")], "1", "{m:?}");
+}
