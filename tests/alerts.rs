@@ -426,6 +426,10 @@ fn health_check_and_drill_set_their_gauges() {
     let key = |name: &str, extra: &str| format!("{name}{{{extra}repository=\"{repo}\"}}");
     assert_eq!(m[&key("cairn_stale", "host=\"old\",")], "1", "{m:?}");
     assert_eq!(m[&key("cairn_stale", "host=\"fresh\",")], "0", "{m:?}");
-    assert_eq!(m[&key("cairn_verification_coverage_ratio", "")], "1", "{m:?}");
+    assert_eq!(
+        m[&key("cairn_verification_coverage_ratio", "")],
+        "1",
+        "{m:?}"
+    );
     assert_eq!(m[&key("cairn_drill_success_ratio", "")], "1", "{m:?}");
 }

@@ -424,7 +424,7 @@ fn load_index_tolerant(repo: &mut Repository) -> Result<Vec<Problem>> {
             }
         }
     }
-    repo.index().finish()?;
+    repo.index().finish_load()?;
     Ok(problems)
 }
 

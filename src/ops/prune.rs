@@ -263,6 +263,7 @@ pub fn plan(repo: &mut Repository, generation: u64, opts: &PruneOptions) -> Resu
         ..Default::default()
     };
     let (used_bytes, blob_bytes) = usage(repo, &reached);
+    repo.index().check_io()?;
     let mut repack_candidates = Vec::new();
     for &(id, kind, size) in repo.listed_packs() {
         let used = used_bytes.get(&id).copied().unwrap_or(0);

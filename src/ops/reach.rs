@@ -96,5 +96,7 @@ pub fn reach(
             }
         }
     }
+    // A lookup that could not read the index's file would leave a blob unmarked.
+    repo.index().check_io()?;
     Ok(r)
 }

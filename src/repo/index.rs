@@ -4,15 +4,16 @@
 //! binary search: no per-entry allocation, no hash-table slack. Packs are
 //! numbered in a side table.
 //!
-//! Memory stays flat as a repository grows: a segment larger than
-//! [`SPILL_ENTRIES`] is written to an unnamed temporary file (in `$TMPDIR`)
-//! and memory-mapped. Reading such a segment brings its pages into the page
-//! cache, where the kernel may evict them at will; every few thousand reads the
-//! mapping's pages are released from this process (`MADV_DONTNEED`), so the
-//! resident set holds at most a few MB of a file index however many blobs it
-//! lists. Additions (a backup's new packs) go to small in-memory segments that
-//! are merged as they grow, two of a size at a time (a binary counter), so
-//! each entry is rewritten O(log n) times and lookups search few segments.
+//! Memory stays flat as a repository grows: a segment of [`SPILL_ENTRIES`]
+//! or more is written to an unnamed temporary file (in `$TMPDIR`) and read
+//! with positioned reads: a lookup reads the one bucket of entries that share
+//! the ID's first two bytes (a few KB even at 100 million blobs). The file's
+//! pages live in the kernel's page cache, which may keep or evict them; none
+//! is ever resident in this process. (A memory mapping would count every page
+//! touched, and the kernel maps 16 pages around each fault.) Additions (a
+//! backup's new packs) go to small in-memory segments that are merged as they
+//! grow, two of a size at a time (a binary counter), so each entry is
+//! rewritten O(log n) times and lookups search few segments.
 //!
 //! Positions: every entry has a position in `0..blob_count()`, stable until
 //! the next addition. [`Marks`] is a bitmap over positions: one bit a blob for
@@ -21,7 +22,8 @@
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use rayon::slice::ParallelSliceMut;
@@ -69,10 +71,6 @@ impl IndexEntry {
 pub const SPILL_ENTRIES: usize = 1 << 17;
 /// More segments than this are merged into one at the next `finish`.
 const MAX_SEGMENTS: usize = 8;
-/// Entry reads of a file segment between releases of its mapped pages: at
-/// most this many pages (4 MB) are resident at once.
-const READS_BETWEEN_RELEASES: usize = 1024;
-
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLocation {
@@ -82,70 +80,77 @@ pub struct BlobLocation {
     pub length: u32,
 }
 
-/// A sorted, memory-mapped run of entries in an unnamed temporary file.
+/// A sorted run of entries in an unnamed temporary file.
 struct FileSegment {
     file: File,
-    map: memmap2::Mmap,
     len: usize,
     /// `fanout[p]..fanout[p + 1]` holds the entries whose IDs start with the
-    /// two bytes `p`: a lookup reads a few pages, not log2(n).
+    /// two bytes `p`: a lookup reads one small bucket.
     fanout: Box<[u32]>,
-    reads: AtomicUsize,
+    /// Set when a read failed (see [`MasterIndex::io_failed`]).
+    failed: AtomicBool,
 }
 
 impl FileSegment {
-    fn entry(&self, i: usize) -> IndexEntry {
-        self.count_reads(1);
-        IndexEntry::from_bytes(&self.map[i * ENTRY_LEN..(i + 1) * ENTRY_LEN])
-    }
-
-    fn id_at(&self, i: usize) -> &[u8] {
-        self.count_reads(1);
-        &self.map[i * ENTRY_LEN..i * ENTRY_LEN + 32]
-    }
-
-    fn count_reads(&self, n: usize) {
-        let before = self.reads.fetch_add(n, Ordering::Relaxed);
-        if before / READS_BETWEEN_RELEASES != (before + n) / READS_BETWEEN_RELEASES {
-            self.release();
+    /// Reads entries `lo..hi`; empty (and `failed` set) if the read fails.
+    fn read(&self, lo: usize, hi: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; (hi - lo) * ENTRY_LEN];
+        if self
+            .file
+            .read_exact_at(&mut buf, (lo * ENTRY_LEN) as u64)
+            .is_err()
+        {
+            self.failed.store(true, Ordering::Relaxed);
+            buf.clear();
         }
+        buf
     }
 
-    /// Drops this process's mapping of the pages read so far. They stay in the
-    /// page cache (the kernel's to keep or evict), and the next read maps them
-    /// again from there.
-    fn release(&self) {
-        // SAFETY: the mapping is shared, read-only and of a file nobody else can
-        // open (it has no name) and this process never writes after mapping it:
-        // dropped pages are read back unchanged, so no reference sees different
-        // bytes. A failure only leaves the pages resident.
-        let _ = unsafe {
-            self.map
-                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
-        };
-    }
-
-    /// The range of positions whose IDs share `id`'s first two bytes.
-    fn bucket(&self, id: &[u8; 32]) -> (usize, usize) {
+    /// Every position holding `id`, with its entry, in order. One read of
+    /// the ID's bucket, into a stack buffer when it fits (buckets average
+    /// n/65536 entries: 3 KB at 5 million blobs a segment).
+    fn find_all(&self, id: &[u8; 32]) -> Vec<(usize, IndexEntry)> {
         let p = u16::from_be_bytes([id[0], id[1]]) as usize;
-        (self.fanout[p] as usize, self.fanout[p + 1] as usize)
-    }
-
-    /// The first position holding `id`, if any.
-    fn lower_bound(&self, id: &[u8; 32]) -> Option<usize> {
-        let (mut lo, mut hi) = self.bucket(id);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.id_at(mid) < &id[..] {
-                lo = mid + 1;
+        let (lo, hi) = (self.fanout[p] as usize, self.fanout[p + 1] as usize);
+        let want = (hi - lo) * ENTRY_LEN;
+        let mut stack = [0u8; 8192];
+        let heap;
+        let bucket: &[u8] = if want <= stack.len() {
+            if want > 0
+                && self
+                    .file
+                    .read_exact_at(&mut stack[..want], (lo * ENTRY_LEN) as u64)
+                    .is_err()
+            {
+                self.failed.store(true, Ordering::Relaxed);
+                return Vec::new();
+            }
+            &stack[..want]
+        } else {
+            heap = self.read(lo, hi);
+            &heap
+        };
+        let n = bucket.len() / ENTRY_LEN;
+        let id_at = |k: usize| &bucket[k * ENTRY_LEN..k * ENTRY_LEN + 32];
+        let (mut a, mut b) = (0, n);
+        while a < b {
+            let mid = (a + b) / 2;
+            if id_at(mid) < &id[..] {
+                a = mid + 1;
             } else {
-                hi = mid;
+                b = mid;
             }
         }
-        (lo < self.len && self.id_at(lo) == &id[..]).then_some(lo)
+        (a..n)
+            .take_while(|&k| id_at(k) == &id[..])
+            .map(|k| {
+                let e = IndexEntry::from_bytes(&bucket[k * ENTRY_LEN..(k + 1) * ENTRY_LEN]);
+                (lo + k, e)
+            })
+            .collect()
     }
 
-    /// Writes sorted entries to a new temporary file and maps it.
+    /// Writes sorted entries to a new temporary file.
     fn write(entries: impl Iterator<Item = IndexEntry>) -> Result<FileSegment> {
         let io = |e| Error::io(std::env::temp_dir(), e);
         let file = tempfile::tempfile().map_err(io)?;
@@ -167,20 +172,16 @@ impl FileSegment {
             sum += c;
             fanout.push(sum);
         }
-        // SAFETY: the file has no name, so nothing else can change it while mapped.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         Ok(FileSegment {
             file,
-            map,
             len,
             fanout: fanout.into_boxed_slice(),
-            reads: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
         })
     }
 
-    /// Reads the entries in order through the file (not the mapping), so that a
-    /// merge streams through the page cache without growing the resident set.
-    fn stream(&self) -> Result<impl Iterator<Item = IndexEntry>> {
+    /// Reads the entries in order, a chunk at a time.
+    fn stream(&self) -> Result<impl Iterator<Item = IndexEntry> + Send> {
         let io = |e| Error::io(std::env::temp_dir(), e);
         let mut f = self.file.try_clone().map_err(io)?;
         f.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -213,20 +214,30 @@ impl Segment {
         }
     }
 
-    fn entry(&self, i: usize) -> IndexEntry {
-        match self {
-            Segment::Memory(v) => v[i],
-            Segment::File(f) => f.entry(i),
-        }
-    }
-
-    fn lower_bound(&self, id: &[u8; 32]) -> Option<usize> {
+    /// The first position holding `id`, with its entry.
+    fn find(&self, id: &[u8; 32]) -> Option<(usize, IndexEntry)> {
         match self {
             Segment::Memory(v) => {
                 let i = v.partition_point(|e| e.id < *id);
-                (i < v.len() && v[i].id == *id).then_some(i)
+                (i < v.len() && v[i].id == *id).then(|| (i, v[i]))
             }
-            Segment::File(f) => f.lower_bound(id),
+            Segment::File(f) => f.find_all(id).into_iter().next(),
+        }
+    }
+
+    /// Every position holding `id`, with its entry.
+    fn find_all(&self, id: &[u8; 32]) -> Vec<(usize, IndexEntry)> {
+        match self {
+            Segment::Memory(v) => {
+                let i = v.partition_point(|e| e.id < *id);
+                v[i..]
+                    .iter()
+                    .take_while(|e| e.id == *id)
+                    .enumerate()
+                    .map(|(k, e)| (i + k, *e))
+                    .collect()
+            }
+            Segment::File(f) => f.find_all(id),
         }
     }
 
@@ -279,6 +290,13 @@ fn merge(
     })
 }
 
+fn temp_file_error() -> Error {
+    Error::io(
+        std::env::temp_dir(),
+        std::io::Error::other("reading back the index's temporary file failed"),
+    )
+}
+
 #[derive(Default)]
 struct Inner {
     packs: Vec<(PackId, BlobType)>,
@@ -316,6 +334,10 @@ impl Inner {
             .map(Segment::into_stream)
             .collect::<Result<Vec<_>>>()?;
         let merged = Segment::from_sorted(len, merge(streams))?;
+        if merged.len() != len {
+            // A stream ended early: a temporary file could not be read back.
+            return Err(temp_file_error());
+        }
         self.segments.push(merged);
         Ok(())
     }
@@ -338,8 +360,8 @@ impl Inner {
     fn find(&self, id: &BlobId) -> Option<(usize, IndexEntry)> {
         let mut base = 0;
         for s in &self.segments {
-            if let Some(i) = s.lower_bound(&id.0) {
-                return Some((base + i, s.entry(i)));
+            if let Some((i, e)) = s.find(&id.0) {
+                return Some((base + i, e));
             }
             base += s.len();
         }
@@ -416,6 +438,18 @@ impl MasterIndex {
         self.finish()
     }
 
+    /// [`finish`](Self::finish), then merges every segment into one: after
+    /// loading a whole index, so that a lookup reads one file bucket, not one
+    /// per segment.
+    pub fn finish_load(&self) -> Result<()> {
+        self.finish()?;
+        let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if g.segments.len() > 1 {
+            g.merge_from(0)?;
+        }
+        Ok(())
+    }
+
     /// Makes every added blob searchable; must run after additions and before
     /// lookups. Duplicates (one blob in two packs, after concurrent backups)
     /// keep both: a lookup returns the first position, and both hold the same
@@ -446,15 +480,8 @@ impl MasterIndex {
         let mut out = Vec::new();
         let mut base = 0;
         for s in &g.segments {
-            if let Some(mut i) = s.lower_bound(&id.0) {
-                while i < s.len() {
-                    let e = s.entry(i);
-                    if e.id != id.0 {
-                        break;
-                    }
-                    out.push((base + i, g.location(&e)));
-                    i += 1;
-                }
+            for (i, e) in s.find_all(&id.0) {
+                out.push((base + i, g.location(&e)));
             }
             base += s.len();
         }
@@ -481,6 +508,8 @@ impl MasterIndex {
             g: self.read(),
             seg: 0,
             i: 0,
+            chunk: Vec::new(),
+            chunk_start: 0,
         }
     }
 
@@ -491,6 +520,24 @@ impl MasterIndex {
             + g.pending.capacity() * ENTRY_LEN
             + g.packs.capacity() * std::mem::size_of::<(PackId, BlobType)>()
             + g.pack_numbers.capacity() * (std::mem::size_of::<(PackId, u32)>() + 8)
+    }
+
+    /// Whether reading a temporary index file ever failed: lookups then may
+    /// have missed blobs, so whatever decides from them (prune, check) must
+    /// stop. Checked by [`crate::ops::reach`] and the saver.
+    pub fn io_failed(&self) -> bool {
+        self.read().segments.iter().any(|s| match s {
+            Segment::File(f) => f.failed.load(Ordering::Relaxed),
+            Segment::Memory(_) => false,
+        })
+    }
+
+    /// [`io_failed`](Self::io_failed) as an error.
+    pub fn check_io(&self) -> Result<()> {
+        match self.io_failed() {
+            true => Err(temp_file_error()),
+            false => Ok(()),
+        }
     }
 
     /// How many segments are files (for tests and figures).
@@ -508,7 +555,13 @@ pub struct Iter<'a> {
     g: RwLockReadGuard<'a, Inner>,
     seg: usize,
     i: usize,
+    /// Entries `chunk_start..` of a file segment, read ahead.
+    chunk: Vec<u8>,
+    chunk_start: usize,
 }
+
+/// Entries a file segment's iteration reads at once (176 KB).
+const ITER_CHUNK: usize = 4096;
 
 impl Iterator for Iter<'_> {
     type Item = (BlobId, BlobLocation);
@@ -516,12 +569,31 @@ impl Iterator for Iter<'_> {
         loop {
             let s = self.g.segments.get(self.seg)?;
             if self.i < s.len() {
-                let e = s.entry(self.i);
+                let e = match s {
+                    Segment::Memory(v) => v[self.i],
+                    Segment::File(f) => {
+                        let end = self.chunk_start + self.chunk.len() / ENTRY_LEN;
+                        if self.i < self.chunk_start || self.i >= end {
+                            let hi = (self.i + ITER_CHUNK).min(f.len);
+                            self.chunk = f.read(self.i, hi);
+                            self.chunk_start = self.i;
+                            if self.chunk.is_empty() {
+                                // A failed read (recorded): end this segment.
+                                self.i = s.len();
+                                continue;
+                            }
+                        }
+                        let at = (self.i - self.chunk_start) * ENTRY_LEN;
+                        IndexEntry::from_bytes(&self.chunk[at..at + ENTRY_LEN])
+                    }
+                };
                 self.i += 1;
                 return Some((BlobId(e.id), self.g.location(&e)));
             }
             self.seg += 1;
             self.i = 0;
+            self.chunk.clear();
+            self.chunk_start = 0;
         }
     }
 }

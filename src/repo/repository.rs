@@ -574,7 +574,7 @@ impl Repository {
                 }
             }
         }
-        idx.finish()?;
+        idx.finish_load()?;
         Ok(idx)
     }
 

@@ -268,6 +268,7 @@ impl<'r> BlobSaver<'r> {
         }
         let rest = std::mem::take(&mut self.written.lock().unwrap().unindexed);
         self.write_index(rest)?;
+        self.repo.index().check_io()?;
         let written = self.written.into_inner().unwrap();
         let c = &self.counters;
         let stats = SaveStats {
