@@ -38,6 +38,7 @@ bench / corpora options:
   --no-drop-caches     keep the page cache between steps (default: drop it, as root)
   --keep               keep the work directory (repositories, restores) afterwards
   --timeout SECS       kill any single command after this long (default 3600)
+  --no-prune-row       bench: leave out the prune row (10 snapshots of the tree, forget 5, prune)
 
 Corpora and results are cached in $CAIRN_BENCH_DIR (default ~/.cache/cairn-bench).";
 
@@ -53,6 +54,10 @@ pub struct Opts {
     pub drop_caches: bool,
     pub keep: bool,
     pub timeout_secs: u64,
+    /// bench: the prune row on tree corpora.
+    pub prune_row: bool,
+    /// scale: tree sizes in files.
+    pub files: Vec<u64>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -66,6 +71,8 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         drop_caches: true,
         keep: false,
         timeout_secs: 3600,
+        prune_row: true,
+        files: vec![100_000, 1_000_000],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -103,6 +110,17 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--no-build" => o.build = false,
             "--no-drop-caches" => o.drop_caches = false,
             "--keep" => o.keep = true,
+            "--no-prune-row" => o.prune_row = false,
+            "--files" => {
+                o.files = value("--files")?
+                    .split(',')
+                    .map(|n| n.trim().replace('_', "").parse::<u64>())
+                    .collect::<Result<_, _>>()
+                    .context("--files takes numbers, comma-separated")?;
+                if o.files.is_empty() || o.files.contains(&0) {
+                    bail!("--files takes positive numbers");
+                }
+            }
             "--timeout" => {
                 o.timeout_secs = value("--timeout")?
                     .parse()
