@@ -2,6 +2,8 @@
 //!
 //! `cargo xtask bench`          whole-program benchmark, cairn side by side with
 //!                              restic, borg and rustic (those installed)
+//! `cargo xtask scale`          how each command's time and memory grow with
+//!                              the number of blobs (synthetic trees of tiny files)
 //! `cargo xtask corpora`        build (and cache) the benchmark corpora only
 //! `cargo xtask install-peers`  install restic, borg (apt) and rustic (cargo)
 //!
@@ -11,6 +13,7 @@ mod bench;
 mod corpus;
 mod measure;
 mod report;
+mod scale;
 mod tools;
 mod verify;
 
@@ -24,6 +27,7 @@ usage: cargo xtask <task> [options]
 
 tasks:
   bench            run the side-by-side benchmark and print a Markdown table
+  scale            time and peak RSS of every command against the blob count, and the slopes
   corpora          build the benchmark corpora (cached) without running anything
   install-peers    apt-get install restic borgbackup; cargo install rustic-rs --locked
   help             this text
@@ -39,6 +43,11 @@ bench / corpora options:
   --keep               keep the work directory (repositories, restores) afterwards
   --timeout SECS       kill any single command after this long (default 3600)
   --no-prune-row       bench: leave out the prune row (10 snapshots of the tree, forget 5, prune)
+
+scale options (also --tools, --cairn, --no-build, --no-drop-caches, --keep, --timeout):
+  --files N[,N...]     tree sizes in files, one 200-400 byte blob each (default 100000,1000000);
+                       trees are generated once and cached in $CAIRN_BENCH_DIR/scale-N
+                       (default tools: cairn,restic)
 
 Corpora and results are cached in $CAIRN_BENCH_DIR (default ~/.cache/cairn-bench).";
 
@@ -139,6 +148,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench") => parse_opts(&args[1..]).and_then(|o| bench::run(&o)),
+        Some("scale") => parse_opts(&args[1..]).and_then(|o| scale::run(&o)),
         Some("corpora") => parse_opts(&args[1..]).and_then(|o| {
             for c in corpus::prepare_all(&o)? {
                 println!("{}: {}", c.name, c.description);
