@@ -812,6 +812,19 @@ fn header(o: &Opts, tools: &[Tool], corpora: &[Corpus], drops: bool, floor_kib: 
     for c in corpora {
         h.push_str(&format!("- corpus {}: {}\n", c.name, c.description));
     }
+    if o.prune_row && corpora.iter().any(prunable) {
+        h.push_str(&format!(
+            "- prune row: {n} backups of the tree (generation g ≥ 2 edits its own 1% of the files, \
+             every 100th from the (g−2)th), then `snapshots` (borg `list`: the floor; \"(+N MB)\" = peak RSS above it), \
+             then forget all but the last {PRUNE_KEEP} and prune: cairn `forget --keep-last {PRUNE_KEEP} --prune`, \
+             restic `forget --keep-last {PRUNE_KEEP} --prune`, rustic `forget --keep-last {PRUNE_KEEP} --prune --instant-delete`, \
+             borg `prune --keep-last {PRUNE_KEEP}` + `compact` (one measurement through sh); \
+             read / written = rchar / wchar of /proc/PID/io (disk = read_bytes / write_bytes); \
+             space freed = apparent size before − after; each repository must pass `check` (borg `check --archives-only`) afterwards; \
+             `--no-prune-row` leaves it out\n",
+            n = corpus::TREE_GENERATIONS
+        ));
+    }
     let mut cmd = format!("cargo xtask bench --rounds {}", o.rounds);
     if o.quick {
         cmd.push_str(" --quick");
