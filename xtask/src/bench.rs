@@ -600,6 +600,7 @@ pub(crate) fn measure_step(
 
 fn footnotes(samples: &[Sample]) -> String {
     let mut out = String::new();
+    let restores = samples.iter().any(|s| s.step == Step::Restore);
     let failed: Vec<&Sample> = samples
         .iter()
         .filter(|s| !s.ok && s.step != Step::Init)
@@ -609,7 +610,11 @@ fn footnotes(samples: &[Sample]) -> String {
         .filter(|s| !s.ok && s.step == Step::Init)
         .collect();
     if failed.is_empty() && init_failed.is_empty() {
-        out.push_str("\nEvery command succeeded and every restore was verified byte for byte against its source.\n");
+        out.push_str(if restores {
+            "\nEvery command succeeded and every restore was verified byte for byte against its source.\n"
+        } else {
+            "\nEvery command succeeded.\n"
+        });
         return out;
     }
     out.push_str("\nFailures (left out of the medians):\n");
@@ -623,7 +628,9 @@ fn footnotes(samples: &[Sample]) -> String {
             s.note.as_deref().unwrap_or("failed")
         ));
     }
-    out.push_str("Every other restore was verified byte for byte against its source.\n");
+    if restores {
+        out.push_str("Every other restore was verified byte for byte against its source.\n");
+    }
     out
 }
 
