@@ -4,12 +4,15 @@
 //!                              restic, borg and rustic (those installed)
 //! `cargo xtask scale`          how each command's time and memory grow with
 //!                              the number of blobs (synthetic trees of tiny files)
+//! `cargo xtask cloud`          the kernel corpus to S3 (a local moto server):
+//!                              time, memory and requests, cairn and restic
 //! `cargo xtask corpora`        build (and cache) the benchmark corpora only
 //! `cargo xtask install-peers`  install restic, borg (apt) and rustic (cargo)
 //!
 //! The xtask drives binaries only; it does not link the cairn library.
 
 mod bench;
+mod cloud;
 mod corpus;
 mod measure;
 mod report;
@@ -28,6 +31,7 @@ usage: cargo xtask <task> [options]
 tasks:
   bench            run the side-by-side benchmark and print a Markdown table
   scale            time and peak RSS of every command against the blob count, and the slopes
+  cloud            backups of the kernel corpus to S3 (moto_server on 127.0.0.1): time, RSS, requests
   corpora          build the benchmark corpora (cached) without running anything
   install-peers    apt-get install restic borgbackup; cargo install rustic-rs --locked
   help             this text
@@ -48,6 +52,9 @@ scale options (also --tools, --cairn, --no-build, --no-drop-caches, --keep, --ti
   --files N[,N...]     tree sizes in files, one 200-400 byte blob each (default 100000,1000000);
                        trees are generated once and cached in $CAIRN_BENCH_DIR/scale-N
                        (default tools: cairn,restic)
+
+cloud options: --quick, --tools (cairn and/or restic), --cairn, --no-build, --no-drop-caches,
+  --keep, --timeout; needs moto_server on PATH (pip install 'moto[s3]' flask flask-cors)
 
 Corpora and results are cached in $CAIRN_BENCH_DIR (default ~/.cache/cairn-bench).";
 
@@ -149,6 +156,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("bench") => parse_opts(&args[1..]).and_then(|o| bench::run(&o)),
         Some("scale") => parse_opts(&args[1..]).and_then(|o| scale::run(&o)),
+        Some("cloud") => parse_opts(&args[1..]).and_then(|o| cloud::run(&o)),
         Some("corpora") => parse_opts(&args[1..]).and_then(|o| {
             for c in corpus::prepare_all(&o)? {
                 println!("{}: {}", c.name, c.description);
