@@ -826,7 +826,8 @@ fn header(o: &Opts, tools: &[Tool], corpora: &[Corpus], drops: bool, floor_kib: 
              then forget all but the last {PRUNE_KEEP} and prune: cairn `forget --keep-last {PRUNE_KEEP} --prune`, \
              restic `forget --keep-last {PRUNE_KEEP} --prune`, rustic `forget --keep-last {PRUNE_KEEP} --prune --instant-delete`, \
              borg `prune --keep-last {PRUNE_KEEP}` + `compact` (one measurement through sh); \
-             read / written = rchar / wchar of /proc/PID/io (disk = read_bytes / write_bytes); \
+             read / written = rchar / wchar of /proc/PID/io (disk = read_bytes / write_bytes; after the cache drop, \
+             disk reads include paging in the program itself, and rchar does not count reads through mmap); \
              space freed = apparent size before − after; each repository must pass `check` (borg `check --archives-only`) afterwards; \
              `--no-prune-row` leaves it out\n",
             n = corpus::TREE_GENERATIONS
