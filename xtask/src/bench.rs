@@ -46,7 +46,10 @@ pub fn run(o: &Opts) -> Result<()> {
     };
     let rows: Vec<String> = corpora
         .iter()
-        .flat_map(|c| c.modes().iter().map(move |&m| row_name(c, m)))
+        .flat_map(|c| {
+            let prune = (o.prune_row && prunable(c)).then(|| prune_row_name(c));
+            c.modes().iter().map(move |&m| row_name(c, m)).chain(prune)
+        })
         .collect();
     let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
     let results = cache.join("results");
@@ -76,14 +79,18 @@ pub fn run(o: &Opts) -> Result<()> {
             for (mi, &mode) in c.modes().iter().enumerate() {
                 b.variant(round, c, mode, round + ci + mi)?;
                 // Saved after every variant, so an interrupted run keeps what it measured.
-                out.write(&b, false)?;
+                out.write(&b.samples, &b.sizes, "", false)?;
+            }
+            if o.prune_row && prunable(c) {
+                b.prune_variant(round, c, round + ci)?;
+                out.write(&b.samples, &b.sizes, "", false)?;
             }
         }
     }
     if !o.keep {
         let _ = std::fs::remove_dir_all(&work);
     }
-    let text = out.write(&b, true)?;
+    let text = out.write(&b.samples, &b.sizes, "", true)?;
     println!("{text}");
     eprintln!(
         "xtask: results written to {} (and .md)",
@@ -94,10 +101,10 @@ pub fn run(o: &Opts) -> Result<()> {
 
 /// One benchmark at a time per cache directory: two runs would share the work
 /// directory and, worse, each other's CPU and disk.
-struct RunLock(PathBuf);
+pub(crate) struct RunLock(PathBuf);
 
 impl RunLock {
-    fn take(cache: &Path) -> Result<RunLock> {
+    pub(crate) fn take(cache: &Path) -> Result<RunLock> {
         let path = cache.join("bench.lock");
         for _ in 0..2 {
             match std::fs::OpenOptions::new()
@@ -139,36 +146,60 @@ impl Drop for RunLock {
 }
 
 /// Where and how results are written.
-struct Output {
-    json_path: PathBuf,
-    header: String,
-    rows: Vec<String>,
-    names: Vec<String>,
-    meta: serde_json::Value,
+pub(crate) struct Output {
+    pub json_path: PathBuf,
+    pub header: String,
+    pub rows: Vec<String>,
+    pub names: Vec<String>,
+    pub meta: serde_json::Value,
 }
 
 impl Output {
-    /// Writes the JSON record and the Markdown text; returns the text.
-    fn write(&self, b: &Bench, complete: bool) -> Result<String> {
-        let table = report::table(&b.samples, &b.sizes, &self.rows, &self.names);
-        let notes = footnotes(&b.samples);
+    /// Writes the JSON record and the Markdown text (`extra`, when not empty,
+    /// follows the table); returns the text.
+    pub fn write(
+        &self,
+        samples: &[Sample],
+        sizes: &[SizeSample],
+        extra: &str,
+        complete: bool,
+    ) -> Result<String> {
+        let table = report::table(samples, sizes, &self.rows, &self.names);
+        let notes = footnotes(samples);
         let partial = if complete {
             ""
         } else {
             "\n(partial: the run has not finished)\n"
         };
-        let text = format!("{}\n{table}{notes}{partial}", self.header);
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!("\n{extra}")
+        };
+        let text = format!("{}\n{table}{extra}{notes}{partial}", self.header);
         let mut doc = self.meta.clone();
         doc["complete"] = json!(complete);
-        doc["medians"] = report::medians_json(&b.samples, &b.sizes, &self.rows, &self.names);
-        doc["samples"] = report::samples_json(&b.samples);
-        doc["repo_sizes"] = report::sizes_json(&b.sizes);
+        doc["medians"] = report::medians_json(samples, sizes, &self.rows, &self.names);
+        doc["samples"] = report::samples_json(samples);
+        doc["repo_sizes"] = report::sizes_json(sizes);
         doc["markdown"] = json!(text);
         std::fs::write(&self.json_path, serde_json::to_string_pretty(&doc)?)?;
         std::fs::write(self.json_path.with_extension("md"), &text)?;
         Ok(text)
     }
 }
+
+/// Whether a corpus gets the prune row: trees, which have ten generations.
+fn prunable(c: &Corpus) -> bool {
+    matches!(c.shape, corpus::Shape::Tree { .. })
+}
+
+fn prune_row_name(c: &Corpus) -> String {
+    format!("{} ({} snapshots)", c.name, corpus::TREE_GENERATIONS)
+}
+
+/// Snapshots kept by the prune row.
+const PRUNE_KEEP: usize = 5;
 
 fn row_name(c: &Corpus, m: Mode) -> String {
     if c.modes().len() == 1 {
@@ -188,13 +219,55 @@ struct Bench<'a> {
 }
 
 /// Per tool, within one corpus variant.
-struct Lane<'a> {
-    tool: &'a Tool,
-    repo: PathBuf,
-    home: PathBuf,
-    restore: PathBuf,
-    logs: PathBuf,
-    alive: bool,
+pub(crate) struct Lane<'a> {
+    pub tool: &'a Tool,
+    pub repo: PathBuf,
+    pub home: PathBuf,
+    pub restore: PathBuf,
+    pub logs: PathBuf,
+    pub alive: bool,
+}
+
+/// A fresh directory `vdir` with one lane per tool below it, the tool order
+/// rotated left by `rotate`.
+pub(crate) fn make_lanes<'a>(
+    tools: &'a [Tool],
+    vdir: &Path,
+    rotate: usize,
+) -> Result<Vec<Lane<'a>>> {
+    if vdir.exists() {
+        std::fs::remove_dir_all(vdir)?;
+    }
+    let mut order: Vec<&Tool> = tools.iter().collect();
+    let len = order.len();
+    order.rotate_left(rotate % len);
+    let lanes: Vec<Lane> = order
+        .into_iter()
+        .map(|tool| {
+            let d = vdir.join(tool.name);
+            Lane {
+                tool,
+                repo: d.join("repo"),
+                home: d.join("home"),
+                restore: d.join("restore"),
+                logs: d.join("logs"),
+                alive: true,
+            }
+        })
+        .collect();
+    for l in &lanes {
+        std::fs::create_dir_all(&l.home)?;
+        std::fs::create_dir_all(&l.logs)?;
+    }
+    Ok(lanes)
+}
+
+pub(crate) fn lane_names(lanes: &[Lane]) -> String {
+    lanes
+        .iter()
+        .map(|l| l.tool.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Bench<'_> {
@@ -202,39 +275,12 @@ impl Bench<'_> {
     fn variant(&mut self, round: usize, c: &Corpus, mode: Mode, rotate: usize) -> Result<()> {
         let row = row_name(c, mode);
         let vdir = self.work.join(format!("{}-{}", c.name, mode.label()));
-        if vdir.exists() {
-            std::fs::remove_dir_all(&vdir)?;
-        }
-        let mut order: Vec<&Tool> = self.tools.iter().collect();
-        let len = order.len();
-        order.rotate_left(rotate % len);
-        let mut lanes: Vec<Lane> = order
-            .into_iter()
-            .map(|tool| {
-                let d = vdir.join(tool.name);
-                Lane {
-                    tool,
-                    repo: d.join("repo"),
-                    home: d.join("home"),
-                    restore: d.join("restore"),
-                    logs: d.join("logs"),
-                    alive: true,
-                }
-            })
-            .collect();
-        for l in &lanes {
-            std::fs::create_dir_all(&l.home)?;
-            std::fs::create_dir_all(&l.logs)?;
-        }
+        let mut lanes = make_lanes(self.tools, &vdir, rotate)?;
         eprintln!(
             "\nxtask: round {}/{} · {row} · order {}",
             round + 1,
             self.o.rounds,
-            lanes
-                .iter()
-                .map(|l| l.tool.name)
-                .collect::<Vec<_>>()
-                .join(", ")
+            lane_names(&lanes)
         );
         let source = c.source(self.work);
         if mode == Mode::Path {
@@ -260,6 +306,7 @@ impl Bench<'_> {
                             round,
                             row: row.clone(),
                             tool: l.tool.name.into(),
+                            label: report::REPO_SIZE.into(),
                             bytes: measure::dir_size(&l.repo),
                         });
                     }
@@ -276,6 +323,7 @@ impl Bench<'_> {
                     archive,
                     restore_archive: "changed",
                     restore_dir: &l.restore,
+                    peer: None,
                 };
                 if op == Op::Restore {
                     if l.restore.exists() {
@@ -350,58 +398,209 @@ impl Bench<'_> {
         l: &Lane,
         inv: &Invocation,
     ) -> Result<Sample> {
-        if self.drops {
-            measure::drop_caches();
+        measure_step(self.o, self.drops, round, row, step, l, inv)
+    }
+
+    /// The prune row, one round: ten backups of the tree's ten generations,
+    /// `snapshots` (the floor), then forget all but the last five and prune,
+    /// with the repository size before and after; `check` must pass afterwards.
+    fn prune_variant(&mut self, round: usize, c: &Corpus, rotate: usize) -> Result<()> {
+        let row = prune_row_name(c);
+        let vdir = self.work.join(format!("{}-prune", c.name));
+        let mut lanes = make_lanes(self.tools, &vdir, rotate)?;
+        eprintln!(
+            "\nxtask: round {}/{} · {row} · order {}",
+            round + 1,
+            self.o.rounds,
+            lane_names(&lanes)
+        );
+        let source = c.source(self.work);
+        let archives: Vec<String> = (1..=corpus::TREE_GENERATIONS)
+            .map(|g| format!("gen{g}"))
+            .collect();
+        let timeout = Duration::from_secs(self.o.timeout_secs);
+        // Init and the ten backups: set-up, measured but not reported unless they fail.
+        for l in lanes.iter_mut() {
+            let inv = l.tool.invocation(Op::Init, &lane_ctx(l, None, "gen1"));
+            let s = self.measure_one(round, &row, Step::Init, l, &inv)?;
+            l.alive = s.ok;
+            self.samples.push(s);
         }
-        let log = l.logs.join(format!("{}-{:?}", round, step).to_lowercase());
-        let m = measure::run(inv, &log, Duration::from_secs(self.o.timeout_secs))?;
-        let ran = l.tool.succeeded(m.code) && !m.timed_out;
-        let mut note = (!ran).then(|| {
-            let why = if m.timed_out {
-                "timed out".to_string()
-            } else {
-                format!("exit {}", m.code)
-            };
-            format!("{why}: {}", m.output_tail(3).replace('\n', " | "))
-        });
-        // A stdin backup that stopped reading early saved something other than its input.
-        let mut incorrect = false;
-        if let (true, Some((read, size))) = (ran, m.stdin_read) {
-            if read < size {
-                incorrect = true;
-                note = Some(format!(
-                    "read only {read} of the {size} bytes given on stdin, so its snapshot is not of its input"
-                ));
+        for (gi, archive) in archives.iter().enumerate() {
+            c.set_generation(self.work, gi as u8 + 1)?;
+            for l in lanes.iter_mut().filter(|l| l.alive) {
+                let inv = l
+                    .tool
+                    .invocation(Op::Backup, &lane_ctx(l, Some(&source), archive));
+                let log = l.logs.join(format!("{round}-{archive}"));
+                let m = measure::run(&inv, &log, timeout)?;
+                if !l.tool.succeeded(m.code) || m.timed_out {
+                    l.alive = false;
+                    eprintln!(
+                        "xtask:   {} backup of generation {} FAILED: {}",
+                        l.tool.name,
+                        gi + 1,
+                        m.output_tail(3).replace('\n', " | ")
+                    );
+                    self.samples.push(Sample {
+                        round,
+                        row: row.clone(),
+                        step: Step::ForgetPrune,
+                        tool: l.tool.name.into(),
+                        wall_secs: m.wall_secs,
+                        max_rss_kib: m.max_rss_kib,
+                        ok: false,
+                        wrong: false,
+                        note: Some(format!(
+                            "backup of generation {} failed (exit {}): {}",
+                            gi + 1,
+                            m.code,
+                            m.output_tail(3).replace('\n', " | ")
+                        )),
+                        io: m.io,
+                    });
+                }
             }
         }
-        let ok = ran && !incorrect;
-        eprintln!(
-            "xtask: {:>9} {:<26} {:<7} {:>8.2} s {:>7.0} MB{}",
-            row,
-            step.label(),
-            l.tool.name,
-            m.wall_secs,
-            m.max_rss_kib as f64 * 1024.0 / 1e6,
-            note.as_ref()
-                .map(|n| format!("  FAILED {n}\n           command: {}", inv.display()))
-                .unwrap_or_default()
-        );
-        Ok(Sample {
-            round,
-            row: row.to_string(),
-            step,
-            tool: l.tool.name.to_string(),
-            wall_secs: m.wall_secs,
-            max_rss_kib: m.max_rss_kib,
-            ok,
-            wrong: incorrect,
-            note,
-        })
+        eprintln!("xtask:   {} backups made", corpus::TREE_GENERATIONS);
+        for l in lanes.iter().filter(|l| l.alive) {
+            let inv = l.tool.invocation(Op::Snapshots, &lane_ctx(l, None, "gen1"));
+            let s = self.measure_one(round, &row, Step::Snapshots, l, &inv)?;
+            self.samples.push(s);
+        }
+        for l in lanes.iter().filter(|l| l.alive) {
+            self.sizes.push(SizeSample {
+                round,
+                row: row.clone(),
+                tool: l.tool.name.into(),
+                label: report::SIZE_BEFORE_PRUNE.into(),
+                bytes: measure::dir_size(&l.repo),
+            });
+        }
+        for l in lanes.iter().filter(|l| l.alive) {
+            let inv = l
+                .tool
+                .invocation(Op::ForgetPrune(PRUNE_KEEP), &lane_ctx(l, None, "gen1"));
+            let mut s = self.measure_one(round, &row, Step::ForgetPrune, l, &inv)?;
+            self.sizes.push(SizeSample {
+                round,
+                row: row.clone(),
+                tool: l.tool.name.into(),
+                label: report::SIZE_AFTER_PRUNE.into(),
+                bytes: measure::dir_size(&l.repo),
+            });
+            if s.ok {
+                // The pruned repository must still be whole.
+                let inv = l
+                    .tool
+                    .invocation(Op::CheckStructure, &lane_ctx(l, None, "gen1"));
+                let m = measure::run(
+                    &inv,
+                    &l.logs.join(format!("{round}-check-after-prune")),
+                    timeout,
+                )?;
+                if l.tool.succeeded(m.code) && !m.timed_out {
+                    eprintln!("xtask:   check after prune passed ({})", l.tool.name);
+                } else {
+                    let why = m.output_tail(3).replace('\n', " | ");
+                    eprintln!("xtask:   CHECK AFTER PRUNE FAILED ({}): {why}", l.tool.name);
+                    s.ok = false;
+                    s.wrong = true;
+                    s.note = Some(format!(
+                        "`check` failed after the prune (exit {}): {why}",
+                        m.code
+                    ));
+                }
+            }
+            self.samples.push(s);
+        }
+        if !self.o.keep {
+            std::fs::remove_dir_all(&vdir).with_context(|| format!("remove {}", vdir.display()))?;
+        }
+        Ok(())
     }
+}
+
+/// A step's context for a lane that only names its repository (and, for
+/// backups, the source tree).
+pub(crate) fn lane_ctx<'a>(l: &'a Lane, source: Option<&'a Path>, archive: &'a str) -> Ctx<'a> {
+    Ctx {
+        repo: &l.repo,
+        home: &l.home,
+        source,
+        stdin_file: None,
+        stdin_name: STDIN_NAME,
+        archive,
+        restore_archive: archive,
+        restore_dir: &l.restore,
+        peer: None,
+    }
+}
+
+/// Runs one step of one lane (dropping the page cache first when `drops`)
+/// and turns what it cost into a sample.
+pub(crate) fn measure_step(
+    o: &Opts,
+    drops: bool,
+    round: usize,
+    row: &str,
+    step: Step,
+    l: &Lane,
+    inv: &Invocation,
+) -> Result<Sample> {
+    if drops {
+        measure::drop_caches();
+    }
+    let log = l.logs.join(format!("{}-{:?}", round, step).to_lowercase());
+    let m = measure::run(inv, &log, Duration::from_secs(o.timeout_secs))?;
+    let ran = l.tool.succeeded(m.code) && !m.timed_out;
+    let mut note = (!ran).then(|| {
+        let why = if m.timed_out {
+            "timed out".to_string()
+        } else {
+            format!("exit {}", m.code)
+        };
+        format!("{why}: {}", m.output_tail(3).replace('\n', " | "))
+    });
+    // A stdin backup that stopped reading early saved something other than its input.
+    let mut incorrect = false;
+    if let (true, Some((read, size))) = (ran, m.stdin_read) {
+        if read < size {
+            incorrect = true;
+            note = Some(format!(
+                "read only {read} of the {size} bytes given on stdin, so its snapshot is not of its input"
+            ));
+        }
+    }
+    let ok = ran && !incorrect;
+    eprintln!(
+        "xtask: {:>9} {:<26} {:<7} {:>8.2} s {:>7.0} MB{}",
+        row,
+        step.label(),
+        l.tool.name,
+        m.wall_secs,
+        m.max_rss_kib as f64 * 1024.0 / 1e6,
+        note.as_ref()
+            .map(|n| format!("  FAILED {n}\n           command: {}", inv.display()))
+            .unwrap_or_default()
+    );
+    Ok(Sample {
+        round,
+        row: row.to_string(),
+        step,
+        tool: l.tool.name.to_string(),
+        wall_secs: m.wall_secs,
+        max_rss_kib: m.max_rss_kib,
+        ok,
+        wrong: incorrect,
+        note,
+        io: m.io,
+    })
 }
 
 fn footnotes(samples: &[Sample]) -> String {
     let mut out = String::new();
+    let restores = samples.iter().any(|s| s.step == Step::Restore);
     let failed: Vec<&Sample> = samples
         .iter()
         .filter(|s| !s.ok && s.step != Step::Init)
@@ -411,7 +610,11 @@ fn footnotes(samples: &[Sample]) -> String {
         .filter(|s| !s.ok && s.step == Step::Init)
         .collect();
     if failed.is_empty() && init_failed.is_empty() {
-        out.push_str("\nEvery command succeeded and every restore was verified byte for byte against its source.\n");
+        out.push_str(if restores {
+            "\nEvery command succeeded and every restore was verified byte for byte against its source.\n"
+        } else {
+            "\nEvery command succeeded.\n"
+        });
         return out;
     }
     out.push_str("\nFailures (left out of the medians):\n");
@@ -425,11 +628,13 @@ fn footnotes(samples: &[Sample]) -> String {
             s.note.as_deref().unwrap_or("failed")
         ));
     }
-    out.push_str("Every other restore was verified byte for byte against its source.\n");
+    if restores {
+        out.push_str("Every other restore was verified byte for byte against its source.\n");
+    }
     out
 }
 
-fn detect_tools(o: &Opts) -> Result<Vec<Tool>> {
+pub(crate) fn detect_tools(o: &Opts) -> Result<Vec<Tool>> {
     let mut out = Vec::new();
     for name in tools::ALL_TOOLS {
         if let Some(sel) = &o.tools {
@@ -483,7 +688,7 @@ fn cairn_binary(o: &Opts) -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn git_revision() -> String {
+pub(crate) fn git_revision() -> String {
     let root = workspace_root();
     let rev = crate::sh(&[
         "git",
@@ -519,7 +724,7 @@ pub fn now_utc() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn machine() -> serde_json::Value {
+pub(crate) fn machine() -> serde_json::Value {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
@@ -548,7 +753,7 @@ fn machine() -> serde_json::Value {
 
 /// Peak RSS that `true` shows through this harness: the floor below which no
 /// figure can go (a child spawned with vfork inherits its parent's high-water mark).
-fn floor_rss(work: &Path) -> Result<u64> {
+pub(crate) fn floor_rss(work: &Path) -> Result<u64> {
     let inv = Invocation {
         argv: vec!["true".into()],
         ..Default::default()
@@ -613,6 +818,20 @@ fn header(o: &Opts, tools: &[Tool], corpora: &[Corpus], drops: bool, floor_kib: 
     ));
     for c in corpora {
         h.push_str(&format!("- corpus {}: {}\n", c.name, c.description));
+    }
+    if o.prune_row && corpora.iter().any(prunable) {
+        h.push_str(&format!(
+            "- prune row: {n} backups of the tree (generation g ≥ 2 edits its own 1% of the files, \
+             every 100th from the (g−2)th), then `snapshots` (borg `list`: the floor; \"(+N MB)\" = peak RSS above it), \
+             then forget all but the last {PRUNE_KEEP} and prune: cairn `forget --keep-last {PRUNE_KEEP} --prune`, \
+             restic `forget --keep-last {PRUNE_KEEP} --prune`, rustic `forget --keep-last {PRUNE_KEEP} --prune --instant-delete`, \
+             borg `prune --keep-last {PRUNE_KEEP}` + `compact` (one measurement through sh); \
+             read / written = rchar / wchar of /proc/PID/io (disk = read_bytes / write_bytes; after the cache drop, \
+             disk reads include paging in the program itself, and rchar does not count reads through mmap); \
+             space freed = apparent size before − after; each repository must pass `check` (borg `check --archives-only`) afterwards; \
+             `--no-prune-row` leaves it out\n",
+            n = corpus::TREE_GENERATIONS
+        ));
     }
     let mut cmd = format!("cargo xtask bench --rounds {}", o.rounds);
     if o.quick {

@@ -1,7 +1,10 @@
 //! The benchmark corpora, built once and cached below the cache directory:
 //!
 //! - `kernel`: the Linux source tree (Debian's linux-source-6.1, unpacked);
-//!   its changed generation edits every 100th file (1%) in place.
+//!   its changed generation edits every 100th file (1%) in place. For the
+//!   prune row it has generations 1 to [`TREE_GENERATIONS`]: generation g ≥ 2
+//!   edits its own 1% of the files (those at index g − 2 modulo 100) and leaves
+//!   the others as in generation 1.
 //! - `sqldump`: a plain-SQL `pg_dump` of a `pgbench -i -s 100` database
 //!   (~1 GB, compresses ~100:1); changed generation: 1% of the account rows
 //!   updated, dumped again.
@@ -67,10 +70,11 @@ impl Mode {
 
 #[derive(Debug, Clone)]
 pub enum Shape {
-    /// A directory tree; generation 2 rewrites `changed` (relative paths) in place.
+    /// A directory tree; generation g ≥ 2 rewrites `subsets[g - 2]` (relative
+    /// paths) in place, generation 1 is the pristine tree.
     Tree {
         pristine: PathBuf,
-        changed: Vec<PathBuf>,
+        subsets: Vec<Vec<PathBuf>>,
     },
     /// One dump file per generation.
     Dump { gen1: PathBuf, gen2: PathBuf },
@@ -85,8 +89,13 @@ pub struct Corpus {
     pub shape: Shape,
 }
 
-/// The line prepended to each changed file of a tree's generation 2.
-const GEN2_MARK: &[u8] = b"/* cairn-bench: generation 2 edit */\n";
+/// How many generations a tree corpus has (1 pristine, then one per subset).
+pub const TREE_GENERATIONS: u8 = 10;
+
+/// The line prepended to each changed file of a tree's generation g ≥ 2.
+fn generation_mark(generation: u8) -> Vec<u8> {
+    format!("/* cairn-bench: generation {generation} edit */\n").into_bytes()
+}
 pub const STDIN_NAME: &str = "dump.sql";
 
 impl Corpus {
@@ -106,6 +115,12 @@ impl Corpus {
         }
     }
 
+    /// Where the working copy's current generation is noted (beside the
+    /// tree, not in it, so no backup sees it).
+    fn generation_file(&self, work: &Path) -> PathBuf {
+        work.join("src").join(format!("{}.generation", self.name))
+    }
+
     /// Makes the working copy below `work` (generation 1).
     pub fn setup_working_copy(&self, work: &Path) -> Result<()> {
         let dir = work.join("src").join(self.name);
@@ -121,6 +136,7 @@ impl Corpus {
                     &pristine.to_string_lossy(),
                     &dir.to_string_lossy(),
                 ])?;
+                std::fs::write(self.generation_file(work), "1")?;
             }
             Shape::Dump { .. } => {
                 std::fs::create_dir_all(&dir)?;
@@ -130,21 +146,36 @@ impl Corpus {
         Ok(())
     }
 
-    /// Puts the working copy into generation 1 or 2, editing files in place
-    /// (same inodes), as an application would.
+    /// Puts the working copy into a generation (dumps: 1 or 2; trees: 1 to
+    /// [`TREE_GENERATIONS`]), editing files in place (same inodes), as an
+    /// application would. A tree rewrites only the files that differ between
+    /// its current generation and the new one.
     pub fn set_generation(&self, work: &Path, generation: u8) -> Result<()> {
         let src = self.source(work);
         match &self.shape {
-            Shape::Tree { pristine, changed } => {
-                for rel in changed {
-                    let mut data = std::fs::read(pristine.join(rel))?;
-                    if generation == 2 {
-                        let mut d = GEN2_MARK.to_vec();
-                        d.append(&mut data);
-                        data = d;
+            Shape::Tree { pristine, subsets } => {
+                if generation == 0 || generation as usize > subsets.len() + 1 {
+                    bail!("{} has no generation {generation}", self.name);
+                }
+                let state = self.generation_file(work);
+                let current: u8 = std::fs::read_to_string(&state)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(1);
+                let subset = |g: u8| (g >= 2).then(|| &subsets[g as usize - 2]);
+                // Back to generation 1 where the current generation edited ...
+                if current != generation {
+                    for rel in subset(current).into_iter().flatten() {
+                        std::fs::write(src.join(rel), std::fs::read(pristine.join(rel))?)?;
                     }
+                }
+                // ... then this generation's edits.
+                for rel in subset(generation).into_iter().flatten() {
+                    let mut data = generation_mark(generation);
+                    data.extend_from_slice(&std::fs::read(pristine.join(rel))?);
                     std::fs::write(src.join(rel), data)?;
                 }
+                std::fs::write(&state, generation.to_string())?;
             }
             Shape::Dump { gen1, gen2 } => {
                 let from = if generation == 2 { gen2 } else { gen1 };
@@ -183,11 +214,11 @@ pub fn prepare_all(o: &Opts) -> Result<Vec<Corpus>> {
     Ok(out)
 }
 
-fn stamp(dir: &Path) -> PathBuf {
+pub(crate) fn stamp(dir: &Path) -> PathBuf {
     dir.join(".complete")
 }
 
-fn fresh_tmp(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn fresh_tmp(dir: &Path) -> Result<PathBuf> {
     let tmp = dir.with_extension("tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
@@ -196,7 +227,7 @@ fn fresh_tmp(dir: &Path) -> Result<PathBuf> {
     Ok(tmp)
 }
 
-fn publish(tmp: &Path, dir: &Path, about: &str) -> Result<()> {
+pub(crate) fn publish(tmp: &Path, dir: &Path, about: &str) -> Result<()> {
     std::fs::write(tmp.join("ABOUT"), about)?;
     std::fs::write(stamp(tmp), "")?;
     if dir.exists() {
@@ -213,11 +244,18 @@ fn about(dir: &Path) -> String {
         .to_string()
 }
 
-/// Every 100th regular file in sorted walk order.
-fn every_hundredth(root: &Path) -> Result<Vec<PathBuf>> {
+/// Subset k (k < `n`) holds the regular files at index k modulo 100 in sorted
+/// walk order: subset 0 is every 100th file starting with the first.
+fn hundredths(root: &Path, n: usize) -> Result<Vec<Vec<PathBuf>>> {
     let mut files = Vec::new();
     walk_files(root, Path::new(""), &mut files)?;
-    Ok(files.into_iter().step_by(100).collect())
+    let mut subsets = vec![Vec::new(); n];
+    for (i, f) in files.into_iter().enumerate() {
+        if i % 100 < n {
+            subsets[i % 100].push(f);
+        }
+    }
+    Ok(subsets)
 }
 
 fn walk_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -236,20 +274,20 @@ fn walk_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 fn tree_corpus(kind: Kind, pristine: PathBuf, what: String) -> Result<Corpus> {
-    let changed = every_hundredth(&pristine)?;
+    let subsets = hundredths(&pristine, TREE_GENERATIONS as usize - 1)?;
     let (files, bytes) = tree_stats(&pristine);
     let description = format!(
         "{what}: {} in {} files; changed generation: {} files (every 100th) edited in place",
         human_bytes(bytes),
         thousands(files),
-        thousands(changed.len() as u64)
+        thousands(subsets[0].len() as u64)
     );
     Ok(Corpus {
         name: kind.name(),
         description,
         files,
         bytes,
-        shape: Shape::Tree { pristine, changed },
+        shape: Shape::Tree { pristine, subsets },
     })
 }
 
@@ -302,19 +340,19 @@ fn apt_install(pkgs: &[&str]) -> Result<()> {
 // ---- synthetic data ----------------------------------------------------------
 
 /// xorshift64*, deterministic.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }

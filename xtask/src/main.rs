@@ -2,15 +2,21 @@
 //!
 //! `cargo xtask bench`          whole-program benchmark, cairn side by side with
 //!                              restic, borg and rustic (those installed)
+//! `cargo xtask scale`          how each command's time and memory grow with
+//!                              the number of blobs (synthetic trees of tiny files)
+//! `cargo xtask cloud`          the kernel corpus to S3 (a local moto server):
+//!                              time, memory and requests, cairn and restic
 //! `cargo xtask corpora`        build (and cache) the benchmark corpora only
 //! `cargo xtask install-peers`  install restic, borg (apt) and rustic (cargo)
 //!
 //! The xtask drives binaries only; it does not link the cairn library.
 
 mod bench;
+mod cloud;
 mod corpus;
 mod measure;
 mod report;
+mod scale;
 mod tools;
 mod verify;
 
@@ -24,6 +30,8 @@ usage: cargo xtask <task> [options]
 
 tasks:
   bench            run the side-by-side benchmark and print a Markdown table
+  scale            time and peak RSS of every command against the blob count, and the slopes
+  cloud            backups of the kernel corpus to S3 (moto_server on 127.0.0.1): time, RSS, requests
   corpora          build the benchmark corpora (cached) without running anything
   install-peers    apt-get install restic borgbackup; cargo install rustic-rs --locked
   help             this text
@@ -38,6 +46,15 @@ bench / corpora options:
   --no-drop-caches     keep the page cache between steps (default: drop it, as root)
   --keep               keep the work directory (repositories, restores) afterwards
   --timeout SECS       kill any single command after this long (default 3600)
+  --no-prune-row       bench: leave out the prune row (10 snapshots of the tree, forget 5, prune)
+
+scale options (also --tools, --cairn, --no-build, --no-drop-caches, --keep, --timeout):
+  --files N[,N...]     tree sizes in files, one 200-400 byte blob each (default 100000,1000000);
+                       trees are generated once and cached in $CAIRN_BENCH_DIR/scale-N
+                       (default tools: cairn,restic)
+
+cloud options: --quick, --tools (cairn and/or restic), --cairn, --no-build, --no-drop-caches,
+  --keep, --timeout; needs moto_server on PATH (pip install 'moto[s3]' flask flask-cors)
 
 Corpora and results are cached in $CAIRN_BENCH_DIR (default ~/.cache/cairn-bench).";
 
@@ -53,6 +70,10 @@ pub struct Opts {
     pub drop_caches: bool,
     pub keep: bool,
     pub timeout_secs: u64,
+    /// bench: the prune row on tree corpora.
+    pub prune_row: bool,
+    /// scale: tree sizes in files.
+    pub files: Vec<u64>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -66,6 +87,8 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         drop_caches: true,
         keep: false,
         timeout_secs: 3600,
+        prune_row: true,
+        files: vec![100_000, 1_000_000],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -103,6 +126,17 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--no-build" => o.build = false,
             "--no-drop-caches" => o.drop_caches = false,
             "--keep" => o.keep = true,
+            "--no-prune-row" => o.prune_row = false,
+            "--files" => {
+                o.files = value("--files")?
+                    .split(',')
+                    .map(|n| n.trim().replace('_', "").parse::<u64>())
+                    .collect::<Result<_, _>>()
+                    .context("--files takes numbers, comma-separated")?;
+                if o.files.is_empty() || o.files.contains(&0) {
+                    bail!("--files takes positive numbers");
+                }
+            }
             "--timeout" => {
                 o.timeout_secs = value("--timeout")?
                     .parse()
@@ -121,6 +155,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench") => parse_opts(&args[1..]).and_then(|o| bench::run(&o)),
+        Some("scale") => parse_opts(&args[1..]).and_then(|o| scale::run(&o)),
+        Some("cloud") => parse_opts(&args[1..]).and_then(|o| cloud::run(&o)),
         Some("corpora") => parse_opts(&args[1..]).and_then(|o| {
             for c in corpus::prepare_all(&o)? {
                 println!("{}: {}", c.name, c.description);

@@ -1,5 +1,7 @@
 //! Running one command and measuring it: wall time and peak RSS (from the
-//! `wait4` rusage of the child, which includes the children it reaped).
+//! `wait4` rusage of the child, which includes the children it reaped), and
+//! the bytes it read and wrote (from `/proc/PID/io`, read after the child has
+//! exited but before it is reaped; it also counts the children it reaped).
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -46,8 +48,47 @@ pub struct Measured {
     /// For a file fed on stdin: (bytes the command consumed, file size). A
     /// backup that consumed less did not back up what it was given.
     pub stdin_read: Option<(u64, u64)>,
+    /// Bytes read and written, where the kernel exposes `/proc/PID/io`.
+    pub io: Option<Io>,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+}
+
+/// I/O counters of `/proc/PID/io` (see proc(5)): `rchar`/`wchar` count every
+/// read(2)/write(2)-like call, page cache hits included; `read_bytes`/`write_bytes`
+/// count what went to and from the block device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Io {
+    pub rchar: u64,
+    pub wchar: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+impl Io {
+    /// Parses the text of `/proc/PID/io`.
+    pub fn parse(text: &str) -> Option<Io> {
+        let mut io = Io::default();
+        let mut seen = 0;
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let Ok(v) = v.trim().parse::<u64>() else {
+                continue;
+            };
+            let slot = match k.trim() {
+                "rchar" => &mut io.rchar,
+                "wchar" => &mut io.wchar,
+                "read_bytes" => &mut io.read_bytes,
+                "write_bytes" => &mut io.write_bytes,
+                _ => continue,
+            };
+            *slot = v;
+            seen += 1;
+        }
+        (seen == 4).then_some(io)
+    }
 }
 
 impl Measured {
@@ -121,6 +162,32 @@ pub fn run(inv: &Invocation, log_prefix: &Path, timeout: Duration) -> Result<Mea
         })
     };
 
+    // Wait for the exit without reaping (WNOWAIT): the zombie's /proc/PID/io
+    // still holds its totals, which reaping would discard.
+    loop {
+        // SAFETY: siginfo_t is plain old data; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer to a local.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            break; // wait4 below reports it
+        }
+    }
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|t| Io::parse(&t));
+
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain old data; wait4 fills it.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -159,6 +226,7 @@ pub fn run(inv: &Invocation, log_prefix: &Path, timeout: Duration) -> Result<Mea
         code,
         timed_out: fired.load(Ordering::SeqCst),
         stdin_read,
+        io,
         stdout,
         stderr,
     })
@@ -203,4 +271,45 @@ pub fn tree_stats(path: &Path) -> (u64, u64) {
     rd.flatten()
         .map(|e| tree_stats(&e.path()))
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_io_is_parsed() {
+        let t = "rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 4096\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n";
+        assert_eq!(
+            Io::parse(t),
+            Some(Io {
+                rchar: 10,
+                wchar: 20,
+                read_bytes: 4096,
+                write_bytes: 8192
+            })
+        );
+        assert_eq!(Io::parse("rchar: 1\n"), None);
+    }
+
+    #[test]
+    fn a_commands_writes_are_counted() {
+        let dir = std::env::temp_dir().join(format!("xtask-measure-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let inv = Invocation {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "head -c 3000000 /dev/zero > /dev/null; head -c 1000000 /dev/zero > /dev/null"
+                    .into(),
+            ],
+            ..Default::default()
+        };
+        let m = run(&inv, &dir.join("io"), Duration::from_secs(30)).unwrap();
+        assert_eq!(m.code, 0);
+        let io = m.io.expect("/proc/PID/io of the exited child");
+        // The children's writes (reaped by sh) are included.
+        assert!(io.wchar >= 4_000_000, "{io:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -37,6 +37,9 @@ pub struct Ctx<'a> {
     /// The archive to restore (borg has no `latest`).
     pub restore_archive: &'a str,
     pub restore_dir: &'a Path,
+    /// The other repository of [`Op::InitFrom`] and [`Op::Copy`]: the one made
+    /// or copied to (`repo` is the one copied from).
+    pub peer: Option<&'a Path>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +47,22 @@ pub enum Op {
     Init,
     Backup,
     Restore,
+    /// `check --read-data` (borg: `check --verify-data`).
     Check,
+    /// `check` of the structure only (borg: `check --archives-only`).
+    CheckStructure,
+    /// `snapshots` (borg: `list`).
+    Snapshots,
+    /// `forget --keep-last N` without pruning (borg: `prune --keep-last N`, no compact).
+    Forget(usize),
+    /// `prune` (borg: `compact`); with `true`, `prune --dry-run`.
+    Prune(bool),
+    /// `forget --keep-last N` and prune in one go (borg: `prune` then `compact`).
+    ForgetPrune(usize),
+    /// Initialise `ctx.peer` with `repo`'s chunker parameters, for copies.
+    InitFrom,
+    /// Copy every snapshot of `repo` to `ctx.peer`.
+    Copy,
 }
 
 /// Looks a tool up on PATH, then in cargo's bin directory (where
@@ -108,6 +126,8 @@ fn env_common(ctx: &Ctx) -> Vec<(String, OsString)> {
         ("RESTIC_PASSWORD".into(), PASSWORD.into()),
         ("RUSTIC_PASSWORD".into(), PASSWORD.into()),
         ("BORG_PASSPHRASE".into(), PASSWORD.into()),
+        // The other repository of copies (cairn defaults to the same password).
+        ("RESTIC_FROM_PASSWORD".into(), PASSWORD.into()),
         ("BORG_RELOCATED_REPO_ACCESS_IS_OK".into(), "yes".into()),
         ("BORG_DISPLAY_PASSPHRASE".into(), "no".into()),
         // Nobody reads progress: no tool sees a TTY.
@@ -116,7 +136,17 @@ fn env_common(ctx: &Ctx) -> Vec<(String, OsString)> {
 }
 
 impl Tool {
-    /// The command for one operation.
+    /// Whether this tool has the operation (rustic's copy needs a config file,
+    /// borg 1.x has no copy, borg `compact` no dry run).
+    pub fn supports(&self, op: Op) -> bool {
+        !matches!(
+            (self.name, op),
+            ("borg", Op::Copy | Op::InitFrom | Op::Prune(true))
+                | ("rustic", Op::Copy | Op::InitFrom)
+        )
+    }
+
+    /// The command for one operation (see [`Tool::supports`]).
     pub fn invocation(&self, op: Op, ctx: &Ctx) -> Invocation {
         let repo = ctx.repo.as_os_str().to_os_string();
         let bin = self.bin.as_os_str().to_os_string();
@@ -148,6 +178,34 @@ impl Tool {
                 push(&mut argv, &["check", "--verify-data"]);
                 argv.push(repo);
             }
+            ("borg", Op::CheckStructure) => {
+                push(&mut argv, &["check", "--archives-only"]);
+                argv.push(repo);
+            }
+            ("borg", Op::Snapshots) => {
+                push(&mut argv, &["list"]);
+                argv.push(repo);
+            }
+            ("borg", Op::Forget(n)) => {
+                push(&mut argv, &["prune", "--keep-last", &n.to_string()]);
+                argv.push(repo);
+            }
+            ("borg", Op::Prune(_)) => {
+                push(&mut argv, &["compact"]);
+                argv.push(repo);
+            }
+            ("borg", Op::ForgetPrune(n)) => {
+                // Two commands, measured as one: through sh, whose wait4 rusage
+                // and /proc/PID/io include both children.
+                let b = sh_quote(&self.bin.as_os_str().to_string_lossy());
+                let r = sh_quote(&repo.to_string_lossy());
+                argv = vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("{b} prune --keep-last {n} {r} && {b} compact {r}").into(),
+                ];
+            }
+            ("borg", Op::Copy | Op::InitFrom) => unreachable!("borg has no copy"),
             // restic, rustic and cairn share restic's command shapes.
             (_, Op::Init) => {
                 push(&mut argv, &["-r"]);
@@ -181,6 +239,69 @@ impl Tool {
                 argv.push(repo);
                 push(&mut argv, &["check", "--read-data"]);
             }
+            (_, Op::CheckStructure | Op::Snapshots) => {
+                push(&mut argv, &["-r"]);
+                argv.push(repo);
+                push(
+                    &mut argv,
+                    &[if op == Op::Snapshots {
+                        "snapshots"
+                    } else {
+                        "check"
+                    }],
+                );
+            }
+            (_, Op::Forget(n)) => {
+                push(&mut argv, &["-r"]);
+                argv.push(repo);
+                push(&mut argv, &["forget", "--keep-last", &n.to_string()]);
+            }
+            (_, Op::Prune(dry_run)) => {
+                push(&mut argv, &["-r"]);
+                argv.push(repo);
+                push(&mut argv, &["prune"]);
+                if dry_run {
+                    push(&mut argv, &["--dry-run"]);
+                } else if self.name == "rustic" {
+                    // rustic otherwise only marks packs, deleting them a day later.
+                    push(&mut argv, &["--instant-delete"]);
+                }
+            }
+            (_, Op::ForgetPrune(n)) => {
+                push(&mut argv, &["-r"]);
+                argv.push(repo);
+                push(
+                    &mut argv,
+                    &["forget", "--keep-last", &n.to_string(), "--prune"],
+                );
+                if self.name == "rustic" {
+                    push(&mut argv, &["--instant-delete"]);
+                }
+            }
+            ("restic", Op::InitFrom) => {
+                push(&mut argv, &["-r"]);
+                argv.push(peer(ctx));
+                push(&mut argv, &["init", "--copy-chunker-params", "--from-repo"]);
+                argv.push(repo);
+            }
+            ("restic", Op::Copy) => {
+                push(&mut argv, &["-r"]);
+                argv.push(peer(ctx));
+                push(&mut argv, &["copy", "--from-repo"]);
+                argv.push(repo);
+            }
+            (_, Op::InitFrom) => {
+                push(&mut argv, &["-r"]);
+                argv.push(peer(ctx));
+                push(&mut argv, &["init", "--from"]);
+                argv.push(repo);
+            }
+            (_, Op::Copy) => {
+                push(&mut argv, &["-r"]);
+                argv.push(repo);
+                push(&mut argv, &["copy", "--to"]);
+                argv.push(peer(ctx));
+            }
         }
         if op == Op::Backup && ctx.source.is_none() {
             stdin = ctx.stdin_file.map(Path::to_path_buf);
@@ -197,6 +318,18 @@ impl Tool {
     pub fn succeeded(&self, code: i32) -> bool {
         code == 0 || (self.name == "borg" && code == 1)
     }
+}
+
+fn peer(ctx: &Ctx) -> OsString {
+    ctx.peer
+        .expect("copy and init --from need ctx.peer")
+        .as_os_str()
+        .to_os_string()
+}
+
+/// Single-quotes a word for sh.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn push(argv: &mut Vec<OsString>, args: &[&str]) {
@@ -229,6 +362,7 @@ mod tests {
             archive: "first",
             restore_archive: "changed",
             restore_dir: Path::new("/t"),
+            peer: Some(Path::new("/p")),
         };
         let inv = t.invocation(op, &ctx);
         if source.is_none() && op == Op::Backup {
@@ -304,5 +438,70 @@ mod tests {
             argv("cairn", Op::Check, src),
             ["cairn", "-r", "/r", "check", "--read-data"]
         );
+    }
+
+    #[test]
+    fn retention_and_copy_commands() {
+        let src = Some(Path::new("/src"));
+        assert_eq!(
+            argv("cairn", Op::ForgetPrune(5), src),
+            ["cairn", "-r", "/r", "forget", "--keep-last", "5", "--prune"]
+        );
+        assert_eq!(
+            argv("rustic", Op::ForgetPrune(5), src),
+            [
+                "rustic",
+                "-r",
+                "/r",
+                "forget",
+                "--keep-last",
+                "5",
+                "--prune",
+                "--instant-delete"
+            ]
+        );
+        assert_eq!(
+            argv("borg", Op::ForgetPrune(5), src),
+            [
+                "sh",
+                "-c",
+                "'borg' prune --keep-last 5 '/r' && 'borg' compact '/r'"
+            ]
+        );
+        assert_eq!(
+            argv("restic", Op::Prune(true), src),
+            ["restic", "-r", "/r", "prune", "--dry-run"]
+        );
+        assert_eq!(
+            argv("cairn", Op::Copy, src),
+            ["cairn", "-r", "/r", "copy", "--to", "/p"]
+        );
+        assert_eq!(
+            argv("restic", Op::Copy, src),
+            ["restic", "-r", "/p", "copy", "--from-repo", "/r"]
+        );
+        assert_eq!(
+            argv("restic", Op::InitFrom, src),
+            [
+                "restic",
+                "-r",
+                "/p",
+                "init",
+                "--copy-chunker-params",
+                "--from-repo",
+                "/r"
+            ]
+        );
+        assert_eq!(
+            argv("cairn", Op::InitFrom, src),
+            ["cairn", "-r", "/p", "init", "--from", "/r"]
+        );
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+        let borg = Tool {
+            name: "borg",
+            bin: PathBuf::from("borg"),
+            version: String::new(),
+        };
+        assert!(!borg.supports(Op::Copy) && borg.supports(Op::ForgetPrune(5)));
     }
 }
