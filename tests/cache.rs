@@ -112,3 +112,62 @@ fn a_bucket_repository_is_cached_by_default() {
     );
     run(&["snapshots", "--no-cache"]).ok();
 }
+
+/// An unchanged backup to a bucket reads its parent's trees from the cached
+/// tree packs: no request per directory (it was one GET each).
+#[test]
+fn parent_trees_come_from_the_cache() {
+    let Some(moto) = servers::start_moto() else {
+        return;
+    };
+    moto.make_bucket("cairn-trees");
+    let s = Sandbox::new();
+    let mut base = vec!["-r".to_string(), "s3://cairn-trees/r".to_string()];
+    base.extend(moto.option_args());
+    let run = |extra: &[&str]| {
+        let mut a = base.clone();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        s.bare(a)
+    };
+    run(&["init", "--kdf-memory", "8", "--kdf-time", "1"]).ok();
+    let src = s.path("src");
+    for d in 0..40 {
+        write(&src.join(format!("d{d}/f")), &format!("file {d}"));
+    }
+    let src = src.to_str().unwrap();
+    run(&["backup", src]).ok();
+    let gets = |out: Out| -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["requests"]["get"].as_u64().unwrap()
+    };
+    // The first unchanged backup caches the tree pack; the next reads no tree.
+    let warm = gets(run(&["backup", src, "--json"]).ok());
+    let cached = gets(run(&["backup", src, "--json"]).ok());
+    assert!(
+        files_below(&s.root.join("home/.cache/cairn"))
+            .iter()
+            .any(|p| p.to_string_lossy().contains("/tree/")),
+        "no tree pack cached"
+    );
+    assert!(
+        cached < 10,
+        "{cached} GETs for an unchanged backup of 41 directories (warm run: {warm})"
+    );
+    // A damaged cached tree pack is dropped and the repository's copy read.
+    for p in files_below(&s.root.join("home/.cache/cairn")) {
+        if p.to_string_lossy().contains("/tree/") {
+            let mut b = std::fs::read(&p).unwrap();
+            for x in b.iter_mut().take(4096) {
+                *x ^= 0x55;
+            }
+            std::fs::write(&p, b).unwrap();
+        }
+    }
+    let t = s.path("t");
+    run(&["restore", "latest", "--target", t.to_str().unwrap()]).ok();
+    assert_eq!(
+        std::fs::read_to_string(restored_path(&t, &std::path::Path::new(src).join("d7/f")))
+            .unwrap(),
+        "file 7"
+    );
+}

@@ -541,6 +541,9 @@ fn sweep(
     for id in &deleted.deleted {
         if let Some((kind, size)) = kinds.get(id) {
             repo.backend().delete(&pack_key(*kind, id))?;
+            if let Some(c) = repo.cache() {
+                c.forget(&pack_key(*kind, id));
+            }
             out.packs_deleted += 1;
             out.bytes_deleted += size;
         }

@@ -1,5 +1,6 @@
-//! A local cache of immutable metadata (index objects and snapshots), so that
-//! commands against a bucket do not download the whole index every time.
+//! A local cache of immutable metadata (index objects, snapshots and tree
+//! packs), so that commands against a bucket do not download the whole index
+//! and every directory of the parent snapshot every time.
 //!
 //! Every cached object is named by the SHA-256 of its bytes, so an entry is
 //! checked against its name on every read: a damaged or planted entry is
@@ -34,6 +35,24 @@ impl Cache {
 
     pub fn caches(key: &str) -> bool {
         CACHED.iter().any(|p| key.starts_with(p))
+    }
+
+    /// Tree packs are cached whole and read by range (one tree at a time).
+    /// A range is not checked against the pack's name (that needs the whole
+    /// pack); each blob in it is authenticated and bound to its ID, so a
+    /// damaged entry fails to decode, and the reader then drops the entry
+    /// ([`forget`](Self::forget)) and reads from the repository.
+    pub fn caches_ranges(key: &str) -> bool {
+        key.starts_with("tree/")
+    }
+
+    /// Bytes `range` of a cached object, if the cache has all of them.
+    pub fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(self.path(key)).ok()?;
+        let mut buf = vec![0u8; usize::try_from(range.end.checked_sub(range.start)?).ok()?];
+        f.read_exact_at(&mut buf, range.start).ok()?;
+        Some(buf)
     }
 
     fn path(&self, key: &str) -> PathBuf {

@@ -48,6 +48,26 @@ pub fn id_from_key<T: std::str::FromStr>(key: &str) -> Option<T> {
     key.rsplit('/').next()?.parse().ok()
 }
 
+/// Bytes `range` of a whole object, or an error naming it when it is shorter.
+fn slice_exact(
+    key: &str,
+    whole: &bytes::Bytes,
+    range: std::ops::Range<u64>,
+) -> Result<bytes::Bytes> {
+    if range.end > whole.len() as u64 || range.start > range.end {
+        return Err(Error::corrupt(
+            key.to_string(),
+            format!(
+                "range {}..{} is beyond the object's {} bytes",
+                range.start,
+                range.end,
+                whole.len()
+            ),
+        ));
+    }
+    Ok(whole.slice(range.start as usize..range.end as usize))
+}
+
 /// Writes an index object listing packs; returns its ID.
 pub(crate) fn store_index(
     backend: &Backend,
@@ -684,6 +704,24 @@ impl Repository {
     /// A range read that must return exactly the bytes asked for: a short read
     /// (an object shorter than the index says) is damage, never a panic later.
     pub fn get_exact_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+        if let Some(c) = self.cache.as_ref().filter(|_| Cache::caches_ranges(key)) {
+            if let Some(b) = c.get_range(key, range.clone()) {
+                return Ok(b.into());
+            }
+            // The whole pack once: the pack's other trees then come from the cache.
+            let whole = self.get_named(key)?;
+            c.put(key, &whole);
+            return slice_exact(key, &whole, range);
+        }
+        self.get_exact_range_uncached(key, range)
+    }
+
+    /// [`get_exact_range`](Self::get_exact_range) from the repository itself.
+    fn get_exact_range_uncached(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes> {
         let want = range.end - range.start;
         let bytes = self.backend.get_range(key, range.clone())?;
         if bytes.len() as u64 != want {
@@ -733,14 +771,24 @@ impl Repository {
             .index
             .lookup(id)
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
-        let sealed = match self.get_exact_range(
-            &pack_key(loc.kind, &loc.pack),
-            loc.offset as u64..loc.offset as u64 + loc.length as u64,
-        ) {
+        let key = pack_key(loc.kind, &loc.pack);
+        let range = loc.offset as u64..loc.offset as u64 + loc.length as u64;
+        let sealed = match self.get_exact_range(&key, range.clone()) {
             Err(Error::MissingObject(_)) => return self.read_relocated_blob(id, raw_len),
             other => other?,
         };
-        self.decode_blob(id, &sealed, raw_len)
+        match self.decode_blob(id, &sealed, raw_len) {
+            // A damaged cache entry is dropped and never trusted: read the
+            // repository's own copy.
+            Err(_) if self.cache.is_some() && Cache::caches_ranges(&key) => {
+                if let Some(c) = &self.cache {
+                    c.forget(&key);
+                }
+                let sealed = self.get_exact_range_uncached(&key, range)?;
+                self.decode_blob(id, &sealed, raw_len)
+            }
+            other => other,
+        }
     }
 
     pub fn decode_blob(
