@@ -158,9 +158,7 @@ impl Restorer<'_> {
         let mut blobs: Vec<&NeededBlob> = blobs.iter().collect();
         blobs.sort_by_key(|b| b.loc.offset);
         let key = pack_key(kind, pack);
-        for run in blobs.chunk_by(|a, b| {
-            (b.loc.offset as u64) < a.loc.offset as u64 + a.loc.length as u64 + READ_GAP
-        }) {
+        for run in read_runs(&blobs) {
             let start = run[0].loc.offset as u64;
             let end = run
                 .iter()
@@ -397,4 +395,28 @@ pub fn dump_file(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<
     }
     out.flush().map_err(|e| Error::io("<stdout>", e))?;
     Ok(n)
+}
+
+/// The most one range read of a restore spans: bounds the bytes each thread
+/// holds (a whole 16 MiB pack read at once per thread was most of restore's peak).
+const MAX_RUN_BYTES: u64 = 4 << 20;
+
+/// Splits blobs sorted by offset into runs read with one request each: blobs
+/// closer than [`READ_GAP`] share a run, up to [`MAX_RUN_BYTES`].
+fn read_runs<'a, 'b>(blobs: &'a [&'b NeededBlob]) -> Vec<&'a [&'b NeededBlob]> {
+    let mut runs = Vec::new();
+    let mut first = 0;
+    for i in 1..=blobs.len() {
+        let split = i == blobs.len() || {
+            let (prev, next) = (&blobs[i - 1].loc, &blobs[i].loc);
+            let gap_ok = (next.offset as u64) < prev.offset as u64 + prev.length as u64 + READ_GAP;
+            let span = next.offset as u64 + next.length as u64 - blobs[first].loc.offset as u64;
+            !gap_ok || span > MAX_RUN_BYTES
+        };
+        if split {
+            runs.push(&blobs[first..i]);
+            first = i;
+        }
+    }
+    runs
 }
