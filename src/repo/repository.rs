@@ -68,18 +68,6 @@ fn slice_exact(
     Ok(whole.slice(range.start as usize..range.end as usize))
 }
 
-/// Writes an index object listing packs; returns its ID.
-pub(crate) fn store_index(
-    backend: &Backend,
-    cipher: &Cipher,
-    packs: &[IndexedPack],
-) -> Result<IndexId> {
-    let bytes = objects::seal_object(cipher, aad::INDEX, &objects::encode_index(packs));
-    let id = IndexId(storage_hash(&bytes));
-    backend.create(&format!("{INDEX_DIR}/{id}"), bytes)?;
-    Ok(id)
-}
-
 /// Choices made at `init`.
 #[derive(Debug, Clone, Default)]
 pub struct InitOptions {
@@ -643,10 +631,17 @@ impl Repository {
         objects::decode_index(&plain).map_err(|e| Error::format(what(), e))
     }
 
-    /// Writes an index object for packs; returns its ID.
+    /// Writes an index object for packs (and caches it as written); returns its ID.
     pub fn save_index(&self, packs: &[IndexedPack]) -> Result<IndexId> {
         self.ensure_writable()?;
-        store_index(&self.backend, &self.cipher, packs)
+        let bytes = objects::seal_object(&self.cipher, aad::INDEX, &objects::encode_index(packs));
+        let id = IndexId(storage_hash(&bytes));
+        let key = format!("{INDEX_DIR}/{id}");
+        if let Some(c) = &self.cache {
+            c.put(&key, &bytes);
+        }
+        self.backend.create(&key, bytes)?;
+        Ok(id)
     }
 
     /// Adds packs to the index (after a backup wrote them). Takes `&self`:
@@ -824,19 +819,18 @@ impl Repository {
         Ok(id)
     }
 
+    /// Loads a snapshot: from the cache when it has it (no request at all),
+    /// else refusing, before downloading, one stored larger than any snapshot.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let key = format!("{SNAPSHOTS_DIR}/{id}");
-        if self
-            .backend
-            .size(&key)?
-            .is_some_and(|n| n > MAX_METADATA_LEN)
-        {
-            return Err(Error::corrupt(
-                format!("snapshot {id}"),
-                "larger than any snapshot",
-            ));
-        }
-        let bytes = self.get_named(&key)?;
+        let bytes = self
+            .get_named_bounded(&key, Some(MAX_METADATA_LEN))
+            .map_err(|e| match e {
+                Error::Corrupt { .. } => {
+                    Error::corrupt(format!("snapshot {id}"), "larger than any snapshot")
+                }
+                other => other,
+            })?;
         objects::open_json(&self.cipher, aad::SNAPSHOT, &bytes)
             .map_err(|e| Error::format(format!("snapshot {id}"), e))
     }

@@ -23,8 +23,9 @@ use crate::format::crypto::{BlobHasher, Cipher};
 use crate::format::id::{storage_hash, BlobId, IndexId, PackId};
 use crate::format::objects::IndexedPack;
 use crate::format::pack::{self, PackBuilder, PackEntry, Trailer};
+use crate::repo::cache::Cache;
 use crate::repo::index::MasterIndex;
-use crate::repo::{pack_key, store_index, Repository};
+use crate::repo::{pack_key, Repository};
 
 /// Packs between index checkpoints.
 pub const CHECKPOINT_PACKS: usize = 32;
@@ -211,7 +212,13 @@ impl<'r> BlobSaver<'r> {
             &entries,
         )?;
         if !self.dry_run {
-            self.repo.backend().create(&pack_key(kind, &id), bytes)?;
+            let key = pack_key(kind, &id);
+            // A tree pack written now is read by the next backup (its parent):
+            // cache it as written, so that backup downloads nothing.
+            if let Some(c) = self.repo.cache().filter(|_| Cache::caches_ranges(&key)) {
+                c.put(&key, &bytes);
+            }
+            self.repo.backend().create(&key, bytes)?;
         }
         let checkpoint = {
             let mut w = self.written.lock().unwrap();
@@ -242,7 +249,7 @@ impl<'r> BlobSaver<'r> {
             return Ok(());
         }
         if !self.dry_run {
-            let id = store_index(self.repo.backend(), self.repo.cipher(), &packs)?;
+            let id = self.repo.save_index(&packs)?;
             self.written.lock().unwrap().index_objects.push(id);
         }
         self.repo.index_packs(&packs)?;
