@@ -814,8 +814,12 @@ impl Repository {
         self.ensure_writable()?;
         let bytes = objects::seal_json(&self.cipher, aad::SNAPSHOT, snap);
         let id = SnapshotId(storage_hash(&bytes));
-        self.backend
-            .create(&format!("{SNAPSHOTS_DIR}/{id}"), bytes)?;
+        let key = format!("{SNAPSHOTS_DIR}/{id}");
+        // The next backup reads it as its parent: cached as written.
+        if let Some(c) = &self.cache {
+            c.put(&key, &bytes);
+        }
+        self.backend.create(&key, bytes)?;
         Ok(id)
     }
 
