@@ -158,47 +158,60 @@ impl Restorer<'_> {
         let mut blobs: Vec<&NeededBlob> = blobs.iter().collect();
         blobs.sort_by_key(|b| b.loc.offset);
         let key = pack_key(kind, pack);
-        for run in read_runs(&blobs) {
-            let start = run[0].loc.offset as u64;
-            let end = run
-                .iter()
-                .map(|b| b.loc.offset as u64 + b.loc.length as u64)
-                .max()
-                .unwrap_or(start);
-            let bytes = match self.repo.backend().get_range(&key, start..end) {
-                Ok(b) => b,
-                // Swept by a concurrent prune after repacking: read each blob
-                // from where the index says it lives now.
-                Err(Error::MissingObject(_)) => {
-                    for b in run {
-                        match self.repo.read_relocated_blob(&b.id, Some(b.size as usize)) {
-                            Ok(data) => self.write_blob(&data, &b.targets, pending),
-                            Err(e) => {
-                                let msg = e.to_string();
-                                b.targets.iter().for_each(|(fi, _)| pending[*fi].fail(&msg));
-                            }
+        // Runs in parallel: a pack holding one large file (a database dump)
+        // is decoded on every core, not one.
+        read_runs(&blobs)
+            .par_iter()
+            .for_each(|run| self.restore_run(pack, &key, run, pending));
+    }
+
+    /// Reads one run of a pack with one request and writes its blobs out.
+    fn restore_run(
+        &self,
+        pack: &PackId,
+        key: &str,
+        run: &[&NeededBlob],
+        pending: &[PendingFile<'_>],
+    ) {
+        let start = run[0].loc.offset as u64;
+        let end = run
+            .iter()
+            .map(|b| b.loc.offset as u64 + b.loc.length as u64)
+            .max()
+            .unwrap_or(start);
+        let bytes = match self.repo.backend().get_range(key, start..end) {
+            Ok(b) => b,
+            // Swept by a concurrent prune after repacking: read each blob
+            // from where the index says it lives now.
+            Err(Error::MissingObject(_)) => {
+                for b in run {
+                    match self.repo.read_relocated_blob(&b.id, Some(b.size as usize)) {
+                        Ok(data) => self.write_blob(&data, &b.targets, pending),
+                        Err(e) => {
+                            let msg = e.to_string();
+                            b.targets.iter().for_each(|(fi, _)| pending[*fi].fail(&msg));
                         }
                     }
-                    continue;
                 }
+                return;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                run.iter()
+                    .flat_map(|b| &b.targets)
+                    .for_each(|(fi, _)| pending[*fi].fail(&msg));
+                return;
+            }
+        };
+        for b in run {
+            let at = (b.loc.offset as u64 - start) as usize;
+            let decoded = sealed_slice(&bytes, at, b.loc.length as usize, pack, &b.id)
+                .and_then(|sealed| self.repo.decode_blob(&b.id, sealed, Some(b.size as usize)));
+            match decoded {
+                Ok(data) => self.write_blob(&data, &b.targets, pending),
                 Err(e) => {
                     let msg = e.to_string();
-                    run.iter()
-                        .flat_map(|b| &b.targets)
-                        .for_each(|(fi, _)| pending[*fi].fail(&msg));
-                    continue;
-                }
-            };
-            for b in run {
-                let at = (b.loc.offset as u64 - start) as usize;
-                let decoded = sealed_slice(&bytes, at, b.loc.length as usize, pack, &b.id)
-                    .and_then(|sealed| self.repo.decode_blob(&b.id, sealed, Some(b.size as usize)));
-                match decoded {
-                    Ok(data) => self.write_blob(&data, &b.targets, pending),
-                    Err(e) => {
-                        let msg = e.to_string();
-                        b.targets.iter().for_each(|(fi, _)| pending[*fi].fail(&msg));
-                    }
+                    b.targets.iter().for_each(|(fi, _)| pending[*fi].fail(&msg));
                 }
             }
         }
