@@ -83,21 +83,26 @@ fn local_repositories_are_not_cached_unless_asked() {
     assert!(files_below(&s.root.join("home/.cache")).is_empty());
 }
 
+/// Makes a bucket on moto and a repository in it (cheap KDF); returns the
+/// arguments that name the repository.
+fn init_in_bucket(s: &Sandbox, moto: &servers::Moto, bucket: &str) -> Vec<String> {
+    moto.make_bucket(bucket);
+    let mut base = vec!["-r".to_string(), format!("s3://{bucket}/r")];
+    base.extend(moto.option_args());
+    let mut init = base.clone();
+    init.extend(["init", "--kdf-memory", "8", "--kdf-time", "1"].map(String::from));
+    s.bare(init).ok();
+    base
+}
+
 #[test]
 fn a_bucket_repository_is_cached_by_default() {
     let Some(moto) = servers::start_moto() else {
         return;
     };
-    moto.make_bucket("cairn-cache");
     let s = Sandbox::new();
-    let mut base = vec!["-r".to_string(), "s3://cairn-cache/r".to_string()];
-    base.extend(moto.option_args());
-    let run = |extra: &[&str]| {
-        let mut a = base.clone();
-        a.extend(extra.iter().map(|x| x.to_string()));
-        s.bare(a)
-    };
-    run(&["init", "--kdf-memory", "8", "--kdf-time", "1"]).ok();
+    let base = init_in_bucket(&s, &moto, "cairn-cache");
+    let run = |extra: &[&str]| s.bare(base.iter().map(String::as_str).chain(extra.iter().copied()));
     let src = s.path("src");
     write(&src.join("f"), "one");
     run(&["backup", src.to_str().unwrap()]).ok();
@@ -120,16 +125,9 @@ fn parent_trees_come_from_the_cache() {
     let Some(moto) = servers::start_moto() else {
         return;
     };
-    moto.make_bucket("cairn-trees");
     let s = Sandbox::new();
-    let mut base = vec!["-r".to_string(), "s3://cairn-trees/r".to_string()];
-    base.extend(moto.option_args());
-    let run = |extra: &[&str]| {
-        let mut a = base.clone();
-        a.extend(extra.iter().map(|x| x.to_string()));
-        s.bare(a)
-    };
-    run(&["init", "--kdf-memory", "8", "--kdf-time", "1"]).ok();
+    let base = init_in_bucket(&s, &moto, "cairn-trees");
+    let run = |extra: &[&str]| s.bare(base.iter().map(String::as_str).chain(extra.iter().copied()));
     let src = s.path("src");
     for d in 0..40 {
         write(&src.join(format!("d{d}/f")), &format!("file {d}"));
