@@ -111,26 +111,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A node as the generator writes it: fixed times, one link.
 fn node(name: String, kind: NodeType, mode: u32) -> Node {
     Node {
-        name,
-        name_hex: None,
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        user: String::new(),
-        group: String::new(),
         mtime_ns: 1_700_000_000_000_000_000,
         ctime_ns: 1_700_000_000_000_000_000,
-        inode: 0,
-        device: 0,
         links: 1,
-        size: 0,
-        content: Vec::new(),
-        subtree: None,
-        target: None,
-        target_hex: None,
-        rdev: 0,
+        ..Node::new(name, kind, mode)
     }
 }

@@ -173,25 +173,13 @@ fn crafted_snapshot_with_symlink_and_directory_of_one_name_stays_inside() {
     let mut repo = Repository::init(Backend::memory(), b"pw", opts).unwrap();
     repo.load_index().unwrap();
     let node = |name: &str, kind: NodeType| Node {
-        name: name.into(),
-        name_hex: None,
-        kind,
-        mode: if kind == NodeType::Dir { 0o755 } else { 0o644 },
-        uid: 0,
-        gid: 0,
-        user: String::new(),
-        group: String::new(),
         mtime_ns: 1_600_000_000_000_000_000,
-        ctime_ns: 0,
-        inode: 0,
-        device: 0,
         links: 1,
-        size: 0,
-        content: Vec::new(),
-        subtree: None,
-        target: None,
-        target_hex: None,
-        rdev: 0,
+        ..Node::new(
+            name,
+            kind,
+            if kind == NodeType::Dir { 0o755 } else { 0o644 },
+        )
     };
     let sb = Sandbox::new();
     let outside = sb.path("outside");

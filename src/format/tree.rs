@@ -93,6 +93,33 @@ fn decode_name(text: &str, hex_form: &Option<String>) -> OsString {
 }
 
 impl Node {
+    /// A node with a UTF-8 name, the given type and permission bits, and
+    /// every other field empty or zero (owner root, epoch times, no content):
+    /// the base that callers building trees by hand fill in.
+    pub fn new(name: impl Into<String>, kind: NodeType, mode: u32) -> Node {
+        Node {
+            name: name.into(),
+            name_hex: None,
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            user: String::new(),
+            group: String::new(),
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            device: 0,
+            links: 0,
+            size: 0,
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            target_hex: None,
+            rdev: 0,
+        }
+    }
+
     pub fn os_name(&self) -> OsString {
         decode_name(&self.name, &self.name_hex)
     }
@@ -140,25 +167,9 @@ mod tests {
 
     fn node(name: &str) -> Node {
         Node {
-            name: name.into(),
-            name_hex: None,
-            kind: NodeType::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            user: String::new(),
-            group: String::new(),
             mtime_ns: 1,
             ctime_ns: 1,
-            inode: 0,
-            device: 0,
-            links: 0,
-            size: 0,
-            content: vec![],
-            subtree: None,
-            target: None,
-            target_hex: None,
-            rdev: 0,
+            ..Node::new(name, NodeType::File, 0o644)
         }
     }
 
