@@ -11,8 +11,11 @@ pub enum Error {
     RepoNotFound(String),
     #[error("a repository already exists at {0}; refusing to overwrite it")]
     RepoExists(String),
-    #[error("wrong password or no key matches")]
-    WrongPassword,
+    #[error("wrong password or no key matches{}", untried_note(.untried))]
+    WrongPassword {
+        /// Key objects left untried by the unlock bounds (one of them may match).
+        untried: usize,
+    },
     #[error("invalidated by a concurrent prune; nothing was saved; a rerun is safe")]
     Fenced,
     #[error("{0} is not a cairn repository, or its config is damaged")]
@@ -78,6 +81,16 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A wrong password may be right for a key the unlock bounds left untried:
+/// say so, and how to reach it.
+fn untried_note(untried: &usize) -> String {
+    match untried {
+        0 => String::new(),
+        1 => " (1 key file was not tried: give --key-hint ID)".into(),
+        n => format!(" ({n} key files were not tried: give --key-hint ID)"),
+    }
+}
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

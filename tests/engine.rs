@@ -59,7 +59,7 @@ fn init_open_and_wrong_password() {
     assert!(Repository::open(b.clone(), PW).is_ok());
     assert!(matches!(
         Repository::open(b.clone(), b"nope"),
-        Err(Error::WrongPassword)
+        Err(Error::WrongPassword { .. })
     ));
     assert!(matches!(
         Repository::init(b, PW, fast_kdf()),

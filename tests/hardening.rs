@@ -140,6 +140,109 @@ fn planted_key_files_with_huge_costs_are_skipped_not_run() {
         .code(12);
 }
 
+/// Plants `n` key objects at the lowest cost a key may ask for (8 KiB, one
+/// pass), named by their SHA-256 and parsing as keys, that no password opens:
+/// the real key's object with other parameters (its seal no longer matches).
+fn plant_cheap_keys(s: &Sandbox, n: usize) {
+    let template: Value = serde_json::from_slice(&fs::read(&key_files(s)[0]).unwrap()).unwrap();
+    for i in 0..n {
+        let mut v = template.clone();
+        v["params"] = serde_json::json!({"m_cost_kib": 8, "t_cost": 1, "p_cost": 1});
+        v["hostname"] = Value::String(format!("planted-{i}"));
+        plant(&s.repo.join("keys"), &serde_json::to_vec(&v).unwrap());
+    }
+}
+
+/// The ID (file name) of the repository's only key, before anything is planted.
+fn real_key_id(s: &Sandbox) -> String {
+    let keys = key_files(s);
+    assert_eq!(keys.len(), 1);
+    keys[0].file_name().unwrap().to_str().unwrap().to_string()
+}
+
+/// A key-ID prefix that `id` does not start with.
+fn other_prefix(id: &str) -> &'static str {
+    if id.starts_with('f') {
+        "eeeeeeee"
+    } else {
+        "ffffffff"
+    }
+}
+
+#[test]
+fn cheap_planted_keys_do_not_lock_the_owner_out() {
+    let s = Sandbox::init(); // the real key: 8 MiB, one pass
+    let real = real_key_id(&s);
+    // Sixteen keys cheaper than the real one used to fill every slot a reader
+    // tried. Nothing hinted, nothing remembered: cost decides, and their cost
+    // is next to nothing.
+    plant_cheap_keys(&s, 16);
+    s.ok(["snapshots", "--no-cache"]);
+    // A hint that names no key is reported, and the other keys are tried.
+    let out = s
+        .cmd(["snapshots", "--no-cache", "--key-hint", other_prefix(&real)])
+        .ok();
+    assert!(
+        out.stderr.contains("warning: --key-hint") && out.stderr.contains("matches no key"),
+        "{}",
+        out.stderr
+    );
+    // Every key was tried: a wrong password says nothing of untried keys.
+    let out = s
+        .cmd(["snapshots", "--no-cache"])
+        .env("CAIRN_PASSWORD", "wrong")
+        .code(12);
+    assert!(!out.stderr.contains("not tried"), "{}", out.stderr);
+}
+
+#[test]
+fn the_hinted_and_the_remembered_key_come_before_planted_ones() {
+    let s = Sandbox::init();
+    let real = real_key_id(&s);
+    // Objects under names that list before the real key's fill the reader's
+    // bound (64 objects), so without a hint or a memory the real key is not
+    // even read.
+    for i in 0..64 {
+        fs::write(s.repo.join("keys").join(format!("{i:064x}")), "planted").unwrap();
+    }
+    let cache = s.path("cache");
+    let c = cache.to_str().unwrap();
+    let out = s.cmd(["snapshots", "--cache-dir", c]).code(12);
+    assert!(
+        out.stderr
+            .contains("1 key file was not tried: give --key-hint ID"),
+        "{}",
+        out.stderr
+    );
+    // (a) A hint, as `key list` shows IDs (any case), opens...
+    let short = real[..8].to_uppercase();
+    s.ok(["snapshots", "--cache-dir", c, "--key-hint", short.as_str()]);
+    // (b) ...and the key that worked is remembered: no hint needed any more.
+    s.ok(["snapshots", "--cache-dir", c]);
+    // (c) A hint that names no key warns; the remembered key still opens.
+    let out = s
+        .cmd([
+            "snapshots",
+            "--cache-dir",
+            c,
+            "--key-hint",
+            other_prefix(&real),
+        ])
+        .ok();
+    assert!(out.stderr.contains("matches no key"), "{}", out.stderr);
+    // It was the memory that opened: another cache, or none, remembers nothing.
+    let other = s.path("other-cache");
+    s.cmd(["snapshots", "--cache-dir", other.to_str().unwrap()])
+        .code(12);
+    s.cmd(["snapshots", "--cache-dir", c, "--no-cache"])
+        .code(12);
+    // The default cache (under HOME here) remembers too, and CAIRN_KEY_HINT
+    // is the same as --key-hint.
+    s.cmd(["snapshots"]).code(12);
+    s.cmd(["snapshots"]).env("CAIRN_KEY_HINT", &real[..8]).ok();
+    s.ok(["snapshots"]);
+}
+
 #[test]
 fn kdf_options_and_key_passwd_keeps_the_cost() {
     let s = Sandbox::init(); // --kdf-memory 8 --kdf-time 1

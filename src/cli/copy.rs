@@ -62,8 +62,7 @@ pub fn run(g: &Global, a: &CopyArgs) -> Result<()> {
         .into());
     }
     let pw = password::other_password(&a.to_password_file, "CAIRN_TO_PASSWORD", g)?;
-    let mut dst = Repository::open(dst_backend, pw.as_bytes())?;
-    dst.set_warning_handler(|w| eprintln!("warning: {w}"));
+    let mut dst = g.open_other(dst_backend, pw.as_bytes())?;
     let outcome = match copy::copy(&mut src, &mut dst, chosen) {
         Ok(o) => o,
         Err(e) => {

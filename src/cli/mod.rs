@@ -27,6 +27,7 @@ mod run;
 mod schedule;
 mod shell;
 
+use cairn::repo::unlock::Unlock;
 use cairn::{Backend, Repository};
 
 pub const EXIT_OK: i32 = 0;
@@ -84,6 +85,9 @@ pub struct Global {
     /// Run this shell command and read the password from its output
     #[arg(long, global = true, value_name = "CMD")]
     pub password_command: Option<String>,
+    /// Try this key first: its ID or a unique prefix, as `key list` shows it
+    #[arg(long, global = true, env = "CAIRN_KEY_HINT", value_name = "ID")]
+    pub key_hint: Option<String>,
     /// Print machine-readable JSON
     #[arg(long, global = true)]
     pub json: bool,
@@ -205,26 +209,55 @@ impl Global {
             return Err(cairn::Error::RepoNotFound(backend.location().to_string()).into());
         }
         let pw = password::repository_password(self)?;
-        let mut repo = Repository::open(backend, pw.as_bytes())?;
-        repo.set_warning_handler(|w| eprintln!("warning: {w}"));
+        let unlock = self.unlock(&backend, self.key_hint.as_deref());
+        let mut repo = Repository::open_with(backend, pw.as_bytes(), &unlock, &print_warning)?;
+        repo.set_warning_handler(print_warning);
         if let Some(dir) = self.cache_root(&repo) {
             repo.set_cache(&dir);
         }
         Ok(repo)
     }
 
+    /// Opens a repository other than `-r` (a copy's destination, `init
+    /// --from`): the key that last worked comes first, but `--key-hint`
+    /// names a key of `-r`, so it is not used.
+    pub fn open_other(&self, backend: Backend, password: &[u8]) -> Result<Repository> {
+        let unlock = self.unlock(&backend, None);
+        let mut repo = Repository::open_with(backend, password, &unlock, &print_warning)?;
+        repo.set_warning_handler(print_warning);
+        Ok(repo)
+    }
+
+    /// Which keys to try first: the hinted one, then the one that last worked
+    /// here, remembered in the cache (for local repositories too: a planted
+    /// key file is no less possible there) unless `--no-cache`.
+    fn unlock(&self, backend: &Backend, hint: Option<&str>) -> Unlock {
+        let in_memory = backend.location().starts_with("memory:");
+        Unlock {
+            key_hint: hint.filter(|h| !h.is_empty()).map(str::to_string),
+            memory_root: self.cache_base().filter(|_| !in_memory),
+        }
+    }
+
     /// Where to cache metadata: only for remote repositories (a local one is
     /// its own cache), unless `--no-cache`; `--cache-dir` also caches a local one.
     fn cache_root(&self, repo: &Repository) -> Option<PathBuf> {
+        let backend = repo.backend();
+        let local = backend.local_dir().is_some() || backend.location().starts_with("memory:");
+        if local && self.cache_dir.is_none() {
+            return None;
+        }
+        self.cache_base()
+    }
+
+    /// `--cache-dir`, else `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`;
+    /// None with `--no-cache`.
+    fn cache_base(&self) -> Option<PathBuf> {
         if self.no_cache {
             return None;
         }
         if let Some(dir) = &self.cache_dir {
             return Some(dir.clone());
-        }
-        if repo.backend().local_dir().is_some() || repo.backend().location().starts_with("memory:")
-        {
-            return None;
         }
         let base = std::env::var_os("XDG_CACHE_HOME")
             .filter(|s| !s.is_empty())
@@ -237,6 +270,11 @@ impl Global {
     pub fn progress(&self) -> bool {
         !self.quiet && !self.json && std::io::stderr().is_terminal()
     }
+}
+
+/// Warnings that do not stop a command: one `warning:` line each on stderr.
+fn print_warning(w: &str) {
+    eprintln!("warning: {w}");
 }
 
 pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
@@ -253,7 +291,7 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
             | cairn::Error::ContainerNotFound { .. },
         ) => EXIT_NO_REPO,
         Some(cairn::Error::Locked(_)) => EXIT_LOCKED,
-        Some(cairn::Error::WrongPassword) => EXIT_WRONG_PASSWORD,
+        Some(cairn::Error::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
         Some(cairn::Error::BadLocation { .. }) => EXIT_USAGE,
         _ => EXIT_FAILURE,
     }

@@ -74,30 +74,36 @@ impl Cache {
 
     /// Stores a verified object; failures only cost a later download.
     pub fn put(&self, key: &str, bytes: &[u8]) {
-        let path = self.path(key);
-        let Some(parent) = path.parent() else { return };
-        if std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .is_err()
-        {
-            return;
-        }
-        let tmp = parent.join(format!(".tmp-{}", hex::encode(rand::random::<[u8; 8]>())));
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(bytes));
-        if written.and_then(|_| std::fs::rename(&tmp, &path)).is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        write_private(&self.path(key), bytes);
     }
 
     /// Drops the entry of an object that no longer exists in the repository.
     pub fn forget(&self, key: &str) {
         let _ = std::fs::remove_file(self.path(key));
+    }
+}
+
+/// Writes a file of the cache whole or not at all (a temporary name renamed
+/// into place), private to the user (0600, its folders 0700). A failure is
+/// not reported: it only costs a cache miss later.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) {
+    let Some(parent) = path.parent() else { return };
+    if std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .is_err()
+    {
+        return;
+    }
+    let tmp = parent.join(format!(".tmp-{}", hex::encode(rand::random::<[u8; 8]>())));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes));
+    if written.and_then(|_| std::fs::rename(&tmp, path)).is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
 }

@@ -10,5 +10,6 @@ pub mod lock;
 mod repository;
 pub mod saver;
 pub mod session;
+pub mod unlock;
 
 pub use repository::*;

@@ -21,6 +21,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
 use crate::repo::cache::Cache;
 use crate::repo::index::MasterIndex;
+use crate::repo::unlock::{self, KeyMemory, Selected, Unlock};
 use crate::storage::{Backend, Created};
 
 pub const CONFIG_KEY: &str = "config";
@@ -29,11 +30,12 @@ pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const INDEX_DIR: &str = "index";
 pub const LOCKS_DIR: &str = "locks";
 
-/// At most this many key objects are read when unlocking, and at most
-/// [`MAX_KEYS_TRIED`] of them (cheapest first) are tried: planted key files can
-/// slow a wrong password down by a bounded amount, never hang a command.
+/// At most this many key objects are read when unlocking, besides the hinted
+/// and remembered ones, and their total argon2 work is bounded
+/// ([`UNLOCK_WORK_BUDGET`](crate::repo::unlock::UNLOCK_WORK_BUDGET)): planted
+/// key files can slow a wrong password down by a bounded amount, never hang a
+/// command.
 pub const MAX_KEYS_READ: usize = 64;
-pub const MAX_KEYS_TRIED: usize = 16;
 /// A key object is small JSON; anything larger is not one.
 const MAX_KEY_OBJECT_LEN: u64 = 64 * 1024;
 
@@ -162,6 +164,31 @@ fn named_by_content(key: &str, bytes: &[u8]) -> bool {
     hex::encode(storage_hash(bytes)) == name
 }
 
+/// The keys to try before the others: the one `hint` names, then the one
+/// remembered (when it is still listed). A hint that names no key, or
+/// several, is reported and the other keys are tried as if none was given.
+fn pinned_keys(
+    listed: &[(KeyId, String)],
+    hint: Option<&str>,
+    remembered: Option<KeyId>,
+    warn: &dyn Fn(&str),
+) -> Vec<KeyId> {
+    let mut pinned = Vec::new();
+    if let Some(hint) = hint {
+        match unlock::select(listed.iter().map(|(id, _)| *id), hint) {
+            Selected::One(id) => pinned.push(id),
+            Selected::Nothing => warn(&format!(
+                "--key-hint {hint} matches no key (see `cairn key list`); trying the others"
+            )),
+            Selected::Several(n) => warn(&format!(
+                "--key-hint {hint} matches {n} keys; give more digits; trying the others"
+            )),
+        }
+    }
+    pinned.extend(remembered.filter(|r| listed.iter().any(|(id, _)| id == r)));
+    pinned
+}
+
 impl Repository {
     /// Creates a repository. Refuses when one (or any key) already exists there.
     pub fn init(backend: Backend, password: &[u8], opts: InitOptions) -> Result<Repository> {
@@ -246,6 +273,37 @@ impl Repository {
 
     /// Opens a repository with a password. The index is not loaded yet.
     pub fn open(backend: Backend, password: &[u8]) -> Result<Repository> {
+        Self::open_with(backend, password, &Unlock::default(), &|_| {})
+    }
+
+    /// Opens a repository, trying first the key `unlock` names and the key
+    /// that last worked (then remembering the one that did). Problems with the
+    /// hint go to `warn`: they do not stop the other keys being tried.
+    pub fn open_with(
+        backend: Backend,
+        password: &[u8],
+        unlock: &Unlock,
+        warn: &dyn Fn(&str),
+    ) -> Result<Repository> {
+        let config_bytes = Self::read_config_envelope(&backend)?;
+        let memory = unlock
+            .memory_root
+            .as_deref()
+            .map(|root| KeyMemory::new(root, &config_bytes));
+        let remembered = memory.as_ref().and_then(KeyMemory::recall);
+        let hint = unlock.key_hint.as_deref();
+        let (key, master) = Self::find_key(&backend, password, hint, remembered, warn)?;
+        let config: Config = objects::open_json(&master.cipher(), aad::CONFIG, &config_bytes)
+            .map_err(|e| Error::format("config", e))?;
+        config.validate().map_err(|e| Error::corrupt("config", e))?;
+        if let Some(m) = &memory {
+            m.remember(key.0);
+        }
+        Ok(Self::assemble(backend, master, key, config))
+    }
+
+    /// The config object, if it looks like one before any key is tried.
+    fn read_config_envelope(backend: &Backend) -> Result<bytes::Bytes> {
         let not_a_repo = || Error::NotARepository(backend.location().to_string());
         let config_bytes = match backend.size(CONFIG_KEY)? {
             None => return Err(Error::RepoNotFound(backend.location().to_string())),
@@ -262,50 +320,86 @@ impl Repository {
             Some(1 | 2) if config_bytes.len() > crate::format::crypto::SEAL_OVERHEAD => {}
             _ => return Err(not_a_repo()),
         }
-        let (key, master) = Self::find_key(&backend, password)?;
-        let config: Config = objects::open_json(&master.cipher(), aad::CONFIG, &config_bytes)
-            .map_err(|e| Error::format("config", e))?;
-        config.validate().map_err(|e| Error::corrupt("config", e))?;
-        Ok(Self::assemble(backend, master, key, config))
+        Ok(config_bytes)
     }
 
-    /// Reads the key objects (at most [`MAX_KEYS_READ`], each checked against its
-    /// name and its KDF bounds) and tries the cheapest [`MAX_KEYS_TRIED`].
-    fn find_key(backend: &Backend, password: &[u8]) -> Result<((KeyId, KdfParams), MasterKey)> {
-        let listed: Vec<_> = backend
+    /// Finds the key that opens with `password`. Reads the hinted and the
+    /// remembered key objects and at most [`MAX_KEYS_READ`] others, each
+    /// checked against its name and its KDF bounds, and tries them in the
+    /// order [`unlock::attempts`] gives.
+    fn find_key(
+        backend: &Backend,
+        password: &[u8],
+        hint: Option<&str>,
+        remembered: Option<KeyId>,
+        warn: &dyn Fn(&str),
+    ) -> Result<((KeyId, KdfParams), MasterKey)> {
+        let listed = Self::list_key_objects(backend)?;
+        if listed.is_empty() && backend.list(KEYS_DIR)?.is_empty() {
+            return Err(Error::NotARepository(backend.location().to_string()));
+        }
+        let pinned = pinned_keys(&listed, hint, remembered, warn);
+        // The pinned keys are read whatever the read bound: planted objects
+        // listed before them must not push them out.
+        let (first, others): (Vec<_>, Vec<_>) =
+            listed.iter().partition(|(id, _)| pinned.contains(id));
+        let unread = others.len().saturating_sub(MAX_KEYS_READ);
+        let mut keys = Vec::new();
+        for (id, key) in first
+            .into_iter()
+            .chain(others.into_iter().take(MAX_KEYS_READ))
+        {
+            if let Some((kf, aad)) = Self::read_key_object(backend, key)? {
+                keys.push((*id, kf, aad));
+            }
+        }
+        let costs: Vec<_> = keys
+            .iter()
+            .map(|(id, kf, _)| (*id, kf.params.work()))
+            .collect();
+        let plan = unlock::attempts(&pinned, &costs);
+        for id in &plan.order {
+            let Some((_, kf, aad)) = keys.iter().find(|(k, ..)| k == id) else {
+                continue;
+            };
+            if let Some(mk) = unwrap_key(kf, aad, password) {
+                return Ok(((*id, kf.params), mk));
+            }
+        }
+        Err(Error::WrongPassword {
+            untried: unread + plan.skipped,
+        })
+    }
+
+    /// The objects under `keys/` named by a key ID and small enough to be one,
+    /// sorted by ID so that which ones fall beyond the read bound does not
+    /// depend on how the store lists them.
+    fn list_key_objects(backend: &Backend) -> Result<Vec<(KeyId, String)>> {
+        let mut listed: Vec<_> = backend
             .list(KEYS_DIR)?
             .into_iter()
             .filter(|l| l.size <= MAX_KEY_OBJECT_LEN)
             .filter_map(|l| Some((id_from_key::<KeyId>(&l.key)?, l.key)))
-            .take(MAX_KEYS_READ)
             .collect();
-        if listed.is_empty() && backend.list(KEYS_DIR)?.is_empty() {
-            return Err(Error::NotARepository(backend.location().to_string()));
+        listed.sort();
+        Ok(listed)
+    }
+
+    /// A key object worth trying: None when it is gone, does not match its
+    /// name, does not parse, or asks for a KDF other than argon2id or beyond
+    /// the bounds (a planted key file must not hang or exhaust a command).
+    fn read_key_object(backend: &Backend, key: &str) -> Result<Option<(KeyFile, Vec<u8>)>> {
+        let bytes = match backend.get(key) {
+            Ok(b) => b,
+            Err(Error::MissingObject(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !named_by_content(key, &bytes) {
+            return Ok(None);
         }
-        let mut keys = Vec::new();
-        for (id, key) in listed {
-            let bytes = match backend.get(&key) {
-                Ok(b) => b,
-                Err(Error::MissingObject(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            if !named_by_content(&key, &bytes) {
-                continue;
-            }
-            let Ok((kf, aad)) = KeyFile::parse(&bytes) else {
-                continue;
-            };
-            if kf.kdf == "argon2id" && kf.params.validate().is_ok() {
-                keys.push((id, kf, aad));
-            }
-        }
-        keys.sort_by_key(|(id, kf, _)| (kf.params.work(), *id));
-        for (id, kf, aad) in keys.into_iter().take(MAX_KEYS_TRIED) {
-            if let Some(mk) = unwrap_key(&kf, &aad, password) {
-                return Ok(((id, kf.params), mk));
-            }
-        }
-        Err(Error::WrongPassword)
+        Ok(KeyFile::parse(&bytes)
+            .ok()
+            .filter(|(kf, _)| kf.kdf == "argon2id" && kf.params.validate().is_ok()))
     }
 
     /// Refuses to write into a repository of an older format: this cairn reads
@@ -449,19 +543,14 @@ impl Repository {
     pub fn remove_key(&self, selector: &str) -> Result<KeyId> {
         self.ensure_writable()?;
         let keys = self.list_keys()?;
-        let matches: Vec<KeyId> = keys
-            .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| id.to_hex().starts_with(&selector.to_lowercase()))
-            .collect();
-        let id = match matches.as_slice() {
-            [] => {
+        let id = match unlock::select(keys.iter().map(|(id, _)| *id), selector) {
+            Selected::One(id) => id,
+            Selected::Nothing => {
                 return Err(Error::InvalidArgument(format!(
                     "no key matches '{selector}' (see `cairn key list`)"
                 )))
             }
-            [one] => *one,
-            _ => {
+            Selected::Several(_) => {
                 return Err(Error::InvalidArgument(format!(
                     "key prefix '{selector}' is ambiguous"
                 )))

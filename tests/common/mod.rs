@@ -2,8 +2,9 @@
 //! a runner that checks every command for panics, and file-tree helpers.
 //!
 //! Every command runs with the `CAIRN_*` environment cleared, `CAIRN_PASSWORD`
-//! set, `HOME`/`XDG_STATE_HOME` and `--event-log` inside the sandbox, `TZ=UTC`,
-//! and stdin a pipe (never a TTY).
+//! set, `HOME`/`XDG_STATE_HOME` and `--event-log` inside the sandbox (and
+//! `XDG_CACHE_HOME` unset, so the cache is HOME's), `TZ=UTC`, and stdin a pipe
+//! (never a TTY).
 
 #![allow(dead_code)]
 
@@ -104,7 +105,10 @@ impl Sandbox {
             }
         }
         std::fs::create_dir_all(self.root.join("home")).unwrap();
-        c.env("CAIRN_PASSWORD", PASSWORD)
+        // The default cache is HOME's, inside the sandbox, whatever the
+        // caller's XDG_CACHE_HOME.
+        c.env_remove("XDG_CACHE_HOME")
+            .env("CAIRN_PASSWORD", PASSWORD)
             .env("HOME", self.root.join("home"))
             .env("XDG_STATE_HOME", self.root.join("state"))
             .env("TZ", "UTC")
