@@ -18,6 +18,8 @@ pub enum Error {
     },
     #[error("invalidated by a concurrent prune; nothing was saved; a rerun is safe")]
     Fenced,
+    #[error("this prune was fenced by another prune while it was paused (generation {0}): it deleted nothing; the copies it repacked are duplicates the next prune removes; run prune again")]
+    PruneFenced(u64),
     #[error("{0} is not a cairn repository, or its config is damaged")]
     NotARepository(String),
     #[error("{0}: content does not match its name (replaced or copied under another name)")]

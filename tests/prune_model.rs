@@ -469,6 +469,7 @@ fn random_prune_options(rng: &mut StdRng) -> PruneOptions {
         // Forgets often leave no snapshot: then everything is garbage, which
         // is exactly when a concurrent backup's dedup matters most.
         allow_empty: true,
+        fence_older_than: None,
     }
 }
 

@@ -25,6 +25,10 @@ pub struct PruneOpts {
     /// clock (e.g. 30m, 2h); a fenced backup fails and says a rerun is safe
     #[arg(long, value_name = "DURATION", default_value = "30m")]
     stale_after: String,
+    /// Also fence a writer that still sends heartbeats but has been running for
+    /// longer than this (a stuck backup), e.g. 2d; off by default
+    #[arg(long, value_name = "DURATION")]
+    fence_older_than: Option<String>,
     /// Prune even when no snapshot exists but data does (deletes everything)
     #[arg(long)]
     allow_empty: bool,
@@ -90,12 +94,21 @@ impl PruneOpts {
                 self.stale_after
             ))
         })?;
+        let fence_older_than = match &self.fence_older_than {
+            Some(s) => Some(parse_short_duration(s).ok_or_else(|| {
+                usage(format!(
+                    "--fence-older-than '{s}' is not a duration like 12h or 2d"
+                ))
+            })?),
+            None => None,
+        };
         Ok(PruneOptions {
             max_unused,
             max_repack_bytes,
             dry_run,
             stale_after,
             allow_empty: self.allow_empty,
+            fence_older_than,
         })
     }
 }
@@ -159,6 +172,8 @@ fn summary_json(o: &PruneOutcome, dry_run: bool) -> serde_json::Value {
         "sessions_fenced": o.sessions_fenced,
         "finished_earlier_generation": o.finished_earlier,
         "lost_race": o.lost_race,
+        "fenced_late": o.fenced_late,
+        "pending_sessions": o.pending_sessions,
         "packs": p.decisions.iter().map(|d| json!({
             "pack": d.pack.to_hex(), "type": d.kind, "size": d.size, "used": d.used,
             "action": d.action, "reason": d.reason,
@@ -207,7 +222,10 @@ fn report(g: &Global, o: &PruneOutcome, dry_run: bool) {
     if dry_run {
         line("dry run: nothing was changed");
     } else if o.lost_race {
-        line("another prune published this generation first: nothing deleted (run prune again later)");
+        line(format!(
+            "another prune published generation {} first: nothing more deleted ({} packs deleted finishing an earlier one); run prune again later",
+            p.generation, o.packs_deleted
+        ));
     } else if o.swept {
         line(format!(
             "deleted {} packs ({})",
@@ -219,6 +237,18 @@ fn report(g: &Global, o: &PruneOutcome, dry_run: bool) {
             "sweep pending: {} backups or copies still running may need condemned data; the next prune deletes it",
             o.sessions_pending
         ));
+        for w in &o.pending_sessions {
+            line(format!(
+                "  waiting for {} {} on {} (pid {}), last alive {} ago",
+                w.kind.as_deref().unwrap_or("writer"),
+                &w.session[..8],
+                w.hostname
+                    .as_deref()
+                    .unwrap_or("an unknown host (its start record does not read)"),
+                w.pid.map_or("?".to_string(), |p| p.to_string()),
+                output::duration(w.silent_secs.max(0) as f64),
+            ));
+        }
     }
     if o.sessions_fenced > 0 {
         line(format!(

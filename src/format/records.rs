@@ -76,28 +76,92 @@ pub enum SessionEnd {
     Fenced { generation: u64 },
 }
 
-/// `gc/<n>.mark`: what generation `n` analysed and condemned.
+/// `gc/<n>.mark`: the claim of generation `n` (one Create wins), and what it
+/// analysed and condemned.
+///
+/// Claims are never deleted, so a collector paused for days can never create
+/// the mark (or sweep) of a generation that has since finished: its Create
+/// finds the old claim and it deletes nothing. To keep claims small forever,
+/// a new mark carries only its nonce (`detached`), and the sets live in the
+/// body `gc/<n>.plan.<nonce>` (itself a `GcMark`, not detached), written
+/// before the claim and deleted once the generation is void. Marks written
+/// by cairn before 0.3 carry the sets inline (`detached` absent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct GcMark {
     /// The valid snapshots the mark walked (A_n).
+    #[serde(default)]
     pub analysed: BTreeSet<SnapshotId>,
     /// Packs no analysed snapshot needs (C_n): unused, superseded by repacked
     /// copies, or left by interrupted backups.
+    #[serde(default)]
     pub condemned: BTreeSet<PackId>,
     /// Packs written by this generation's repacking (never condemned by it).
+    #[serde(default)]
     pub repacked_into: BTreeSet<PackId>,
     pub nonce: String,
+    /// The sets are in the body `gc/<n>.plan.<nonce>`, not here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detached: bool,
 }
 
-/// `gc/<n>.sweep`: the final delete set D_n ⊆ C_n (the first sweeper's).
+/// `gc/<n>.sweep`: the claim of the final delete set D_n ⊆ C_n (the first
+/// sweeper's). As marks: a new claim is `detached` and carries its nonce, the
+/// set is in the body `gc/<n>.deleted.<nonce>` (a `GcSweep`, not detached).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct GcSweep {
+    #[serde(default)]
     pub deleted: BTreeSet<PackId>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub nonce: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detached: bool,
 }
 
 /// `gc/<n>.done`: generation `n`'s index is compacted and its packs deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct GcDone {}
+
+/// The most bytes a session record, a gc claim or a `.done` may have: each
+/// holds a few short fields.
+pub const MAX_SMALL_RECORD_LEN: u64 = 64 << 10;
+/// The most bytes a gc body (a plan or a delete set) may have: one line of
+/// about 70 bytes a pack or snapshot, before compression, so a generation of
+/// several million packs fits.
+pub const MAX_GC_BODY_LEN: u64 = 512 << 20;
+/// The most bytes a verification or drill record may have (0.5 MiB per
+/// 10,000 packs verified in one pass).
+pub const MAX_LEDGER_RECORD_LEN: u64 = 256 << 20;
+
+/// What a gc key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcRecord<'a> {
+    Mark,
+    Sweep,
+    Done,
+    /// The body of a detached mark: `plan.<nonce>`.
+    Plan(&'a str),
+    /// The body of a detached sweep: `deleted.<nonce>`.
+    Deleted(&'a str),
+}
+
+/// Parses the part of a gc key after the generation.
+pub fn parse_gc_record(what: &str) -> Option<GcRecord<'_>> {
+    let nonce_ok = |n: &str| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit());
+    match what {
+        "mark" => Some(GcRecord::Mark),
+        "sweep" => Some(GcRecord::Sweep),
+        "done" => Some(GcRecord::Done),
+        _ => {
+            if let Some(n) = what.strip_prefix("plan.").filter(|n| nonce_ok(n)) {
+                Some(GcRecord::Plan(n))
+            } else {
+                what.strip_prefix("deleted.")
+                    .filter(|n| nonce_ok(n))
+                    .map(GcRecord::Deleted)
+            }
+        }
+    }
+}
 
 /// Storage key of a generation's record: `gc/<n, 10 digits>.<what>`.
 pub fn gc_key(generation: u64, what: &str) -> String {
@@ -232,6 +296,15 @@ mod tests {
     fn keys_parse_back() {
         assert_eq!(parse_gc_key(&gc_key(7, "mark")), Some((7, "mark")));
         assert_eq!(parse_gc_key("gc/7.mark"), None);
+        let nonce = "ab".repeat(16);
+        let key = gc_key(3, &format!("plan.{nonce}"));
+        let (n, what) = parse_gc_key(&key).unwrap();
+        assert_eq!(
+            (n, parse_gc_record(what)),
+            (3, Some(GcRecord::Plan(&nonce)))
+        );
+        assert_eq!(parse_gc_record("plan.xyz"), None);
+        assert_eq!(parse_gc_record("done"), Some(GcRecord::Done));
         let sid = "0123456789abcdef0123456789abcdef";
         assert_eq!(
             parse_session_key(&session_key(sid, "saw.4")),

@@ -775,7 +775,7 @@ pub fn backup(
     };
     let snapshot_id = match session {
         None => None,
-        Some(session) => Some(session.commit_snapshot(repo, &snapshot, &stats.index_objects)?),
+        Some(session) => Some(session.commit_snapshot(repo, &snapshot)?),
     };
     Ok(BackupOutcome {
         snapshot_id,

@@ -186,7 +186,8 @@ pub fn check_with_progress(
 
     check_keys(&c)?;
     let gc = crate::repo::gc::GcState::load(repo)?;
-    let lost_packs = check_index_against_storage(&c, &stored, &gc.deleted(), &mut report);
+    check_records(&c, &gc)?;
+    let lost_packs = check_index_against_storage(&c, &stored, &mut report);
     phase("walking snapshots and trees");
     let (snapshots, reached) = check_snapshots(&c, &mut report)?;
     report_unused(repo, &stored, &reached, &mut report);
@@ -203,9 +204,9 @@ pub fn check_with_progress(
     // Which pack each damaged blob was found in (for naming packs' dependants).
     let mut bad: HashMap<BlobId, PackId> = HashMap::new();
     if read != ReadData::None {
-        // Packs a collector condemned or deleted are garbage, not data: skipped.
-        let mut gone = gc.all_condemned();
-        gone.extend(gc.deleted());
+        // Packs the open generation condemned are garbage, not data: skipped.
+        // (Packs a finished sweep spared are live again and verified.)
+        let gone = gc.all_condemned();
         let live: HashMap<PackId, (BlobType, u64)> = stored
             .iter()
             .filter(|(id, _)| !gone.contains(id))
@@ -220,14 +221,36 @@ pub fn check_with_progress(
             .filter(|(_, r)| matches!(r, PackRead::Missing(_)))
             .map(|(id, _)| *id)
             .collect();
-        let now_gone = if vanished.is_empty() {
+        // A pack that vanished while being read and that no listing shows now
+        // was deleted by a sweep meanwhile: skipped, unless a valid snapshot
+        // needs a blob that no other pack holds (then it is lost: damage).
+        let now_gone: HashSet<PackId> = if vanished.is_empty() {
             HashSet::new()
         } else {
-            let g = crate::repo::gc::GcState::load(repo)?;
-            let mut s = g.all_condemned();
-            s.extend(g.deleted());
-            s
+            let listed: HashSet<PackId> = repo
+                .list_packs()?
+                .into_iter()
+                .map(|(id, _, _)| id)
+                .collect();
+            vanished
+                .iter()
+                .filter(|p| !listed.contains(p))
+                .copied()
+                .collect()
         };
+        for pack in &now_gone {
+            let needed = indexed_in(repo, pack)
+                .into_iter()
+                .any(|b| reached.contains(repo, &b) && !has_copy_outside(repo, &b, &now_gone));
+            if needed {
+                let kind = stored.get(pack).map(|(k, _)| *k).unwrap_or(BlobType::Data);
+                c.error(
+                    pack_key(kind, pack),
+                    "pack vanished while being verified, and a snapshot needs it",
+                );
+                bad.extend(indexed_in(repo, pack).into_iter().map(|b| (b, *pack)));
+            }
+        }
         let now = chrono::Utc::now();
         let mut rec = VerifyRecord {
             time: now,
@@ -475,11 +498,25 @@ fn report_unused(
     }
 }
 
+/// The coordination records (repo-format.md §15): every `gc/` record that
+/// feeds a decision and every session record is read and authenticated, and
+/// whatever does not open, or is not a name cairn writes, is damage (rule 13).
+/// The other commands err on the safe side past such records; check names them.
+fn check_records(c: &Checker, gc: &crate::repo::gc::GcState) -> Result<()> {
+    for p in &gc.problems {
+        c.error(p.key.clone(), &p.message);
+    }
+    let (_, problems) = crate::repo::session::survey(c.repo, true)?;
+    for p in problems {
+        c.error(p.key, p.message);
+    }
+    Ok(())
+}
+
 /// Returns the packs the index names that storage does not hold (or holds short).
 fn check_index_against_storage(
     c: &Checker,
     stored: &HashMap<PackId, (BlobType, u64)>,
-    pruned: &HashSet<PackId>,
     report: &mut CheckReport,
 ) -> HashSet<PackId> {
     let mut lost = HashSet::new();
@@ -491,9 +528,7 @@ fn check_index_against_storage(
     }
     for (pack, kind) in c.repo.index().packs() {
         let problem = match stored.get(&pack) {
-            // Deleted by a prune whose index compaction this check overlapped.
-            None if pruned.contains(&pack) => None,
-            // Judged once the snapshots are walked (see `judge_missing_packs`).
+            // Judged, whatever the sweep records say, once the snapshots are walked (see `judge_missing_packs`).
             None => {
                 lost.insert(pack);
                 None

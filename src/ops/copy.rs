@@ -103,7 +103,7 @@ pub fn copy(
             parent: None,
             ..snap
         };
-        let id = session.commit_snapshot(dst, &copy, &stats.index_objects)?;
+        let id = session.commit_snapshot(dst, &copy)?;
         out.copied.push((src_id, id));
     }
     out.duration_secs = started.elapsed().as_secs_f64();

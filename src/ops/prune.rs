@@ -19,13 +19,13 @@ use crate::format::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::format::objects::IndexedPack;
 use crate::format::pack::{self, PackBuilder, PackEntry};
 use crate::format::records::{
-    self, gc_key, open_record, parse_session_key, seal_record, session_key, GcDone, GcMark,
-    GcSweep, SessionEnd, SessionKind,
+    self, gc_key, seal_record, session_key, GcDone, GcMark, GcSweep, SessionEnd, SessionKind,
+    SessionStart, MAX_GC_BODY_LEN, MAX_SMALL_RECORD_LEN,
 };
 use crate::ops::reach::{reach, Reached};
-use crate::repo::gc::{read_record, GcState};
-use crate::repo::session::Session;
-use crate::repo::{id_from_key, pack_key, Repository, INDEX_DIR};
+use crate::repo::gc::{deleted_key, plan_key, read_mark, read_record, read_sweep, GcState};
+use crate::repo::session::{survey, EndState, Session, SessionRecords};
+use crate::repo::{id_from_key, is_content_error, pack_key, Repository, INDEX_DIR};
 use crate::storage::Created;
 
 /// How much unused space a pack may hold before it is repacked.
@@ -62,6 +62,9 @@ pub struct PruneOptions {
     pub stale_after: Duration,
     /// Proceed even when no snapshot exists but the index is not empty.
     pub allow_empty: bool,
+    /// A blocking writer alive (heartbeating) for longer than this may be
+    /// fenced too: one that is stuck but not silent (rule 14).
+    pub fence_older_than: Option<Duration>,
 }
 
 impl Default for PruneOptions {
@@ -72,6 +75,7 @@ impl Default for PruneOptions {
             dry_run: false,
             stale_after: Duration::from_secs(30 * 60),
             allow_empty: false,
+            fence_older_than: None,
         }
     }
 }
@@ -135,9 +139,24 @@ pub struct PruneOutcome {
     pub packs_deleted: usize,
     pub bytes_deleted: u64,
     pub packs_written: usize,
-    /// Another prune published generation n first; this one changed nothing
-    /// but harmless copies.
+    /// Another prune published generation n first (or finished it while this
+    /// one was paused); this one changed nothing but harmless copies.
     pub lost_race: bool,
+    /// The sessions the sweep waits for: host, pid and how long ago they last
+    /// proved alive (by the store's clock).
+    pub pending_sessions: Vec<PendingSession>,
+    /// This prune's own session was fenced after its delete set was final.
+    pub fenced_late: bool,
+}
+
+/// A running writer a sweep waits for.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PendingSession {
+    pub session: String,
+    pub hostname: Option<String>,
+    pub pid: Option<u32>,
+    pub kind: Option<String>,
+    pub silent_secs: i64,
 }
 
 /// Plans, and unless `dry_run`, marks and sweeps.
@@ -147,59 +166,50 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions) -> Result<PruneOutcome>
 
 /// `prune`, telling `phase` what it is doing ("planning", "repacking",
 /// "deleting"...), for a progress display.
+///
+/// The collector opens its own session before it reads `gc/` (rule 1), so
+/// that a sweeper of another generation can fence it if it pauses; it then
+/// finishes the open generation, if any, and marks the next one. Before it
+/// publishes a mark and before it deletes anything it reads its own `.end`:
+/// a fenced collector deletes nothing (rule 4).
 pub fn prune_with_progress(
     repo: &mut Repository,
     opts: &PruneOptions,
     phase: &dyn Fn(&str),
 ) -> Result<PruneOutcome> {
-    let mut out = PruneOutcome::default();
     phase("reading the collection state");
-    let gc = GcState::load(repo)?;
-    if let Some(n) = gc.unfinished() {
-        if opts.dry_run {
-            out.finished_earlier = Some(n);
-        } else {
-            phase("finishing an earlier prune");
-            let s = sweep(repo, n, None, opts)?;
-            out.add_sweep(&s);
-            if !s.done {
-                return Ok(out); // generation n must finish before n+1 is marked
-            }
-            out.finished_earlier = Some(n);
-        }
-    }
-    phase("planning: reading snapshots, trees and the index");
     if opts.dry_run {
-        out.plan = plan(repo, gc.latest() + 1, opts)?;
-        return Ok(out);
+        return dry_run(repo, opts, phase);
     }
     let session = Session::start(repo, SessionKind::Prune)?;
-    if let Some(m) = session.gc().unfinished() {
-        // Another prune marked generation m since we looked: n may only be
-        // marked once m is done (rule 4), so leave it to the next prune.
-        session.abort();
-        out.finished_earlier = None;
-        out.swept = false;
-        out.sessions_pending = out.sessions_pending.max(1);
-        repo.warn(format!(
-            "another prune marked generation {m} meanwhile: nothing new is marked; the next prune finishes it"
-        ));
-        return Ok(out);
+    let mut out = PruneOutcome::default();
+    let mut n = session.gc().finished + 1;
+    if let Some(u) = session.gc().unfinished() {
+        phase("finishing an earlier prune");
+        let s = fenced_as_prune(sweep(repo, u, &session, opts), u)?;
+        out.add_sweep(&s);
+        if !s.done {
+            // Generation u must finish before u+1 is marked.
+            end_session(repo, session, &mut out);
+            return Ok(out);
+        }
+        out.finished_earlier = Some(u);
+        n = u + 1;
     }
-    let n = session.saw() + 1;
+    phase("planning: reading snapshots, trees and the index");
     let mut plan = plan(repo, n, opts)?;
     if plan.packs_delete + plan.packs_repack == 0 {
         // Nothing to collect: no generation is spent, only old records go.
         session.abort();
-        if gc.unfinished().is_none() && gc.latest() > 0 {
-            clean_up(repo, gc.latest())?;
+        if n > 1 {
+            clean_up(repo, n - 1)?;
         }
         out.plan = plan;
         out.swept = true;
         return Ok(out);
     }
     phase("repacking");
-    let (written, spared) = repack(repo, &mut plan, &session)?;
+    let (written, spared) = fenced_as_prune(repack(repo, &mut plan, &session), n)?;
     out.packs_written = written.len();
     let mark = GcMark {
         analysed: plan.analysed.clone(),
@@ -211,30 +221,117 @@ pub fn prune_with_progress(
             .collect(),
         repacked_into: written,
         nonce: hex::encode(rand::random::<[u8; 16]>()),
+        detached: false,
     };
-    let key = gc_key(n, "mark");
-    if repo
-        .backend()
-        .create(&key, seal_record(repo.cipher(), &key, &mark))?
-        == Created::AlreadyExisted
-    {
+    out.plan = plan;
+    if session.fenced_now()? {
+        return Err(Error::PruneFenced(n));
+    }
+    if !publish_mark(repo, n, &mark)? {
         out.lost_race = true;
-        out.plan = plan;
-        session.commit(None)?;
+        end_session(repo, session, &mut out);
         return Ok(out);
     }
-    out.plan = plan;
+    // A second line of defence against a collector that paused between its
+    // fence check and its Create: its mark is void unless n is still open.
+    let now = GcState::load(repo)?;
+    if now.finished >= n || now.unfinished() != Some(n) {
+        out.lost_race = true;
+        repo.warn(format!(
+            "generation {n} was finished by another prune while this one was paused: its mark is void and nothing was deleted"
+        ));
+        end_session(repo, session, &mut out);
+        return Ok(out);
+    }
     phase("deleting unused packs");
-    let s = sweep(repo, n, Some(session.id()), opts)?;
+    let s = fenced_as_prune(sweep(repo, n, &session, opts), n)?;
     out.add_sweep(&s);
-    session.commit(None)?;
+    end_session(repo, session, &mut out);
     Ok(out)
+}
+
+/// `--dry-run`: the plan for the next generation, writing nothing.
+fn dry_run(
+    repo: &mut Repository,
+    opts: &PruneOptions,
+    phase: &dyn Fn(&str),
+) -> Result<PruneOutcome> {
+    let gc = GcState::load(repo)?;
+    let n = gc.unfinished().unwrap_or(gc.finished) + 1;
+    phase("planning: reading snapshots, trees and the index");
+    Ok(PruneOutcome {
+        finished_earlier: gc.unfinished(),
+        plan: plan(repo, n, opts)?,
+        ..Default::default()
+    })
+}
+
+/// A collector's session that was fenced before it deleted anything: the
+/// prune says so, rather than the backup's "nothing was saved".
+fn fenced_as_prune<T>(r: Result<T>, generation: u64) -> Result<T> {
+    r.map_err(|e| match e {
+        Error::Fenced => Error::PruneFenced(generation),
+        e => e,
+    })
+}
+
+/// Commits the collector's session. A fence that lands after the delete set
+/// was published changes nothing (D_n is final, rule 8) but is reported.
+fn end_session(repo: &Repository, session: Session, out: &mut PruneOutcome) {
+    if let Err(e) = session.commit(None) {
+        out.fenced_late = true;
+        repo.warn(format!(
+            "this prune's session ended badly after its work was done ({e}); what it deleted was final and safe to delete"
+        ));
+    }
+}
+
+/// Publishes generation `n`'s mark: its body first (a fresh key), then the
+/// claim with one Create. False when another collector's claim is there.
+fn publish_mark(repo: &Repository, n: u64, mark: &GcMark) -> Result<bool> {
+    let body = plan_key(n, &mark.nonce);
+    repo.backend()
+        .create(&body, seal_record(repo.cipher(), &body, mark))?;
+    let claim = GcMark {
+        nonce: mark.nonce.clone(),
+        detached: true,
+        ..Default::default()
+    };
+    let key = gc_key(n, "mark");
+    match create_arbiter(repo, &key, seal_record(repo.cipher(), &key, &claim))? {
+        Created::New => Ok(true),
+        // Ours after all when a retried Create finds its own first attempt.
+        Created::AlreadyExisted => Ok(matches!(
+            read_record::<GcMark>(repo, &key, MAX_GC_BODY_LEN),
+            Ok(m) if m.nonce == mark.nonce
+        )),
+    }
+}
+
+/// Creates an arbiter record (a claim, a fence, a `.done`). On a conflict the
+/// key is looked up: an S3 409 can report a conflict and store nothing, so an
+/// absent key means try again (rule 14).
+fn create_arbiter(repo: &Repository, key: &str, bytes: Vec<u8>) -> Result<Created> {
+    for _ in 0..5 {
+        match repo.backend().create(key, bytes.clone())? {
+            Created::New => return Ok(Created::New),
+            Created::AlreadyExisted if repo.backend().exists(key)? => {
+                return Ok(Created::AlreadyExisted)
+            }
+            Created::AlreadyExisted => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    Err(Error::corrupt(
+        key.to_string(),
+        "the store reports it exists but it cannot be found",
+    ))
 }
 
 impl PruneOutcome {
     fn add_sweep(&mut self, s: &SweepOutcome) {
         self.swept = s.done;
         self.sessions_pending = s.pending;
+        self.pending_sessions = s.pending_sessions.clone();
         self.sessions_fenced += s.fenced;
         self.packs_deleted += s.packs_deleted;
         self.bytes_deleted += s.bytes_deleted;
@@ -256,6 +353,7 @@ pub fn plan(repo: &mut Repository, generation: u64, opts: &PruneOptions) -> Resu
             format!("{e}; prune needs every tree readable (run check)"),
         ))
     })?;
+    refuse_unindexed(&reached)?;
     let mut plan = PrunePlan {
         generation,
         snapshots: snapshots.len(),
@@ -475,70 +573,57 @@ fn write_pack(repo: &Repository, b: PackBuilder) -> Result<IndexedPack> {
 struct SweepOutcome {
     done: bool,
     pending: usize,
+    pending_sessions: Vec<PendingSession>,
     fenced: usize,
     packs_deleted: usize,
     bytes_deleted: u64,
 }
 
-/// What `sessions/` says about each session.
-#[derive(Debug, Default)]
-struct SessionInfo {
-    started: bool,
-    ended: bool,
-    saw: Option<u64>,
-    newest: Option<chrono::DateTime<chrono::Utc>>,
-    keys: Vec<String>,
-}
-
-fn sessions(repo: &Repository) -> Result<HashMap<String, SessionInfo>> {
-    let mut out: HashMap<String, SessionInfo> = HashMap::new();
-    for l in repo.backend().list(records::SESSIONS_DIR)? {
-        let Some((sid, what)) = parse_session_key(&l.key) else {
-            continue;
-        };
-        let s = out.entry(sid.to_string()).or_default();
-        s.keys.push(l.key.clone());
-        match what {
-            "start" => s.started = true,
-            "end" => s.ended = true,
-            _ => {}
-        }
-        if let Some(g) = what.strip_prefix("saw.").and_then(|g| g.parse().ok()) {
-            s.saw = Some(s.saw.map_or(g, |old: u64| old.max(g)));
-        }
-        if what == "start" || what.starts_with("saw.") || what.starts_with("hb.") {
-            s.newest = Some(s.newest.map_or(l.last_modified, |t| t.max(l.last_modified)));
-        }
-    }
-    Ok(out)
-}
-
-/// Sweeps generation `n` if its preconditions hold (rules 6–8).
+/// Sweeps generation `n` if its preconditions hold (rules 6–8), as `session`
+/// (whose own records never block it).
 fn sweep(
     repo: &mut Repository,
     n: u64,
-    own_session: Option<&str>,
+    session: &Session,
     opts: &PruneOptions,
 ) -> Result<SweepOutcome> {
     let mut out = SweepOutcome::default();
-    let blocking = blocking_sessions(repo, n, own_session)?;
+    let (sessions, _) = survey(repo, false)?;
+    let blocking: Vec<&SessionRecords> = sessions
+        .iter()
+        .filter(|s| s.sid != session.id() && s.blocks(n))
+        .collect();
     if !blocking.is_empty() {
-        let (fenced, pending) = fence_stale(repo, n, &blocking, opts.stale_after)?;
-        out.fenced = fenced;
-        if pending > 0 {
-            out.pending = pending;
+        let pending = fence_stale(repo, n, &blocking, opts)?;
+        out.fenced = blocking.len() - pending.len();
+        if !pending.is_empty() {
+            out.pending = pending.len();
+            out.pending_sessions = pending;
             return Ok(out);
         }
     }
-    let mark: GcMark = read_record(repo, &gc_key(n, "mark"))?;
-    let deleted = decide_deletions(repo, n, &mark)?;
+    let mark = match read_mark(repo, n) {
+        Ok(m) => Some(m),
+        Err(e) if is_content_error(&e) => {
+            repo.warn(format!(
+                "the mark of generation {n} cannot be read ({e}): that generation is finished deleting nothing"
+            ));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let deleted = decide_deletions(repo, n, mark.as_ref())?;
+    // A sweeper fenced while it paused deletes nothing (rule 4).
+    if session.fenced_now()? {
+        return Err(Error::PruneFenced(n));
+    }
     let kinds: HashMap<PackId, (BlobType, u64)> = repo
         .list_packs()?
         .into_iter()
         .map(|(id, k, s)| (id, (k, s)))
         .collect();
-    compact_index(repo, &deleted.deleted)?;
-    for id in &deleted.deleted {
+    compact_index(repo, &deleted)?;
+    for id in &deleted {
         if let Some((kind, size)) = kinds.get(id) {
             repo.backend().delete(&pack_key(*kind, id))?;
             if let Some(c) = repo.cache() {
@@ -548,78 +633,161 @@ fn sweep(
             out.bytes_deleted += size;
         }
     }
-    let done = gc_key(n, "done");
-    repo.backend()
-        .create(&done, seal_record(repo.cipher(), &done, &GcDone {}))?;
+    publish_done(repo, n)?;
     out.done = true;
     clean_up(repo, n)?;
     Ok(out)
 }
 
-/// Sessions that could still reuse a pack condemned by generation `n`: no
-/// `.end` yet, and saw an older generation (or has not said which).
-fn blocking_sessions(
-    repo: &Repository,
-    n: u64,
-    own_session: Option<&str>,
-) -> Result<Vec<(String, SessionInfo)>> {
-    Ok(sessions(repo)?
-        .into_iter()
-        .filter(|(sid, s)| {
-            Some(sid.as_str()) != own_session
-                && s.started
-                && !s.ended
-                && s.saw.is_none_or(|g| g < n)
-        })
-        .collect())
+/// Creates `gc/<n>.done`. An object already there that does not read back
+/// (planted or damaged) would hold the generation open forever: a `.done`
+/// carries nothing, so it is replaced.
+fn publish_done(repo: &Repository, n: u64) -> Result<()> {
+    let key = gc_key(n, "done");
+    let bytes = seal_record(repo.cipher(), &key, &GcDone {});
+    if create_arbiter(repo, &key, bytes.clone())? == Created::New {
+        return Ok(());
+    }
+    match read_record::<GcDone>(repo, &key, MAX_SMALL_RECORD_LEN) {
+        Ok(_) => Ok(()),
+        Err(e) if is_content_error(&e) => {
+            repo.warn(format!(
+                "{key} was not a record cairn wrote ({e}): replaced"
+            ));
+            repo.backend().delete(&key)?;
+            create_arbiter(repo, &key, bytes).map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
 }
 
-/// Fences the blocking sessions silent for longer than `stale_after`, judged
-/// against a probe object written just now, so that only the store's clock is
-/// ever compared with itself (rule 7). Returns (fenced, still pending).
+/// Fences the blocking sessions silent for longer than `stale_after` (or
+/// alive for longer than `fence_older_than`), judged against a probe object
+/// written just now, so that only the store's clock is ever compared with
+/// itself (rule 7). Returns the sessions still pending.
 fn fence_stale(
     repo: &Repository,
     n: u64,
-    blocking: &[(String, SessionInfo)],
-    stale_after: Duration,
-) -> Result<(usize, usize)> {
-    let probe = format!(
-        "{}/probe-{}",
-        records::GC_DIR,
-        hex::encode(rand::random::<[u8; 8]>())
-    );
-    repo.backend().create(&probe, Vec::new())?;
-    let now = repo.backend().last_modified(&probe);
-    let _ = repo.backend().delete(&probe);
-    let now = now?;
-    let stale = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
-    let (mut fenced, mut pending) = (0, 0);
-    for (sid, s) in blocking {
-        let silent_since = s.newest.unwrap_or(now);
-        if now - silent_since <= stale {
-            pending += 1;
+    blocking: &[&SessionRecords],
+    opts: &PruneOptions,
+) -> Result<Vec<PendingSession>> {
+    let now = store_now(repo)?;
+    let stale = chrono::Duration::from_std(opts.stale_after).unwrap_or(chrono::Duration::MAX);
+    let too_old = opts
+        .fence_older_than
+        .map(|d| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
+    let mut pending = Vec::new();
+    for s in blocking {
+        let silent = now - s.newest.unwrap_or(now);
+        let age = now - s.started.unwrap_or(now);
+        if silent <= stale && too_old.is_none_or(|t| age <= t) {
+            pending.push(describe_pending(repo, s, silent));
             continue;
         }
-        let key = session_key(sid, "end");
+        let key = session_key(&s.sid, "end");
         let end = SessionEnd::Fenced { generation: n };
-        match repo
-            .backend()
-            .create(&key, seal_record(repo.cipher(), &key, &end))?
-        {
-            Created::New => fenced += 1,
-            Created::AlreadyExisted => {} // it just committed or aborted: fine
+        // AlreadyExisted: it has just ended (or its `.end` is damaged and it
+        // can never commit): either way it no longer blocks.
+        create_arbiter(repo, &key, seal_record(repo.cipher(), &key, &end))?;
+    }
+    Ok(pending)
+}
+
+/// "Now" by the store's clock: the `last_modified` of a probe created now.
+/// A probe removed by another collector's clean-up before it was read is
+/// simply made again.
+fn store_now(repo: &Repository) -> Result<chrono::DateTime<chrono::Utc>> {
+    let mut last = None;
+    for _ in 0..5 {
+        let probe = format!(
+            "{}/probe-{}",
+            records::GC_DIR,
+            hex::encode(rand::random::<[u8; 8]>())
+        );
+        repo.backend().create(&probe, Vec::new())?;
+        let now = repo.backend().last_modified(&probe);
+        let _ = repo.backend().delete(&probe);
+        match now {
+            Ok(t) => return Ok(t),
+            Err(e @ Error::MissingObject(_)) => last = Some(e),
+            Err(e) => return Err(e),
         }
     }
-    Ok((fenced, pending))
+    Err(last.expect("five attempts"))
+}
+
+/// Host, pid and kind from a pending session's `.start` (when it reads).
+fn describe_pending(
+    repo: &Repository,
+    s: &SessionRecords,
+    silent: chrono::Duration,
+) -> PendingSession {
+    let start: Option<SessionStart> =
+        read_record(repo, &session_key(&s.sid, "start"), MAX_SMALL_RECORD_LEN).ok();
+    PendingSession {
+        session: s.sid.clone(),
+        hostname: start.as_ref().map(|st| st.hostname.clone()),
+        pid: start.as_ref().map(|st| st.pid),
+        kind: start
+            .as_ref()
+            .map(|st| format!("{:?}", st.kind).to_lowercase()),
+        silent_secs: silent.num_seconds(),
+    }
 }
 
 /// D_n: the condemned packs that no snapshot committed after the mark needs
-/// (rule 8), published with one Create; a sweep record already there wins.
-fn decide_deletions(repo: &mut Repository, n: u64, mark: &GcMark) -> Result<GcSweep> {
+/// (rule 8), published with one Create; a sweep record already there wins. An
+/// unreadable mark or sweep record means D_n is empty: deleting nothing is
+/// always safe.
+fn decide_deletions(
+    repo: &mut Repository,
+    n: u64,
+    mark: Option<&GcMark>,
+) -> Result<BTreeSet<PackId>> {
     let key = gc_key(n, "sweep");
     if repo.backend().exists(&key)? {
-        return read_record(repo, &key);
+        return adopt_sweep(repo, n);
     }
+    let deleted = match mark {
+        Some(m) => still_unneeded(repo, m)?,
+        None => BTreeSet::new(),
+    };
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    let body_key = deleted_key(n, &nonce);
+    let body = GcSweep {
+        deleted: deleted.clone(),
+        nonce: nonce.clone(),
+        detached: false,
+    };
+    repo.backend()
+        .create(&body_key, seal_record(repo.cipher(), &body_key, &body))?;
+    let claim = GcSweep {
+        nonce,
+        detached: true,
+        ..Default::default()
+    };
+    match create_arbiter(repo, &key, seal_record(repo.cipher(), &key, &claim))? {
+        Created::New => Ok(deleted),
+        Created::AlreadyExisted => adopt_sweep(repo, n),
+    }
+}
+
+/// Another sweeper's D_n (or ours, found by a retried Create).
+fn adopt_sweep(repo: &Repository, n: u64) -> Result<BTreeSet<PackId>> {
+    match read_sweep(repo, n) {
+        Ok(d) => Ok(d),
+        Err(e) if is_content_error(&e) => {
+            repo.warn(format!(
+                "the sweep record of generation {n} cannot be read ({e}): that generation deletes nothing"
+            ));
+            Ok(BTreeSet::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The condemned packs no valid snapshot outside `A_n` needs.
+fn still_unneeded(repo: &mut Repository, mark: &GcMark) -> Result<BTreeSet<PackId>> {
     let newer: Vec<BlobId> = repo
         .list_snapshots()?
         .into_iter()
@@ -632,16 +800,26 @@ fn decide_deletions(repo: &mut Repository, n: u64, mark: &GcMark) -> Result<GcSw
         let reached = reach(repo, newer, &mut |id, e| {
             Err(Error::corrupt(format!("tree {id}"), e))
         })?;
+        refuse_unindexed(&reached)?;
         let needed: HashSet<PackId> = spared_packs(repo, &mark.condemned, &reached)?;
         deleted.retain(|p| !needed.contains(p));
     }
-    let sweep = GcSweep { deleted };
-    match repo
-        .backend()
-        .create(&key, seal_record(repo.cipher(), &key, &sweep))?
-    {
-        Created::New => Ok(sweep),
-        Created::AlreadyExisted => read_record(repo, &key),
+    Ok(deleted)
+}
+
+/// A valid snapshot that reaches a blob no index lists means something is
+/// already wrong; deleting "unindexed" packs then could make it permanent
+/// (rule 11). `check` says what, `repair index` is the way out.
+fn refuse_unindexed(reached: &Reached) -> Result<()> {
+    match reached.unindexed_data.iter().next() {
+        None => Ok(()),
+        Some(id) => Err(Error::corrupt(
+            format!("blob {id}"),
+            format!(
+                "a snapshot needs it ({} such blobs) but no index lists it; prune stops rather than delete its pack (run check)",
+                reached.unindexed_data.len()
+            ),
+        )),
     }
 }
 
@@ -703,35 +881,48 @@ fn compact_index(repo: &Repository, deleted: &BTreeSet<PackId>) -> Result<()> {
     Ok(())
 }
 
-/// After generation `n` is done: the records of older generations go (rule 9),
-/// and so do the start, saw and heartbeat records of ended sessions, the ends
-/// of aborted ones and the ends of committed ones whose snapshot was
-/// forgotten. (Forget leaves the `.end` to this: deleting it first would make
-/// a finished session look like a running one.) Fences stay forever.
+/// After generation `n` is done (rule 9): the bodies of void generations and
+/// leftover probes go (claims stay forever: they are what makes a paused
+/// collector's late Create fail); so do the start, saw and heartbeat records
+/// of ended sessions, the ends of aborted ones and the ends of committed ones
+/// whose snapshot was forgotten. (Forget leaves the `.end` to this: deleting
+/// it first would make a finished session look running.) Fences stay forever.
+/// Only records that authenticate decide what goes.
 fn clean_up(repo: &Repository, n: u64) -> Result<()> {
     for l in repo.backend().list(records::GC_DIR)? {
-        if matches!(records::parse_gc_key(&l.key), Some((m, _)) if m < n) {
+        let void_body = crate::repo::gc::body_generation(&l.key).is_some_and(|m| m < n);
+        if void_body || crate::repo::gc::is_probe(&l.key) {
             repo.backend().delete(&l.key)?;
         }
     }
-    for (sid, s) in sessions(repo)? {
-        if !s.ended {
-            continue;
-        }
-        let end_key = session_key(&sid, "end");
-        let end = match repo.backend().get(&end_key) {
-            Ok(b) => open_record::<SessionEnd>(repo.cipher(), &end_key, &b).ok(),
-            Err(_) => None,
+    let snapshots_of: HashSet<String> = repo
+        .list_all_snapshots()?
+        .into_iter()
+        .filter_map(|(_, s)| s.session)
+        .collect();
+    let (sessions, _) = survey(repo, false)?;
+    for s in sessions {
+        let end_key = session_key(&s.sid, "end");
+        let end = match s.end {
+            EndState::Ended(end) => end,
+            // Never read (cleaned up before; only its `.end` is left): read it
+            // only if no snapshot names the session, so forgotten ones go.
+            EndState::Absent if !s.announced && !snapshots_of.contains(&s.sid) => {
+                match read_record::<SessionEnd>(repo, &end_key, MAX_SMALL_RECORD_LEN) {
+                    Ok(end) => end,
+                    Err(_) => continue,
+                }
+            }
+            _ => continue,
         };
         let end_goes = match end {
-            Some(SessionEnd::Aborted { .. })
-            | Some(SessionEnd::Committed { snapshot: None, .. }) => true,
-            Some(SessionEnd::Committed {
+            SessionEnd::Aborted { .. } | SessionEnd::Committed { snapshot: None, .. } => true,
+            SessionEnd::Committed {
                 snapshot: Some(id), ..
-            }) => !repo
+            } => !repo
                 .backend()
                 .exists(&format!("{}/{id}", crate::repo::SNAPSHOTS_DIR))?,
-            _ => false,
+            SessionEnd::Fenced { .. } => false,
         };
         for k in &s.keys {
             if *k != end_key || end_goes {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::id::PackId;
 use crate::format::records::{
     ledger_key, open_record, parse_ledger_key, seal_record, DrillRecord, VerifyRecord, DRILLS_DIR,
-    VERIFY_DIR,
+    MAX_LEDGER_RECORD_LEN, VERIFY_DIR,
 };
 use crate::repo::Repository;
 
@@ -46,7 +46,7 @@ fn write_record<T: Serialize>(
 }
 
 fn read<T: DeserializeOwned>(repo: &Repository, key: &str) -> Result<T> {
-    let bytes = repo.backend().get(key)?;
+    let bytes = repo.backend().get_bounded(key, MAX_LEDGER_RECORD_LEN)?;
     open_record(repo.cipher(), key, &bytes).map_err(|e| Error::format(key.to_string(), e))
 }
 

@@ -969,15 +969,32 @@ impl Repository {
             return Ok(false);
         }
         let key = records::session_key(sid, "end");
-        let bytes = match self.backend.get(&key) {
+        let bytes = match self
+            .backend
+            .get_bounded(&key, records::MAX_SMALL_RECORD_LEN)
+        {
             Ok(b) => b,
             Err(Error::MissingObject(_)) => return Ok(false), // forgotten meanwhile
+            Err(e) if is_content_error(&e) => return Ok(self.valid_by_doubt(id, &e)),
             Err(e) => return Err(e),
         };
-        Ok(matches!(
-            records::open_record::<SessionEnd>(&self.cipher, &key, &bytes),
-            Ok(SessionEnd::Committed { snapshot: Some(s), .. }) if s == *id
-        ))
+        match records::open_record::<SessionEnd>(&self.cipher, &key, &bytes) {
+            Ok(SessionEnd::Committed {
+                snapshot: Some(s), ..
+            }) => Ok(s == *id),
+            Ok(_) => Ok(false),
+            Err(e) => Ok(self.valid_by_doubt(id, &Error::format(key, e))),
+        }
+    }
+
+    /// A snapshot whose `.end` is damaged may have been committed: it counts
+    /// as valid, so that no prune deletes its data (rule 13); `check` reports
+    /// the record.
+    fn valid_by_doubt(&self, id: &SnapshotId, e: &Error) -> bool {
+        self.warn(format!(
+            "snapshot {id}: its session record is damaged ({e}); kept as valid (run check)"
+        ));
+        true
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {

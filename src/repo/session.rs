@@ -18,12 +18,14 @@ use rand::RngCore;
 
 use crate::error::{Error, Result};
 use crate::format::crypto::Cipher;
-use crate::format::id::{IndexId, PackId, SnapshotId};
+use crate::format::id::{PackId, SnapshotId};
 use crate::format::records::{
-    open_record, seal_record, session_key, SessionEnd, SessionKind, SessionStart,
+    open_record, parse_session_key, seal_record, session_key, SessionEnd, SessionKind,
+    SessionStart, MAX_SMALL_RECORD_LEN, SESSIONS_DIR,
 };
 use crate::format::snapshot::Snapshot;
-use crate::repo::gc::GcState;
+use crate::repo::gc::{GcState, RecordProblem};
+use crate::repo::is_content_error;
 use crate::repo::{hostname, Repository};
 use crate::storage::{Backend, Created};
 
@@ -73,27 +75,40 @@ impl Session {
             time: chrono::Utc::now(),
         };
         let key = session_key(&sid, "start");
-        repo.backend()
-            .create(&key, seal_record(repo.cipher(), &key, &start))?;
-        let gc = GcState::load(repo)?;
-        let saw = gc.latest();
-        let saw_key = session_key(&sid, &format!("saw.{saw}"));
-        repo.backend()
-            .create(&saw_key, seal_record(repo.cipher(), &saw_key, &saw))?;
-        let condemned = gc.condemned_up_to(saw);
+        if let Err(e) = repo
+            .backend()
+            .create(&key, seal_record(repo.cipher(), &key, &start))
+        {
+            // A store that kept part of the failed upload must not be left
+            // with a damaged record of a session that never ran.
+            let _ = repo.backend().delete(&key);
+            return Err(e);
+        }
+        // From here on, a failure ends the session as aborted (Drop).
         let mut s = Session {
             backend: repo.backend().clone(),
             cipher: repo.cipher().clone(),
             sid,
             nonce,
-            saw,
-            gc,
-            condemned,
+            saw: 0,
+            gc: GcState::default(),
+            condemned: HashSet::new(),
             fenced: Arc::new(AtomicBool::new(false)),
             ended: false,
             stop: None,
             heart: None,
         };
+        s.gc = GcState::load(repo)?;
+        s.saw = s.gc.latest();
+        let saw_key = session_key(&s.sid, &format!("saw.{}", s.saw));
+        if let Err(e) = repo
+            .backend()
+            .create(&saw_key, seal_record(repo.cipher(), &saw_key, &s.saw))
+        {
+            let _ = repo.backend().delete(&saw_key);
+            return Err(e);
+        }
+        s.condemned = s.gc.condemned_up_to(s.saw);
         s.start_heartbeat();
         Ok(s)
     }
@@ -141,8 +156,10 @@ impl Session {
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
                 k += 1;
                 let key = session_key(&sid, &format!("hb.{k}"));
-                let _ = backend.create(&key, seal_record(&cipher, &key, &k));
-                if k > 1 {
+                // The previous beat goes only once this one is stored: a failed
+                // write must not leave the session looking silent for longer.
+                let beat = backend.create(&key, seal_record(&cipher, &key, &k));
+                if k > 1 && matches!(beat, Ok(Created::New)) {
                     let _ = backend.delete(&session_key(&sid, &format!("hb.{}", k - 1)));
                 }
                 if backend.exists(&session_key(&sid, "end")).unwrap_or(false) {
@@ -174,19 +191,28 @@ impl Session {
         self.settle(&end)
     }
 
+    /// Whether a `.end` this session did not write exists now (a collector
+    /// fenced it): read from storage, not from the heartbeat's last look.
+    /// Collectors ask this right before publishing a mark and before they
+    /// delete anything; an unreadable `.end` counts as a fence (delete nothing).
+    pub fn fenced_now(&self) -> Result<bool> {
+        if self.ended {
+            return Ok(false);
+        }
+        let fenced = self.backend.exists(&session_key(&self.sid, "end"))?;
+        if fenced {
+            self.fenced.store(true, Ordering::Relaxed);
+        }
+        Ok(fenced)
+    }
+
     /// Saves `snapshot` (its `session` field must name this session) and
     /// commits. If the commit fails (fenced, most likely), the snapshot object
-    /// is removed, best effort: it is not valid and never will be.
-    /// The index objects the session wrote go too when it was fenced: a sweep
-    /// may have deleted the packs they name (they were unindexed when it
-    /// looked), and no later reader should see entries for them.
-    pub fn commit_snapshot(
-        self,
-        repo: &Repository,
-        snapshot: &Snapshot,
-        index_objects: &[IndexId],
-    ) -> Result<SnapshotId> {
-        let result = self.check().and_then(|_| {
+    /// is removed, best effort: it is not valid and never will be. Nothing
+    /// else goes: another writer may already have deduplicated against this
+    /// session's packs and index objects and committed (rule 3).
+    pub fn commit_snapshot(self, repo: &Repository, snapshot: &Snapshot) -> Result<SnapshotId> {
+        self.check().and_then(|_| {
             let id = repo.save_snapshot(snapshot)?;
             if let Err(e) = self.commit(Some(id)) {
                 let _ = repo
@@ -195,15 +221,7 @@ impl Session {
                 return Err(e);
             }
             Ok(id)
-        });
-        if matches!(result, Err(Error::Fenced)) {
-            for i in index_objects {
-                let _ = repo
-                    .backend()
-                    .delete(&format!("{}/{i}", crate::repo::INDEX_DIR));
-            }
-        }
-        result
+        })
     }
 
     /// Ends the session having saved nothing.
@@ -226,7 +244,7 @@ impl Session {
                 Ok(Created::New) => return Ok(()),
                 Ok(Created::AlreadyExisted) | Err(_) => {}
             }
-            match self.backend.get(&key) {
+            match self.backend.get_bounded(&key, MAX_SMALL_RECORD_LEN) {
                 Ok(stored) => {
                     return match open_record::<SessionEnd>(&self.cipher, &key, &stored) {
                         Ok(SessionEnd::Fenced { .. }) => Err(Error::Fenced),
@@ -257,4 +275,157 @@ impl Drop for Session {
             });
         }
     }
+}
+
+/// How a session ended, as far as its `.end` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndState {
+    Absent,
+    Ended(SessionEnd),
+    /// A `.end` exists but does not read back (damaged or planted): the
+    /// session can never commit (the key is taken), but whether it did is
+    /// unknown, so it counts as running until it is silent (rule 13).
+    Unreadable,
+}
+
+/// What `sessions/` says about one session, from the records that
+/// authenticate (a name alone decides nothing: rule 13).
+#[derive(Debug, Clone)]
+pub struct SessionRecords {
+    pub sid: String,
+    /// Every key listed for it.
+    pub keys: Vec<String>,
+    /// It has a `.start`, `.saw` or `.hb` (a session with only an `.end` is one
+    /// whose other records a clean-up removed).
+    pub announced: bool,
+    pub end: EndState,
+    /// The highest generation an authenticated `.saw.<g>` records.
+    pub saw: Option<u64>,
+    /// The newest `last_modified` of its `.start`, `.saw` and `.hb` records.
+    pub newest: Option<chrono::DateTime<chrono::Utc>>,
+    /// The `last_modified` of its `.start`.
+    pub started: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl SessionRecords {
+    /// Whether this session could still reuse a pack generation `n`
+    /// condemned: announced, not ended, and saw no generation `n` or later.
+    pub fn blocks(&self, n: u64) -> bool {
+        self.announced && !matches!(self.end, EndState::Ended(_)) && self.saw.is_none_or(|g| g < n)
+    }
+}
+
+/// Reads `sessions/`: every session with its `.end` and `.saw` records
+/// (authenticated, bounded). With `everything`, also each `.start` and the
+/// `.end` of sessions already cleaned up, for `check`. A record listed but
+/// gone when read was cleaned up meanwhile: the listing is taken again.
+pub fn survey(
+    repo: &Repository,
+    everything: bool,
+) -> Result<(Vec<SessionRecords>, Vec<RecordProblem>)> {
+    let mut last = None;
+    for _ in 0..8 {
+        match survey_once(repo, everything) {
+            Err(Error::MissingObject(k)) => last = Some(k),
+            other => return other,
+        }
+    }
+    Err(Error::MissingObject(last.unwrap_or_default()))
+}
+
+fn survey_once(
+    repo: &Repository,
+    everything: bool,
+) -> Result<(Vec<SessionRecords>, Vec<RecordProblem>)> {
+    let mut by_sid: std::collections::BTreeMap<String, SessionRecords> = Default::default();
+    let mut problems = Vec::new();
+    for l in repo.backend().list(SESSIONS_DIR)? {
+        let Some((sid, what)) = parse_session_key(&l.key) else {
+            problems.push(RecordProblem {
+                key: l.key.clone(),
+                message: "not a record cairn writes".into(),
+            });
+            continue;
+        };
+        let s = by_sid
+            .entry(sid.to_string())
+            .or_insert_with(|| SessionRecords {
+                sid: sid.to_string(),
+                keys: Vec::new(),
+                announced: false,
+                end: EndState::Absent,
+                saw: None,
+                newest: None,
+                started: None,
+            });
+        s.keys.push(l.key.clone());
+        if what == "start" {
+            s.started = Some(l.last_modified);
+        }
+        if what != "end" {
+            s.announced = true;
+            s.newest = Some(s.newest.map_or(l.last_modified, |t| t.max(l.last_modified)));
+        }
+    }
+    let mut out: Vec<SessionRecords> = by_sid.into_values().collect();
+    for s in &mut out {
+        if s.announced || everything {
+            read_session(repo, s, everything, &mut problems)?;
+        }
+    }
+    Ok((out, problems))
+}
+
+/// Reads one session's `.end` and `.saw` records (and `.start` with
+/// `everything`); damage goes to `problems` and errs on the safe side.
+fn read_session(
+    repo: &Repository,
+    s: &mut SessionRecords,
+    everything: bool,
+    problems: &mut Vec<RecordProblem>,
+) -> Result<()> {
+    let mut problem = |key: &str, e: Error| {
+        problems.push(RecordProblem {
+            key: key.to_string(),
+            message: e.to_string(),
+        })
+    };
+    for key in s.keys.clone() {
+        let Some((_, what)) = parse_session_key(&key) else {
+            continue;
+        };
+        if what == "end" {
+            match read_small::<SessionEnd>(repo, &key) {
+                Ok(end) => s.end = EndState::Ended(end),
+                Err(e) if is_content_error(&e) => {
+                    s.end = EndState::Unreadable;
+                    problem(&key, e);
+                }
+                Err(e) => return Err(e),
+            }
+        } else if let Some(g) = what.strip_prefix("saw.") {
+            match read_small::<u64>(repo, &key) {
+                Ok(v) if g.parse() == Ok(v) => s.saw = Some(s.saw.map_or(v, |o| o.max(v))),
+                Ok(v) => problem(
+                    &key,
+                    Error::corrupt(&key, format!("records generation {v}, not its name's")),
+                ),
+                Err(e) if is_content_error(&e) => problem(&key, e),
+                Err(e) => return Err(e),
+            }
+        } else if what == "start" && everything {
+            match read_small::<SessionStart>(repo, &key) {
+                Ok(_) => {}
+                Err(e) if is_content_error(&e) => problem(&key, e),
+                Err(e) => return Err(e),
+            }
+        } else if what != "start" && !what.starts_with("hb.") {
+            problem(&key, Error::corrupt(&key, "not a record cairn writes"));
+        }
+    }
+    Ok(())
+}
+
+fn read_small<T: for<'de> serde::Deserialize<'de>>(repo: &Repository, key: &str) -> Result<T> {
+    crate::repo::gc::read_record(repo, key, MAX_SMALL_RECORD_LEN)
 }

@@ -453,6 +453,27 @@ impl Backend {
         Ok(b)
     }
 
+    /// Reads a small object whose size must not exceed `max`: a coordination
+    /// or ledger record, which anyone with write access to the store could
+    /// replace by a huge (or sparse) object to exhaust memory. The size is
+    /// asked first, and the bytes read are counted again.
+    pub fn get_bounded(&self, key: &str, max: u64) -> Result<Bytes> {
+        let too_large = |n: u64| Error::Corrupt {
+            what: key.to_string(),
+            reason: format!("{n} bytes, more than the {max} such a record may have"),
+        };
+        match self.size(key)? {
+            None => return Err(Error::MissingObject(key.to_string())),
+            Some(n) if n > max => return Err(too_large(n)),
+            Some(_) => {}
+        }
+        let b = self.get(key)?;
+        if b.len() as u64 > max {
+            return Err(too_large(b.len() as u64));
+        }
+        Ok(b)
+    }
+
     pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let b = self
             .block(self.store.get_range(&Self::path(key), range))?
