@@ -100,7 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         session: Some(session.id().to_string()),
         original: None,
     };
-    let id = session.commit_snapshot(&repo, &snapshot, &stats.index_objects)?;
+    let id = session.commit_snapshot(&repo, &snapshot)?;
     println!(
         "snapshot {id}: {} data blobs, {} packs, {} index objects in {:.0} s",
         stats.data_blobs,
