@@ -480,3 +480,59 @@ fn dry_runs_change_no_object() {
     r.prune_json(&[]);
     assert_ne!(listing(&s.repo), before);
 }
+
+/// Schedule 3 of issue 16, black-box: a prune slowed by `--limit-upload` is
+/// stopped with SIGSTOP while it uploads its repack output; two other prunes
+/// fence it and finish two generations (keeping partly used packs whole);
+/// SIGCONT. The stopped prune must delete nothing and say so truthfully, and
+/// every snapshot restores. (The first implementation's zombie re-marked the
+/// cleaned-up generation and deleted the pack it had repacked from: most files
+/// of the kept snapshot were lost, and it printed "nothing was saved".)
+#[test]
+fn sigstopped_repacking_prune_deletes_nothing() {
+    let s = Sandbox::init_with(&["--pack-size", "4"]);
+    let r = Repo { s: &s, s3: None };
+    let src = s.path("src");
+    random_tree(&src, 8, 40_000, 70);
+    std::fs::write(src.join("big.bin"), random_bytes(1_500_000, 71)).unwrap();
+    let first = r.backup(&src);
+    std::fs::remove_file(src.join("big.bin")).unwrap();
+    let kept = r.backup(&src);
+    let want = files(&src);
+    r.ok(&["forget", &first]);
+    // The one pack holds 320 KB the kept snapshot needs and 1.5 MB it does
+    // not: this prune repacks it, at 40 KiB/s (about 8 s of upload).
+    let mut zombie = r.spawn(&["--limit-upload", "40", "prune", "--stale-after", "0s"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        zombie.try_wait().unwrap().is_none(),
+        "the prune ended too soon"
+    );
+    let pid = zombie.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let keep_packs = ["--stale-after", "0s", "--max-unused", "unlimited"];
+    let mut fenced = 0;
+    for g in 0..2u64 {
+        let garbage = s.path(format!("g{g}"));
+        random_tree(&garbage, 2, 200_000, 80 + g);
+        let id = r.backup(&garbage);
+        r.ok(&["forget", &id]);
+        let p = r.prune_json(&keep_packs);
+        assert_eq!(p["swept"], true, "{p}");
+        fenced += num(&p, "sessions_fenced");
+    }
+    assert_eq!(fenced, 1, "the stopped prune is fenced once");
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let (code, out, err) = finish(zombie);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        err.contains("fenced") && err.contains("deleted nothing"),
+        "{err}"
+    );
+    r.assert_restores(&kept, &src, &want);
+    r.check_read_data();
+    // A prune now collects what is left, and the snapshot still restores.
+    assert_eq!(r.prune_json(&["--stale-after", "0s"])["swept"], true);
+    r.assert_restores(&kept, &src, &want);
+    r.check_read_data();
+}

@@ -9,6 +9,7 @@
 //! thread; later matching requests pass. The parked request blocks its own
 //! thread (inside `block_on`, never a runtime worker), which is what a
 //! SIGSTOP or a laptop lid does to a real process between two requests.
+#![allow(dead_code)]
 
 use std::fmt;
 use std::ops::Range;
