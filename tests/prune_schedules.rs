@@ -362,3 +362,37 @@ fn a_conflict_answer_that_stored_nothing_is_retried() {
     let report = r.check();
     assert!(report.ok(), "{:?}", report.errors);
 }
+
+/// Rule 13: a record copied under another generation's name does not
+/// authenticate (its key is its associated data): the copy is refused, named
+/// by check, and the generation it pretends to finish is done for real later.
+#[test]
+fn a_record_copied_to_another_generation_is_refused() {
+    let r = Repo::new();
+    let a = r.tree("a", &[("a.bin", 200_000, 90)]);
+    let s = r.backup(&a).unwrap();
+    for (i, g) in ["g1", "g2"].iter().enumerate() {
+        let d = r.tree(g, &[("g.bin", 200_000, 91 + i as u64)]);
+        let id = r.backup(&d).unwrap();
+        r.forget(&id);
+        if i == 0 {
+            assert!(r.prune(&fencing()).unwrap().swept);
+        }
+    }
+    let gc = r.dir.path().join("gc");
+    std::fs::copy(gc.join("0000000001.done"), gc.join("0000000002.done")).unwrap();
+    let report = r.check();
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.object == "gc/0000000002.done"),
+        "{:?}",
+        report.errors
+    );
+    // Generation 2 is not taken as finished: the next prune marks and sweeps
+    // it, replacing the copy with a real record.
+    let p = r.prune(&fencing()).unwrap();
+    assert!(p.swept && p.plan.generation == 2 && p.packs_deleted > 0, "{p:?}");
+    r.assert_restores(&[(s, &a)]);
+}

@@ -598,8 +598,14 @@ fn next_level(level: i32, saved: &[(crate::repo::saver::Saved, usize)]) -> i32 {
     }
 }
 
-/// The latest snapshot with the same host and paths, as restic picks a parent.
-fn find_parent(repo: &Repository, host: &str, paths: &[String]) -> Result<Option<SnapshotId>> {
+/// The latest snapshot with the same host and paths, as restic picks a parent,
+/// with its tree: taken from the listing itself, so that a forget between the
+/// listing and a second read cannot fail the backup.
+fn find_parent(
+    repo: &Repository,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(SnapshotId, BlobId)>> {
     let filter = SnapshotFilter {
         hosts: vec![host.to_string()],
         ..Default::default()
@@ -617,7 +623,7 @@ fn find_parent(repo: &Repository, host: &str, paths: &[String]) -> Result<Option
             }
         })
         .next_back()
-        .map(|(id, _)| id))
+        .map(|(id, s)| (id, s.tree)))
 }
 
 fn current_ids() -> (u32, u32) {
@@ -683,14 +689,13 @@ pub fn backup(
         }
     };
     // Stdin and commands have no metadata to compare: always read, never skip.
-    let parent = match (&source, opts.parent) {
-        (_, Some(p)) => Some(p),
-        (Source::Paths(_), None) if !opts.force => find_parent(repo, &host, &paths)?,
-        _ => None,
-    };
-    let parent_tree = match parent {
-        Some(p) => Some(repo.load_snapshot(&p)?.tree),
-        None => None,
+    let (parent, parent_tree) = match (&source, opts.parent) {
+        (_, Some(p)) => (Some(p), Some(repo.load_snapshot(&p)?.tree)),
+        (Source::Paths(_), None) if !opts.force => match find_parent(repo, &host, &paths)? {
+            Some((id, tree)) => (Some(id), Some(tree)),
+            None => (None, None),
+        },
+        _ => (None, None),
     };
     let repo_ref: &Repository = repo;
     let arch = Archiver {
