@@ -1,5 +1,7 @@
-//! `cargo run -p gc-model --example explore -- old|new WRITERS COLLECTORS [nosym]`:
-//! explores one configuration with BFS and prints counts, time and discoveries.
+//! `cargo run --release -p gc-model --example explore -- old|new WRITERS COLLECTORS
+//! [nosym] [nopor] [crash] [noforget] [j]`: explores one configuration with BFS
+//! (`THREADS`, default 2) and prints counts, time and discoveries. Peak memory:
+//! run it under `/usr/bin/time -v`.
 use gc_model::{GcModel, Rules};
 use stateright::{Checker, Model};
 use std::time::Instant;
@@ -18,6 +20,8 @@ fn main() {
     if args.iter().any(|a| a == "j") {
         model.writer_choices = vec![gc_model::J];
     }
+    model.por = !args.iter().any(|a| a == "nopor");
+    model.crash = args.iter().any(|a| a == "crash");
     if args.iter().any(|a| a == "noforget") {
         model.forget = false;
     }
@@ -57,8 +61,11 @@ fn main() {
     );
     for (name, path) in checker.discoveries() {
         eprintln!("{name}: {} steps", path.clone().into_actions().len());
-        for a in path.into_actions() {
-            eprintln!("    {a:?}");
+        // Examples are only reachability checks: print the counterexamples.
+        if gc_model::INVARIANTS.contains(&name) {
+            for a in path.into_actions() {
+                eprintln!("    {a:?}");
+            }
         }
     }
 }

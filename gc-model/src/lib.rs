@@ -51,10 +51,79 @@
 //!   is hidden.
 //! - Each actor runs one command (one backup, one prune); there are as many
 //!   generations as collectors.
-//! - **Symmetry.** Writers are interchangeable, and so are collectors. stateright
-//!   0.31's BFS checker ignores `CheckerBuilder::symmetry`, so with
-//!   [`GcModel::symmetry`] the model itself returns the canonical representative
-//!   (least state over all writer and collector permutations) from `next_state`.
+//!
+//! # Reductions (and why they hide no violation)
+//! The exploration is exact up to three reductions, each of which keeps every
+//! reachable violation of the `always` properties reachable. The old-rules
+//! tests (`tests/old_rules.rs`) still find or replay every counterexample with
+//! all three on, and `tests/por.rs` checks the footprint claims below on whole
+//! unreduced state spaces.
+//!
+//! **Dead values** ([`GcModel::normalize`], applied to every successor).
+//! States that differ only in values no actor and no property reads again have
+//! identical futures, so one of them stands for all:
+//! - index entries of packs that are gone (every reader intersects the index
+//!   with the live packs, and a pack slot is written once);
+//! - `.start`/`.saw` of a session with an `.end` (only the sweep's session
+//!   listing reads them, and only when `.end` is absent; clean-up clears them);
+//! - the blobs of a finished writer without a snapshot that no plan holds in
+//!   its `A_n` (read only through that snapshot: a plan reads the trees of
+//!   the snapshots it listed even if they are forgotten meanwhile);
+//! - a collector's local state at `End` (that step reads none), and all but
+//!   `saw` at old `EndThenCleanUp`/`CleanUp`;
+//! - new rules only: the contents (`A_m`, `C_m`, and `D_m` for `m < h`) of
+//!   the records of generations `m ≤ h`, the highest finished one, unless a
+//!   collector still works on `m`. Every collector picks `n > h` when it
+//!   reads `gc/` (`h` only grows), so only one already holding `n = m` reads
+//!   them; a writer's view (rule 2) reads `D_h` and nothing below `h`. Their
+//!   existence is kept: Create, void and re-list decisions read it.
+//!
+//! **Symmetry.** Writers are interchangeable, and so are collectors. stateright
+//! 0.31's BFS checker ignores `CheckerBuilder::symmetry`, so with
+//! [`GcModel::symmetry`] the model itself returns the canonical representative
+//! (least state over all writer and collector permutations, by precomputed
+//! bit-renaming tables) from `next_state`. The invariants are symmetric.
+//!
+//! **Partial-order reduction** ([`GcModel::por`], `src/por.rs`). In a state
+//! `s`, if some actor `P` satisfies
+//! 1. (independence) the footprint of `P`'s current step (every choice of
+//!    it, with any folded `forget`) conflicts with nothing any other actor `Q`
+//!    may still read or write (`Q`'s *future footprint*, computed from `Q`'s
+//!    own program counter along its control-flow graph, so no other actor's
+//!    step changes it), and
+//! 2. (invisibility) `P`'s step without `forget` never turns a state violating
+//!    an invariant into one satisfying it (all steps except adding a pack or
+//!    an index entry: the invariants only get harder as packs, index entries
+//!    and recorded keys disappear and as committed snapshots and failures
+//!    appear),
+//!
+//! then only `P`'s moves (its crash included) are explored from `s` (an
+//! *ample set*). Soundness, by induction on the height of `s` in the state
+//! graph, which is acyclic (every step advances its actor's program counter
+//! or generation, clears a blocking session, or is a `forget`, which only
+//! removes): let a violating state be reachable from `s` by a path `π`. If `π`
+//! contains a move of `P`, the first one was already enabled at `s` (nothing
+//! before it wrote what it reads, nor `P`'s state) and commutes to the front
+//! (it writes nothing the others read or write). Otherwise every step of `π`
+//! is another actor's, independent of each of `P`'s moves, so `P`'s
+//! invisible move `a` (taken after `π`) keeps the end state violating and
+//! commutes to the front. Either way a violating state is reachable from a
+//! successor of `s` that the reduced search explores, which has a smaller
+//! height. Renamings are automorphisms of the state graph preserving the
+//! invariants and the height, so this composes with symmetry. The claims
+//! used — independent steps commute, steps stay within their future
+//! footprint, futures only shrink and are untouched by others, invisible
+//! steps preserve violations — are asserted state by state in `tests/por.rs`.
+//! The footprint variables are the gc records (per generation and kind), per
+//! session its *blocking status* (`.start`, `.saw`, `.end` absent) and its
+//! `.end` value, the snapshot objects, and per pack its index entry and its
+//! existence. Two semantic facts refine them: clean-up's resets of `.start`
+//! and `.saw` of ended sessions change no blocking status, and a writer's
+//! blob choice is read only through its (later) snapshot.
+//!
+//! The `sometimes` examples are reachability checks of the model, not
+//! verdicts; the reduction need not preserve them, but the tests check that
+//! they are still reached.
 //!
 //! # Rules
 //! [`Rules::old`] is what `src/ops/prune.rs`, `src/repo/session.rs` and
@@ -64,6 +133,9 @@
 //! a separate flag so that one can be switched off at a time.
 
 use stateright::{Model, Property};
+
+mod por;
+pub use por::Footprint;
 
 /// Blob `k`: the initial snapshot's only blob.
 pub const K: u8 = 1;
@@ -329,8 +401,11 @@ pub struct GcModel {
     pub forget: bool,
     pub crash: bool,
     pub symmetry: bool,
-    /// All (writer, collector) permutations, for the representative.
-    perms: Vec<(Vec<usize>, Vec<usize>)>,
+    /// Partial-order reduction (ample sets, see the module docs).
+    pub por: bool,
+    /// All (writer, collector) permutations except the identity, with their
+    /// bit-renaming tables, for the representative.
+    perms: Vec<Perm>,
 }
 
 /// Property names.
@@ -366,11 +441,71 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
     out
 }
 
-/// Maps each set bit `i` of `mask` to bit `map[i]`.
+/// A renaming of writers and collectors, with lookup tables that rename the
+/// bit sets of packs, snapshots and sessions.
+#[derive(Clone, Debug)]
+struct Perm {
+    wp: [u8; MAX_WRITERS],
+    cp: [u8; MAX_COLLECTORS],
+    pack: [u8; MAX_PACKS],
+    sess: [u8; MAX_SESSIONS],
+    pack_bits: Box<[u8; 256]>,
+    snap_bits: Box<[u8; 256]>,
+    sess_bits: Box<[u8; 256]>,
+}
+
+impl Perm {
+    fn new(wp: &[usize], cp: &[usize], nw: usize) -> Perm {
+        // Slots of absent actors map to themselves.
+        let mut pack: Vec<usize> = (0..MAX_PACKS).collect();
+        let mut snap: Vec<usize> = (0..8).collect();
+        let mut sess: Vec<usize> = (0..MAX_SESSIONS).collect();
+        for (w, &to) in wp.iter().enumerate() {
+            pack[1 + w] = 1 + to;
+            snap[1 + w] = 1 + to;
+            sess[w] = to;
+        }
+        for (c, &to) in cp.iter().enumerate() {
+            pack[1 + nw + c] = 1 + nw + to;
+            sess[nw + c] = nw + to;
+        }
+        let table = |map: &[usize]| {
+            let mut t = Box::new([0u8; 256]);
+            for (m, x) in t.iter_mut().enumerate() {
+                *x = remap(m as u8, map);
+            }
+            t
+        };
+        let mut p = Perm {
+            wp: [0; MAX_WRITERS],
+            cp: [0; MAX_COLLECTORS],
+            pack: [0; MAX_PACKS],
+            sess: [0; MAX_SESSIONS],
+            pack_bits: table(&pack),
+            snap_bits: table(&snap),
+            sess_bits: table(&sess),
+        };
+        for (i, &x) in wp.iter().enumerate() {
+            p.wp[i] = x as u8;
+        }
+        for (i, &x) in cp.iter().enumerate() {
+            p.cp[i] = x as u8;
+        }
+        for (to, &x) in p.pack.iter_mut().zip(&pack) {
+            *to = x as u8;
+        }
+        for (to, &x) in p.sess.iter_mut().zip(&sess) {
+            *to = x as u8;
+        }
+        p
+    }
+}
+
+/// Maps each set bit `i` of `mask` to bit `map[i]` (bits beyond `map` stay).
 fn remap(mask: u8, map: &[usize]) -> u8 {
-    (0..map.len())
+    (0..8)
         .filter(|&i| mask & bit(i) != 0)
-        .fold(0, |m, i| m | bit(map[i]))
+        .fold(0, |m, i| m | bit(map.get(i).copied().unwrap_or(i)))
 }
 
 impl GcModel {
@@ -381,7 +516,11 @@ impl GcModel {
         let mut perms = Vec::new();
         for wp in permutations(writers) {
             for cp in permutations(collectors) {
-                perms.push((wp.clone(), cp));
+                let identity = wp.iter().enumerate().all(|(i, &x)| i == x)
+                    && cp.iter().enumerate().all(|(i, &x)| i == x);
+                if !identity {
+                    perms.push(Perm::new(&wp, &cp, writers));
+                }
             }
         }
         GcModel {
@@ -392,6 +531,7 @@ impl GcModel {
             forget: true,
             crash: false,
             symmetry: true,
+            por: true,
             perms,
         }
     }
@@ -1145,64 +1285,123 @@ impl GcModel {
 
     // ---- symmetry ------------------------------------------------------------
 
-    /// `s` with writer `i` renamed `wp[i]` and collector `j` renamed `cp[j]`.
-    #[allow(clippy::needless_range_loop)]
-    fn permute(&self, s: &State, wp: &[usize], cp: &[usize]) -> State {
-        let (nw, nc) = (self.writers, self.collectors);
-        let pack_map: Vec<usize> = std::iter::once(0)
-            .chain(wp.iter().map(|&w| 1 + w))
-            .chain(cp.iter().map(|&c| 1 + nw + c))
-            .collect();
-        let snap_map: Vec<usize> = std::iter::once(0)
-            .chain(wp.iter().map(|&w| 1 + w))
-            .collect();
-        let sess_map: Vec<usize> = wp
-            .iter()
-            .copied()
-            .chain(cp.iter().map(|&c| nw + c))
-            .collect();
-        let packs = |m: u8| remap(m, &pack_map);
-        let snaps = |m: u8| remap(m, &snap_map);
+    /// `s` with its actors renamed by `p`.
+    fn permute(&self, s: &State, p: &Perm) -> State {
+        let packs = |m: u8| p.pack_bits[m as usize];
+        let snaps = |m: u8| p.snap_bits[m as usize];
         let mut t = *s;
-        for (i, &to) in pack_map.iter().enumerate() {
-            t.pack_blobs[to] = s.pack_blobs[i];
+        for i in 0..MAX_PACKS {
+            t.pack_blobs[p.pack[i] as usize] = s.pack_blobs[i];
         }
         t.live = packs(s.live);
         t.index = packs(s.index);
         t.snaps = snaps(s.snaps);
-        for (i, &to) in sess_map.iter().enumerate() {
-            t.sessions[to] = s.sessions[i];
+        for i in 0..MAX_SESSIONS {
+            t.sessions[p.sess[i] as usize] = s.sessions[i];
         }
         for (g, h) in t.gens.iter_mut().zip(&s.gens) {
             g.mark = h.mark.map(|(a, c)| (snaps(a), packs(c)));
             g.sweep = h.sweep.map(packs);
         }
-        for w in 0..nw {
+        for w in 0..self.writers {
             let mut x = s.writers[w];
             x.excl = packs(x.excl);
-            t.writers[wp[w]] = x;
+            t.writers[p.wp[w] as usize] = x;
         }
-        for c in 0..nc {
+        for c in 0..self.collectors {
             let mut x = s.collectors[c];
             x.analysed = snaps(x.analysed);
             x.condemned = packs(x.condemned);
             x.d = packs(x.d);
-            x.blocking = remap(x.blocking, &sess_map);
-            t.collectors[cp[c]] = x;
+            x.blocking = p.sess_bits[x.blocking as usize];
+            t.collectors[p.cp[c] as usize] = x;
         }
         t
     }
 
     /// The least state among all renamings of writers and of collectors.
     pub fn representative(&self, s: &State) -> State {
-        self.perms
-            .iter()
-            .map(|(wp, cp)| self.permute(s, wp, cp))
-            .min()
-            .expect("the identity is a permutation")
+        let mut best = *s;
+        for p in &self.perms {
+            let t = self.permute(s, p);
+            if t < best {
+                best = t;
+            }
+        }
+        best
     }
 
-    fn canonical(&self, s: State) -> State {
+    /// Forgets values that no actor and no property will read again (see
+    /// "Dead values" in the module docs): states that differ only in them
+    /// have the same futures.
+    pub fn normalize(&self, s: &mut State) {
+        // Index entries of packs that are gone: every reader intersects the
+        // index with the live packs, and a pack slot is written only once.
+        s.index &= s.live;
+        for i in 0..MAX_SESSIONS {
+            // `.start`/`.saw` of an ended session: only `SweepListSessions`
+            // reads them, after `.end`; clean-up clears them anyway.
+            if s.sessions[i].end != End::None {
+                s.sessions[i].start = false;
+                s.sessions[i].saw = None;
+            }
+        }
+        for c in 0..self.collectors {
+            // `End` reads no local state; old `EndThenCleanUp`/`CleanUp`
+            // read `saw` only.
+            let x = &mut s.collectors[c];
+            match x.pc {
+                CPc::End => {
+                    *x = Collector {
+                        pc: CPc::End,
+                        ..Collector::default()
+                    }
+                }
+                CPc::EndThenCleanUp | CPc::CleanUp => {
+                    *x = Collector {
+                        pc: x.pc,
+                        saw: x.saw,
+                        ..Collector::default()
+                    }
+                }
+                _ => {}
+            }
+        }
+        let analysed = s.collectors.iter().fold(0, |m, x| m | x.analysed);
+        for w in 0..self.writers {
+            // A finished writer's blobs are read only through its snapshot,
+            // while it exists or while a plan holds it in `A_n`.
+            let snap = bit(self.writer_snap(w));
+            if matches!(s.writers[w].pc, WPc::Done | WPc::Failed)
+                && (s.snaps | analysed) & snap == 0
+            {
+                s.writers[w].blobs = 0;
+            }
+        }
+        if self.rules.void_records && self.rules.keep_gc_claims {
+            // Records of generations up to the highest finished one `h`: a
+            // collector reads generation `m`'s contents only while it works
+            // on `m` (`n == m`), and every collector picks `n > h`; writers'
+            // views read only `D_h`. Their existence still matters.
+            let h = Self::highest_done(&s.gens);
+            for m in 1..=h {
+                let busy = s.collectors[..self.collectors]
+                    .iter()
+                    .any(|x| x.n == m && !matches!(x.pc, CPc::End | CPc::Stopped));
+                if busy {
+                    continue;
+                }
+                let g = &mut s.gens[m as usize - 1];
+                g.mark = g.mark.map(|_| (0, 0));
+                if m < h {
+                    g.sweep = g.sweep.map(|_| 0);
+                }
+            }
+        }
+    }
+
+    fn canonical(&self, mut s: State) -> State {
+        self.normalize(&mut s);
         if self.symmetry {
             self.representative(&s)
         } else {
@@ -1290,7 +1489,14 @@ impl Model for GcModel {
     }
 
     fn actions(&self, state: &State, actions: &mut Vec<Action>) {
-        actions.extend(self.moves(state).into_iter().map(|(a, _)| a));
+        let mut moves = Vec::new();
+        if let Some(a) = self.por.then(|| self.ample_actor(state)).flatten() {
+            self.actor_moves(state, a, &mut moves);
+        }
+        if moves.is_empty() {
+            moves = self.moves(state);
+        }
+        actions.extend(moves.into_iter().map(|(a, _)| a));
     }
 
     fn next_state(&self, state: &State, action: Action) -> Option<State> {
