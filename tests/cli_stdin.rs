@@ -63,10 +63,11 @@ fn stdin_name_alias_and_nested_name() {
         .stdin("via alias")
         .ok();
     assert_eq!(s.ok(["dump", "latest", "other.sql"]).stdout, b"via alias");
-    // An empty stream is a valid (empty) file.
+    // An empty stream is saved as an empty file, but exits 3 (a dump that
+    // writes nothing has almost always failed).
     s.cmd(["backup", "--stdin", "--stdin-filename", "empty.sql"])
         .stdin("")
-        .ok();
+        .code(3);
     assert_eq!(s.ok(["dump", "latest", "empty.sql"]).stdout, b"");
     s.cmd(["backup", "--stdin", "--stdin-filename", "dumps/pg/db.sql"])
         .stdin("nested")
@@ -166,14 +167,15 @@ fn stdin_from_command() {
 #[test]
 fn failing_dump_command_saves_no_snapshot() {
     let s = Sandbox::init();
-    s.ok([
+    s.cmd([
         "backup",
         "--stdin-from-command",
         "--stdin-filename",
         "ok.sql",
         "--",
         "true",
-    ]);
+    ])
+    .code(3);
     assert_eq!(s.snapshot_count(), 1);
     let out = s
         .command_backup("x.sql", &["sh", "-c", "printf partial; exit 3"])
@@ -222,4 +224,30 @@ fn dump_errors() {
     s.cmd(["dump", "latest", &format!("{}/missing.txt", src.display())])
         .code(1)
         .assert_one_error_line("missing.txt");
+}
+
+/// `pg_dump nosuchdb | cairn backup --stdin` reads nothing: the snapshot is
+/// kept (as restic does) but the backup is not a success: exit 3, a warning
+/// event, and a line saying why (issue 18).
+#[test]
+fn an_empty_stdin_saves_but_exits_3() {
+    let s = Sandbox::init();
+    let out = s
+        .cmd(["backup", "--stdin", "--stdin-filename", "db.sql"])
+        .stdin(Vec::new())
+        .code(3);
+    assert!(out.stderr.contains("input was empty"), "{}", out.dump());
+    assert_eq!(s.snapshot_count(), 1);
+    // A command that succeeds but writes nothing is the same.
+    let out = s
+        .cmd([
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "db.sql",
+            "--",
+            "true",
+        ])
+        .code(3);
+    assert!(out.stderr.contains("input was empty"), "{}", out.dump());
 }

@@ -270,3 +270,19 @@ fn drill_on_a_damaged_pack_fails_naming_the_file() {
         .iter()
         .any(|e| e["event"] == "health.drill_failed"));
 }
+
+/// A drill that restores nothing proves nothing: it fails (exit 1), and
+/// `health` then reports the failed drill (issue 18).
+#[test]
+fn a_drill_that_restores_no_file_fails() {
+    let s = Sandbox::init();
+    let empty = s.path("empty");
+    fs::create_dir_all(&empty).unwrap();
+    s.backup([&empty]);
+    let tmp = s.path("drilltmp");
+    fs::create_dir(&tmp).unwrap();
+    let out = s.cmd(["drill", "--tmpdir", tmp.to_str().unwrap()]).code(1);
+    assert!(out.stderr.contains("restored no file"), "{}", out.dump());
+    let h = s.cmd(["health", "--json"]).code(1).json();
+    assert_eq!(h["drill"]["result"], "failed", "{h}");
+}

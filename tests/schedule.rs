@@ -677,3 +677,24 @@ fn systemd_units_are_written_and_verified() {
     out.assert_one_error_line("no systemd OnCalendar= equivalent");
     assert!(!dir2.exists());
 }
+
+/// A dump command whose first stage fails is a failed backup even when the
+/// last stage of its pipeline succeeds (`pg_dump nosuchdb | gzip`): dump
+/// commands run with pipefail (issue 18).
+#[test]
+fn a_failing_stage_of_a_dump_pipeline_fails_the_job() {
+    if !std::path::Path::new("/bin/bash").exists()
+        && !std::path::Path::new("/usr/bin/bash").exists()
+    {
+        eprintln!("skipping: no bash here, so dump commands run without pipefail");
+        return;
+    }
+    let s = Sandbox::init();
+    let cfg = config(
+        &s,
+        "[jobs.pipe]\nrepository = \"main\"\ndump-command = \"sh -c 'echo half; exit 5' | gzip\"\ndump-name = \"db.sql.gz\"\n",
+    );
+    let out = run_job(&s, &cfg, "pipe").run();
+    assert_ne!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(s.snapshot_count(), 0, "a failed dump saves no snapshot");
+}

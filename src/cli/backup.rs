@@ -197,7 +197,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         eprintln!("error: {}: {why}", path.display());
     }
     let sid = outcome.snapshot_id.map(|i| i.to_hex());
-    let severity = if outcome.errors.is_empty() {
+    let severity = if outcome.errors.is_empty() && !outcome.empty_input {
         Severity::Info
     } else {
         Severity::Warning
@@ -211,6 +211,15 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
             sid,
             summary_json(&outcome, &requests),
         );
+    }
+    if outcome.empty_input && !a.dry_run {
+        // A dump that writes nothing has almost always failed (`pg_dump nosuchdb |
+        // cairn backup --stdin`): the snapshot is kept, but it is not a success.
+        return Err(Finished(
+            EXIT_PARTIAL,
+            "snapshot saved, but its input was empty (0 bytes): if it came from a dump, the dump probably failed; prefer --stdin-from-command, which fails when the command does".to_string(),
+        )
+        .into());
     }
     if !outcome.errors.is_empty() {
         return Err(Finished(

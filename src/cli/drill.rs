@@ -108,14 +108,16 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
         Ok(())
     } else {
         emit(g, "drill.failed", Severity::Critical, None, figures);
-        Err(Finished(
-            EXIT_FAILURE,
+        let why = if report.files == 0 {
+            "drill failed: it restored no file (the chosen snapshots hold no file to restore)"
+                .to_string()
+        } else {
             format!(
                 "drill failed: {} of {} files not restored intact",
                 report.failures.len(),
                 report.files
-            ),
-        )
-        .into())
+            )
+        };
+        Err(Finished(EXIT_FAILURE, why).into())
     }
 }

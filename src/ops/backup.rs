@@ -96,6 +96,9 @@ pub struct BackupOutcome {
     pub errors: Vec<(PathBuf, String)>,
     pub bytes_read: u64,
     pub duration_secs: f64,
+    /// A stdin or command source gave no byte: saved (an empty file), but a
+    /// dump that writes nothing has almost always failed, so callers warn.
+    pub empty_input: bool,
 }
 
 #[derive(Default)]
@@ -654,6 +657,7 @@ pub fn backup(
         None => repo.load_index()?,
     }
     let host = opts.host.clone().unwrap_or_else(hostname);
+    let streamed = !matches!(source, Source::Paths(_));
     let (paths, roots) = match &source {
         Source::Paths(ps) => {
             let mut abs = Vec::new();
@@ -782,13 +786,15 @@ pub fn backup(
         None => None,
         Some(session) => Some(session.commit_snapshot(repo, &snapshot)?),
     };
+    let bytes_read = c(&counters.bytes_read);
     Ok(BackupOutcome {
         snapshot_id,
         snapshot,
         parent,
         errors: errors.into_inner().unwrap(),
-        bytes_read: c(&counters.bytes_read),
+        bytes_read,
         duration_secs: start.elapsed().as_secs_f64(),
+        empty_input: streamed && bytes_read == 0,
     })
 }
 

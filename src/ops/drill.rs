@@ -75,8 +75,9 @@ pub struct DrillReport {
 }
 
 impl DrillReport {
+    /// A drill that restored nothing proved nothing: it fails too.
     pub fn ok(&self) -> bool {
-        self.files_failed == 0 && self.failures.is_empty()
+        self.files > 0 && self.files_failed == 0 && self.failures.is_empty()
     }
 }
 
@@ -216,11 +217,7 @@ pub fn drill(repo: &Repository, opts: &DrillOptions) -> Result<DrillReport> {
     report.duration_secs = started.elapsed().as_secs_f64();
     report.bytes_per_second = report.bytes_restored as f64 / report.duration_secs.max(1e-9);
     report.success_rate = if report.files == 0 {
-        if report.failures.is_empty() {
-            1.0
-        } else {
-            0.0
-        }
+        0.0 // nothing restored is no evidence that anything restores
     } else {
         report.files_ok as f64 / report.files as f64
     };

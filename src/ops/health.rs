@@ -188,7 +188,8 @@ pub fn health(repo: &Repository, max_age: Duration, now: DateTime<Utc>) -> Resul
         }
     }
     let drill = ledger::latest_drill(repo)?.map(|d| {
-        let failed = d.files_ok < d.files || !d.failures.is_empty();
+        // A drill that restored nothing proved nothing.
+        let failed = d.files == 0 || d.files_ok < d.files || !d.failures.is_empty();
         DrillHealth {
             time: d.time,
             hostname: d.hostname,

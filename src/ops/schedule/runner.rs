@@ -353,17 +353,10 @@ pub fn plan(
         }
         Source::Dump { command, name } => {
             backup.extend(
-                [
-                    "--stdin-from-command",
-                    "--stdin-filename",
-                    name,
-                    "--",
-                    "sh",
-                    "-c",
-                    command,
-                ]
-                .map(OsString::from),
+                ["--stdin-from-command", "--stdin-filename", name, "--"].map(OsString::from),
             );
+            backup.extend(pipefail_shell().iter().map(OsString::from));
+            backup.push(command.into());
         }
     }
     steps.push(cairn(StepKind::Backup, "backup", backup));
@@ -748,5 +741,20 @@ mod tests {
             Some(now - chrono::Duration::days(7) + chrono::Duration::minutes(1)),
             now
         ));
+    }
+}
+
+/// The shell a dump command runs in, with `pipefail` where the shell has it:
+/// in `pg_dump nosuchdb | gzip` the pipeline's status is otherwise gzip's,
+/// and a failed dump would be saved as a success. dash (Debian's `sh`) has
+/// no pipefail, so bash is used when it is installed.
+fn pipefail_shell() -> &'static [&'static str] {
+    let bash = ["/bin/bash", "/usr/bin/bash"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    if bash {
+        &["bash", "-o", "pipefail", "-c"]
+    } else {
+        &["sh", "-c"]
     }
 }
