@@ -230,6 +230,12 @@ pub struct VerifyRecord {
     pub ok: BTreeSet<PackId>,
     /// Packs read and found damaged (or unreadable).
     pub damaged: BTreeSet<PackId>,
+    /// Packs still in the repository whose latest verification, in this pass
+    /// or an earlier one, found damage: what `health` reports until they are
+    /// verified intact, repaired or deleted (a budgeted pass that reads other
+    /// packs must not make a damaged repository look healthy).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub damaged_outstanding: BTreeSet<PackId>,
     /// Figures of the repository after the pass (so `health` reads one record):
     /// bytes of live packs verified intact within 30 days, and of live packs.
     pub covered_bytes_30d: u64,

@@ -285,6 +285,11 @@ pub fn check_with_progress(
             .filter(|(id, _)| !now_gone.contains(id))
             .map(|(id, (_, size))| (id, size))
             .collect();
+        rec.damaged_outstanding = latest
+            .iter()
+            .filter(|(id, v)| !v.ok && live.contains_key(*id))
+            .map(|(id, _)| *id)
+            .collect();
         coverage(&live, &latest, now, &mut report);
         rec.covered_bytes_30d = report.covered_bytes_30d;
         rec.live_bytes = report.live_bytes;

@@ -37,6 +37,8 @@ pub struct VerificationHealth {
     pub hostname: String,
     pub packs_ok: usize,
     pub packs_damaged: usize,
+    /// Packs still stored whose latest verification (by any pass) found damage.
+    pub packs_damaged_outstanding: usize,
     pub coverage_30d: f64,
     pub oldest_verification: Option<DateTime<Utc>>,
     /// `ok` or `damaged`.
@@ -152,7 +154,23 @@ pub fn health(repo: &Repository, max_age: Duration, now: DateTime<Utc>) -> Resul
         ));
     }
 
-    let verification = ledger::latest_verification(repo)?.map(|r| {
+    let latest_pass = ledger::latest_verification(repo)?;
+    // Damage found by any pass counts while the pack is still stored.
+    let outstanding = match &latest_pass {
+        Some(r) if !(r.damaged.is_empty() && r.damaged_outstanding.is_empty()) => {
+            let stored: std::collections::HashSet<_> = repo
+                .list_packs()?
+                .into_iter()
+                .map(|(id, _, _)| id)
+                .collect();
+            r.damaged
+                .union(&r.damaged_outstanding)
+                .filter(|p| stored.contains(p))
+                .count()
+        }
+        _ => 0,
+    };
+    let verification = latest_pass.map(|r| {
         let coverage = if r.live_bytes == 0 {
             1.0
         } else {
@@ -163,25 +181,21 @@ pub fn health(repo: &Repository, max_age: Duration, now: DateTime<Utc>) -> Resul
             hostname: r.hostname,
             packs_ok: r.ok.len(),
             packs_damaged: r.damaged.len(),
+            packs_damaged_outstanding: outstanding,
             coverage_30d: coverage,
             oldest_verification: r.oldest_verification,
-            result: if r.damaged.is_empty() {
-                "ok"
-            } else {
-                "damaged"
-            }
-            .into(),
+            result: if outstanding == 0 { "ok" } else { "damaged" }.into(),
         }
     });
     if let Some(v) = &verification {
-        if v.packs_damaged > 0 {
+        if v.packs_damaged_outstanding > 0 {
             problems.push(problem(
                 "verification_failed",
                 format!(
-                    "the last verification pass ({} on {}) found {} damaged packs",
+                    "{} packs still in the repository were found damaged by their latest verification (the last verification pass: {} on {}); run `cairn check --read-data` to see which snapshots and files they hold",
+                    v.packs_damaged_outstanding,
                     v.time.format("%Y-%m-%d %H:%M:%S UTC"),
                     v.hostname,
-                    v.packs_damaged
                 ),
                 None,
             ));
