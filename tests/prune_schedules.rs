@@ -393,6 +393,9 @@ fn a_record_copied_to_another_generation_is_refused() {
     // Generation 2 is not taken as finished: the next prune marks and sweeps
     // it, replacing the copy with a real record.
     let p = r.prune(&fencing()).unwrap();
-    assert!(p.swept && p.plan.generation == 2 && p.packs_deleted > 0, "{p:?}");
+    assert!(
+        p.swept && p.plan.generation == 2 && p.packs_deleted > 0,
+        "{p:?}"
+    );
     r.assert_restores(&[(s, &a)]);
 }
