@@ -8,6 +8,7 @@
 //! `gc/<n>.sweep`, compact the index, delete, `gc/<n>.done`). When a writer is
 //! still running the sweep is left for the next prune, which finishes it first.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
@@ -182,16 +183,44 @@ pub fn prune_with_progress(
         return dry_run(repo, opts, phase);
     }
     let session = Session::start(repo, SessionKind::Prune)?;
+    let deleting = Cell::new(false);
+    match collect(repo, opts, phase, &session, &deleting) {
+        Ok((mut out, Ending::Commit)) => {
+            end_session(repo, session, &mut out);
+            Ok(out)
+        }
+        Ok((out, Ending::Abort)) => {
+            session.abort();
+            Ok(out)
+        }
+        Err(e) => Err(explain_failure(e, &session, deleting.get())),
+    }
+}
+
+/// How the collector's session ends when its work went through.
+enum Ending {
+    Commit,
+    /// Nothing was marked: the session leaves no trace.
+    Abort,
+}
+
+/// Finishes the open generation, if any, then plans, marks and sweeps the next.
+fn collect(
+    repo: &mut Repository,
+    opts: &PruneOptions,
+    phase: &dyn Fn(&str),
+    session: &Session,
+    deleting: &Cell<bool>,
+) -> Result<(PruneOutcome, Ending)> {
     let mut out = PruneOutcome::default();
     let mut n = session.gc().finished + 1;
     if let Some(u) = session.gc().unfinished() {
         phase("finishing an earlier prune");
-        let s = fenced_as_prune(sweep(repo, u, &session, opts), u)?;
+        let s = sweep(repo, u, session, opts, deleting)?;
         out.add_sweep(&s);
         if !s.done {
             // Generation u must finish before u+1 is marked.
-            end_session(repo, session, &mut out);
-            return Ok(out);
+            return Ok((out, Ending::Commit));
         }
         out.finished_earlier = Some(u);
         n = u + 1;
@@ -200,16 +229,15 @@ pub fn prune_with_progress(
     let mut plan = plan(repo, n, opts)?;
     if plan.packs_delete + plan.packs_repack == 0 {
         // Nothing to collect: no generation is spent, only old records go.
-        session.abort();
         if n > 1 {
             clean_up(repo, n - 1)?;
         }
         out.plan = plan;
         out.swept = true;
-        return Ok(out);
+        return Ok((out, Ending::Abort));
     }
     phase("repacking");
-    let (written, spared) = fenced_as_prune(repack(repo, &mut plan, &session), n)?;
+    let (written, spared) = repack(repo, &mut plan, session)?;
     out.packs_written = written.len();
     let mark = GcMark {
         analysed: plan.analysed.clone(),
@@ -229,8 +257,7 @@ pub fn prune_with_progress(
     }
     if !publish_mark(repo, n, &mark)? {
         out.lost_race = true;
-        end_session(repo, session, &mut out);
-        return Ok(out);
+        return Ok((out, Ending::Commit));
     }
     // A second line of defence against a collector that paused between its
     // fence check and its Create: its mark is void unless n is still open.
@@ -240,14 +267,27 @@ pub fn prune_with_progress(
         repo.warn(format!(
             "generation {n} was finished by another prune while this one was paused: its mark is void and nothing was deleted"
         ));
-        end_session(repo, session, &mut out);
-        return Ok(out);
+        return Ok((out, Ending::Commit));
     }
     phase("deleting unused packs");
-    let s = fenced_as_prune(sweep(repo, n, &session, opts), n)?;
+    let s = sweep(repo, n, session, opts, deleting)?;
     out.add_sweep(&s);
-    end_session(repo, session, &mut out);
-    Ok(out)
+    Ok((out, Ending::Commit))
+}
+
+/// A collector that fails after it was fenced failed because it was fenced
+/// (another sweep deleted what it was reading): it says so, and that it
+/// deleted nothing, rather than a backup's "nothing was saved" or a missing
+/// object. Once it has begun deleting, the error is reported as it is.
+fn explain_failure(e: Error, session: &Session, deleting: bool) -> Error {
+    let generation = session.saw() + 1;
+    match e {
+        Error::PruneFenced(_) => e,
+        _ if deleting => e,
+        Error::Fenced => Error::PruneFenced(generation),
+        _ if session.fenced_now().unwrap_or(false) => Error::PruneFenced(generation),
+        e => e,
+    }
 }
 
 /// `--dry-run`: the plan for the next generation, writing nothing.
@@ -263,15 +303,6 @@ fn dry_run(
         finished_earlier: gc.unfinished(),
         plan: plan(repo, n, opts)?,
         ..Default::default()
-    })
-}
-
-/// A collector's session that was fenced before it deleted anything: the
-/// prune says so, rather than the backup's "nothing was saved".
-fn fenced_as_prune<T>(r: Result<T>, generation: u64) -> Result<T> {
-    r.map_err(|e| match e {
-        Error::Fenced => Error::PruneFenced(generation),
-        e => e,
     })
 }
 
@@ -586,6 +617,7 @@ fn sweep(
     n: u64,
     session: &Session,
     opts: &PruneOptions,
+    deleting: &Cell<bool>,
 ) -> Result<SweepOutcome> {
     let mut out = SweepOutcome::default();
     let (sessions, _) = survey(repo, false)?;
@@ -622,6 +654,7 @@ fn sweep(
         .into_iter()
         .map(|(id, k, s)| (id, (k, s)))
         .collect();
+    deleting.set(true);
     compact_index(repo, &deleted)?;
     for id in &deleted {
         if let Some((kind, size)) = kinds.get(id) {
