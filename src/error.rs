@@ -18,8 +18,12 @@ pub enum Error {
     },
     #[error("invalidated by a concurrent prune; nothing was saved; a rerun is safe")]
     Fenced,
-    #[error("this prune was fenced by another prune while it was paused (generation {0}): it deleted nothing; the copies it repacked are duplicates the next prune removes; run prune again")]
-    PruneFenced(u64),
+    #[error("this prune was fenced by another prune while it was paused (generation {generation}): it deleted nothing{}; the copies it repacked are duplicates the next prune removes; run prune again", deleted_before_note(*.deleted_before))]
+    PruneFenced {
+        generation: u64,
+        /// Packs it had deleted finishing an earlier generation (final and safe).
+        deleted_before: usize,
+    },
     #[error("{0} is not a cairn repository, or its config is damaged")]
     NotARepository(String),
     #[error("{0}: content does not match its name (replaced or copied under another name)")]
@@ -91,6 +95,16 @@ fn untried_note(untried: &usize) -> String {
         0 => String::new(),
         1 => " (1 key file was not tried: give --key-hint ID)".into(),
         n => format!(" ({n} key files were not tried: give --key-hint ID)"),
+    }
+}
+
+/// A fenced prune that had finished an earlier generation first says so.
+fn deleted_before_note(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(
+            " more (it had finished an earlier prune's generation first, deleting {n} packs)"
+        ),
     }
 }
 

@@ -85,7 +85,7 @@ fn paused_prune_cannot_re_mark_a_finished_generation() {
     let p = p.join().unwrap();
     assert!(
         matches!(&p, Ok(o) if o.lost_race && o.packs_deleted == 0)
-            || matches!(p, Err(Error::PruneFenced(_))),
+            || matches!(p, Err(Error::PruneFenced { .. })),
         "{p:?}"
     );
     r.gates.release("B");
@@ -129,7 +129,7 @@ fn paused_repacking_prune_deletes_nothing_once_fenced() {
     assert!(r.prune(&keep_packs).unwrap().swept);
     r.gates.release("P");
     match p.join().unwrap() {
-        Err(Error::PruneFenced(1)) => {}
+        Err(Error::PruneFenced { generation: 1, .. }) => {}
         other => panic!("the paused prune should say it was fenced: {other:?}"),
     }
     r.assert_restores(&[(s2, &k_only)]);

@@ -183,7 +183,7 @@ pub fn prune_with_progress(
         return dry_run(repo, opts, phase);
     }
     let session = Session::start(repo, SessionKind::Prune)?;
-    let deleting = Cell::new(false);
+    let deleting = Deleting::default();
     match collect(repo, opts, phase, &session, &deleting) {
         Ok((mut out, Ending::Commit)) => {
             end_session(repo, session, &mut out);
@@ -193,8 +193,17 @@ pub fn prune_with_progress(
             session.abort();
             Ok(out)
         }
-        Err(e) => Err(explain_failure(e, &session, deleting.get())),
+        Err(e) => Err(explain_failure(e, &session, &deleting)),
     }
+}
+
+/// What a collector has deleted so far, for a truthful account if it fails.
+#[derive(Default)]
+struct Deleting {
+    /// Between a sweep's first compaction write and its `.done`.
+    now: Cell<bool>,
+    /// Packs deleted by sweeps this collector finished.
+    finished: Cell<usize>,
 }
 
 /// How the collector's session ends when its work went through.
@@ -210,7 +219,7 @@ fn collect(
     opts: &PruneOptions,
     phase: &dyn Fn(&str),
     session: &Session,
-    deleting: &Cell<bool>,
+    deleting: &Deleting,
 ) -> Result<(PruneOutcome, Ending)> {
     let mut out = PruneOutcome::default();
     let mut n = session.gc().finished + 1;
@@ -253,7 +262,7 @@ fn collect(
     };
     out.plan = plan;
     if session.fenced_now()? {
-        return Err(Error::PruneFenced(n));
+        return Err(Error::Fenced);
     }
     if !publish_mark(repo, n, &mark)? {
         out.lost_race = true;
@@ -279,13 +288,16 @@ fn collect(
 /// (another sweep deleted what it was reading): it says so, and that it
 /// deleted nothing, rather than a backup's "nothing was saved" or a missing
 /// object. Once it has begun deleting, the error is reported as it is.
-fn explain_failure(e: Error, session: &Session, deleting: bool) -> Error {
-    let generation = session.saw() + 1;
+fn explain_failure(e: Error, session: &Session, deleting: &Deleting) -> Error {
+    let fenced = Error::PruneFenced {
+        generation: session.saw() + 1,
+        deleted_before: deleting.finished.get(),
+    };
     match e {
-        Error::PruneFenced(_) => e,
-        _ if deleting => e,
-        Error::Fenced => Error::PruneFenced(generation),
-        _ if session.fenced_now().unwrap_or(false) => Error::PruneFenced(generation),
+        Error::PruneFenced { .. } => e,
+        _ if deleting.now.get() => e,
+        Error::Fenced => fenced,
+        _ if session.fenced_now().unwrap_or(false) => fenced,
         e => e,
     }
 }
@@ -617,7 +629,7 @@ fn sweep(
     n: u64,
     session: &Session,
     opts: &PruneOptions,
-    deleting: &Cell<bool>,
+    deleting: &Deleting,
 ) -> Result<SweepOutcome> {
     let mut out = SweepOutcome::default();
     let (sessions, _) = survey(repo, false)?;
@@ -647,14 +659,14 @@ fn sweep(
     let deleted = decide_deletions(repo, n, mark.as_ref())?;
     // A sweeper fenced while it paused deletes nothing (rule 4).
     if session.fenced_now()? {
-        return Err(Error::PruneFenced(n));
+        return Err(Error::Fenced);
     }
     let kinds: HashMap<PackId, (BlobType, u64)> = repo
         .list_packs()?
         .into_iter()
         .map(|(id, k, s)| (id, (k, s)))
         .collect();
-    deleting.set(true);
+    deleting.now.set(true);
     compact_index(repo, &deleted)?;
     for id in &deleted {
         if let Some((kind, size)) = kinds.get(id) {
@@ -667,6 +679,10 @@ fn sweep(
         }
     }
     publish_done(repo, n)?;
+    deleting.now.set(false);
+    deleting
+        .finished
+        .set(deleting.finished.get() + out.packs_deleted);
     out.done = true;
     clean_up(repo, n)?;
     Ok(out)
