@@ -368,10 +368,19 @@ fn survey_once(
         }
     }
     let mut out: Vec<SessionRecords> = by_sid.into_values().collect();
-    for s in &mut out {
-        if s.announced || everything {
-            read_session(repo, s, everything, &mut problems)?;
-        }
+    // One read or a few per session, in parallel: `check` reads the `.end`
+    // of every snapshot's session, which on a bucket is one request each.
+    use rayon::prelude::*;
+    let found: Vec<Result<Vec<RecordProblem>>> = out
+        .par_iter_mut()
+        .filter(|s| s.announced || everything)
+        .map(|s| {
+            let mut p = Vec::new();
+            read_session(repo, s, everything, &mut p).map(|_| p)
+        })
+        .collect();
+    for f in found {
+        problems.extend(f?);
     }
     Ok((out, problems))
 }
