@@ -654,9 +654,21 @@ fn sweep(
             ));
             None
         }
+        // Bodies go only once their generation is finished: another prune
+        // finished this one meanwhile.
+        Err(Error::MissingObject(_)) if finished_elsewhere(repo, n)? => {
+            out.done = true;
+            return Ok(out);
+        }
         Err(e) => return Err(e),
     };
-    let deleted = decide_deletions(repo, n, mark.as_ref())?;
+    let deleted = match decide_deletions(repo, n, mark.as_ref()) {
+        Err(Error::MissingObject(_)) if finished_elsewhere(repo, n)? => {
+            out.done = true;
+            return Ok(out);
+        }
+        other => other?,
+    };
     // A sweeper fenced while it paused deletes nothing (rule 4).
     if session.fenced_now()? {
         return Err(Error::Fenced);
@@ -686,6 +698,17 @@ fn sweep(
     out.done = true;
     clean_up(repo, n)?;
     Ok(out)
+}
+
+/// Whether generation `n` is finished (by another sweeper): its `.done`
+/// reads back.
+fn finished_elsewhere(repo: &Repository, n: u64) -> Result<bool> {
+    match read_record::<GcDone>(repo, &gc_key(n, "done"), MAX_SMALL_RECORD_LEN) {
+        Ok(_) => Ok(true),
+        Err(Error::MissingObject(_)) => Ok(false),
+        Err(e) if is_content_error(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates `gc/<n>.done`. An object already there that does not read back
@@ -891,7 +914,13 @@ fn spared_packs(
     // The caller loaded the index just now: its listing is current enough.
     for &(id, kind, size) in repo.listed_packs() {
         if condemned.contains(&id) && !repo.index().has_pack(&id) && !needed.contains(&id) {
-            let header = repo.read_pack_header(&id, kind, size)?;
+            let header = match repo.read_pack_header(&id, kind, size) {
+                Ok(h) => h,
+                // Deleted since the listing by another sweeper of this
+                // generation (its D_n is final): nothing left to spare.
+                Err(Error::MissingObject(_)) => continue,
+                Err(e) => return Err(e),
+            };
             if header.blobs.iter().any(|b| reached.contains(repo, &b.id)) {
                 needed.insert(id);
             }
