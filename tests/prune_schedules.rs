@@ -146,9 +146,7 @@ fn paused_repacking_prune_deletes_nothing_once_fenced() {
 fn a_fenced_backup_leaves_its_index_to_those_who_used_it() {
     let r = Repo::new();
     let a = r.tree("a", &[("a.bin", 400_000, 20)]);
-    let g = r.tree("g", &[("g.bin", 200_000, 21)]);
-    let sg = r.backup(&g).unwrap();
-    r.forget(&sg);
+    r.garbage("g", 21);
     r.gates.arm("B1 pack", Op::Put, |k| k.starts_with("data/"));
     let b1 = r.backup_in_background(&a);
     r.gates.wait_held("B1 pack");
@@ -215,9 +213,7 @@ fn a_record_cleaned_up_between_list_and_read_is_listed_again() {
 fn a_planted_saw_record_does_not_unblock_a_sweep() {
     let r = Repo::new();
     let a = r.tree("a", &[("a.bin", 300_000, 40)]);
-    let g = r.tree("g", &[("g.bin", 200_000, 41)]);
-    let sg = r.backup(&g).unwrap();
-    r.forget(&sg);
+    r.garbage("g", 41);
     r.gates.arm("B", Op::Put, |k| k.starts_with("snapshots/"));
     let b = r.backup_in_background(&a);
     r.gates.wait_held("B");
@@ -297,8 +293,7 @@ fn a_damaged_end_record_keeps_its_snapshot_data() {
 fn junk_and_huge_records_stop_nothing() {
     let r = Repo::new();
     let a = r.tree("a", &[("a.bin", 200_000, 60)]);
-    let g = r.tree("g", &[("g.bin", 200_000, 61)]);
-    r.backup(&g).map(|s| r.forget(&s)).unwrap();
+    r.garbage("g", 61);
     let root = r.dir.path();
     for d in ["gc", "verify", "drills"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
@@ -347,8 +342,7 @@ fn junk_and_huge_records_stop_nothing() {
 fn a_conflict_answer_that_stored_nothing_is_retried() {
     let r = Repo::new();
     let a = r.tree("a", &[("a.bin", 200_000, 70)]);
-    let g = r.tree("g", &[("g.bin", 200_000, 71)]);
-    r.backup(&g).map(|s| r.forget(&s)).unwrap();
+    r.garbage("g", 71);
     r.gates.arm("B", Op::Put, |k| k.starts_with("data/"));
     let b = r.backup_in_background(&a);
     r.gates.wait_held("B");

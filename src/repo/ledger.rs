@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::error::{Error, Result};
 use crate::format::id::PackId;
 use crate::format::records::{
-    ledger_key, open_record, parse_ledger_key, seal_record, DrillRecord, VerifyRecord, DRILLS_DIR,
+    ledger_key, parse_ledger_key, seal_record, DrillRecord, VerifyRecord, DRILLS_DIR,
     MAX_LEDGER_RECORD_LEN, VERIFY_DIR,
 };
 use crate::repo::Repository;
@@ -45,9 +45,9 @@ fn write_record<T: Serialize>(
     Ok(key)
 }
 
+/// A ledger record: bounded and authenticated like every coordination record.
 fn read<T: DeserializeOwned>(repo: &Repository, key: &str) -> Result<T> {
-    let bytes = repo.backend().get_bounded(key, MAX_LEDGER_RECORD_LEN)?;
-    open_record(repo.cipher(), key, &bytes).map_err(|e| Error::format(key.to_string(), e))
+    crate::repo::gc::read_record(repo, key, MAX_LEDGER_RECORD_LEN)
 }
 
 /// The keys of a ledger folder, oldest first (names sort by time).

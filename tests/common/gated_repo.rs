@@ -55,6 +55,13 @@ impl Repo {
         d
     }
 
+    /// Garbage for a prune to collect: a folder backed up, then forgotten.
+    pub fn garbage(&self, name: &str, seed: u64) {
+        let d = self.tree(name, &[("g.bin", 200_000, seed)]);
+        let id = self.backup(&d).unwrap();
+        self.forget(&id);
+    }
+
     pub fn backup(&self, dir: &Path) -> cairn::Result<SnapshotId> {
         backup_at(&self.backend, dir)
     }
