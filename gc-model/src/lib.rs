@@ -134,6 +134,7 @@
 
 use stateright::{Model, Property};
 
+pub mod compact;
 mod por;
 pub use por::Footprint;
 
