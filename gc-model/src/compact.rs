@@ -127,14 +127,20 @@ struct ByteSink {
 
 impl Default for ByteSink {
     fn default() -> ByteSink {
-        ByteSink { buf: [0; 512], len: 0 }
+        ByteSink {
+            buf: [0; 512],
+            len: 0,
+        }
     }
 }
 
 impl Hasher for ByteSink {
     fn write(&mut self, bytes: &[u8]) {
         let end = self.len + bytes.len();
-        assert!(end <= self.buf.len(), "a state encodes in at most 512 bytes");
+        assert!(
+            end <= self.buf.len(),
+            "a state encodes in at most 512 bytes"
+        );
         self.buf[self.len..end].copy_from_slice(bytes);
         self.len = end;
     }

@@ -9,23 +9,20 @@
 //! destination's key and stored again, and trees are rewritten bottom-up.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 use std::time::Instant;
-
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::blob::{self, BlobType};
-use crate::format::id::{BlobId, PackId, SnapshotId};
+use crate::format::id::{BlobId, SnapshotId};
 use crate::format::records::SessionKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
+use crate::repo::blobs::WantedBlob;
 use crate::repo::index::Marks;
 use crate::repo::saver::{save_tree, BlobSaver, SaveStats};
 use crate::repo::session::Session;
-use crate::repo::{pack_key, Repository};
-
-/// Reads closer than this within a source pack are fetched in one request.
-const READ_GAP: u64 = 1 << 20;
+use crate::repo::Repository;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CopyOutcome {
@@ -119,14 +116,8 @@ impl CopyOutcome {
 }
 
 /// A blob to move: its ID, type, plaintext length and where the source keeps it.
-struct Wanted {
-    id: BlobId,
-    kind: BlobType,
-    raw_len: u32,
-    pack: PackId,
-    offset: u32,
-    length: u32,
-}
+/// A blob to move, tagged with its type.
+type Wanted = WantedBlob<BlobType>;
 
 /// Blobs gathered before they are moved: bounds what a copy holds in memory
 /// however large the snapshot.
@@ -150,19 +141,10 @@ fn copy_sealed(
     // A blob the source does not index is an error when it is wanted; visiting
     // it twice is harmless.
     let mut first_visit = |id: &BlobId| src.index().position(id).is_none_or(|p| seen.insert(p));
-    let want = |id: BlobId, kind: BlobType, raw_len: u32| -> Result<Wanted> {
-        let loc = src
-            .index()
-            .lookup(&id)
-            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
-        Ok(Wanted {
-            id,
-            kind,
-            raw_len,
-            pack: loc.pack,
-            offset: loc.offset,
-            length: loc.length,
-        })
+    let want = |id: BlobId, kind: BlobType, raw_len: u32| WantedBlob {
+        id,
+        raw_len: Some(raw_len),
+        tag: kind,
     };
     while let Some(id) = queue.pop() {
         if !first_visit(&id) {
@@ -171,13 +153,13 @@ fn copy_sealed(
         let bytes = src.read_blob(&id, None)?;
         let tree = Tree::from_bytes(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))?;
         if !saver.has(&id) {
-            wanted.push(want(id, BlobType::Tree, bytes.len() as u32)?);
+            wanted.push(want(id, BlobType::Tree, bytes.len() as u32));
         }
         for n in tree.nodes {
             queue.extend(n.subtree);
             for c in n.content {
                 if first_visit(&c.id) && !saver.has(&c.id) {
-                    wanted.push(want(c.id, BlobType::Data, c.size)?);
+                    wanted.push(want(c.id, BlobType::Data, c.size));
                 }
             }
         }
@@ -189,8 +171,9 @@ fn copy_sealed(
     Ok(*root)
 }
 
-/// Moves blobs sealed: reads each source pack's wanted blobs in a few range
-/// reads (gaps under [`READ_GAP`] are read through), packs in parallel.
+/// Moves blobs sealed: the source reads them with few range requests, in
+/// parallel; each is opened with the source key and sealed with the
+/// destination's.
 fn move_sealed(
     src: &Repository,
     dst: &Repository,
@@ -198,50 +181,14 @@ fn move_sealed(
     wanted: Vec<Wanted>,
     session: &Session,
 ) -> Result<()> {
-    let mut by_pack: HashMap<PackId, Vec<Wanted>> = HashMap::new();
-    for w in wanted {
-        by_pack.entry(w.pack).or_default().push(w);
-    }
     let padding = dst.config().padding;
-    by_pack
-        .into_par_iter()
-        .try_for_each(|(pack, mut blobs)| -> Result<()> {
-            session.check()?;
-            blobs.sort_by_key(|w| w.offset);
-            let key = pack_key(blobs[0].kind, &pack);
-            for run in
-                blobs.chunk_by(|a, b| (b.offset as u64) < (a.offset + a.length) as u64 + READ_GAP)
-            {
-                let start = run[0].offset as u64;
-                let end = run
-                    .iter()
-                    .map(|w| (w.offset + w.length) as u64)
-                    .max()
-                    .unwrap_or(start);
-                let bytes = match src.get_exact_range(&key, start..end) {
-                    Ok(b) => Some(b),
-                    Err(Error::MissingObject(_)) => None, // swept meanwhile: read each anew
-                    Err(e) => return Err(e),
-                };
-                for w in run {
-                    let moved = match &bytes {
-                        Some(b) => {
-                            let at = (w.offset as u64 - start) as usize;
-                            let sealed = &b[at..at + w.length as usize];
-                            blob::reseal(src.cipher(), dst.cipher(), &w.id, sealed, padding)
-                                .map_err(|e| Error::corrupt(format!("blob {}", w.id), e))?
-                        }
-                        None => {
-                            let plain = src.read_relocated_blob(&w.id, Some(w.raw_len as usize))?;
-                            let level = dst.config().compression;
-                            blob::encode(dst.cipher(), &w.id, &plain, level, padding)
-                        }
-                    };
-                    saver.save_sealed(w.kind, w.id, moved, w.raw_len)?;
-                }
-            }
-            Ok(())
-        })
+    src.read_sealed_blobs(wanted, |w, sealed| {
+        session.check()?;
+        let moved = blob::reseal(src.cipher(), dst.cipher(), &w.id, sealed?, padding)
+            .map_err(|e| Error::corrupt(format!("blob {}", w.id), e))?;
+        saver.save_sealed(w.tag, w.id, moved, w.raw_len.unwrap_or(0))?;
+        Ok(())
+    })
 }
 
 /// Different blob IDs: rewrites a tree bottom-up under the destination's key.
@@ -261,16 +208,25 @@ fn rekey_tree(
         if let Some(sub) = node.subtree {
             node.subtree = Some(rekey_tree(src, saver, &sub, map, session)?);
         }
-        let ids: Vec<Result<BlobId>> = node
+        let ids: Vec<OnceLock<BlobId>> = node.content.iter().map(|_| OnceLock::new()).collect();
+        let wanted = node
             .content
-            .par_iter()
-            .map(|c| {
-                let plain = src.read_blob(&c.id, Some(c.size as usize))?;
-                Ok(saver.save(BlobType::Data, &plain)?.0)
+            .iter()
+            .enumerate()
+            .map(|(i, c)| WantedBlob {
+                id: c.id,
+                raw_len: Some(c.size),
+                tag: i,
             })
             .collect();
+        src.read_blobs(wanted, |w, plain| {
+            let _ = ids[w.tag].set(saver.save(BlobType::Data, &plain?)?.0);
+            Ok(())
+        })?;
         for (c, new) in node.content.iter_mut().zip(ids) {
-            c.id = new?;
+            c.id = new
+                .into_inner()
+                .expect("every blob was read or the copy failed");
         }
     }
     let new = save_tree(saver, &mut tree)?.0;

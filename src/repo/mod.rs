@@ -2,6 +2,7 @@
 //! index and the blob saver that fills and uploads packs. It builds on `storage`
 //! and `format` and never imports an operation or the CLI.
 
+pub mod blobs;
 pub mod cache;
 pub mod gc;
 pub mod index;

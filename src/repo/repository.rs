@@ -680,6 +680,12 @@ impl Repository {
     /// again once per process (all such blobs share that fresh copy) and the
     /// blob is read from where it lives now.
     pub fn read_relocated_blob(&self, id: &BlobId, raw_len: Option<usize>) -> Result<Vec<u8>> {
+        let sealed = self.read_relocated_sealed(id)?;
+        self.decode_blob(id, &sealed, raw_len)
+    }
+
+    /// [`read_relocated_blob`](Self::read_relocated_blob), still sealed.
+    pub fn read_relocated_sealed(&self, id: &BlobId) -> Result<bytes::Bytes> {
         let fresh = {
             let mut slot = self.relocated.lock().unwrap();
             match &*slot {
@@ -694,11 +700,10 @@ impl Repository {
         let loc = fresh
             .lookup(id)
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
-        let sealed = self.get_exact_range(
+        self.get_exact_range(
             &pack_key(loc.kind, &loc.pack),
             loc.offset as u64..loc.offset as u64 + loc.length as u64,
-        )?;
-        self.decode_blob(id, &sealed, raw_len)
+        )
     }
 
     /// Why a listed object under `index/` cannot be an index object, if it cannot.
@@ -849,30 +854,33 @@ impl Repository {
 
     // ---- blobs ------------------------------------------------------------
 
-    /// Reads, decrypts and checks one blob. `raw_len` sizes the decompression buffer.
+    /// Reads, decrypts and checks one blob. `raw_len` sizes the decompression
+    /// buffer. Many blobs at once: [`read_blobs`](Self::read_blobs).
     pub fn read_blob(&self, id: &BlobId, raw_len: Option<usize>) -> Result<Vec<u8>> {
-        let loc = self
-            .index
-            .lookup(id)
-            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
-        let key = pack_key(loc.kind, &loc.pack);
-        let range = loc.offset as u64..loc.offset as u64 + loc.length as u64;
-        let sealed = match self.get_exact_range(&key, range.clone()) {
-            Err(Error::MissingObject(_)) => return self.read_relocated_blob(id, raw_len),
-            other => other?,
+        let read = std::sync::OnceLock::new();
+        let wanted = super::blobs::WantedBlob {
+            id: *id,
+            raw_len: raw_len.map(|n| n as u32),
+            tag: (),
         };
-        match self.decode_blob(id, &sealed, raw_len) {
-            // A damaged cache entry is dropped and never trusted: read the
-            // repository's own copy.
-            Err(_) if self.cache.is_some() && Cache::caches_ranges(&key) => {
-                if let Some(c) = &self.cache {
-                    c.forget(&key);
-                }
-                let sealed = self.get_exact_range_uncached(&key, range)?;
-                self.decode_blob(id, &sealed, raw_len)
-            }
-            other => other,
+        self.read_blobs(vec![wanted], |_, plain| {
+            let _ = read.set(plain);
+            Ok(())
+        })?;
+        read.into_inner()
+            .expect("the reader hands out every wanted blob")
+    }
+
+    /// Drops a damaged cached copy of `key` and reads the repository's own.
+    pub(super) fn reread_uncached(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes> {
+        if let Some(c) = &self.cache {
+            c.forget(key);
         }
+        self.get_exact_range_uncached(key, range)
     }
 
     pub fn decode_blob(

@@ -8,21 +8,19 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::{file_type, rel, tmp_name, Item, Restorer};
 use crate::error::{Error, Result};
-use crate::format::blob::BlobType;
-use crate::format::id::{BlobId, PackId};
+use crate::format::id::BlobId;
 use crate::format::tree::{ContentRef, Node};
-use crate::repo::{pack_key, Repository};
+use crate::repo::blobs::WantedBlob;
+use crate::repo::Repository;
 
 const BLOCK: usize = 4096;
-/// Blobs of one pack closer than this are fetched in one request.
-const READ_GAP: u64 = 1024 * 1024;
 
 /// A file being restored under a temporary name.
 struct PendingFile<'i> {
@@ -47,13 +45,8 @@ impl PendingFile<'_> {
     }
 }
 
-/// One blob to fetch and the (file, offset) places it goes.
-struct NeededBlob {
-    id: BlobId,
-    loc: crate::repo::index::BlobLocation,
-    size: u32,
-    targets: Vec<(usize, u64)>,
-}
+/// The (file, offset) places a blob goes.
+type Targets = Vec<(usize, u64)>;
 
 impl Restorer<'_> {
     /// Restores regular files: every needed pack is read once (in parallel),
@@ -105,116 +98,39 @@ impl Restorer<'_> {
                 p.fail(e);
             }
         });
-        let plan = self.plan_reads(&pending);
-        plan.par_iter()
-            .for_each(|(pack, (kind, blobs))| self.restore_pack(pack, *kind, blobs, &pending));
+        let wanted = self.wanted_blobs(&pending);
+        let _ = self.repo.read_blobs(wanted, |w, data| {
+            match data {
+                Ok(data) => self.write_blob(&data, &w.tag, &pending),
+                Err(e) => {
+                    let msg = e.to_string();
+                    w.tag.iter().for_each(|(fi, _)| pending[*fi].fail(&msg));
+                }
+            }
+            Ok(())
+        });
         pending.par_iter().for_each(|p| self.finish_file(p));
     }
 
-    /// Groups the blobs the pending files need by pack.
-    fn plan_reads(
-        &self,
-        pending: &[PendingFile<'_>],
-    ) -> HashMap<PackId, (BlobType, Vec<NeededBlob>)> {
-        let mut by_blob: HashMap<BlobId, NeededBlob> = HashMap::new();
+    /// Every blob the pending files need, once, with the places it goes.
+    fn wanted_blobs(&self, pending: &[PendingFile<'_>]) -> Vec<WantedBlob<Targets>> {
+        let mut by_blob: HashMap<BlobId, WantedBlob<Targets>> = HashMap::new();
         for (fi, p) in pending.iter().enumerate() {
             let mut offset = 0u64;
             for c in &p.item.node.content {
-                match self.repo.index().lookup(&c.id) {
-                    Some(loc) => by_blob
-                        .entry(c.id)
-                        .or_insert_with(|| NeededBlob {
-                            id: c.id,
-                            loc,
-                            size: c.size,
-                            targets: Vec::new(),
-                        })
-                        .targets
-                        .push((fi, offset)),
-                    None => p.fail(Error::BlobNotIndexed(c.id.to_hex())),
-                }
+                by_blob
+                    .entry(c.id)
+                    .or_insert_with(|| WantedBlob {
+                        id: c.id,
+                        raw_len: Some(c.size),
+                        tag: Vec::new(),
+                    })
+                    .tag
+                    .push((fi, offset));
                 offset += c.size as u64;
             }
         }
-        let mut plan: HashMap<PackId, (BlobType, Vec<NeededBlob>)> = HashMap::new();
-        for (_, b) in by_blob {
-            plan.entry(b.loc.pack)
-                .or_insert_with(|| (b.loc.kind, Vec::new()))
-                .1
-                .push(b);
-        }
-        plan
-    }
-
-    /// Reads the needed parts of one pack (runs of blobs closer than
-    /// READ_GAP are fetched in one request) and writes every blob out.
-    fn restore_pack(
-        &self,
-        pack: &PackId,
-        kind: BlobType,
-        blobs: &[NeededBlob],
-        pending: &[PendingFile<'_>],
-    ) {
-        let mut blobs: Vec<&NeededBlob> = blobs.iter().collect();
-        blobs.sort_by_key(|b| b.loc.offset);
-        let key = pack_key(kind, pack);
-        // Runs in parallel: a pack holding one large file (a database dump)
-        // is decoded on every core, not one.
-        read_runs(&blobs)
-            .par_iter()
-            .for_each(|run| self.restore_run(pack, &key, run, pending));
-    }
-
-    /// Reads one run of a pack with one request and writes its blobs out.
-    fn restore_run(
-        &self,
-        pack: &PackId,
-        key: &str,
-        run: &[&NeededBlob],
-        pending: &[PendingFile<'_>],
-    ) {
-        let start = run[0].loc.offset as u64;
-        let end = run
-            .iter()
-            .map(|b| b.loc.offset as u64 + b.loc.length as u64)
-            .max()
-            .unwrap_or(start);
-        let bytes = match self.repo.backend().get_range(key, start..end) {
-            Ok(b) => b,
-            // Swept by a concurrent prune after repacking: read each blob
-            // from where the index says it lives now.
-            Err(Error::MissingObject(_)) => {
-                for b in run {
-                    match self.repo.read_relocated_blob(&b.id, Some(b.size as usize)) {
-                        Ok(data) => self.write_blob(&data, &b.targets, pending),
-                        Err(e) => {
-                            let msg = e.to_string();
-                            b.targets.iter().for_each(|(fi, _)| pending[*fi].fail(&msg));
-                        }
-                    }
-                }
-                return;
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                run.iter()
-                    .flat_map(|b| &b.targets)
-                    .for_each(|(fi, _)| pending[*fi].fail(&msg));
-                return;
-            }
-        };
-        for b in run {
-            let at = (b.loc.offset as u64 - start) as usize;
-            let decoded = sealed_slice(&bytes, at, b.loc.length as usize, pack, &b.id)
-                .and_then(|sealed| self.repo.decode_blob(&b.id, sealed, Some(b.size as usize)));
-            match decoded {
-                Ok(data) => self.write_blob(&data, &b.targets, pending),
-                Err(e) => {
-                    let msg = e.to_string();
-                    b.targets.iter().for_each(|(fi, _)| pending[*fi].fail(&msg));
-                }
-            }
-        }
+        by_blob.into_values().collect()
     }
 
     fn write_blob(&self, data: &[u8], targets: &[(usize, u64)], pending: &[PendingFile<'_>]) {
@@ -356,80 +272,52 @@ fn verify_open(repo: &Repository, node: &Node, mut f: File, path: &Path) -> Resu
     Ok(true)
 }
 
-/// The `len` bytes at `at` of what the store returned for a read of `pack`,
-/// or an error naming the pack and blob when the read came back short.
-fn sealed_slice<'b>(
-    bytes: &'b [u8],
-    at: usize,
-    len: usize,
-    pack: &PackId,
-    blob: &BlobId,
-) -> Result<&'b [u8]> {
-    at.checked_add(len)
-        .and_then(|end| bytes.get(at..end))
-        .ok_or_else(|| {
-            Error::corrupt(
-                format!("pack {pack}"),
-                format!(
-                    "short read: blob {blob} needs {len} bytes at offset {at} of the range read, \
-                     the store returned {}",
-                    bytes.len()
-                ),
-            )
-        })
-}
+/// How far dump reads ahead of what it has written, in plaintext bytes: blobs
+/// are read and decoded in parallel a window at a time, and memory stays
+/// bounded however large the file.
+const DUMP_WINDOW_BYTES: u64 = 16 << 20;
 
-/// Reads one data blob, checking that the store returned all of it.
-fn read_data_blob(repo: &Repository, id: &BlobId, size: u32) -> Result<Vec<u8>> {
-    let loc = repo
-        .index()
-        .lookup(id)
-        .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
-    let start = loc.offset as u64;
-    let bytes = match repo.backend().get_range(
-        &pack_key(loc.kind, &loc.pack),
-        start..start + loc.length as u64,
-    ) {
-        // Swept by a concurrent prune after repacking (rule 10).
-        Err(Error::MissingObject(_)) => return repo.read_relocated_blob(id, Some(size as usize)),
-        other => other?,
-    };
-    let sealed = sealed_slice(&bytes, 0, loc.length as usize, &loc.pack, id)?;
-    repo.decode_blob(id, sealed, Some(size as usize))
-}
-
-/// Writes a file node's content to `out`, blob by blob.
+/// Writes a file node's content to `out`, in order.
 pub fn dump_file(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<u64> {
     let mut n = 0;
-    for c in &node.content {
-        let data = read_data_blob(repo, &c.id, c.size)?;
-        out.write_all(&data).map_err(|e| Error::io("<stdout>", e))?;
-        n += data.len() as u64;
+    for window in windows(&node.content, DUMP_WINDOW_BYTES) {
+        let slots: Vec<OnceLock<Vec<u8>>> = window.iter().map(|_| OnceLock::new()).collect();
+        let wanted = window
+            .iter()
+            .enumerate()
+            .map(|(i, c)| WantedBlob {
+                id: c.id,
+                raw_len: Some(c.size),
+                tag: i,
+            })
+            .collect();
+        repo.read_blobs(wanted, |w, data| {
+            let _ = slots[w.tag].set(data?);
+            Ok(())
+        })?;
+        for data in slots.into_iter().filter_map(OnceLock::into_inner) {
+            out.write_all(&data).map_err(|e| Error::io("<stdout>", e))?;
+            n += data.len() as u64;
+        }
     }
     out.flush().map_err(|e| Error::io("<stdout>", e))?;
     Ok(n)
 }
 
-/// The most one range read of a restore spans: bounds the bytes each thread
-/// holds (a whole 16 MiB pack read at once per thread was most of restore's peak).
-const MAX_RUN_BYTES: u64 = 4 << 20;
-
-/// Splits blobs sorted by offset into runs read with one request each: blobs
-/// closer than [`READ_GAP`] share a run, up to [`MAX_RUN_BYTES`].
-fn read_runs<'a, 'b>(blobs: &'a [&'b NeededBlob]) -> Vec<&'a [&'b NeededBlob]> {
-    let mut runs = Vec::new();
-    let mut first = 0;
-    for i in 1..=blobs.len() {
-        let split = i == blobs.len() || {
-            let (prev, next) = (&blobs[i - 1].loc, &blobs[i].loc);
-            let gap_ok = (next.offset as u64) < prev.offset as u64 + prev.length as u64 + READ_GAP;
-            let span = next.offset as u64 + next.length as u64 - blobs[first].loc.offset as u64;
-            !gap_ok || span > MAX_RUN_BYTES
-        };
-        if split {
-            runs.push(&blobs[first..i]);
-            first = i;
+/// Splits a file's content into windows of at most `max` plaintext bytes
+/// (a window holds at least one blob).
+fn windows(content: &[ContentRef], max: u64) -> Vec<&[ContentRef]> {
+    let mut out = Vec::new();
+    let (mut first, mut bytes) = (0, 0u64);
+    for (i, c) in content.iter().enumerate() {
+        if i > first && bytes + c.size as u64 > max {
+            out.push(&content[first..i]);
+            (first, bytes) = (i, 0);
         }
+        bytes += c.size as u64;
     }
-    runs
+    if first < content.len() {
+        out.push(&content[first..]);
+    }
+    out
 }
