@@ -444,3 +444,127 @@ fn future_dated_locks_are_named_and_unlock_removes_them() {
     sb.ok(["forget", "--keep-last", "1"]);
     assert_eq!(sb.snapshot_count(), 1);
 }
+
+// ---- help and man pages -----------------------------------------------------
+
+/// The options every command takes (`global = true` in `src/cli/mod.rs`).
+const GLOBAL_OPTIONS: [&str; 19] = [
+    "--repo",
+    "--option",
+    "--password-file",
+    "--password-command",
+    "--key-hint",
+    "--json",
+    "--quiet",
+    "--verbose",
+    "--event-log",
+    "--metrics-file",
+    "--cache-dir",
+    "--no-cache",
+    "--limit-upload",
+    "--limit-download",
+    "--notify",
+    "--notify-ping",
+    "--notify-command",
+    "--notify-all",
+    "--config",
+];
+
+/// The sections of a `--help` text: each heading (`Options`, `Global options`,
+/// `Commands`, ...) with its entries' first words: the long options
+/// (`--repo`) or the subcommand names.
+fn help_sections(help: &str) -> Vec<(String, Vec<String>)> {
+    let mut sections: Vec<(String, Vec<String>)> = Vec::new();
+    for line in help.lines() {
+        if let Some(heading) = line.strip_suffix(':').filter(|_| !line.starts_with(' ')) {
+            sections.push((heading.to_string(), Vec::new()));
+            continue;
+        }
+        let Some((_, entries)) = sections.last_mut() else {
+            continue;
+        };
+        // `  -r, --repo <URL>  Repository...`: the long flag before the help
+        // text; `  backup  Snapshot...`: a subcommand (or an argument) name.
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first().is_some_and(|w| w.starts_with('-')) {
+            for w in words
+                .iter()
+                .take_while(|w| w.starts_with('-') || w.starts_with('<'))
+            {
+                let flag = w.trim_end_matches(',').trim_end_matches("...");
+                if flag.starts_with("--") {
+                    entries.push(flag.to_string());
+                }
+            }
+        } else if line.starts_with("  ") && !line.starts_with("    ") {
+            if let Some(w) = words.first() {
+                entries.push(w.to_string());
+            }
+        }
+    }
+    sections
+}
+
+fn section<'a>(sections: &'a [(String, Vec<String>)], heading: &str) -> &'a [String] {
+    sections
+        .iter()
+        .find(|(h, _)| h == heading)
+        .map(|(_, e)| e.as_slice())
+        .unwrap_or(&[])
+}
+
+/// Each command's `--help` lists its own options under "Options" and the
+/// global ones apart, under "Global options": every command and subcommand.
+#[test]
+fn help_lists_global_options_under_their_own_heading() {
+    let sb = Sandbox::new();
+    let mut commands: Vec<Vec<String>> = vec![vec![]];
+    let mut checked = 0;
+    while let Some(command) = commands.pop() {
+        let mut args = command.clone();
+        args.push("--help".into());
+        let help = sb.bare(&args).ok().stdout();
+        let sections = help_sections(&help);
+        let what = format!("`cairn {}`", args.join(" "));
+        let own = section(&sections, "Options");
+        let global = section(&sections, "Global options");
+        for opt in GLOBAL_OPTIONS {
+            assert!(
+                global.iter().any(|o| o == opt),
+                "{what}: {opt} is not under Global options:\n{help}"
+            );
+            assert!(
+                !own.iter().any(|o| o == opt),
+                "{what}: {opt} is among the command's own options:\n{help}"
+            );
+        }
+        assert!(
+            global.iter().all(|o| GLOBAL_OPTIONS.contains(&o.as_str())),
+            "{what}: a command's own option is under Global options: {global:?}"
+        );
+        assert!(
+            own.iter().any(|o| o == "--help"),
+            "{what}: no Options section:\n{help}"
+        );
+        for sub in section(&sections, "Commands") {
+            if sub != "help" {
+                let mut next = command.clone();
+                next.push(sub.clone());
+                commands.push(next);
+            }
+        }
+        checked += 1;
+    }
+    // cairn, its commands, and the subcommands of key, config and schedule.
+    assert!(checked > 25, "only {checked} help texts checked");
+
+    // The command's own options stay under "Options".
+    let help = sb.bare(["backup", "--help"]).ok().stdout();
+    let sections = help_sections(&help);
+    for opt in ["--tag", "--exclude", "--stdin", "--dry-run"] {
+        assert!(
+            section(&sections, "Options").iter().any(|o| o == opt),
+            "backup --help: {opt}:\n{help}"
+        );
+    }
+}

@@ -66,6 +66,9 @@ pub struct Cli {
 }
 
 #[derive(Args, Clone)]
+// Every global option is listed under its own heading in each command's
+// `--help`, apart from the command's own options.
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Repository location: a path, file://, s3://, gs://, az:// or memory://
     #[arg(
