@@ -568,3 +568,136 @@ fn help_lists_global_options_under_their_own_heading() {
         );
     }
 }
+
+/// The names `page` cites in its SUBCOMMANDS section (`cairn\-key\-add(1)`
+/// is `cairn-key-add`).
+fn cited_pages(page: &str) -> Vec<String> {
+    page.lines()
+        .filter_map(|l| l.strip_suffix("(1)"))
+        .filter(|l| l.starts_with("cairn\\-"))
+        .map(|l| l.replace("\\-", "-"))
+        .collect()
+}
+
+/// `man --dir` writes `cairn.1` (what `man` prints) and a page for every page
+/// it cites, under the name it cites, nested subcommands too; and no page
+/// cites one that is not there.
+#[test]
+fn man_dir_writes_every_page_the_pages_cite() {
+    let sb = Sandbox::new();
+    let main = sb.bare(["man"]).ok().stdout();
+    let dir = sb.path("man/pages");
+    let out = sb.bare(["man", "--dir", s(&dir)]).ok();
+
+    let mut written: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    written.sort();
+    let mut listed: Vec<String> = out
+        .lines()
+        .iter()
+        .map(|l| {
+            Path::new(l)
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        written,
+        "stdout should list each page written\n{}",
+        out.dump()
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("cairn.1")).unwrap(),
+        main,
+        "cairn.1 differs from `cairn man`"
+    );
+
+    // Every page is cairn.1 or cited by another, and every citation is a page.
+    let mut cited = vec!["cairn".to_string()];
+    for name in &written {
+        let page = fs::read_to_string(dir.join(name)).unwrap();
+        let stem = name
+            .strip_suffix(".1")
+            .unwrap_or_else(|| panic!("{name} is not a .1 page"));
+        assert!(
+            page.contains(&format!(".TH {stem} 1 ")),
+            "{name}: its title is not {stem}"
+        );
+        for c in cited_pages(&page) {
+            assert!(
+                written.contains(&format!("{c}.1")),
+                "{name} cites {c}(1), which was not written"
+            );
+            cited.push(c);
+        }
+    }
+    cited.sort();
+    let mut pages: Vec<String> = written
+        .iter()
+        .map(|n| n.trim_end_matches(".1").to_string())
+        .collect();
+    pages.sort();
+    assert_eq!(cited, pages, "pages cited and pages written differ");
+    for page in [
+        "cairn-backup",
+        "cairn-key",
+        "cairn-key-add",
+        "cairn-schedule-install",
+        "cairn-man",
+    ] {
+        assert!(pages.iter().any(|p| p == page), "no {page}.1 in {pages:?}");
+    }
+    assert!(
+        !pages.iter().any(|p| p.ends_with("-help")),
+        "clap's help subcommand got a page"
+    );
+    let key_add = fs::read_to_string(dir.join("cairn-key-add.1")).unwrap();
+    assert!(
+        key_add.contains("new\\-password\\-file"),
+        "cairn-key-add.1 lacks its options"
+    );
+
+    // Again into the same directory: the pages are rewritten; -q prints nothing.
+    let again = sb.bare(["-q", "man", "--dir", s(&dir)]).ok();
+    assert!(again.stdout.is_empty(), "{}", again.dump());
+}
+
+/// A `--dir` that cannot hold the pages: one error line; a file where the
+/// directory should be is a usage error (2), a failed write a failure (1).
+#[test]
+fn man_dir_that_cannot_be_written_is_one_error_line() {
+    let sb = Sandbox::new();
+    let file = sb.path("file");
+    write(&file, "x");
+    sb.bare(["man", "--dir", s(&file)])
+        .code(2)
+        .assert_one_error_line("not a directory");
+    sb.bare(["man", "--dir", s(&file.join("sub"))])
+        .code(2)
+        .assert_one_error_line("not a directory");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "x");
+
+    // A directory no one may write: read-only for us, unless we are root.
+    use std::os::unix::fs::PermissionsExt;
+    let ro = sb.path("read-only");
+    fs::create_dir(&ro).unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o500)).unwrap();
+    if fs::write(ro.join("probe"), "").is_err() {
+        sb.bare(["man", "--dir", s(&ro)])
+            .code(1)
+            .assert_one_error_line("cannot write");
+    }
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o700)).unwrap();
+    // procfs takes no new files, not even root's.
+    #[cfg(target_os = "linux")]
+    sb.bare(["man", "--dir", "/proc"])
+        .code(1)
+        .assert_one_error_line("cannot write /proc/cairn.1");
+}

@@ -170,8 +170,8 @@ enum Command {
     Unlock(keys::UnlockArgs),
     /// Print a shell completion script to standard output
     Completions(shell::CompletionsArgs),
-    /// Print the man page (roff) to standard output
-    Man,
+    /// Print the man page (roff) to standard output, or write every page into a directory
+    Man(shell::ManArgs),
     /// Freshness and integrity summary for monitoring (exit 1 when unhealthy)
     Health(health::HealthArgs),
     /// Restoration drill: restore a sample of files into a temporary directory and verify them
@@ -447,7 +447,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Key(_) => "key",
         Command::Unlock(_) => "unlock",
         Command::Completions(_) => "completions",
-        Command::Man => "man",
+        Command::Man(_) => "man",
         Command::Health(_) => "health",
         Command::Drill(_) => "drill",
         Command::Config(_) => "config",
@@ -475,7 +475,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Key(a) => keys::key(g, a),
         Command::Unlock(a) => keys::unlock(g, a),
         Command::Completions(a) => shell::completions(a),
-        Command::Man => shell::man(),
+        Command::Man(a) => shell::man(g, a),
         Command::Health(a) => health::run(g, a),
         Command::Drill(a) => drill::run(g, a),
         Command::Config(a) => config::run(g, a),
