@@ -701,3 +701,116 @@ fn man_dir_that_cannot_be_written_is_one_error_line() {
         .code(1)
         .assert_one_error_line("cannot write /proc/cairn.1");
 }
+
+// ---- the manual: README.md and docs/ ----------------------------------------
+
+/// README.md and every page of docs/, with their paths.
+fn manual_pages() -> Vec<(std::path::PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut paths = vec![root.join("README.md")];
+    for e in fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            paths.push(p);
+        }
+    }
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let text = fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect()
+}
+
+/// GitHub's anchor for a heading: lower case, spaces to `-`, punctuation
+/// other than `-` and `_` dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every relative link of the manual names a file that exists and, after a
+/// `#`, a heading of that file.
+#[test]
+fn manual_links_point_at_files_and_headings_that_exist() {
+    let mut checked = 0;
+    for (path, text) in manual_pages() {
+        let dir = path.parent().unwrap();
+        for target in text.split("](").skip(1).filter_map(|t| t.split(')').next()) {
+            if target.starts_with("http://") || target.starts_with("https://") {
+                continue;
+            }
+            let (file, frag) = target.split_once('#').unwrap_or((target, ""));
+            let linked = if file.is_empty() {
+                path.clone()
+            } else {
+                dir.join(file)
+            };
+            assert!(
+                linked.exists(),
+                "{}: link to {target}: no such file",
+                path.display()
+            );
+            if !frag.is_empty() {
+                let headings: Vec<String> = fs::read_to_string(&linked)
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.starts_with('#'))
+                    .map(|l| anchor(l.trim_start_matches('#')))
+                    .collect();
+                assert!(
+                    headings.iter().any(|h| h == frag),
+                    "{}: link to {target}: no such heading in {}",
+                    path.display(),
+                    linked.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} links found");
+}
+
+/// The example config files of docs/ are valid: each has jobs with a next
+/// run (the README's own example is checked by tests/schedule.rs).
+#[test]
+fn docs_example_configs_parse() {
+    let sb = Sandbox::new();
+    let mut found = 0;
+    for (path, text) in manual_pages() {
+        if path.ends_with("README.md") {
+            continue;
+        }
+        for block in text.split("```toml\n").skip(1) {
+            let toml = block.split("\n```").next().unwrap();
+            let file = sb.path(format!("example-{found}.toml"));
+            write(&file, toml);
+            let v = sb
+                .bare(["--json", "--config", s(&file), "config", "check"])
+                .ok()
+                .json();
+            let jobs = v["jobs"].as_array().unwrap();
+            assert!(
+                !jobs.is_empty(),
+                "{}: a config without jobs",
+                path.display()
+            );
+            assert!(
+                jobs.iter().all(|j| j["next_run"].is_string()),
+                "{}: a job without a next run: {v}",
+                path.display()
+            );
+            found += 1;
+        }
+    }
+    assert!(found > 0, "no ```toml block in docs/");
+}
