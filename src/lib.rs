@@ -7,7 +7,7 @@
 //! | 0 | [`format`] | pure code: typed IDs, crypto, chunker, the byte formats of every stored object |
 //! | 1 | [`error`] | the library's error type (wraps the format errors) |
 //! | 2 | [`storage`] | the object_store backend: the only place that knows object_store and tokio |
-//! | 3 | [`repo`] | open/init, keys, locks, the master index, the blob saver |
+//! | 3 | [`repo`] | open/init, keys, locks, the master index, the blob saver, the blob reader ([`repo::blobs`]) and the tree view ([`repo::tree`]) |
 //! | 4 | [`ops`] | the operations, one module a verb: backup, restore, check, forget, stats |
 //! | 5 | `cli/` (in the binary) | argument parsing and printing |
 //!

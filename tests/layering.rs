@@ -152,3 +152,48 @@ fn the_parser_sees_grouped_and_nested_imports() {
     let names: Vec<_> = found.iter().map(|(_, m)| m.as_str()).collect();
     assert_eq!(names, ["ops", "repo", "format"]);
 }
+
+/// Readers ask the repository for blobs (`repo/blobs.rs`, `repo/tree.rs`);
+/// where a blob sits in a pack is the business of the repository and storage
+/// layers and of the machinery that deletes or verifies packs: prune and check.
+#[test]
+fn only_prune_and_check_name_packs_above_the_repository() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join("ops"), &mut files);
+    rust_files(&src.join("cli"), &mut files);
+    let allowed = ["ops/prune.rs", "ops/check.rs"];
+    let mut named = Vec::new();
+    for file in &files {
+        let rel = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if allowed.contains(&rel.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if [
+                "pack_key",
+                "PackId",
+                "BlobLocation",
+                "get_range",
+                "get_exact_range",
+            ]
+            .iter()
+            .any(|w| code.contains(w))
+            {
+                named.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(files.len() > 20, "found the sources");
+    assert!(
+        named.is_empty(),
+        "readers name packs:\n{}",
+        named.join("\n")
+    );
+}

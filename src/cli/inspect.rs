@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use cairn::format::id::{BlobId, IndexId, KeyId, SnapshotId};
 use cairn::format::snapshot::Snapshot;
 use cairn::format::tree::{Node, NodeType};
-use cairn::ops::restore::walk_tree;
+use cairn::repo::tree::walk_tree;
 use cairn::Repository;
 
 use super::events;
@@ -173,7 +173,7 @@ pub fn ls(g: &Global, a: &LsArgs) -> Result<()> {
     {
         None => (snap.tree, PathBuf::from("/")),
         Some(p) => {
-            let node = cairn::ops::restore::find_node(&repo, &snap.tree, p)?;
+            let node = cairn::repo::tree::find_node(&repo, &snap.tree, p)?;
             let abs = PathBuf::from("/").join(p.trim_start_matches('/'));
             print_node(g, a.long, &abs, &node);
             match node.subtree.filter(|_| node.kind == NodeType::Dir) {

@@ -179,13 +179,13 @@ pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
     let mut repo = g.open()?;
     repo.load_index()?;
     let (_, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
-    let node = restore::find_node(&repo, &snap.tree, &a.path)?;
+    let node = cairn::repo::tree::find_node(&repo, &snap.tree, &a.path)?;
     if node.kind != NodeType::File {
         return Err(anyhow!("{} is not a regular file in the snapshot", a.path));
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    match restore::dump_file(&repo, &node, &mut out) {
+    match cairn::repo::tree::dump_file(&repo, &node, &mut out) {
         Err(cairn::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(())
         }

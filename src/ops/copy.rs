@@ -9,7 +9,6 @@
 //! destination's key and stored again, and trees are rewritten bottom-up.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
@@ -208,25 +207,11 @@ fn rekey_tree(
         if let Some(sub) = node.subtree {
             node.subtree = Some(rekey_tree(src, saver, &sub, map, session)?);
         }
-        let ids: Vec<OnceLock<BlobId>> = node.content.iter().map(|_| OnceLock::new()).collect();
-        let wanted = node
-            .content
-            .iter()
-            .enumerate()
-            .map(|(i, c)| WantedBlob {
-                id: c.id,
-                raw_len: Some(c.size),
-                tag: i,
-            })
-            .collect();
-        src.read_blobs(wanted, |w, plain| {
-            let _ = ids[w.tag].set(saver.save(BlobType::Data, &plain?)?.0);
-            Ok(())
+        let ids = src.map_content(&node.content, |plain| {
+            Ok(saver.save(BlobType::Data, &plain)?.0)
         })?;
         for (c, new) in node.content.iter_mut().zip(ids) {
-            c.id = new
-                .into_inner()
-                .expect("every blob was read or the copy failed");
+            c.id = new;
         }
     }
     let new = save_tree(saver, &mut tree)?.0;

@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::format::id::SnapshotId;
 use crate::format::records::DrillRecord;
 use crate::format::tree::{Node, NodeType};
-use crate::ops::restore::{dump_file, verify_file, walk_tree};
+use crate::ops::restore::verify_file;
+use crate::repo::tree::{dump_file, walk_tree};
 use crate::repo::{ledger, Repository};
 
 #[derive(Debug, Clone)]

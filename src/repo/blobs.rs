@@ -11,6 +11,7 @@
 //! gets its own verdict and the readable ones still arrive.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -18,6 +19,7 @@ use super::cache::Cache;
 use super::{pack_key, Repository};
 use crate::error::{Error, Result};
 use crate::format::id::{BlobId, PackId};
+use crate::format::tree::ContentRef;
 
 /// Blobs of one pack closer than this are fetched in one request: reading
 /// through a small gap is cheaper than another request.
@@ -90,6 +92,37 @@ impl Repository {
             });
             each(w, plain)
         })
+    }
+
+    /// Reads the blobs of a file's content in parallel, applies `f` to each
+    /// (also in parallel, as it arrives), and returns the results in the
+    /// content's order. The first failure stops it.
+    pub fn map_content<R, F>(&self, content: &[ContentRef], f: F) -> Result<Vec<R>>
+    where
+        R: Send + Sync,
+        F: Fn(Vec<u8>) -> Result<R> + Sync,
+    {
+        let slots: Vec<OnceLock<R>> = content.iter().map(|_| OnceLock::new()).collect();
+        let wanted = content
+            .iter()
+            .enumerate()
+            .map(|(i, c)| WantedBlob {
+                id: c.id,
+                raw_len: Some(c.size),
+                tag: i,
+            })
+            .collect();
+        self.read_blobs(wanted, |w, plain| {
+            let _ = slots[w.tag].set(f(plain?)?);
+            Ok(())
+        })?;
+        Ok(slots
+            .into_iter()
+            .map(|s| {
+                s.into_inner()
+                    .expect("every blob was read or the read failed")
+            })
+            .collect())
     }
 
     /// A blob that failed to decode may have come from a damaged cached copy

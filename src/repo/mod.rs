@@ -1,6 +1,8 @@
 //! The repository: opening and creating one, keys, locks, the in-memory master
-//! index and the blob saver that fills and uploads packs. It builds on `storage`
-//! and `format` and never imports an operation or the CLI.
+//! index, the blob saver that fills and uploads packs, the blob reader that
+//! reads them back ([`blobs`]) and the tree view over snapshots ([`tree`]).
+//! It builds on `storage` and `format` and never imports an operation or the
+//! CLI.
 
 pub mod blobs;
 pub mod cache;
@@ -11,6 +13,7 @@ pub mod lock;
 mod repository;
 pub mod saver;
 pub mod session;
+pub mod tree;
 pub mod unlock;
 
 pub use repository::*;

@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -270,54 +270,4 @@ fn verify_open(repo: &Repository, node: &Node, mut f: File, path: &Path) -> Resu
         }
     }
     Ok(true)
-}
-
-/// How far dump reads ahead of what it has written, in plaintext bytes: blobs
-/// are read and decoded in parallel a window at a time, and memory stays
-/// bounded however large the file.
-const DUMP_WINDOW_BYTES: u64 = 16 << 20;
-
-/// Writes a file node's content to `out`, in order.
-pub fn dump_file(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<u64> {
-    let mut n = 0;
-    for window in windows(&node.content, DUMP_WINDOW_BYTES) {
-        let slots: Vec<OnceLock<Vec<u8>>> = window.iter().map(|_| OnceLock::new()).collect();
-        let wanted = window
-            .iter()
-            .enumerate()
-            .map(|(i, c)| WantedBlob {
-                id: c.id,
-                raw_len: Some(c.size),
-                tag: i,
-            })
-            .collect();
-        repo.read_blobs(wanted, |w, data| {
-            let _ = slots[w.tag].set(data?);
-            Ok(())
-        })?;
-        for data in slots.into_iter().filter_map(OnceLock::into_inner) {
-            out.write_all(&data).map_err(|e| Error::io("<stdout>", e))?;
-            n += data.len() as u64;
-        }
-    }
-    out.flush().map_err(|e| Error::io("<stdout>", e))?;
-    Ok(n)
-}
-
-/// Splits a file's content into windows of at most `max` plaintext bytes
-/// (a window holds at least one blob).
-fn windows(content: &[ContentRef], max: u64) -> Vec<&[ContentRef]> {
-    let mut out = Vec::new();
-    let (mut first, mut bytes) = (0, 0u64);
-    for (i, c) in content.iter().enumerate() {
-        if i > first && bytes + c.size as u64 > max {
-            out.push(&content[first..i]);
-            (first, bytes) = (i, 0);
-        }
-        bytes += c.size as u64;
-    }
-    if first < content.len() {
-        out.push(&content[first..]);
-    }
-    out
 }

@@ -35,8 +35,9 @@ use crate::format::id::BlobId;
 use crate::format::tree::{Node, NodeType};
 use crate::repo::Repository;
 
+use crate::repo::tree::{walk_tree, Item};
 use beneath::Beneath;
-pub use files::{dump_file, verify_file};
+pub use files::verify_file;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overwrite {
@@ -63,36 +64,6 @@ pub struct RestoreOutcome {
     pub bytes_written: u64,
     pub files_verified: u64,
     pub errors: Vec<(PathBuf, String)>,
-}
-
-/// One entry to restore: its path inside the snapshot and its node.
-#[derive(Debug, Clone)]
-pub struct Item {
-    /// Absolute-style path in the snapshot, e.g. `/home/ann/a.txt`.
-    pub path: PathBuf,
-    pub node: Node,
-}
-
-/// Walks a tree depth-first, parents before children.
-pub fn walk_tree(
-    repo: &Repository,
-    root: &BlobId,
-    base: &Path,
-    out: &mut dyn FnMut(Item) -> Result<bool>,
-) -> Result<()> {
-    let tree = repo.load_tree(root)?;
-    for node in tree.nodes {
-        let path = base.join(node.os_name());
-        let sub = node.subtree.filter(|_| node.kind == NodeType::Dir);
-        let descend = out(Item {
-            path: path.clone(),
-            node,
-        })?;
-        if let (Some(sub), true) = (sub, descend) {
-            walk_tree(repo, &sub, &path, out)?;
-        }
-    }
-    Ok(())
 }
 
 struct Filter {
@@ -713,34 +684,6 @@ fn replace(dir: impl AsFd, tmp: &OsStr, name: &OsStr) -> io::Result<()> {
         let _ = rustix::fs::unlinkat(&dir, tmp, AtFlags::empty());
         io::Error::from(e)
     })
-}
-
-/// Finds the node at `path` (e.g. `/home/ann/a.txt` or `mydb.sql`) in a tree.
-pub fn find_node(repo: &Repository, root: &BlobId, path: &str) -> Result<Node> {
-    let mut current = *root;
-    let comps: Vec<&str> = path
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    if comps.is_empty() {
-        return Err(Error::PathNotInSnapshot(path.to_string()));
-    }
-    for (i, c) in comps.iter().enumerate() {
-        let tree = repo.load_tree(&current)?;
-        let node = tree
-            .nodes
-            .into_iter()
-            .find(|n| n.os_name().as_bytes() == c.as_bytes())
-            .ok_or_else(|| Error::PathNotInSnapshot(path.to_string()))?;
-        if i + 1 == comps.len() {
-            return Ok(node);
-        }
-        current = node
-            .subtree
-            .filter(|_| node.kind == NodeType::Dir)
-            .ok_or_else(|| Error::PathNotInSnapshot(path.to_string()))?;
-    }
-    unreachable!("loop returns on its last component")
 }
 
 #[cfg(test)]
