@@ -630,7 +630,10 @@ fn find_parent(
 }
 
 fn current_ids() -> (u32, u32) {
-    unsafe { (libc::getuid(), libc::getgid()) }
+    (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    )
 }
 
 /// Runs a backup as a writer session of the prune protocol; loads the index

@@ -24,16 +24,21 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 {
-        // kill(2) is async-signal-safe. The step's whole process group: a
-        // hook's `sh -c` and what it started, a backup and its dump command.
-        unsafe {
-            libc::kill(-pid, libc::SIGTERM);
+        // The step's whole process group: a hook's `sh -c` and what it
+        // started, a backup and its dump command. kill(2) is
+        // async-signal-safe, and so is this wrapper: one system call.
+        if let Some(group) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
         }
     }
 }
 
 /// SIGTERM and SIGINT set [`STOP`] and forward SIGTERM to the running step.
 pub fn install_signal_handlers() {
+    // SAFETY: `on_signal` is an `extern "C" fn(c_int)`, the type signal(2)
+    // expects, and does only async-signal-safe work (atomic loads and stores
+    // and one kill(2)); replacing the default handlers of SIGTERM and SIGINT
+    // affects no other Rust code in this process.
     unsafe {
         let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
         libc::signal(libc::SIGTERM, handler);
@@ -522,8 +527,8 @@ pub fn spawn(step: &Step) -> i32 {
     CHILD.store(child.id() as i32, Ordering::SeqCst);
     // A signal that came before the pid was stored still reaches the child.
     if STOP.load(Ordering::SeqCst) {
-        unsafe {
-            libc::kill(-(child.id() as i32), libc::SIGTERM);
+        if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
         }
     }
     let status = child.wait();
