@@ -9,8 +9,9 @@ use cairn::ops::check::{self, Budget, ReadData};
 
 use super::events::{self, emit, Severity};
 use super::output::{self, line};
-use super::prune::{parse_short_duration, parse_size};
+use super::prune::parse_size;
 use super::{usage, Finished, Global, EXIT_FAILURE};
+use cairn::format::duration::parse_duration;
 
 #[derive(Args)]
 pub struct CheckArgs {
@@ -32,7 +33,7 @@ pub struct CheckArgs {
 
 fn budget(a: &CheckArgs) -> Result<Budget> {
     let max_duration = match &a.max_duration {
-        Some(s) => Some(parse_short_duration(s).ok_or_else(|| {
+        Some(s) => Some(parse_duration(s).ok_or_else(|| {
             usage(format!(
                 "--max-duration '{s}' is not a duration like 10m, 2h or 45s"
             ))

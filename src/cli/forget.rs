@@ -54,7 +54,7 @@ pub struct ForgetArgs {
 
 fn policy(a: &ForgetArgs) -> Result<Policy> {
     let within = match &a.keep_within {
-        Some(s) => Some(forget::parse_duration(s).ok_or_else(|| {
+        Some(s) => Some(cairn::format::duration::parse_span(s).ok_or_else(|| {
             usage(format!(
                 "--keep-within '{s}' is not a duration like 30d or 1y6m"
             ))

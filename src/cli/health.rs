@@ -8,8 +8,8 @@ use cairn::ops::health;
 
 use super::events::{self, emit, Severity};
 use super::output::{self, line};
-use super::prune::parse_short_duration;
 use super::{usage, Finished, Global, EXIT_FAILURE};
+use cairn::format::duration::parse_duration;
 
 #[derive(Args)]
 pub struct HealthArgs {
@@ -19,7 +19,7 @@ pub struct HealthArgs {
 }
 
 pub fn run(g: &Global, a: &HealthArgs) -> Result<()> {
-    let max_age = parse_short_duration(&a.max_age).ok_or_else(|| {
+    let max_age = parse_duration(&a.max_age).ok_or_else(|| {
         usage(format!(
             "--max-age '{}' is not a duration like 26h or 2d",
             a.max_age

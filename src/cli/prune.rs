@@ -1,7 +1,5 @@
 //! `prune`, and `forget --prune`: delete unreferenced data without a lock.
 
-use std::time::Duration;
-
 use anyhow::Result;
 use clap::Args;
 use serde_json::json;
@@ -63,20 +61,6 @@ pub(super) fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(1 << shift)
 }
 
-/// `30m`, `2h`, `45s`, `1d`.
-pub(super) fn parse_short_duration(s: &str) -> Option<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.')?);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => return None,
-    };
-    Some(Duration::from_secs_f64(secs))
-}
-
 impl PruneOpts {
     pub fn options(&self, dry_run: bool) -> Result<PruneOptions> {
         let max_unused: MaxUnused = self.max_unused.parse().map_err(usage)?;
@@ -88,14 +72,15 @@ impl PruneOpts {
             })?),
             None => None,
         };
-        let stale_after = parse_short_duration(&self.stale_after).ok_or_else(|| {
-            usage(format!(
-                "--stale-after '{}' is not a duration like 30m or 2h",
-                self.stale_after
-            ))
-        })?;
+        let stale_after =
+            cairn::format::duration::parse_duration(&self.stale_after).ok_or_else(|| {
+                usage(format!(
+                    "--stale-after '{}' is not a duration like 30m or 2h",
+                    self.stale_after
+                ))
+            })?;
         let fence_older_than = match &self.fence_older_than {
-            Some(s) => Some(parse_short_duration(s).ok_or_else(|| {
+            Some(s) => Some(cairn::format::duration::parse_duration(s).ok_or_else(|| {
                 usage(format!(
                     "--fence-older-than '{s}' is not a duration like 12h or 2d"
                 ))

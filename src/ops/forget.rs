@@ -57,29 +57,6 @@ impl Policy {
     }
 }
 
-/// Parses restic-style durations: `30d`, `1y6m`, `2h`, `1y2m3d4h`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = Duration::zero();
-    let mut num = String::new();
-    for ch in s.chars() {
-        if ch.is_ascii_digit() {
-            num.push(ch);
-            continue;
-        }
-        let n: i64 = num.parse().ok()?;
-        num.clear();
-        total += match ch {
-            'y' => Duration::days(365 * n),
-            'm' => Duration::days(30 * n),
-            'w' => Duration::weeks(n),
-            'd' => Duration::days(n),
-            'h' => Duration::hours(n),
-            _ => return None,
-        };
-    }
-    (num.is_empty() && !s.is_empty()).then_some(total)
-}
-
 /// The snapshots of one host and set of paths, newest first, with the verdicts.
 #[derive(Debug, Clone)]
 pub struct GroupPlan {
@@ -281,7 +258,7 @@ mod tests {
         let p = plan(
             snaps,
             &Policy {
-                within: parse_duration("2d"),
+                within: crate::format::duration::parse_span("2d"),
                 tags: vec!["keep".into()],
                 ..Default::default()
             },
@@ -302,17 +279,5 @@ mod tests {
         );
         assert_eq!(p.len(), 2);
         assert!(p.iter().all(|g| g.keep.len() == 1 && g.remove.is_empty()));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30d"), Some(Duration::days(30)));
-        assert_eq!(
-            parse_duration("1y2m3d4h"),
-            Some(Duration::days(365 + 60 + 3) + Duration::hours(4))
-        );
-        assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_duration("12"), None);
-        assert_eq!(parse_duration(""), None);
     }
 }

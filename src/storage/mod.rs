@@ -8,4 +8,4 @@ mod options;
 
 pub use backend::*;
 pub use counting::RequestCounts;
-pub use options::{parse_duration, CAIRN_KEYS, DEFAULT_CONNECT_DEADLINE};
+pub use options::{CAIRN_KEYS, DEFAULT_CONNECT_DEADLINE};

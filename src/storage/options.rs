@@ -28,23 +28,7 @@ pub(crate) struct CloudOptions {
     pub store: Vec<(String, String)>,
 }
 
-/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds.
-pub fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    let split = v
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" | "secs" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
-}
+use crate::format::duration::parse_duration_or_seconds;
 
 /// Splits cairn's keys from the store's, validating cairn's values.
 pub(crate) fn split(options: &[(String, String)]) -> Result<CloudOptions, String> {
@@ -55,7 +39,7 @@ pub(crate) fn split(options: &[(String, String)]) -> Result<CloudOptions, String
     };
     let mut backoff = BackoffConfig::default();
     let dur = |k: &str, v: &str| {
-        parse_duration(v)
+        parse_duration_or_seconds(v)
             .ok_or_else(|| format!("option {k}: '{v}' is not a duration (e.g. 30s, 500ms, 2m)"))
     };
     for (k, v) in options {
@@ -95,17 +79,6 @@ mod tests {
 
     fn kv(k: &str, v: &str) -> (String, String) {
         (k.to_string(), v.to_string())
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("soon"), None);
-        assert_eq!(parse_duration("3 weeks"), None);
     }
 
     #[test]

@@ -248,40 +248,17 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, before[start..].chars().count() + 1)
 }
 
-/// Parses durations such as `90s`, `10m`, `26h`, `7d`, `2w`, `1d12h`, and the
-/// words `hourly`, `daily`, `weekly` (7 days), `monthly` (30 days).
+/// A job's durations: plain durations (`90s`, `10m`, `26h`, `7d`, `2w`,
+/// `1d12h`, see [`crate::format::duration`]) and the words `hourly`, `daily`,
+/// `weekly` (7 days), `monthly` (30 days).
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let word = match s {
-        "hourly" => Some(3600),
-        "daily" => Some(86400),
-        "weekly" => Some(7 * 86400),
-        "monthly" => Some(30 * 86400),
-        _ => None,
-    };
-    if let Some(secs) = word {
-        return Some(Duration::from_secs(secs));
+    match s.trim() {
+        "hourly" => Some(Duration::from_secs(3600)),
+        "daily" => Some(Duration::from_secs(86400)),
+        "weekly" => Some(Duration::from_secs(7 * 86400)),
+        "monthly" => Some(Duration::from_secs(30 * 86400)),
+        other => crate::format::duration::parse_duration(other),
     }
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    for ch in s.chars() {
-        if ch.is_ascii_digit() {
-            num.push(ch);
-            continue;
-        }
-        let n: u64 = num.parse().ok()?;
-        num.clear();
-        let unit = match ch {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            'w' => 7 * 86400,
-            _ => return None,
-        };
-        total = total.checked_add(n.checked_mul(unit)?)?;
-    }
-    (num.is_empty() && !s.is_empty()).then(|| Duration::from_secs(total))
 }
 
 fn valid_size(s: &str) -> bool {
@@ -591,7 +568,7 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
             let rspan = r.span();
             let r = r.get_ref();
             if let Some(w) = &r.keep_within {
-                if super::super::forget::parse_duration(w.get_ref()).is_none() {
+                if crate::format::duration::parse_span(w.get_ref()).is_none() {
                     cx.at(
                         w.span(),
                         format!(
