@@ -6,6 +6,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::ops::forget::Policy;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -87,16 +89,10 @@ pub enum Source {
     },
 }
 
+/// A job's retention: the same policy type `forget`'s flags make.
 #[derive(Debug, Clone, Default)]
 pub struct Retention {
-    pub keep_last: Option<u32>,
-    pub keep_hourly: Option<u32>,
-    pub keep_daily: Option<u32>,
-    pub keep_weekly: Option<u32>,
-    pub keep_monthly: Option<u32>,
-    pub keep_yearly: Option<u32>,
-    pub keep_within: Option<String>,
-    pub keep_tags: Vec<String>,
+    pub policy: Policy,
     pub prune: bool,
 }
 
@@ -567,8 +563,9 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
         let retention = j.retention.as_ref().map(|r| {
             let rspan = r.span();
             let r = r.get_ref();
-            if let Some(w) = &r.keep_within {
-                if crate::format::duration::parse_span(w.get_ref()).is_none() {
+            let within = r.keep_within.as_ref().and_then(|w| {
+                let span = crate::format::duration::parse_span(w.get_ref());
+                if span.is_none() {
                     cx.at(
                         w.span(),
                         format!(
@@ -577,30 +574,24 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
                         ),
                     );
                 }
-            }
+                span
+            });
+            let count = |n: Option<u32>| n.map(|n| n as usize);
             let ret = Retention {
-                keep_last: r.keep_last,
-                keep_hourly: r.keep_hourly,
-                keep_daily: r.keep_daily,
-                keep_weekly: r.keep_weekly,
-                keep_monthly: r.keep_monthly,
-                keep_yearly: r.keep_yearly,
-                keep_within: r.keep_within.as_ref().map(|w| w.get_ref().clone()),
-                keep_tags: r.keep_tag.clone(),
+                policy: Policy {
+                    last: count(r.keep_last),
+                    hourly: count(r.keep_hourly),
+                    daily: count(r.keep_daily),
+                    weekly: count(r.keep_weekly),
+                    monthly: count(r.keep_monthly),
+                    yearly: count(r.keep_yearly),
+                    within,
+                    tags: r.keep_tag.clone(),
+                },
                 prune: r.prune,
             };
-            let counts = [
-                ret.keep_last,
-                ret.keep_hourly,
-                ret.keep_daily,
-                ret.keep_weekly,
-                ret.keep_monthly,
-                ret.keep_yearly,
-            ];
-            if counts.iter().all(|c| c.unwrap_or(0) == 0)
-                && ret.keep_within.is_none()
-                && ret.keep_tags.is_empty()
-            {
+            // A keep-within that did not parse was reported already.
+            if ret.policy.keeps_nothing() && r.keep_within.is_none() {
                 cx.at(
                     rspan,
                     "retention keeps nothing: give keep-last, keep-daily, ... or keep-within",

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::config::{Config, Job, OptionValue, PasswordSource, Repo, Source, VerifyLimit};
+use crate::ops::forget::Policy;
 
 /// Set by SIGTERM/SIGINT: finish (the child was told to stop), then exit.
 pub static STOP: AtomicBool = AtomicBool::new(false);
@@ -368,28 +369,7 @@ pub fn plan(
 
     if let Some(r) = &job.retention {
         let mut a: Vec<OsString> = vec!["forget".into()];
-        let counts = [
-            ("--keep-last", r.keep_last),
-            ("--keep-hourly", r.keep_hourly),
-            ("--keep-daily", r.keep_daily),
-            ("--keep-weekly", r.keep_weekly),
-            ("--keep-monthly", r.keep_monthly),
-            ("--keep-yearly", r.keep_yearly),
-        ];
-        for (flag, n) in counts {
-            if let Some(n) = n {
-                a.push(flag.into());
-                a.push(n.to_string().into());
-            }
-        }
-        if let Some(w) = &r.keep_within {
-            a.push("--keep-within".into());
-            a.push(w.into());
-        }
-        for t in &r.keep_tags {
-            a.push("--keep-tag".into());
-            a.push(t.into());
-        }
+        a.extend(policy_args(&r.policy));
         if r.prune {
             a.push("--prune".into());
         }
@@ -761,5 +741,78 @@ fn pipefail_shell() -> &'static [&'static str] {
         &["bash", "-o", "pipefail", "-c"]
     } else {
         &["sh", "-c"]
+    }
+}
+
+/// `forget`'s flags for a retention policy.
+fn policy_args(p: &Policy) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let counts = [
+        ("--keep-last", p.last),
+        ("--keep-hourly", p.hourly),
+        ("--keep-daily", p.daily),
+        ("--keep-weekly", p.weekly),
+        ("--keep-monthly", p.monthly),
+        ("--keep-yearly", p.yearly),
+    ];
+    for (flag, n) in counts {
+        if let Some(n) = n {
+            a.extend([flag.into(), n.to_string().into()]);
+        }
+    }
+    if let Some(w) = p.within {
+        // Spans are whole hours at the finest: exact.
+        a.extend(["--keep-within".into(), format!("{}h", w.num_hours()).into()]);
+    }
+    for t in &p.tags {
+        a.extend(["--keep-tag".into(), t.into()]);
+    }
+    a
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    /// A job's retention reaches `forget` as the same policy the flags make:
+    /// every rule, with keep-within exact (1y6m = 545 days = 13,080 hours).
+    #[test]
+    fn a_jobs_retention_becomes_forgets_flags() {
+        let text = "[repositories.r]\nurl = \"/tmp/r\"\n\n[jobs.j]\nrepository = \"r\"\n\
+                    paths = [\"/etc\"]\n[jobs.j.retention]\nkeep-daily = 7\nkeep-within = \"1y6m\"\n\
+                    keep-tag = [\"keep\"]\nprune = true\n";
+        let config = super::super::config::parse(text, Path::new("c.toml"), "c.toml").unwrap();
+        let job = &config.jobs["j"];
+        let steps = plan(
+            &config,
+            job,
+            Path::new("cairn"),
+            &[],
+            &JobState::default(),
+            Utc::now(),
+        )
+        .unwrap();
+        let forget = steps
+            .iter()
+            .find(|s| s.name == "forget")
+            .expect("a forget step");
+        let args: Vec<String> = forget
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        for want in [
+            "--keep-daily 7",
+            "--keep-within 13080h",
+            "--keep-tag keep",
+            "--prune",
+        ] {
+            assert!(joined.contains(want), "{want} in {joined}");
+        }
+        assert_eq!(
+            crate::format::duration::parse_span("13080h"),
+            crate::format::duration::parse_span("1y6m")
+        );
     }
 }
