@@ -229,8 +229,9 @@ fn gcs_fake_passes_object_store_conformance() {
 /// The scenario's library half on the in-process memory store.
 #[test]
 fn scenario_memory_library() {
-    use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
+    use cairn::ops::backup::{backup, BackupOptions, NoProgress};
     use cairn::ops::check::{check, ReadData};
+    use cairn::source::Source;
     use cairn::{Backend, Repository};
     let dir = tempfile::tempdir().unwrap();
     make_source(dir.path(), 3);

@@ -4,9 +4,10 @@ mod common;
 
 use std::path::Path;
 
-use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
+use cairn::ops::backup::{backup, BackupOptions, NoProgress};
 use cairn::ops::check::{check, ReadData};
 use cairn::ops::restore::{restore, RestoreOptions};
+use cairn::source::Source;
 use cairn::{Backend, Error, InitOptions, Repository};
 use common::{fast_kdf, random_bytes};
 

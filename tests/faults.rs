@@ -13,8 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
+use cairn::ops::backup::{backup, BackupOptions, NoProgress};
 use cairn::ops::check::{check, ReadData};
+use cairn::source::Source;
 use cairn::{Backend, Repository};
 use common::random_bytes;
 use faults::{FaultStore, Faults, PutFault};

@@ -12,6 +12,7 @@ fn layer_of(module: &str) -> Option<usize> {
         "error" => 1,
         "storage" => 2,
         "repo" => 3,
+        "source" => 3,
         "ops" => 4,
         "cli" => 5,
         _ => return None,

@@ -104,12 +104,13 @@ use cairn::format::id::{BlobId, IndexId, PackId, SnapshotId};
 use cairn::format::objects::IndexedPack;
 use cairn::format::records::parse_session_key;
 use cairn::format::snapshot::Snapshot;
-use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
+use cairn::ops::backup::{backup, BackupOptions, NoProgress};
 use cairn::ops::check::{check, ReadData};
 use cairn::ops::copy::{copy, CopyOutcome};
 use cairn::ops::prune::{prune, MaxUnused, PruneOptions, PruneOutcome};
 use cairn::ops::restore::{restore, RestoreOptions};
 use cairn::repo::{id_from_key, INDEX_DIR, SNAPSHOTS_DIR};
+use cairn::source::Source;
 use cairn::{Backend, Error, InitOptions, Repository};
 
 const PW: &[u8] = b"model";

@@ -4,9 +4,10 @@
 
 mod common;
 
-use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
+use cairn::ops::backup::{backup, BackupOptions, NoProgress};
 use cairn::ops::prune::{prune, MaxUnused, PruneOptions};
 use cairn::ops::restore::{dump_file, find_node, restore, RestoreOptions};
+use cairn::source::Source;
 use cairn::{Backend, Repository};
 use common::{random_bytes, same_content};
 

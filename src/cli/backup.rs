@@ -9,7 +9,8 @@ use chrono::{Local, NaiveDateTime, TimeZone, Utc};
 use clap::Args;
 use serde_json::json;
 
-use cairn::ops::backup::{self, BackupOptions, BackupOutcome, NoProgress, Source};
+use cairn::ops::backup::{self, BackupOptions, BackupOutcome, NoProgress};
+use cairn::source::Source;
 
 use super::events::{self, emit, Severity};
 use super::output::{self, line};
@@ -143,9 +144,9 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
     let time = a.time.as_deref().map(parse_time).transpose()?;
     let excludes = excludes(a)?;
     // Mistakes in the arguments are usage errors, found before any password is asked.
-    backup::Excludes::new(&excludes).map_err(|e| usage(e.to_string()))?;
+    cairn::source::Excludes::new(&excludes).map_err(|e| usage(e.to_string()))?;
     if let Source::Stdin { name } | Source::Command { name, .. } = &src {
-        backup::validate_stdin_name(name).map_err(|e| usage(e.to_string()))?;
+        cairn::source::validate_stdin_name(name).map_err(|e| usage(e.to_string()))?;
     }
     let mut repo = g.open()?;
     let parent = match &a.parent {
@@ -169,8 +170,8 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         // The total for the ETA comes from a concurrent scan, as restic does.
         let (p, paths, ex) = (p.clone(), paths.clone(), excludes.clone());
         std::thread::spawn(move || {
-            if let Ok(ex) = backup::Excludes::new(&ex) {
-                let (files, bytes) = backup::scan_totals(&paths, &ex);
+            if let Ok(ex) = cairn::source::Excludes::new(&ex) {
+                let (files, bytes) = cairn::source::fs::scan_totals(&paths, &ex);
                 p.set_total(files, bytes);
             }
         });

@@ -4,7 +4,8 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use cairn::ops::schedule::config::{Config, Source};
+use cairn::ops::schedule::config::Config;
+use cairn::source::Source;
 
 use super::Global;
 
@@ -31,8 +32,8 @@ pub fn jobs_json(c: &Config) -> serde_json::Value {
                 "job": j.name,
                 "repository": j.repository,
                 "source": match &j.source {
-                    Source::Paths { paths, .. } => json!({"paths": paths}),
-                    Source::Dump { name, .. } => json!({"dump": name}),
+                    Source::Paths(paths) => json!({"paths": paths}),
+                    Source::Stdin { name } | Source::Command { name, .. } => json!({"dump": name}),
                 },
                 "schedule": j.schedule.as_ref().map(|s| s.expr.clone()),
                 "timezone": j.schedule.as_ref().map(|s| s.zone()),

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use cairn::format::id::SnapshotId;
-use cairn::ops::backup::{backup, BackupOptions, NoProgress, Source};
+use cairn::ops::backup::{backup, BackupOptions, NoProgress};
 use cairn::ops::check::{check, CheckReport, ReadData};
 use cairn::ops::prune::{prune, PruneOptions, PruneOutcome};
 use cairn::ops::restore::{restore, RestoreOptions};
+use cairn::source::Source;
 use cairn::{Backend, Repository};
 
 use super::common::random_bytes;

@@ -690,8 +690,9 @@ fn replace(dir: impl AsFd, tmp: &OsStr, name: &OsStr) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::format::crypto::KdfParams;
-    use crate::ops::backup::{backup, BackupOptions, NoProgress, Source};
+    use crate::ops::backup::{backup, BackupOptions, NoProgress};
     use crate::repo::InitOptions;
+    use crate::source::Source;
     use crate::storage::Backend;
     use std::os::unix::fs::symlink;
 

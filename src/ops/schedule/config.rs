@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::ops::forget::Policy;
+use crate::source::Source;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -77,18 +78,6 @@ pub enum PasswordSource {
     Inherit,
 }
 
-#[derive(Debug, Clone)]
-pub enum Source {
-    Paths {
-        paths: Vec<String>,
-        exclude: Vec<String>,
-    },
-    Dump {
-        command: String,
-        name: String,
-    },
-}
-
 /// A job's retention: the same policy type `forget`'s flags make.
 #[derive(Debug, Clone, Default)]
 pub struct Retention {
@@ -132,7 +121,10 @@ pub struct Notify {
 pub struct Job {
     pub name: String,
     pub repository: String,
+    /// What it backs up: the same type `backup`'s flags make.
     pub source: Source,
+    /// Exclude patterns (paths only).
+    pub exclude: Vec<String>,
     pub tags: Vec<String>,
     pub host: Option<String>,
     pub schedule: Option<Schedule>,
@@ -472,7 +464,7 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
             (Some(cmd), true) => {
                 let dump_name = match &j.dump_name {
                     Some(n) => {
-                        if let Err(e) = super::super::backup::validate_stdin_name(n.get_ref()) {
+                        if let Err(e) = crate::source::validate_stdin_name(n.get_ref()) {
                             cx.at(n.span(), format!("dump-name: {e}"));
                         }
                         n.get_ref().clone()
@@ -494,17 +486,11 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
                         "exclude applies to paths, not to a dump-command",
                     );
                 }
-                Source::Dump {
-                    command: cmd.get_ref().clone(),
-                    name: dump_name,
-                }
+                Source::dump(&dump_name, cmd.get_ref())
             }
             (Some(cmd), false) => {
                 cx.at(cmd.span(), "a job has paths or a dump-command, not both");
-                Source::Paths {
-                    paths: vec![],
-                    exclude: vec![],
-                }
+                Source::Paths(vec![])
             }
             (None, empty) => {
                 if empty {
@@ -516,10 +502,7 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
                 if let Some(n) = &j.dump_name {
                     cx.at(n.span(), "dump-name needs a dump-command");
                 }
-                Source::Paths {
-                    paths: j.paths.iter().map(|p| p.get_ref().clone()).collect(),
-                    exclude: j.exclude.clone(),
-                }
+                Source::Paths(j.paths.iter().map(|p| PathBuf::from(p.get_ref())).collect())
             }
         };
         for t in &j.tags {
@@ -669,6 +652,7 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
                 name: name.clone(),
                 repository: repo.clone(),
                 source,
+                exclude: j.exclude.clone(),
                 tags: j.tags.iter().map(|t| t.get_ref().clone()).collect(),
                 host: j.host.clone(),
                 schedule,

@@ -11,8 +11,9 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::config::{Config, Job, OptionValue, PasswordSource, Repo, Source, VerifyLimit};
+use super::config::{Config, Job, OptionValue, PasswordSource, Repo, VerifyLimit};
 use crate::ops::forget::Policy;
+use crate::source::Source;
 
 /// Set by SIGTERM/SIGINT: finish (the child was told to stop), then exit.
 pub static STOP: AtomicBool = AtomicBool::new(false);
@@ -348,23 +349,7 @@ pub fn plan(
         backup.push("--host".into());
         backup.push(h.into());
     }
-    match &job.source {
-        Source::Paths { paths, exclude } => {
-            for e in exclude {
-                backup.push("--exclude".into());
-                backup.push(e.into());
-            }
-            backup.push("--".into());
-            backup.extend(paths.iter().map(OsString::from));
-        }
-        Source::Dump { command, name } => {
-            backup.extend(
-                ["--stdin-from-command", "--stdin-filename", name, "--"].map(OsString::from),
-            );
-            backup.extend(pipefail_shell().iter().map(OsString::from));
-            backup.push(command.into());
-        }
-    }
+    backup.extend(source_args(&job.source, &job.exclude));
     steps.push(cairn(StepKind::Backup, "backup", backup));
 
     if let Some(r) = &job.retention {
@@ -729,19 +714,26 @@ mod tests {
     }
 }
 
-/// The shell a dump command runs in, with `pipefail` where the shell has it:
-/// in `pg_dump nosuchdb | gzip` the pipeline's status is otherwise gzip's,
-/// and a failed dump would be saved as a success. dash (Debian's `sh`) has
-/// no pipefail, so bash is used when it is installed.
-fn pipefail_shell() -> &'static [&'static str] {
-    let bash = ["/bin/bash", "/usr/bin/bash"]
-        .iter()
-        .any(|p| std::path::Path::new(p).exists());
-    if bash {
-        &["bash", "-o", "pipefail", "-c"]
-    } else {
-        &["sh", "-c"]
+/// `backup`'s flags for a source.
+fn source_args(source: &Source, exclude: &[String]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    for e in exclude {
+        a.extend(["--exclude".into(), e.into()]);
     }
+    match source {
+        Source::Paths(paths) => {
+            a.push("--".into());
+            a.extend(paths.iter().map(OsString::from));
+        }
+        Source::Stdin { name } => {
+            a.extend(["--stdin", "--stdin-filename", name].map(OsString::from));
+        }
+        Source::Command { name, argv } => {
+            a.extend(["--stdin-from-command", "--stdin-filename", name, "--"].map(OsString::from));
+            a.extend(argv.iter().map(OsString::from));
+        }
+    }
+    a
 }
 
 /// `forget`'s flags for a retention policy.

@@ -1,0 +1,113 @@
+//! The filesystem side of a source: clean absolute paths, a file's metadata
+//! as a tree node, and the quick scan that gives a progress bar its totals.
+
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+use super::Excludes;
+use crate::error::{Error, Result};
+use crate::format::tree::{encode_name, Node, NodeType};
+
+/// Makes a path absolute and lexically clean, without resolving symlinks
+/// (a symlink given as a source is backed up as a symlink, as restic does).
+pub fn clean_absolute(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+pub fn unix_nanos(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+/// The node for an entry, without content or subtree.
+pub fn node_from_metadata(name: &OsStr, meta: &Metadata) -> Node {
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        NodeType::File
+    } else if ft.is_dir() {
+        NodeType::Dir
+    } else if ft.is_symlink() {
+        NodeType::Symlink
+    } else if ft.is_block_device() {
+        NodeType::Dev
+    } else if ft.is_char_device() {
+        NodeType::Chardev
+    } else if ft.is_fifo() {
+        NodeType::Fifo
+    } else {
+        NodeType::Socket
+    };
+    let (name, name_hex) = encode_name(name);
+    Node {
+        name,
+        name_hex,
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        user: String::new(),
+        group: String::new(),
+        mtime_ns: unix_nanos(meta.mtime(), meta.mtime_nsec()),
+        ctime_ns: unix_nanos(meta.ctime(), meta.ctime_nsec()),
+        inode: meta.ino(),
+        device: meta.dev(),
+        links: if kind == NodeType::Dir {
+            0
+        } else {
+            meta.nlink()
+        },
+        size: if kind == NodeType::File {
+            meta.size()
+        } else {
+            0
+        },
+        content: Vec::new(),
+        subtree: None,
+        target: None,
+        target_hex: None,
+        rdev: if matches!(kind, NodeType::Dev | NodeType::Chardev) {
+            meta.rdev()
+        } else {
+            0
+        },
+    }
+}
+
+/// Counts files and bytes under sources (for a progress bar's total).
+pub fn scan_totals(paths: &[PathBuf], excludes: &Excludes) -> (u64, u64) {
+    fn walk(p: &Path, ex: &Excludes, acc: &mut (u64, u64)) {
+        let Ok(meta) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        if meta.is_file() {
+            acc.0 += 1;
+            acc.1 += meta.len();
+        } else if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    let c = e.path();
+                    if !ex.is_excluded(&c) {
+                        walk(&c, ex, acc);
+                    }
+                }
+            }
+        }
+    }
+    let mut acc = (0, 0);
+    for p in paths {
+        walk(p, excludes, &mut acc);
+    }
+    acc
+}
