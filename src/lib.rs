@@ -9,7 +9,7 @@
 //! | 2 | [`storage`] | the object_store backend: the only place that knows object_store and tokio |
 //! | 3 | [`repo`] | open/init, keys, locks, the master index, the blob saver, the blob reader ([`repo::blobs`]) and the tree view ([`repo::tree`]) |
 //! | 3 | [`source`] | where backups read from: the one `Source` type (paths, stdin, dump commands), excludes, file metadata as nodes |
-| 4 | [`ops`] | the operations, one module a verb: backup, restore, check, forget, stats |
+//! | 4 | [`ops`] | the operations, one module a verb: backup, restore, check, forget, stats |
 //! | 5 | `cli/` (in the binary) | argument parsing and printing |
 //!
 //! **The rule: a file may import from its own layer and the layers below it,
