@@ -21,6 +21,7 @@ mod metrics;
 mod notify;
 mod output;
 mod password;
+mod process;
 mod prune;
 mod restore;
 mod run;

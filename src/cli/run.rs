@@ -127,9 +127,13 @@ pub fn report_event(g: &Global, r: &RunReport) {
 pub fn run_logged(g: &Global, c: &Config, job: &str) -> std::result::Result<RunReport, RunError> {
     let exe = std::env::current_exe().map_err(RunError::Io)?;
     let jg = job_global(g, c, job);
-    let report = runner::run_job(c, job, &exe, &common_args(g), &mut |s, o| {
+    let mut children = super::process::ChildProcesses;
+    let report = runner::run_job(c, job, &exe, &common_args(g), &mut children, &mut |s, o| {
         step_seen(&jg, job, s, o)
     })?;
+    for w in &report.warnings {
+        eprintln!("warning: job {job}: {w}");
+    }
     if let Some(e) = &report.error {
         eprintln!("error: job {job}: {e}");
     }
@@ -147,9 +151,9 @@ pub fn run(g: &Global, a: &RunArgs) -> Result<()> {
             c.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
         )));
     }
-    runner::install_signal_handlers();
+    super::process::install_signal_handlers();
     if g.json {
-        runner::CHILD_STDOUT_TO_STDERR.store(true, std::sync::atomic::Ordering::SeqCst);
+        super::process::child_stdout_to_stderr();
     }
     let report = match run_logged(g, &c, &a.job) {
         Ok(r) => r,

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use cairn::ops::schedule::runner::{self, JobState, RunError};
+use cairn::ops::schedule::runner::{JobState, RunError};
 use cairn::ops::schedule::scheduler::{self, Entry, SystemClock};
 use cairn::ops::schedule::systemd;
 
@@ -77,7 +77,7 @@ fn foreground(g: &Global) -> Result<()> {
             c.path.display()
         )));
     }
-    runner::install_signal_handlers();
+    super::process::install_signal_handlers();
     if !g.quiet {
         eprintln!(
             "cairn scheduler: {} scheduled jobs from {}; stop with SIGTERM or Ctrl-C",
@@ -93,7 +93,7 @@ fn foreground(g: &Global) -> Result<()> {
         json!({"config": c.path, "jobs": entries.iter().map(|e| &e.job).collect::<Vec<_>>()}),
     );
     let clock = SystemClock {
-        stop: &runner::STOP,
+        stop: &super::process::STOP,
     };
     scheduler::run(&clock, &entries, &mut |job, due| {
         if !g.quiet {
@@ -117,7 +117,7 @@ fn foreground(g: &Global) -> Result<()> {
             }
             Err(e) => eprintln!("error: job {job}: {e}"),
         }
-        !runner::STOP.load(std::sync::atomic::Ordering::SeqCst)
+        !super::process::STOP.load(std::sync::atomic::Ordering::SeqCst)
     });
     emit(g, "schedule.stopped", Severity::Info, None, json!({}));
     if !g.quiet {

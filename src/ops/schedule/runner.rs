@@ -5,7 +5,6 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -14,39 +13,6 @@ use serde::{Deserialize, Serialize};
 use super::config::{Config, Job, OptionValue, PasswordSource, Repo, VerifyLimit};
 use crate::ops::forget::Policy;
 use crate::source::Source;
-
-/// Set by SIGTERM/SIGINT: finish (the child was told to stop), then exit.
-pub static STOP: AtomicBool = AtomicBool::new(false);
-/// The running child's pid (0: none), so that a signal reaches it.
-static CHILD: AtomicI32 = AtomicI32::new(0);
-/// Children's standard output goes to our standard error (for `--json`).
-pub static CHILD_STDOUT_TO_STDERR: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-    let pid = CHILD.load(Ordering::SeqCst);
-    if pid > 0 {
-        // The step's whole process group: a hook's `sh -c` and what it
-        // started, a backup and its dump command. kill(2) is
-        // async-signal-safe, and so is this wrapper: one system call.
-        if let Some(group) = rustix::process::Pid::from_raw(pid) {
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
-        }
-    }
-}
-
-/// SIGTERM and SIGINT set [`STOP`] and forward SIGTERM to the running step.
-pub fn install_signal_handlers() {
-    // SAFETY: `on_signal` is an `extern "C" fn(c_int)`, the type signal(2)
-    // expects, and does only async-signal-safe work (atomic loads and stores
-    // and one kill(2)); replacing the default handlers of SIGTERM and SIGINT
-    // affects no other Rust code in this process.
-    unsafe {
-        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::signal(libc::SIGTERM, handler);
-        libc::signal(libc::SIGINT, handler);
-    }
-}
 
 /// Where per-job state and locks live: `$XDG_STATE_HOME/cairn/jobs`.
 pub fn state_dir() -> PathBuf {
@@ -176,6 +142,9 @@ pub struct RunReport {
     pub steps: Vec<StepOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Problems that did not change the outcome (for the caller to print).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Whether a pass done at `last` is due again at `now`. A pass due within
@@ -463,55 +432,14 @@ pub fn plan(
     Ok(steps)
 }
 
-/// Runs one step as a child (stdin closed, output inherited); its exit code
-/// (a child killed by a signal counts as 1).
-pub fn spawn(step: &Step) -> i32 {
-    let mut c = Command::new(&step.program);
-    c.args(&step.args).stdin(Stdio::null());
-    // Its own process group, so that SIGTERM reaches everything it started.
-    std::os::unix::process::CommandExt::process_group(&mut c, 0);
-    if CHILD_STDOUT_TO_STDERR.load(Ordering::SeqCst) {
-        use std::os::fd::AsFd;
-        if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
-            c.stdout(Stdio::from(fd));
-        }
-    }
-    for k in &step.env_remove {
-        c.env_remove(k);
-    }
-    for (k, v) in &step.env {
-        c.env(k, v);
-    }
-    let mut child = match c.spawn() {
-        Ok(ch) => ch,
-        Err(e) => {
-            eprintln!("error: cannot start {}: {e}", step.program.display());
-            return 1;
-        }
-    };
-    CHILD.store(child.id() as i32, Ordering::SeqCst);
-    // A signal that came before the pid was stored still reaches the child.
-    if STOP.load(Ordering::SeqCst) {
-        if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
-        }
-    }
-    let status = child.wait();
-    CHILD.store(0, Ordering::SeqCst);
-    match status {
-        Ok(s) => s.code().unwrap_or(1),
-        Err(_) => 1,
-    }
-}
-
-/// Runs planned steps in order with `exec`, calling `seen` after each:
+/// Runs planned steps in order with `runner`, calling `seen` after each:
 /// stops at the first failing step, except that verification and the drill
 /// still run after a backup that exited 3 (then forget, copies and `after`
 /// do not). Hooks that fail count as exit 1. The result is the first
 /// failure's code, else 3 if the backup exited 3, else 0.
 pub fn execute(
     steps: &[Step],
-    exec: &mut dyn FnMut(&Step) -> i32,
+    runner: &mut dyn StepRunner,
     seen: &mut dyn FnMut(&Step, &StepOutcome),
 ) -> (i32, Vec<StepOutcome>) {
     let mut outcomes = Vec::new();
@@ -520,7 +448,7 @@ pub fn execute(
     for step in steps {
         let skip = if let Some(code) = failed {
             Some(format!("an earlier step failed (exit {code})"))
-        } else if STOP.load(Ordering::SeqCst) {
+        } else if runner.stopped() {
             Some("interrupted".into())
         } else if partial && !matches!(step.kind, StepKind::Verify | StepKind::Drill) {
             Some("the backup could not read some files (exit 3)".into())
@@ -538,7 +466,7 @@ pub fn execute(
             }
         } else {
             let t = Instant::now();
-            let mut code = exec(step);
+            let mut code = runner.run(step);
             if matches!(step.kind, StepKind::Before | StepKind::After) && code != 0 {
                 code = 1;
             }
@@ -559,7 +487,7 @@ pub fn execute(
     }
     let code = match failed {
         Some(c) => c,
-        None if STOP.load(Ordering::SeqCst)
+        None if runner.stopped()
             && outcomes
                 .iter()
                 .any(|o| o.skipped.as_deref() == Some("interrupted")) =>
@@ -597,12 +525,23 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// Runs a job now: takes its lock, plans, executes, records its state.
+/// How a job's steps are carried out: the command-line layer runs each as
+/// a child process and knows when a signal asked to stop.
+pub trait StepRunner {
+    /// Runs one step; its exit code.
+    fn run(&mut self, step: &Step) -> i32;
+    /// Whether the run was asked to stop (the remaining steps are skipped).
+    fn stopped(&self) -> bool;
+}
+
+/// Runs a job now: takes its lock, plans, executes with `runner`, records
+/// its state.
 pub fn run_job(
     config: &Config,
     name: &str,
     exe: &Path,
     common: &[OsString],
+    runner: &mut dyn StepRunner,
     seen: &mut dyn FnMut(&Step, &StepOutcome),
 ) -> Result<RunReport, RunError> {
     let job = config
@@ -616,7 +555,7 @@ pub fn run_job(
     let mut state = JobState::load(name);
     let (code, steps, error) = match plan(config, job, exe, common, &state, now) {
         Ok(steps) => {
-            let (code, outcomes) = execute(&steps, &mut |s| spawn(s), seen);
+            let (code, outcomes) = execute(&steps, runner, seen);
             (code, outcomes, None)
         }
         Err(e) => (1, Vec::new(), Some(e)),
@@ -634,8 +573,9 @@ pub fn run_job(
     }
     state.last_run = Some(now);
     state.last_exit_code = Some(code);
+    let mut warnings = Vec::new();
     if let Err(e) = state.save(name) {
-        eprintln!("warning: cannot save the job state: {e}");
+        warnings.push(format!("cannot save the job state: {e}"));
     }
     drop(lock);
     Ok(RunReport {
@@ -644,6 +584,7 @@ pub fn run_job(
         duration: started.elapsed().as_secs_f64(),
         steps,
         error,
+        warnings,
     })
 }
 
@@ -663,13 +604,21 @@ mod tests {
         }
     }
 
+    /// Steps exit with the codes of a plan; never stopped.
+    struct Scripted<'p>(&'p [(StepKind, &'p str, i32)]);
+
+    impl StepRunner for Scripted<'_> {
+        fn run(&mut self, s: &Step) -> i32 {
+            self.0.iter().find(|p| p.1 == s.name).unwrap().2
+        }
+        fn stopped(&self) -> bool {
+            false
+        }
+    }
+
     fn codes(plan: &[(StepKind, &str, i32)]) -> (i32, Vec<Option<i32>>) {
         let steps: Vec<Step> = plan.iter().map(|(k, n, _)| step(*k, n)).collect();
-        let (code, out) = execute(
-            &steps,
-            &mut |s| plan.iter().find(|p| p.1 == s.name).unwrap().2,
-            &mut |_, _| {},
-        );
+        let (code, out) = execute(&steps, &mut Scripted(plan), &mut |_, _| {});
         (code, out.iter().map(|o| o.exit_code).collect())
     }
 
