@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use crate::format::objects::FormatError;
 use crate::format::pack::PackError;
 
+/// What failed, and on which object. New variants may come: match with a
+/// wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("no repository at {0} (run `cairn init` first)")]
     RepoNotFound(String),

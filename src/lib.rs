@@ -13,7 +13,7 @@
 //! | 5 | `cli/` (in the binary) | argument parsing and printing |
 //!
 //! **The rule: a file may import from its own layer and the layers below it,
-//! never from a layer above.** `tests/layering.rs` reads every `use crate::`
+//! never from a layer above.** `tests/engine/layering.rs` reads every `use crate::`
 //! path in `src/` and fails when the rule is broken.
 //!
 //! The on-disk format is specified in `repo-format.md`.

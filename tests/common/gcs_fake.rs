@@ -15,7 +15,7 @@
 //! Requests must carry `Authorization: Bearer <token>` (401 otherwise); a
 //! missing bucket is 404 for every call. Multipart uploads are not served.
 //! It is accepted as a stand-in because object_store's own conformance
-//! functions pass against it (tests/cloud.rs, `gcs_fake_passes_object_store_conformance`).
+//! functions pass against it (tests/cloud/stores.rs, `gcs_fake_passes_object_store_conformance`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};

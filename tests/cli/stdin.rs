@@ -1,7 +1,7 @@
 //! Standard input and dump commands: `backup --stdin`, `--stdin-from-command`,
 //! and `dump`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

@@ -1,7 +1,7 @@
 //! The config file, `cairn run JOB`, the scheduler (with an injected clock and
 //! for real) and systemd units.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::cell::{Cell, RefCell};

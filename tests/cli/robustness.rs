@@ -1,7 +1,7 @@
 //! Concurrency and interruption: two backups at once on one repository, and a
 //! backup killed half way.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Output, Stdio};

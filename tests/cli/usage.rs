@@ -3,7 +3,7 @@
 //! processes or `cat config`, and locks that are lost or dated in the future are
 //! handled.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;
@@ -781,7 +781,7 @@ fn manual_links_point_at_files_and_headings_that_exist() {
 }
 
 /// The example config files of docs/ are valid: each has jobs with a next
-/// run (the README's own example is checked by tests/schedule.rs).
+/// run (the README's own example is checked by tests/cli/schedule.rs).
 #[test]
 fn docs_example_configs_parse() {
     let sb = Sandbox::new();

@@ -2,7 +2,7 @@
 //! contract (1 failure, 2 usage, 3 partial backup, 10 no repository, 12 wrong
 //! password), and nothing damaged by a refused command.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::PathBuf;
@@ -173,7 +173,7 @@ fn unknown_and_ambiguous_snapshots_exit_1() {
     s.cmd(["dump", other, "/f"]).code(1);
     s.cmd(["cat", "snapshot", other]).code(1);
     s.cmd(["ls", "zzzz"]).code(1);
-    // Fewer than 4 digits is a usage error (see tests/cli_usage.rs).
+    // Fewer than 4 digits is a usage error (see tests/cli/usage.rs).
     s.cmd(["ls", &id[..3]]).code(2);
     s.cmd(["ls", &format!("{id}0")]).code(1);
 

@@ -1,7 +1,7 @@
 //! Backup → restore round trips: a tree with everything a file system holds,
 //! deduplication, incremental backups, and restore's options.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs;

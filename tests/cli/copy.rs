@@ -1,7 +1,7 @@
 //! `copy --to`: incremental, skips what was copied, re-keys when it must, and
 //! its errors; also to S3 (moto).
 
-mod common;
+use crate::common;
 
 use common::*;
 

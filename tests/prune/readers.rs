@@ -2,11 +2,12 @@
 //! rule 10): a restore whose index predates a repack-and-sweep finds the
 //! blobs where they moved.
 
-mod common;
+use crate::common;
 
 use cairn::ops::backup::{backup, BackupOptions, NoProgress};
 use cairn::ops::prune::{prune, MaxUnused, PruneOptions};
-use cairn::ops::restore::{dump_file, find_node, restore, RestoreOptions};
+use cairn::ops::restore::{restore, RestoreOptions};
+use cairn::repo::tree::{dump_file, find_node};
 use cairn::source::Source;
 use cairn::{Backend, Repository};
 use common::{random_bytes, same_content};

@@ -3,7 +3,7 @@
 //! for every kind of entry, 255-byte names restore, and a short read from the
 //! store is an error, never a panic.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs;

@@ -3,7 +3,7 @@
 //! prunes fence it, prunes killed with SIGKILL at random points, two prunes at
 //! once, and dry runs that must change nothing (repo-format.md §15).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The same commands against S3, on a moto server this test starts on 127.0.0.1.
 //! In CI (CI set) a missing moto_server is a failure, never a silent skip.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

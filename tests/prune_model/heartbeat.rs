@@ -3,10 +3,10 @@
 //! heartbeat interval for the whole process, and a fast heartbeat makes a
 //! fenced writer stop early, which other schedules must not see.)
 
-mod common;
-#[path = "common/gated_repo.rs"]
+use crate::common;
+#[path = "../common/gated_repo.rs"]
 mod gated_repo;
-#[path = "common/gates.rs"]
+#[path = "../common/gates.rs"]
 mod gates;
 
 use std::time::Duration;

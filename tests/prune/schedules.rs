@@ -5,12 +5,12 @@
 //! snapshot reported saved must restore and `check --read-data` must pass.
 //! Also the records an attacker can plant or damage (rule 13), a conflict
 //! answer that stored nothing (rule 14). (The failed heartbeat is in
-//! tests/heartbeat.rs.)
+//! tests/prune_model/heartbeat.rs.)
 
-mod common;
-#[path = "common/gated_repo.rs"]
+use crate::common;
+#[path = "../common/gated_repo.rs"]
 mod gated_repo;
-#[path = "common/gates.rs"]
+#[path = "../common/gates.rs"]
 mod gates;
 
 use std::path::PathBuf;

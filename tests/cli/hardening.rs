@@ -3,7 +3,7 @@
 //! authenticated keys, stray or damaged objects that stop nothing, a config
 //! that is junk, and format 1 repositories that are read but never written.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! failures, the merged metrics file, shell integration. Webhooks go to a tiny
 //! HTTP server each test starts on 127.0.0.1.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::io::{BufRead, BufReader, Read, Write};

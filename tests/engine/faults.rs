@@ -4,8 +4,8 @@
 //! error; afterwards `check --read-data` passes on the undisturbed store and
 //! a rerun completes, reusing what was uploaded.
 
-mod common;
-#[path = "common/faults.rs"]
+use crate::common;
+#[path = "../common/faults.rs"]
 mod faults;
 
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! cannot be reached, wrong credentials, a missing bucket. Servers are started
 //! by the tests on 127.0.0.1; in CI (CI set) a missing one is a failure.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

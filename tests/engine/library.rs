@@ -1,6 +1,6 @@
 //! Library-level tests: the engine driven directly, on the in-memory store and on disk.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

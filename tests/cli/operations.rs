@@ -1,6 +1,6 @@
 //! Unattended operation: health, verification passes, restoration drills.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::fs;

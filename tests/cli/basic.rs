@@ -1,7 +1,7 @@
 //! The everyday commands: init, backup options, snapshots, ls, diff, cat,
 //! snapshot selectors, password sources, keys, unlock, check.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -2,7 +2,7 @@
 //! entry is refetched, never trusted), off for local repositories by default
 //! (which keep there only the ID of the key that last worked, `last-key/`).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,20 @@
+//! Command-line tests: the binary driven through assert_cmd, as users run it.
+//!
+//! One test binary for several files, so CI links fewer binaries.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod alerts;
+mod basic;
+mod cache;
+mod copy;
+mod errors;
+mod hardening;
+mod operations;
+mod restore;
+mod restore_safety;
+mod robustness;
+mod schedule;
+mod stdin;
+mod usage;
