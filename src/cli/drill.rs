@@ -50,8 +50,7 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
             )));
         }
     }
-    let mut repo = g.open()?;
-    repo.load_index()?;
+    let repo = g.open_indexed()?;
     let opts = DrillOptions {
         files: a.files,
         snapshots: a.snapshots,

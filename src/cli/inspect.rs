@@ -12,7 +12,7 @@ use cairn::format::id::{BlobId, IndexId, KeyId, SnapshotId};
 use cairn::format::snapshot::Snapshot;
 use cairn::format::tree::{Node, NodeType};
 use cairn::repo::tree::walk_tree;
-use cairn::Repository;
+use cairn::repo::IndexedRepository;
 
 use super::events;
 use super::output::{self, line};
@@ -156,8 +156,7 @@ fn node_json(path: &Path, n: &Node) -> Value {
 }
 
 pub fn ls(g: &Global, a: &LsArgs) -> Result<()> {
-    let mut repo = g.open()?;
-    repo.load_index()?;
+    let repo = g.open_indexed()?;
     let (id, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
     if g.json {
         output::json(
@@ -217,7 +216,7 @@ pub struct DiffArgs {
 }
 
 /// Flattens a snapshot into path → node (content compared by blob list).
-fn flatten(repo: &Repository, root: &BlobId) -> Result<BTreeMap<PathBuf, Node>> {
+fn flatten(repo: &IndexedRepository, root: &BlobId) -> Result<BTreeMap<PathBuf, Node>> {
     let mut out = BTreeMap::new();
     walk_tree(repo, root, Path::new("/"), &mut |item| {
         out.insert(item.path, item.node);
@@ -231,8 +230,7 @@ fn same_content(a: &Node, b: &Node) -> bool {
 }
 
 pub fn diff(g: &Global, a: &DiffArgs) -> Result<()> {
-    let mut repo = g.open()?;
-    repo.load_index()?;
+    let repo = g.open_indexed()?;
     let none = FilterArgs::default();
     let (id1, s1) = select_snapshot(&repo, &a.snapshot1, &none)?;
     let (id2, s2) = select_snapshot(&repo, &a.snapshot2, &none)?;
@@ -407,8 +405,7 @@ pub struct StatsArgs {
 }
 
 pub fn stats(g: &Global, a: &StatsArgs) -> Result<()> {
-    let mut repo = g.open()?;
-    repo.load_index()?;
+    let repo = g.open_indexed()?;
     let st = cairn::ops::stats::stats(&repo, &a.filter.filter())?;
     if a.filter.is_empty() {
         events::figure("cairn_snapshots", &[], st.snapshots_count as f64);

@@ -222,6 +222,12 @@ impl Global {
         Ok(repo)
     }
 
+    /// Opens the repository for reading: index loaded, as the tree view,
+    /// restore, dump and drill take it.
+    pub fn open_indexed(&self) -> Result<cairn::repo::IndexedRepository> {
+        Ok(self.open()?.into_indexed()?)
+    }
+
     /// Opens a repository other than `-r` (a copy's destination, `init
     /// --from`): the key that last worked comes first, but `--key-hint`
     /// names a key of `-r`, so it is not used.

@@ -75,8 +75,7 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
     check_patterns(&a.includes, "--include")?;
     check_patterns(&a.excludes, "--exclude")?;
     check_target(&a.target)?;
-    let mut repo = g.open()?;
-    repo.load_index()?;
+    let repo = g.open_indexed()?;
     let (id, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
     let opts = RestoreOptions {
         includes: a.includes.clone(),
@@ -176,8 +175,7 @@ pub struct DumpArgs {
 
 pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
     super::keep_freed_buffers();
-    let mut repo = g.open()?;
-    repo.load_index()?;
+    let repo = g.open_indexed()?;
     let (_, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
     let node = cairn::repo::tree::find_node(&repo, &snap.tree, &a.path)?;
     if node.kind != NodeType::File {

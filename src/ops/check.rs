@@ -792,7 +792,7 @@ fn files_using(
     let mut by_pack: HashMap<PackId, Vec<(String, String)>> = HashMap::new();
     for (sid, s) in snaps {
         // A tree that fails to load was reported already; list what can be reached.
-        let _ = crate::repo::tree::walk_tree(repo, &s.tree, Path::new("/"), &mut |item| {
+        let _ = crate::repo::tree::walk_loaded(repo, &s.tree, Path::new("/"), &mut |item| {
             let packs: HashSet<PackId> = item
                 .node
                 .content

@@ -20,7 +20,7 @@ use crate::format::records::DrillRecord;
 use crate::format::tree::{Node, NodeType};
 use crate::ops::restore::verify_file;
 use crate::repo::tree::{dump_file, walk_tree};
-use crate::repo::{ledger, Repository};
+use crate::repo::{ledger, IndexedRepository};
 
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
@@ -113,7 +113,7 @@ fn node_size(n: &Node) -> u64 {
 }
 
 /// Runs a drill.
-pub fn drill(repo: &Repository, opts: &DrillOptions) -> Result<DrillReport> {
+pub fn drill(repo: &IndexedRepository, opts: &DrillOptions) -> Result<DrillReport> {
     let started = Instant::now();
     let all: Vec<_> = repo
         .list_snapshots()?
@@ -246,7 +246,11 @@ pub fn drill(repo: &Repository, opts: &DrillOptions) -> Result<DrillReport> {
 
 /// Restores one file's content into `out` (a new 0600 file), then re-reads it
 /// and checks every chunk against the snapshot's content hashes.
-fn restore_one(repo: &Repository, node: &Node, out: &Path) -> std::result::Result<u64, String> {
+fn restore_one(
+    repo: &IndexedRepository,
+    node: &Node,
+    out: &Path,
+) -> std::result::Result<u64, String> {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod cache;
 pub mod gc;
 pub mod index;
+mod indexed;
 pub mod ledger;
 pub mod lock;
 mod repository;
@@ -16,4 +17,5 @@ pub mod session;
 pub mod tree;
 pub mod unlock;
 
+pub use indexed::IndexedRepository;
 pub use repository::*;

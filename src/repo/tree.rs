@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use super::Repository;
+use super::{IndexedRepository, Repository};
 use crate::error::{Error, Result};
 use crate::format::id::BlobId;
 use crate::format::tree::{ContentRef, Node, NodeType};
@@ -26,6 +26,17 @@ pub struct Item {
 /// Walks a tree depth-first, parents before children, in each directory in
 /// the tree's order. `out` says whether to descend into a directory.
 pub fn walk_tree(
+    repo: &IndexedRepository,
+    root: &BlobId,
+    base: &Path,
+    out: &mut dyn FnMut(Item) -> Result<bool>,
+) -> Result<()> {
+    walk_loaded(repo, root, base, out)
+}
+
+/// [`walk_tree`] for a caller that loaded the index its own way (check
+/// loads it tolerating damaged index objects, and reports them).
+pub(crate) fn walk_loaded(
     repo: &Repository,
     root: &BlobId,
     base: &Path,
@@ -66,7 +77,7 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 /// Finds the node at `path` (e.g. `/home/ann/a.txt` or `mydb.sql`) in a tree.
-pub fn find_node(repo: &Repository, root: &BlobId, path: &str) -> Result<Node> {
+pub fn find_node(repo: &IndexedRepository, root: &BlobId, path: &str) -> Result<Node> {
     let mut current = *root;
     let comps: Vec<&str> = path
         .split('/')
@@ -99,7 +110,7 @@ pub fn find_node(repo: &Repository, root: &BlobId, path: &str) -> Result<Node> {
 const DUMP_WINDOW_BYTES: u64 = 16 << 20;
 
 /// Writes a file node's content to `out`, in order.
-pub fn dump_file(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<u64> {
+pub fn dump_file(repo: &IndexedRepository, node: &Node, out: &mut dyn Write) -> Result<u64> {
     let mut n = 0;
     for window in windows(&node.content, DUMP_WINDOW_BYTES) {
         for data in repo.map_content(window, Ok)? {
@@ -113,7 +124,12 @@ pub fn dump_file(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<
 
 /// Up to `len` bytes of a file node's content from `offset` (fewer at the
 /// end of the file, none past it): reads only the blobs the range touches.
-pub fn read_file_at(repo: &Repository, node: &Node, offset: u64, len: usize) -> Result<Vec<u8>> {
+pub fn read_file_at(
+    repo: &IndexedRepository,
+    node: &Node,
+    offset: u64,
+    len: usize,
+) -> Result<Vec<u8>> {
     let end = offset.saturating_add(len as u64);
     let (mut first, mut start_of_first, mut at) = (None, 0u64, 0u64);
     let mut touched = 0;

@@ -170,8 +170,10 @@ fn crafted_snapshot_with_symlink_and_directory_of_one_name_stays_inside() {
     use cairn::{Backend, Repository};
 
     let opts = common::fast_kdf();
-    let mut repo = Repository::init(Backend::memory(), b"pw", opts).unwrap();
-    repo.load_index().unwrap();
+    let repo = Repository::init(Backend::memory(), b"pw", opts)
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     let node = |name: &str, kind: NodeType| Node {
         mtime_ns: 1_600_000_000_000_000_000,
         links: 1,

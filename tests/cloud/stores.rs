@@ -239,8 +239,10 @@ fn scenario_memory_library() {
     let opts = common::fast_kdf();
     Repository::init(b.clone(), PW.as_bytes(), opts).unwrap();
     for round in 0..2 {
-        let mut repo = Repository::open(b.clone(), PW.as_bytes()).unwrap();
-        repo.load_index().unwrap();
+        let mut repo = Repository::open(b.clone(), PW.as_bytes())
+            .unwrap()
+            .into_indexed()
+            .unwrap();
         let src = Source::Paths(vec![dir.path().to_path_buf()]);
         let before = b.request_counts();
         let out = backup(&mut repo, src, &BackupOptions::default(), &NoProgress).unwrap();

@@ -94,8 +94,7 @@ impl Repo {
 
     /// Every snapshot in `saved` restores without error, to what `dirs` hold.
     pub fn assert_restores(&self, saved: &[(SnapshotId, &Path)]) {
-        let mut repo = self.open();
-        repo.load_index().unwrap();
+        let repo = self.open().into_indexed().unwrap();
         for (id, dir) in saved {
             let snap = repo.load_snapshot(id).unwrap();
             let target = tempfile::tempdir().unwrap();

@@ -38,7 +38,7 @@ fn assert_same_files(a: &Path, b: &Path) {
 
 /// Restores with --verify semantics and fails the test on any restore error.
 fn restore_verified(
-    repo: &Repository,
+    repo: &cairn::repo::IndexedRepository,
     tree: &cairn::format::id::BlobId,
     target: &Path,
 ) -> cairn::ops::restore::RestoreOutcome {
@@ -92,7 +92,10 @@ fn backup_restore_round_trip_and_check() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     make_tree(&src, 1);
-    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf()).unwrap();
+    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf())
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     let out = backup_paths(&mut repo, &[&src]);
     assert!(out.errors.is_empty());
     let target = dir.path().join("restore");
@@ -117,14 +120,17 @@ fn concurrent_backups_both_succeed() {
         .map(|src| {
             let b = backend.clone();
             std::thread::spawn(move || {
-                let mut repo = Repository::open(b, PW).unwrap();
+                let mut repo = Repository::open(b, PW).unwrap().into_indexed().unwrap();
                 let _lock = cairn::repo::lock::acquire(&repo, false).unwrap();
                 backup_paths(&mut repo, &[&src]).snapshot.tree
             })
         })
         .collect();
     let trees: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let mut repo = Repository::open(backend, PW).unwrap();
+    let mut repo = Repository::open(backend, PW)
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     assert_eq!(repo.snapshot_ids().unwrap().len(), 2);
     assert!(check(&mut repo, ReadData::All).unwrap().ok());
     for (tree, src) in trees.iter().zip([&s1, &s2]) {
@@ -176,7 +182,10 @@ fn packs_without_index_are_adopted_by_the_next_backup() {
     let src = dir.path().join("src");
     make_tree(&src, 5);
     let backend = Backend::memory();
-    let mut repo = Repository::init(backend.clone(), PW, fast_kdf()).unwrap();
+    let mut repo = Repository::init(backend.clone(), PW, fast_kdf())
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     backup_paths(&mut repo, &[&src]);
     // Simulate a backup killed after uploading packs but before any index or snapshot.
     for l in backend
@@ -187,7 +196,10 @@ fn packs_without_index_are_adopted_by_the_next_backup() {
     {
         backend.delete(&l.key).unwrap();
     }
-    let mut repo = Repository::open(backend.clone(), PW).unwrap();
+    let mut repo = Repository::open(backend.clone(), PW)
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     let report = check(&mut repo, ReadData::None).unwrap();
     assert!(
         report.ok(),
@@ -218,7 +230,10 @@ fn unchanged_files_are_not_read_again() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     make_tree(&src, 9);
-    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf()).unwrap();
+    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf())
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     let first = backup_paths(&mut repo, &[&src]);
     let second = backup_paths(&mut repo, &[&src]);
     let s = second.snapshot.summary.clone().unwrap();
@@ -245,14 +260,18 @@ fn local_disk_repository_round_trip() {
     make_tree(&src, 3);
     let repo_dir = dir.path().join("repo");
     let backend = Backend::open(repo_dir.to_str().unwrap(), &[], true).unwrap();
-    let mut repo = Repository::init(backend, PW, fast_kdf()).unwrap();
+    let mut repo = Repository::init(backend, PW, fast_kdf())
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     let out = backup_paths(&mut repo, &[&src]);
-    let mut reopened = Repository::open(
+    let reopened = Repository::open(
         Backend::open(repo_dir.to_str().unwrap(), &[], false).unwrap(),
         PW,
     )
+    .unwrap()
+    .into_indexed()
     .unwrap();
-    reopened.load_index().unwrap();
     let target = dir.path().join("r");
     restore(
         &reopened,
@@ -289,7 +308,10 @@ fn many_full_packs_do_not_stall_the_pipeline() {
         pack_size: Some(1024 * 1024),
         ..fast_kdf()
     };
-    let mut repo = Repository::init(Backend::memory(), PW, opts).unwrap();
+    let mut repo = Repository::init(Backend::memory(), PW, opts)
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     let out = backup_paths(&mut repo, &[&src]);
     // A pack closes at >= 1 MiB and may end with one 4 MiB chunk: at least 24 MB / 5 MiB.
     let packs = repo.list_packs().unwrap().len();
@@ -313,7 +335,10 @@ fn incremental_backup_equals_full_backup() {
     let src = dir.path().join("src");
     make_tree(&src, 21);
     std::fs::write(src.join("d/e/second"), random_bytes(1_500_000, 77)).unwrap();
-    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf()).unwrap();
+    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf())
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     backup_paths(&mut repo, &[&src]);
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(src.join("a.txt"), b"changed since the parent").unwrap();
@@ -379,7 +404,10 @@ fn stats_count_logical_unique_and_stored_bytes() {
     let src = dir.path().join("src");
     make_tree(&src, 31);
     std::fs::copy(src.join("d/big.bin"), src.join("copy.bin")).unwrap();
-    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf()).unwrap();
+    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf())
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     backup_paths(&mut repo, &[&src]);
     backup_paths(&mut repo, &[&src]);
     let st = cairn::ops::stats::stats(&repo, &Default::default()).unwrap();
@@ -453,7 +481,10 @@ fn tree_view_reads_a_file_by_offset() {
     // Larger than twice the largest chunk (4 MiB): several blobs.
     let whole = random_bytes(9_000_000, 7);
     std::fs::write(src.join("big.bin"), &whole).unwrap();
-    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf()).unwrap();
+    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf())
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     let out = backup_paths(&mut repo, &[&src]);
     let path = format!("{}/big.bin", src.display());
     let node = cairn::repo::tree::find_node(&repo, &out.snapshot.tree, &path).unwrap();
@@ -490,7 +521,10 @@ fn tree_view_walks_a_very_deep_tree() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir_all(src.join("d")).unwrap();
-    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf()).unwrap();
+    let mut repo = Repository::init(Backend::memory(), PW, fast_kdf())
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     let out = backup_paths(&mut repo, &[&src]);
     let dir =
         cairn::repo::tree::find_node(&repo, &out.snapshot.tree, &format!("{}/d", src.display()))

@@ -49,8 +49,10 @@ fn a_restore_with_an_old_index_reads_repacked_blobs() {
     .unwrap();
 
     // A reader loads the index now, before the prune.
-    let mut reader = Repository::open(b.clone(), b"pw").unwrap();
-    reader.load_index().unwrap();
+    let reader = Repository::open(b.clone(), b"pw")
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     let snap = reader.load_snapshot(&second).unwrap();
 
     writer.delete_snapshot(&first).unwrap();

@@ -277,8 +277,7 @@ fn a_damaged_end_record_keeps_its_snapshot_data() {
         report.errors
     );
     // Its data is all there: restore works.
-    let mut repo = r.open();
-    repo.load_index().unwrap();
+    let repo = r.open().into_indexed().unwrap();
     let snap = repo.load_snapshot(&s).unwrap();
     let target = tempfile::tempdir().unwrap();
     let out = restore(&repo, &snap.tree, target.path(), &RestoreOptions::default()).unwrap();
@@ -328,8 +327,7 @@ fn junk_and_huge_records_stop_nothing() {
         "{:?}",
         report.errors
     );
-    let mut repo = r.open();
-    repo.load_index().unwrap();
+    let repo = r.open().into_indexed().unwrap();
     let snap = repo.load_snapshot(&s).unwrap();
     let target = tempfile::tempdir().unwrap();
     let out = restore(&repo, &snap.tree, target.path(), &RestoreOptions::default()).unwrap();

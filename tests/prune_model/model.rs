@@ -1328,7 +1328,7 @@ fn run_one(seed: u64, stats: &Stats) -> Result<(), String> {
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    repo.load_index().unwrap();
+    let mut repo = repo.into_indexed().unwrap();
     for s in &saved {
         let id = s.id;
         if !valid.contains(&id) {

@@ -33,7 +33,7 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Stat, Timespec, Timestamp
 use crate::error::{Error, Result};
 use crate::format::id::BlobId;
 use crate::format::tree::{Node, NodeType};
-use crate::repo::Repository;
+use crate::repo::{IndexedRepository, Repository};
 
 use crate::repo::tree::{walk_tree, Item};
 use beneath::Beneath;
@@ -155,7 +155,7 @@ struct Restorer<'a> {
 
 /// Restores the snapshot tree `root` into `target`.
 pub fn restore(
-    repo: &Repository,
+    repo: &IndexedRepository,
     root: &BlobId,
     target: &Path,
     opts: &RestoreOptions,
@@ -165,7 +165,7 @@ pub fn restore(
 
 /// [`restore`], reporting each entry's fate to `progress`.
 pub fn restore_with_progress(
-    repo: &Repository,
+    repo: &IndexedRepository,
     root: &BlobId,
     target: &Path,
     opts: &RestoreOptions,
@@ -721,8 +721,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        let mut repo = Repository::init(Backend::memory(), b"pw", opts).unwrap();
-        repo.load_index().unwrap();
+        let mut repo = Repository::init(Backend::memory(), b"pw", opts)
+            .unwrap()
+            .into_indexed()
+            .unwrap();
         let out = backup(
             &mut repo,
             Source::Paths(vec![src.clone()]),
