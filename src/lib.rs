@@ -9,7 +9,7 @@
 //! | 2 | [`storage`] | the object_store backend: the only place that knows object_store and tokio |
 //! | 3 | [`repo`] | open/init, keys, locks, the master index, the blob saver, the blob reader ([`repo::blobs`]) and the tree view ([`repo::tree`]) |
 //! | 3 | [`source`] | where backups read from: the one `Source` type (paths, stdin, dump commands), excludes, file metadata as nodes |
-//! | 4 | [`ops`] | the operations, one module a verb: backup, restore, check, forget, stats |
+//! | 4 | [`ops`] | the operations, one module a verb: backup, restore, check, copy, drill, forget, health, prune, stats, schedule |
 //! | 5 | `cli/` (in the binary) | argument parsing and printing |
 //!
 //! **The rule: a file may import from its own layer and the layers below it,
@@ -17,6 +17,17 @@
 //! path in `src/` and fails when the rule is broken.
 //!
 //! The on-disk format is specified in `repo-format.md`.
+//!
+//! # Embedding cairn
+//!
+//! A program that backs up with cairn needs only what the crate root
+//! re-exports: open or create a [`Repository`] on a [`Backend`], back up a
+//! [`Source`] with [`backup`], open it for reading ([`Repository::into_indexed`])
+//! and [`restore`], [`check`], apply a retention [`Policy`] with
+//! [`forget_plan`], [`prune`], [`copy`] and [`drill`]. Errors are one
+//! [`Error`] enum (non-exhaustive). The layer modules stay public because the
+//! `cairn` binary (a separate crate target) and the tests drive them; their
+//! items are not a stable interface.
 
 pub mod error;
 pub mod format;
@@ -26,5 +37,13 @@ pub mod source;
 pub mod storage;
 
 pub use error::{Error, Result};
-pub use repo::{InitOptions, Repository, SnapshotFilter};
+pub use ops::backup::{backup, BackupOptions, BackupOutcome, NoProgress};
+pub use ops::check::{check, CheckReport, ReadData};
+pub use ops::copy::{copy, CopyOutcome};
+pub use ops::drill::{drill, DrillOptions, DrillReport};
+pub use ops::forget::{plan as forget_plan, Policy};
+pub use ops::prune::{prune, PruneOptions, PruneOutcome};
+pub use ops::restore::{restore, RestoreOptions, RestoreOutcome};
+pub use repo::{IndexedRepository, InitOptions, Repository, SnapshotFilter};
+pub use source::Source;
 pub use storage::Backend;

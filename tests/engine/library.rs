@@ -552,3 +552,45 @@ fn tree_view_walks_a_very_deep_tree() {
     let deepest = "d/".repeat(DEPTH);
     cairn::repo::tree::find_node(&repo, &below, &deepest).unwrap();
 }
+
+/// A program embedding cairn needs only the crate root: init, back up two
+/// generations, keep the last, prune, open for reading, restore, check.
+#[test]
+fn the_crate_root_is_enough_to_embed_cairn() {
+    use cairn::{
+        backup, check, forget_plan, prune, restore, Backend, BackupOptions, NoProgress, Policy,
+        PruneOptions, ReadData, Repository, RestoreOptions, Source,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let backend = Backend::memory();
+    let mut repo = Repository::init(backend.clone(), PW, fast_kdf()).unwrap();
+    repo.load_index().unwrap();
+    for seed in [1, 2] {
+        make_tree(&src, seed);
+        let paths = Source::Paths(vec![src.clone()]);
+        backup(&mut repo, paths, &BackupOptions::default(), &NoProgress).unwrap();
+    }
+    let policy = Policy {
+        last: Some(1),
+        ..Default::default()
+    };
+    for group in forget_plan(repo.list_snapshots().unwrap(), &policy) {
+        assert_eq!((group.keep.len(), group.remove.len()), (1, 1));
+        for (id, _) in &group.remove {
+            repo.delete_snapshot(id).unwrap();
+        }
+    }
+    prune(&mut repo, &PruneOptions::default()).unwrap();
+    let reader = Repository::open(backend, PW)
+        .unwrap()
+        .into_indexed()
+        .unwrap();
+    let (_, latest) = reader.list_snapshots().unwrap().pop().unwrap();
+    let target = tmp.path().join("t");
+    let out = restore(&reader, &latest.tree, &target, &RestoreOptions::default()).unwrap();
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert_same_files(&src, &restored_root(&target, &src));
+    let report = check(&mut reader.into_inner(), ReadData::All).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+}
