@@ -7,8 +7,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -31,6 +32,11 @@ struct PendingFile<'i> {
     tmp: PathBuf,
     /// The first error that hit this file; it is then not renamed into place.
     error: Mutex<Option<String>>,
+    /// The temporary file, kept open from its creation to its rename while
+    /// the descriptor budget allows: every blob write and the metadata then
+    /// reuse it instead of resolving the path again (each confined open
+    /// walks the whole path below the target, most of restore's system time).
+    open: OnceLock<File>,
 }
 
 impl PendingFile<'_> {
@@ -78,9 +84,12 @@ impl Restorer<'_> {
                     tmp: rel.with_file_name(tmp_name(rel.file_name().unwrap_or_default())),
                     dest,
                     error: Mutex::new(None),
+                    open: OnceLock::new(),
                 });
             }
         }
+        let kept = AtomicUsize::new(0);
+        let budget = descriptor_budget();
         pending.par_iter().for_each(|p| {
             let size = p.item.node.content.iter().map(|c| c.size as u64).sum();
             // The full length up front, as a hole: only non-zero blocks get written.
@@ -93,9 +102,14 @@ impl Restorer<'_> {
                         Mode::RUSR | Mode::WUSR,
                     )
                 })
-                .and_then(|fd| File::from(fd).set_len(size));
-            if let Err(e) = created {
-                p.fail(e);
+                .map(File::from)
+                .and_then(|f| f.set_len(size).map(|()| f));
+            match created {
+                Ok(f) if kept.fetch_add(1, Ordering::Relaxed) < budget => {
+                    let _ = p.open.set(f);
+                }
+                Ok(_) => {}
+                Err(e) => p.fail(e),
             }
         });
         let wanted = self.wanted_blobs(&pending);
@@ -109,7 +123,7 @@ impl Restorer<'_> {
             }
             Ok(())
         });
-        pending.par_iter().for_each(|p| self.finish_file(p));
+        pending.into_par_iter().for_each(|p| self.finish_file(p));
     }
 
     /// Every blob the pending files need, once, with the places it goes.
@@ -139,10 +153,13 @@ impl Restorer<'_> {
             if p.failed() {
                 continue;
             }
-            let written = self
-                .fs()
-                .and_then(|fs| fs.open(&p.tmp, OFlags::WRONLY, Mode::empty()))
-                .and_then(|fd| write_sparse(&File::from(fd), *offset, data));
+            let written = match p.open.get() {
+                Some(f) => write_sparse(f, *offset, data),
+                None => self
+                    .fs()
+                    .and_then(|fs| fs.open(&p.tmp, OFlags::WRONLY, Mode::empty()))
+                    .and_then(|fd| write_sparse(&File::from(fd), *offset, data)),
+            };
             match written {
                 Ok(()) => {
                     self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -154,11 +171,12 @@ impl Restorer<'_> {
     }
 
     /// Metadata and rename for a complete file; removal for a failed one.
-    fn finish_file(&self, p: &PendingFile<'_>) {
+    fn finish_file(&self, mut p: PendingFile<'_>) {
+        let open = p.open.take();
         let done = if p.failed() {
             Err(p.error.lock().unwrap().clone().unwrap_or_default())
         } else {
-            self.rename_into_place(p).map_err(|e| e.to_string())
+            self.rename_into_place(&p, open).map_err(|e| e.to_string())
         };
         match done {
             Ok(()) => {
@@ -173,11 +191,14 @@ impl Restorer<'_> {
         }
     }
 
-    fn rename_into_place(&self, p: &PendingFile<'_>) -> io::Result<()> {
+    fn rename_into_place(&self, p: &PendingFile<'_>, open: Option<File>) -> io::Result<()> {
         let fs = self.fs()?;
-        let fd = fs.open(&p.tmp, OFlags::WRONLY, Mode::empty())?;
-        self.metadata_fd(&fd, &p.item.node)?;
-        drop(fd);
+        let file = match open {
+            Some(f) => f,
+            None => File::from(fs.open(&p.tmp, OFlags::WRONLY, Mode::empty())?),
+        };
+        self.metadata_fd(&file, &p.item.node)?;
+        drop(file);
         let (dir, tmp) = fs.parent(&p.tmp)?;
         let name = rel(p.item).file_name().unwrap_or_default();
         Ok(rustix::fs::renameat(&dir, tmp, &dir, name)?)
@@ -224,6 +245,16 @@ impl Restorer<'_> {
                 }
             });
     }
+}
+
+/// How many temporary files a batch may keep open: well below the
+/// process's limit on open descriptors (reading packs, the repository's own
+/// files and the directories need some too).
+fn descriptor_budget() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    (soft.saturating_sub(256) / 2).min(usize::MAX as u64) as usize
 }
 
 /// Writes `data` at `pos`, skipping all-zero blocks so they stay holes.
