@@ -449,6 +449,7 @@ impl Bench<'_> {
                         tool: l.tool.name.into(),
                         wall_secs: m.wall_secs,
                         max_rss_kib: m.max_rss_kib,
+                        sys_secs: m.sys_secs,
                         ok: false,
                         wrong: false,
                         note: Some(format!(
@@ -591,6 +592,7 @@ pub(crate) fn measure_step(
         tool: l.tool.name.to_string(),
         wall_secs: m.wall_secs,
         max_rss_kib: m.max_rss_kib,
+        sys_secs: m.sys_secs,
         ok,
         wrong: incorrect,
         note,

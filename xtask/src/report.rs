@@ -79,6 +79,9 @@ pub struct Sample {
     pub tool: String,
     pub wall_secs: f64,
     pub max_rss_kib: u64,
+    /// System CPU time: a restore spending it in the kernel (confined opens,
+    /// inode allocation) shows here before its wall time moves.
+    pub sys_secs: f64,
     pub ok: bool,
     /// Ran, but incorrectly: its data did not restore byte for byte, or a
     /// stdin backup did not read all of its input.
@@ -131,6 +134,8 @@ fn mb(bytes: f64) -> String {
 #[derive(Debug, Clone)]
 pub struct Cell {
     pub secs: Option<f64>,
+    /// Median system CPU time of the successful runs.
+    pub sys_secs: Option<f64>,
     pub rss_bytes: Option<f64>,
     pub runs: usize,
     pub failed: usize,
@@ -157,6 +162,7 @@ pub fn cell(samples: &[Sample], row: &str, step: Step, tool: &str) -> Cell {
     Cell {
         io,
         secs: median(ok.iter().map(|s| s.wall_secs).collect()),
+        sys_secs: median(ok.iter().map(|s| s.sys_secs).collect()),
         rss_bytes: median(ok.iter().map(|s| s.max_rss_kib as f64 * 1024.0).collect()),
         runs: mine.len(),
         failed: mine.len() - ok.len(),
@@ -233,6 +239,9 @@ pub fn table(
                         let mut x = format!("{s:.2} s · {}", mb(r));
                         if let (Some(f), false) = (floors[tool], step == Step::Snapshots) {
                             let _ = write!(x, " (+{})", mb((r - f).max(0.0)));
+                        }
+                        if let (Some(sys), false) = (c.sys_secs, step == Step::Snapshots) {
+                            let _ = write!(x, " · sys {sys:.2} s");
                         }
                         if c.wrong > 0 {
                             let _ = write!(x, " ({} of {} INCORRECT)", c.wrong, c.runs);
@@ -356,7 +365,7 @@ pub fn samples_json(samples: &[Sample]) -> Value {
             .map(|s| {
                 json!({
                     "round": s.round, "corpus": s.row, "step": s.step.label(), "tool": s.tool,
-                    "wall_secs": s.wall_secs, "max_rss_kib": s.max_rss_kib, "ok": s.ok, "wrong_data": s.wrong, "note": s.note,
+                    "wall_secs": s.wall_secs, "sys_secs": s.sys_secs, "max_rss_kib": s.max_rss_kib, "ok": s.ok, "wrong_data": s.wrong, "note": s.note,
                     "io": io_json(s.io),
                 })
             })
@@ -424,6 +433,7 @@ mod tests {
             tool: tool.into(),
             wall_secs: secs,
             max_rss_kib: 1000,
+            sys_secs: secs / 2.0,
             ok,
             wrong: false,
             note: None,
@@ -465,6 +475,10 @@ mod tests {
         assert!(t.contains("| kernel | first backup |"), "{t}");
         assert!(t.contains("2.00× (restic)"), "{t}");
         assert!(t.contains("1.00× (restic)"), "{t}");
+        // Each cell shows its system time (the samples' is half the wall).
+        assert!(t.contains("1.00 s · 1 MB · sys 0.50 s"), "{t}");
+        assert!(t.contains("· sys 0.50 s"), "{t}");
+        assert!(t.contains("· sys 2.00 s"), "{t}");
     }
 
     #[test]

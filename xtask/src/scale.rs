@@ -443,6 +443,7 @@ mod tests {
             tool: "cairn".into(),
             wall_secs: secs,
             max_rss_kib: kib,
+            sys_secs: 0.0,
             ok: true,
             wrong: false,
             note: None,
