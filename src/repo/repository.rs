@@ -40,6 +40,10 @@ pub const MAX_KEYS_READ: usize = 64;
 const MAX_KEY_OBJECT_LEN: u64 = 64 * 1024;
 
 /// Storage key of a pack: `data/ab/ab…` or `tree/ab/ab…`.
+/// How many times an index load lists again after an index object
+/// vanished between its listing and its read.
+const MAX_RELISTS: usize = 16;
+
 pub fn pack_key(kind: BlobType, id: &PackId) -> String {
     let h = id.to_hex();
     format!("{}/{}/{}", kind.dir(), &h[..2], h)
@@ -626,9 +630,16 @@ impl Repository {
                 self.build_index(&|p: &PackId| stored.contains(p) && !exclude.contains(p))?;
             Ok((index, listed))
         };
-        match attempt() {
-            Err(Error::MissingObject(_)) => attempt(),
-            other => other,
+        // Each vanished object is a compaction's progress, and a sweep
+        // deletes index objects one by one: two attempts in a row can both
+        // meet one (seen by prune_model: a copy failed with MissingObject).
+        // A reader never fails for a cleaned-up record (rule 5): list again.
+        let mut relists = 0;
+        loop {
+            match attempt() {
+                Err(Error::MissingObject(_)) if relists < MAX_RELISTS => relists += 1,
+                other => return other,
+            }
         }
     }
 
