@@ -19,13 +19,14 @@ fn main() {
     let model = GcModel::new(rules, w, c);
     let result = compact::explore(&model, bits, 0.9, |p| {
         eprintln!(
-            "  {:.0?}: {} unique, {} generated, depth {} (max {}), table {:.1}% full",
+            "  {:.0?}: {} unique, {} generated, depth {} (max {}), table {:.1}% full, violated so far: {:?}",
             p.elapsed,
             p.unique,
             p.generated,
             p.depth,
             p.max_depth,
-            100.0 * p.load
+            100.0 * p.load,
+            p.violated
         );
     });
     match result {

@@ -53,6 +53,9 @@ pub struct Progress {
     pub max_depth: usize,
     pub elapsed: Duration,
     pub load: f64,
+    /// The `always` properties violated so far (a long run shows them
+    /// before it ends).
+    pub violated: Vec<&'static str>,
 }
 
 const PROGRESS_EVERY: u64 = 1 << 24;
@@ -244,6 +247,7 @@ pub fn explore(
                     max_depth: report.max_depth,
                     elapsed: started.elapsed(),
                     load: seen.load(),
+                    violated: report.violations.iter().map(|(n, _)| *n).collect(),
                 });
             }
             visit(&state, Some(action), &mut stack, &mut report);
