@@ -44,6 +44,15 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// "1 pack", "3 packs".
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 pub fn duration(secs: f64) -> String {
     let s = secs.round() as u64;
     if s >= 3600 {
@@ -254,5 +263,17 @@ impl Spinner {
         if let Some(bar) = &self.0 {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(count(0, "pack"), "0 packs");
+        assert_eq!(count(1, "pack"), "1 pack");
+        assert_eq!(count(2, "snapshot"), "2 snapshots");
     }
 }

@@ -193,10 +193,17 @@ fn report(g: &Global, o: &PruneOutcome, dry_run: bool) {
             ));
         }
     }
-    let would = if dry_run { "would " } else { "" };
+    let (would_be, would) = if dry_run {
+        ("would be ", "would ")
+    } else {
+        ("", "")
+    };
     line(format!(
-        "{} snapshots analysed; {} packs {would}deleted, {} {would}repacked, {} kept",
-        p.snapshots, p.packs_delete, p.packs_repack, p.packs_keep
+        "{} analysed; {} {would_be}deleted, {} {would_be}repacked, {} kept",
+        output::count(p.snapshots as u64, "snapshot"),
+        output::count(p.packs_delete as u64, "pack"),
+        p.packs_repack,
+        p.packs_keep
     ));
     line(format!(
         "{would}remove {}, {would}rewrite {}: {would}free {}",
@@ -213,8 +220,8 @@ fn report(g: &Global, o: &PruneOutcome, dry_run: bool) {
         ));
     } else if o.swept {
         line(format!(
-            "deleted {} packs ({})",
-            o.packs_deleted,
+            "deleted {} ({})",
+            output::count(o.packs_deleted as u64, "pack"),
             output::size(o.bytes_deleted)
         ));
     } else {
