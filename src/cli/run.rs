@@ -41,7 +41,14 @@ pub fn config_path(g: &Global) -> PathBuf {
 /// The validated config; each mistake is printed as its own `error:` line
 /// (FILE:LINE:COLUMN: ...), then exit 2.
 pub fn load(g: &Global) -> Result<Config> {
-    match config::load(&config_path(g)) {
+    let path = config_path(g);
+    if g.config.is_none() && !path.exists() {
+        return Err(super::usage(format!(
+            "no config file: give --config FILE, or create ~/.config/cairn/cairn.toml or {}",
+            path.display()
+        )));
+    }
+    match config::load(&path) {
         Ok(c) => Ok(c),
         Err(errors) => {
             for e in &errors.0 {

@@ -698,3 +698,34 @@ fn a_failing_stage_of_a_dump_pipeline_fails_the_job() {
     assert_ne!(out.code, Some(0), "{}", out.dump());
     assert_eq!(s.snapshot_count(), 0, "a failed dump saves no snapshot");
 }
+
+/// With no config file anywhere, `config check` says so and how to give one,
+/// without naming a place in a file nobody gave; an unreadable `--config`
+/// names the file, with no line or column.
+#[test]
+fn missing_config_files_are_named_plainly() {
+    let s = Sandbox::new();
+    if std::path::Path::new("/etc/cairn/cairn.toml").exists() {
+        return; // this machine has a system-wide config
+    }
+    let out = s.bare(["config", "check"]).code(2);
+    assert!(
+        out.stderr.contains("no config file: give --config FILE"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(":0:0"), "{}", out.stderr);
+    let missing = s.path("none.toml");
+    let out = s
+        .bare(["--config", missing.to_str().unwrap(), "config", "check"])
+        .code(2);
+    assert!(
+        out.stderr.contains(&format!(
+            "{}: cannot read the config file",
+            missing.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(":0:0"), "{}", out.stderr);
+}
