@@ -155,6 +155,21 @@ impl Backend {
         if location == "memory://" || location.starts_with("memory:") {
             return Ok(Backend::memory());
         }
+        // restic's spellings (`b2:bucket/path`, `sftp:host:/path`,
+        // `rest:http://...`) would otherwise become a local folder of that
+        // name; a local path with a colon can be written `./b2:x`.
+        if let Some(scheme) = restic_style(location) {
+            let cairn_url = location.starts_with(&format!("{scheme}://"));
+            if !cairn_url && !std::path::Path::new(location).exists() {
+                return Err(bad(
+                    location,
+                    format!(
+                        "'{scheme}:' is a restic backend, not a cairn location; cairn reaches a local path, \
+                         s3://, gs:// or az:// (for a local folder whose name has a colon, write ./{location})"
+                    ),
+                ));
+            }
+        }
         match location.split_once("://") {
             Some(("file", rest)) => {
                 Self::local(location, std::path::Path::new(rest), options, create_dir)
@@ -609,6 +624,18 @@ fn create_private_dir(location: &str, dir: &std::path::Path) -> Result<Option<st
         .create(dir)
         .map_err(|e| Error::io(dir, e))?;
     Ok(outermost_missing)
+}
+
+/// The restic backend a location is spelled for (`b2`, `sftp`, `rest`,
+/// `swift`, `rclone`, `s3`, `gs`, `azure`, `local`), if it is one:
+/// `NAME:rest` with no `/` before the colon.
+fn restic_style(location: &str) -> Option<&str> {
+    let (scheme, _) = location.split_once(':')?;
+    [
+        "b2", "sftp", "rest", "swift", "rclone", "s3", "gs", "azure", "local",
+    ]
+    .contains(&scheme)
+    .then_some(scheme)
 }
 
 #[cfg(test)]

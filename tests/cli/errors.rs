@@ -353,3 +353,24 @@ fn no_password_source_and_no_tty() {
         .fails();
     assert_eq!(s.snapshot_count(), 0);
 }
+
+/// A restic-style location (`b2:bucket/x`, `sftp:host:/srv`) is refused with
+/// a clear line instead of silently becoming a local folder of that name;
+/// `./b2:x` is still a local folder.
+#[test]
+fn restic_style_locations_are_refused_not_made_folders() {
+    let s = Sandbox::new();
+    for loc in ["b2:bucket/x", "sftp:host:/srv/repo", "rest:http://h:8000/"] {
+        let out = s.bare(["-r", loc, "init"]).code(2);
+        assert!(
+            out.stderr.contains("is a restic backend"),
+            "{loc}: {}",
+            out.stderr
+        );
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+    assert!(!s.root.join("b2:bucket").exists());
+    assert!(!s.root.join("sftp:host:").exists());
+    s.bare(["-r", "./b2:local", "init"]).code(0);
+    assert!(s.root.join("b2:local").is_dir());
+}
