@@ -73,8 +73,14 @@ impl Repository {
             .iter()
             .flat_map(|(key, blobs)| split_runs(blobs).map(move |blobs| Run { key, blobs }))
             .collect();
-        runs.par_iter()
-            .try_for_each(|run| self.read_run(run, &each))
+        match runs.as_slice() {
+            // One run (a single blob: every tree load) is read on the
+            // caller's thread, not handed to the pool and waited for.
+            [run] => self.read_run(run, &each),
+            _ => runs
+                .par_iter()
+                .try_for_each(|run| self.read_run(run, &each)),
+        }
     }
 
     /// [`read_sealed_blobs`](Self::read_sealed_blobs), decoded: each blob

@@ -599,7 +599,7 @@ impl Repository {
     /// [`load_index`](Self::load_index) without the given packs: a writer's
     /// dedup view leaves out every pack a collector condemned (rule 2). An
     /// index object that vanishes between listing and reading was compacted by
-    /// a sweep: the listing is taken again, once.
+    /// a sweep: the listing is taken again (repo-format.md §15, rule 4).
     /// Index entries whose pack is not in storage are left out too: an index
     /// object written by a writer fenced while it was paused can name packs a
     /// sweep has already deleted, and no reader or writer may rely on those.
@@ -618,7 +618,8 @@ impl Repository {
 
     /// The index of the packs storage holds (one listing of `data/` and
     /// `tree/`), without `exclude`. An index object that vanishes between
-    /// listing and reading was compacted by a sweep: the whole load is retried once.
+    /// listing and reading was compacted by a sweep: the whole load is
+    /// retried, up to [`MAX_RELISTS`] times.
     fn build_live_index(
         &self,
         exclude: &HashSet<PackId>,

@@ -134,24 +134,24 @@ pub fn read_file_at(
     len: usize,
 ) -> Result<Vec<u8>> {
     let end = offset.saturating_add(len as u64);
-    let (mut first, mut start_of_first, mut at) = (None, 0u64, 0u64);
-    let mut touched = 0;
-    for (i, c) in node.content.iter().enumerate() {
-        let next = at + c.size as u64;
-        if next > offset && at < end {
-            if first.is_none() {
-                (first, start_of_first) = (Some(i), at);
-            }
-            touched += 1;
-        }
-        at = next;
+    let content = &node.content;
+    let size = |i: usize| content[i].size as u64;
+    // Skip the blobs that end at or before `offset`; `start` is where the
+    // first touched one begins.
+    let (mut first, mut start) = (0, 0u64);
+    while first < content.len() && start + size(first) <= offset {
+        start += size(first);
+        first += 1;
     }
-    let Some(first) = first else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(len.min((at - offset.min(at)) as usize));
-    let mut pos = start_of_first;
-    for data in repo.map_content(&node.content[first..first + touched], Ok)? {
+    // Take blobs until the range ends.
+    let (mut last, mut at) = (first, start);
+    while last < content.len() && at < end {
+        at += size(last);
+        last += 1;
+    }
+    let mut out = Vec::new();
+    let mut pos = start;
+    for data in repo.map_content(&content[first..last], Ok)? {
         let from = offset.saturating_sub(pos).min(data.len() as u64) as usize;
         let to = (end - pos).min(data.len() as u64) as usize;
         out.extend_from_slice(&data[from..to]);
