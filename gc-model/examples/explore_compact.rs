@@ -1,9 +1,9 @@
 //! `cargo run --release -p gc-model --example explore_compact -- old|new
-//! WRITERS COLLECTORS [BITS]`: explores one configuration depth-first with
-//! the compact explorer (`src/compact.rs`: 8 bytes a state in a table of
-//! `2^BITS` slots, default 30 = 8 GiB), on one thread, and prints counts,
-//! time and violations. For configurations stateright's checkers cannot hold
-//! in memory (2 writers × 3 collectors).
+//! WRITERS COLLECTORS [GIB] [THREADS]`: explores one configuration
+//! depth-first with the compact explorer (`src/compact.rs`: 8 bytes a state
+//! in a table of GIB GiB, default 8), on THREADS threads (default 1), and
+//! prints counts, time and violations. For configurations stateright's
+//! checkers cannot hold in memory (2 writers × 3 collectors).
 use gc_model::{compact, GcModel, Rules};
 
 fn main() {
@@ -15,9 +15,15 @@ fn main() {
     };
     let w = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(2);
     let c = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(3);
-    let bits = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(30);
+    let gib: f64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(8.0);
+    let threads = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(1);
+    let options = compact::Options {
+        slots: (gib * (1u64 << 30) as f64 / 8.0) as u64,
+        max_load: 0.9,
+        threads,
+    };
     let model = GcModel::new(rules, w, c);
-    let result = compact::explore(&model, bits, 0.9, |p| {
+    let result = compact::explore(&model, &options, |p| {
         eprintln!(
             "  {:.0?}: {} unique, {} generated, depth {} (max {}), table {:.1}% full, violated so far: {:?}",
             p.elapsed,
@@ -36,12 +42,15 @@ fn main() {
         }
         Ok(r) => {
             eprintln!(
-                "rules={:?} writers={w} collectors={c}: {} unique states, {} generated, max depth {}, {:.1?}, table 2^{bits} slots",
+                "rules={:?} writers={w} collectors={c}: {} unique states, {} generated, max depth {}, {:.1?} on {threads} thread(s), table {} slots ({:.1}% full), collision odds {:.1e}",
                 args.get(1),
                 r.unique,
                 r.generated,
                 r.max_depth,
-                r.elapsed
+                r.elapsed,
+                r.table_slots,
+                100.0 * r.unique as f64 / r.table_slots as f64,
+                r.collision_odds()
             );
             eprintln!("reached: {:?}", r.reached);
             for (name, path) in &r.violations {

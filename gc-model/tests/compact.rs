@@ -21,7 +21,8 @@ fn compare(model: GcModel, same_count: bool) {
         .threads(threads())
         .spawn_bfs()
         .join();
-    let dfs = compact::explore(&model, 22, 0.9, |_| {}).expect("the table holds the states");
+    let dfs = compact::explore(&model, &compact::Options::bits(22), |_| {})
+        .expect("the table holds the states");
     if same_count {
         assert_eq!(dfs.unique as usize, bfs.unique_state_count(), "{label}");
     }
@@ -53,7 +54,7 @@ fn finds_the_same_violations_as_stateright_old_rules() {
 fn old_rules_violations_come_with_a_trace_that_replays() {
     let mut model = GcModel::new(Rules::old(), 1, 2);
     model.symmetry = false;
-    let report = compact::explore(&model, 22, 0.9, |_| {}).expect("fits");
+    let report = compact::explore(&model, &compact::Options::bits(22), |_| {}).expect("fits");
     assert!(!report.violations.is_empty(), "the old rules lose data");
     for (name, path) in &report.violations {
         let trace = replay(model.clone(), path);
@@ -67,11 +68,46 @@ fn old_rules_violations_come_with_a_trace_that_replays() {
 #[test]
 fn a_full_table_stops_the_search_instead_of_looping() {
     let model = GcModel::new(Rules::new(), 1, 2);
-    match compact::explore(&model, 12, 0.5, |_| {}) {
+    match compact::explore(
+        &model,
+        &compact::Options {
+            max_load: 0.5,
+            ..compact::Options::bits(12)
+        },
+        |_| {},
+    ) {
         Err(compact::Stopped::TableFull { unique, slots }) => {
             assert_eq!(slots, 4096);
             assert!(unique > 2048);
         }
         Ok(r) => panic!("157,484 states cannot fit 4,096 slots, got {}", r.unique),
+    }
+}
+
+/// Threads sharing the table visit the same states as one thread, and
+/// their violations' traces, stitched from handed-over work, replay.
+#[test]
+fn threads_sharing_the_table_visit_the_same_states() {
+    let threads = compact::Options {
+        threads: 3,
+        ..compact::Options::bits(22)
+    };
+    let model = GcModel::new(Rules::new(), 1, 2);
+    let one = compact::explore(&model, &compact::Options::bits(22), |_| {}).expect("fits");
+    let many = compact::explore(&model, &threads, |_| {}).expect("fits");
+    assert_eq!(many.unique, one.unique);
+    assert_eq!(many.generated, one.generated);
+    assert!(many.violations.is_empty());
+
+    let mut old = GcModel::new(Rules::old(), 1, 2);
+    old.symmetry = false;
+    let report = compact::explore(&old, &threads, |_| {}).expect("fits");
+    assert!(!report.violations.is_empty(), "the old rules lose data");
+    for (name, path) in &report.violations {
+        let trace = replay(old.clone(), path);
+        assert!(
+            !holds(&old, name, trace.last()),
+            "{name}: the trace replays"
+        );
     }
 }
