@@ -89,12 +89,42 @@ pub fn last_event() -> Option<Value> {
     record().events.last().cloned()
 }
 
-fn default_log() -> Option<PathBuf> {
+/// `$XDG_STATE_HOME/cairn` (else `~/.local/state/cairn`): the event log and
+/// what `health` remembers between runs.
+pub fn state_dir() -> Option<PathBuf> {
     let state = std::env::var_os("XDG_STATE_HOME")
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(state.join("cairn").join("events.jsonl"))
+    Some(state.join("cairn"))
+}
+
+fn default_log() -> Option<PathBuf> {
+    Some(state_dir()?.join("events.jsonl"))
+}
+
+/// Replaces a small state file atomically (a temporary file beside it, then
+/// a rename), never writing through a symlink planted at the temporary name.
+pub fn write_state(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 fn host() -> String {
@@ -106,6 +136,19 @@ fn host() -> String {
 /// Appends one event and hands it to the notifications. Failing to log or to
 /// notify never fails the command: it warns.
 pub fn emit(g: &Global, event: &str, severity: Severity, snapshot: Option<String>, figures: Value) {
+    emit_notifying(g, event, severity, snapshot, figures, true)
+}
+
+/// As [`emit`], but the notifications hear of it only when `notify` (the
+/// event log always does): `health` notifies on change only.
+pub fn emit_notifying(
+    g: &Global,
+    event: &str,
+    severity: Severity,
+    snapshot: Option<String>,
+    figures: Value,
+    notify: bool,
+) {
     let line = json!({
         "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "event": event,
@@ -125,7 +168,7 @@ pub fn emit(g: &Global, event: &str, severity: Severity, snapshot: Option<String
             eprintln!("warning: cannot write event log {}: {e:#}", path.display());
         }
     }
-    if severity >= Severity::Warning || g.notify_all {
+    if notify && (severity >= Severity::Warning || g.notify_all || event == "health.recovered") {
         notify::event(g, &line);
     }
 }
@@ -146,9 +189,14 @@ fn append(path: &Path, v: &Value) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    use std::os::unix::fs::OpenOptionsExt;
+    // Never through a symlink: a log in a shared folder must not let another
+    // user point cairn's writes at a file of theirs choosing.
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     // One write per line, so concurrent writers never interleave within a line.
     f.write_all(format!("{v}\n").as_bytes())?;

@@ -93,6 +93,31 @@ pub const SERIES: &[(&str, &str, &str)] = &[
         "gauge",
         "Share of files the last restoration drill restored intact.",
     ),
+    (
+        "cairn_healthy",
+        "gauge",
+        "Whether the last health run found no problem (1) or some (0).",
+    ),
+    (
+        "cairn_health_problems",
+        "gauge",
+        "Problems of each kind the last health run found.",
+    ),
+    (
+        "cairn_verification_age_seconds",
+        "gauge",
+        "Age of the last verification pass when health last looked.",
+    ),
+    (
+        "cairn_drill_age_seconds",
+        "gauge",
+        "Age of the last restoration drill when health last looked.",
+    ),
+    (
+        "cairn_repository_free_bytes",
+        "gauge",
+        "Free bytes where a local repository lives.",
+    ),
 ];
 
 /// One metric family as read or to be written.

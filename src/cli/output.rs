@@ -30,18 +30,7 @@ pub fn pretty_json(v: &serde_json::Value) {
 
 /// 1.234 MiB style sizes.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.3} {}", UNITS[u])
-    }
+    cairn::format::size::human(bytes)
 }
 
 /// "1 pack", "3 packs".

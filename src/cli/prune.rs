@@ -41,25 +41,7 @@ pub struct PruneArgs {
     opts: PruneOpts,
 }
 
-/// `500M`, `2G`, `1024` (bytes): binary units, as restic.
-pub(super) fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().ok()?;
-    let shift = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return None,
-    };
-    n.checked_mul(1 << shift)
-}
+pub(super) use cairn::format::size::parse_size;
 
 impl PruneOpts {
     pub fn options(&self, dry_run: bool) -> Result<PruneOptions> {

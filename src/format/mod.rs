@@ -10,5 +10,6 @@ pub mod id;
 pub mod objects;
 pub mod pack;
 pub mod records;
+pub mod size;
 pub mod snapshot;
 pub mod tree;

@@ -3,20 +3,61 @@
 //! latest valid snapshot and whether it is stale; the latest verification pass
 //! and drill; locks and writer sessions that look stuck.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::error::Result;
-use crate::format::records::{self, SessionStart};
-use crate::repo::{ledger, lock, Repository};
+use crate::format::id::SnapshotId;
+use crate::format::records::{self, DrillRecord, SessionStart};
+use crate::format::snapshot::Snapshot;
+use crate::repo::{ledger, lock, Repository, SnapshotFilter};
 
 /// A lock older than this looks stuck (locks are refreshed every 5 minutes).
 pub const STUCK_LOCK_AFTER: Duration = Duration::from_secs(30 * 60);
 /// A writer session silent for longer than this looks stuck (heartbeats come
 /// every 5 minutes).
 pub const STUCK_SESSION_AFTER: Duration = Duration::from_secs(60 * 60);
+
+/// What `health` holds the repository to.
+#[derive(Debug, Clone)]
+pub struct HealthOptions {
+    /// A host+paths group whose latest snapshot is older than this is stale.
+    pub max_age: Duration,
+    /// A verification pass must have completed within this long (a
+    /// repository whose oldest snapshot is younger is given that long).
+    pub max_verify_age: Duration,
+    /// The share of stored bytes verified in the last 30 days, at least.
+    pub min_coverage: Option<f64>,
+    /// A drill must have run within this long (not checked when `None`).
+    pub max_drill_age: Option<Duration>,
+    /// A group's latest snapshot below this share of its previous one's size
+    /// is a problem (0 turns the check off; an empty snapshot after a
+    /// non-empty one always is).
+    pub min_size_ratio: f64,
+    /// Free bytes where a local repository lives, at least.
+    pub min_free: Option<u64>,
+    /// Only these snapshots' groups are looked at.
+    pub filter: SnapshotFilter,
+}
+
+impl HealthOptions {
+    /// The documented defaults: 26 hours, 8 days, half the previous size.
+    pub fn new(max_age: Duration) -> HealthOptions {
+        HealthOptions {
+            max_age,
+            max_verify_age: DEFAULT_MAX_VERIFY_AGE,
+            min_coverage: None,
+            max_drill_age: None,
+            min_size_ratio: 0.5,
+            min_free: None,
+            filter: SnapshotFilter::default(),
+        }
+    }
+}
+
+pub const DEFAULT_MAX_VERIFY_AGE: Duration = Duration::from_secs(8 * 86400);
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GroupHealth {
@@ -28,13 +69,18 @@ pub struct GroupHealth {
     pub age_seconds: i64,
     /// Bytes the latest snapshot holds (its summary's `total_bytes_processed`).
     pub size: Option<u64>,
+    /// Bytes the snapshot before it held.
+    pub previous_size: Option<u64>,
     pub stale: bool,
+    /// The latest snapshot shrank below the allowed share of the previous one.
+    pub shrunk: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VerificationHealth {
     pub time: DateTime<Utc>,
     pub hostname: String,
+    pub age_seconds: i64,
     pub packs_ok: usize,
     pub packs_damaged: usize,
     /// Packs still stored whose latest verification (by any pass) found damage.
@@ -49,6 +95,7 @@ pub struct VerificationHealth {
 pub struct DrillHealth {
     pub time: DateTime<Utc>,
     pub hostname: String,
+    pub age_seconds: i64,
     pub files: u64,
     pub files_ok: u64,
     pub success_rate: f64,
@@ -61,24 +108,43 @@ pub struct DrillHealth {
 /// One thing wrong, for a monitoring system: what kind and a sentence.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HealthProblem {
-    /// `stale`, `no_snapshots`, `verification_failed`, `drill_failed`,
-    /// `stuck_lock`, `stuck_session`.
+    /// One of [`PROBLEM_KINDS`].
     pub kind: String,
     pub message: String,
-    /// The snapshot concerned (for `stale`).
+    /// The snapshot concerned (for `stale` and `size_dropped`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
 }
+
+/// Every kind of problem `health` reports (each gets a metric, 0 when absent).
+pub const PROBLEM_KINDS: &[&str] = &[
+    "stale",
+    "no_snapshots",
+    "size_dropped",
+    "verification_failed",
+    "verification_missing",
+    "verification_stale",
+    "coverage_low",
+    "drill_failed",
+    "drill_missing",
+    "drill_stale",
+    "low_free_space",
+    "stuck_lock",
+    "stuck_session",
+];
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HealthReport {
     pub healthy: bool,
     pub reachable: bool,
     pub max_age_seconds: u64,
+    pub max_verify_age_seconds: u64,
     pub snapshots: usize,
     pub groups: Vec<GroupHealth>,
     pub verification: Option<VerificationHealth>,
     pub drill: Option<DrillHealth>,
+    /// Free bytes where a local repository lives.
+    pub free_bytes: Option<u64>,
     pub problems: Vec<HealthProblem>,
 }
 
@@ -100,144 +166,57 @@ fn problem(kind: &str, message: String, snapshot: Option<String>) -> HealthProbl
     }
 }
 
+fn when(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn secs(d: Duration) -> i64 {
+    d.as_secs().min(i64::MAX as u64) as i64
+}
+
 /// Looks at the repository; `now` is the time ages are measured against.
-pub fn health(repo: &Repository, max_age: Duration, now: DateTime<Utc>) -> Result<HealthReport> {
+pub fn health(repo: &Repository, opts: &HealthOptions, now: DateTime<Utc>) -> Result<HealthReport> {
     let mut problems = Vec::new();
-    let snaps = repo.list_snapshots()?;
-    let mut groups: BTreeMap<(String, Vec<String>), GroupHealth> = BTreeMap::new();
-    for (id, s) in &snaps {
-        let mut paths = s.paths.clone();
-        paths.sort();
-        let age = (now - s.time).num_seconds();
-        let g = groups
-            .entry((s.hostname.clone(), paths.clone()))
-            .or_insert_with(|| GroupHealth {
-                host: s.hostname.clone(),
-                paths,
-                snapshots: 0,
-                latest_snapshot: id.short(),
-                latest_time: s.time,
-                age_seconds: age,
-                size: None,
-                stale: false,
-            });
-        g.snapshots += 1;
-        // `snaps` is oldest first: the last one seen is the latest.
-        g.latest_snapshot = id.short();
-        g.latest_time = s.time;
-        g.age_seconds = age;
-        g.size = s.summary.as_ref().map(|x| x.total_bytes_processed);
-    }
-    let mut groups: Vec<GroupHealth> = groups.into_values().collect();
-    for g in &mut groups {
-        g.stale = g.age_seconds > max_age.as_secs() as i64;
-        if g.stale {
-            problems.push(problem(
-                "stale",
-                format!(
-                    "{}:{}: latest snapshot {} is {} old (more than {})",
-                    g.host,
-                    g.paths.join(","),
-                    g.latest_snapshot,
-                    human_age(g.age_seconds),
-                    human_age(max_age.as_secs() as i64)
-                ),
-                Some(g.latest_snapshot.clone()),
-            ));
-        }
-    }
+    let snaps: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| opts.filter.matches(s))
+        .collect();
+    let groups = group_health(&snaps, opts, now, &mut problems);
     if snaps.is_empty() {
         problems.push(problem(
             "no_snapshots",
-            "the repository has no snapshots".into(),
+            if opts.filter == SnapshotFilter::default() {
+                "the repository has no snapshots".into()
+            } else {
+                "no snapshot matches the --host/--tag/--path filters".into()
+            },
             None,
         ));
     }
+    // How long the repository has had data: a pass or a drill cannot be
+    // overdue before that.
+    let data_age = snaps
+        .iter()
+        .map(|(_, s)| (now - s.time).num_seconds())
+        .max()
+        .unwrap_or(0);
 
-    let latest_pass = ledger::latest_verification(repo)?;
-    // Damage found by any pass counts while the pack is still stored.
-    let outstanding = match &latest_pass {
-        Some(r) if !(r.damaged.is_empty() && r.damaged_outstanding.is_empty()) => {
-            let stored: std::collections::HashSet<_> = repo
-                .list_packs()?
-                .into_iter()
-                .map(|(id, _, _)| id)
-                .collect();
-            r.damaged
-                .union(&r.damaged_outstanding)
-                .filter(|p| stored.contains(p))
-                .count()
-        }
-        _ => 0,
-    };
-    let verification = latest_pass.map(|r| {
-        let coverage = if r.live_bytes == 0 {
-            1.0
-        } else {
-            r.covered_bytes_30d as f64 / r.live_bytes as f64
-        };
-        VerificationHealth {
-            time: r.time,
-            hostname: r.hostname,
-            packs_ok: r.ok.len(),
-            packs_damaged: r.damaged.len(),
-            packs_damaged_outstanding: outstanding,
-            coverage_30d: coverage,
-            oldest_verification: r.oldest_verification,
-            result: if outstanding == 0 { "ok" } else { "damaged" }.into(),
-        }
-    });
-    if let Some(v) = &verification {
-        if v.packs_damaged_outstanding > 0 {
+    let verification = verification_health(repo, now)?;
+    verification_problems(verification.as_ref(), opts, data_age, &mut problems);
+    let drill = ledger::latest_drill(repo)?.map(|d| drill_health(d, now));
+    drill_problems(drill.as_ref(), opts, data_age, &mut problems);
+
+    let free_bytes = repo.backend().free_space();
+    if let (Some(min), Some(free)) = (opts.min_free, free_bytes) {
+        if free < min {
             problems.push(problem(
-                "verification_failed",
+                "low_free_space",
                 format!(
-                    "{} packs still in the repository were found damaged by their latest verification (the last verification pass: {} on {}); run `cairn check --read-data` to see which snapshots and files they hold",
-                    v.packs_damaged_outstanding,
-                    v.time.format("%Y-%m-%d %H:%M:%S UTC"),
-                    v.hostname,
-                ),
-                None,
-            ));
-        }
-    }
-    let drill = ledger::latest_drill(repo)?.map(|d| {
-        // A drill that restored nothing proved nothing.
-        let failed = d.files == 0 || d.files_ok < d.files || !d.failures.is_empty();
-        DrillHealth {
-            time: d.time,
-            hostname: d.hostname,
-            files: d.files,
-            files_ok: d.files_ok,
-            success_rate: if d.files == 0 {
-                if failed {
-                    0.0
-                } else {
-                    1.0
-                }
-            } else {
-                d.files_ok as f64 / d.files as f64
-            },
-            bytes: d.bytes,
-            failures: d.failures,
-            result: if failed { "failed" } else { "ok" }.into(),
-        }
-    });
-    if let Some(d) = &drill {
-        if d.result == "failed" {
-            problems.push(problem(
-                "drill_failed",
-                format!(
-                    "the last drill ({} on {}) failed: {} of {} files restored intact{}",
-                    d.time.format("%Y-%m-%d %H:%M:%S UTC"),
-                    d.hostname,
-                    d.files_ok,
-                    d.files,
-                    if d.failures.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (failed: {})", d.failures.join(", "))
-                    }
+                    "{} free where the repository lives ({}), less than --min-free {}",
+                    crate::format::size::human(free),
+                    repo.backend().location(),
+                    crate::format::size::human(min)
                 ),
                 None,
             ));
@@ -264,13 +243,270 @@ pub fn health(repo: &Repository, max_age: Duration, now: DateTime<Utc>) -> Resul
     Ok(HealthReport {
         healthy: problems.is_empty(),
         reachable: true,
-        max_age_seconds: max_age.as_secs(),
+        max_age_seconds: opts.max_age.as_secs(),
+        max_verify_age_seconds: opts.max_verify_age.as_secs(),
         snapshots: snaps.len(),
         groups,
         verification,
         drill,
+        free_bytes,
         problems,
     })
+}
+
+/// Per host+paths group: its latest snapshot, whether that is stale, and
+/// whether it shrank sharply against the one before.
+fn group_health(
+    snaps: &[(SnapshotId, Snapshot)],
+    opts: &HealthOptions,
+    now: DateTime<Utc>,
+    problems: &mut Vec<HealthProblem>,
+) -> Vec<GroupHealth> {
+    let mut groups: BTreeMap<(String, Vec<String>), GroupHealth> = BTreeMap::new();
+    // `snaps` is oldest first: the last one seen in a group is its latest.
+    for (id, s) in snaps {
+        let mut paths = s.paths.clone();
+        paths.sort();
+        let age = (now - s.time).num_seconds();
+        let size = s.summary.as_ref().map(|x| x.total_bytes_processed);
+        let g = groups
+            .entry((s.hostname.clone(), paths.clone()))
+            .or_insert_with(|| GroupHealth {
+                host: s.hostname.clone(),
+                paths,
+                snapshots: 0,
+                latest_snapshot: id.short(),
+                latest_time: s.time,
+                age_seconds: age,
+                size: None,
+                previous_size: None,
+                stale: false,
+                shrunk: false,
+            });
+        if g.snapshots > 0 {
+            g.previous_size = g.size;
+        }
+        g.snapshots += 1;
+        g.latest_snapshot = id.short();
+        g.latest_time = s.time;
+        g.age_seconds = age;
+        g.size = size;
+    }
+    let mut groups: Vec<GroupHealth> = groups.into_values().collect();
+    for g in &mut groups {
+        let label = format!("{}:{}", g.host, g.paths.join(","));
+        g.stale = g.age_seconds > secs(opts.max_age);
+        if g.stale {
+            problems.push(problem(
+                "stale",
+                format!(
+                    "{label}: latest snapshot {} is {} old (more than {})",
+                    g.latest_snapshot,
+                    human_age(g.age_seconds),
+                    human_age(secs(opts.max_age))
+                ),
+                Some(g.latest_snapshot.clone()),
+            ));
+        }
+        if let (Some(size), Some(previous)) = (g.size, g.previous_size) {
+            let emptied = size == 0 && previous > 0;
+            let ratio = size as f64 / previous.max(1) as f64;
+            g.shrunk = emptied || (previous > 0 && ratio < opts.min_size_ratio);
+            if g.shrunk {
+                problems.push(problem(
+                    "size_dropped",
+                    format!(
+                        "{label}: latest snapshot {} holds {}, {} the previous one's {} (a failed dump or a missing mount?)",
+                        g.latest_snapshot,
+                        crate::format::size::human(size),
+                        if emptied {
+                            "nothing of".to_string()
+                        } else {
+                            format!("{:.0}% of", ratio * 100.0)
+                        },
+                        crate::format::size::human(previous)
+                    ),
+                    Some(g.latest_snapshot.clone()),
+                ));
+            }
+        }
+    }
+    groups
+}
+
+/// The latest verification pass, with damage found by any pass counted
+/// while the damaged pack is still stored.
+fn verification_health(
+    repo: &Repository,
+    now: DateTime<Utc>,
+) -> Result<Option<VerificationHealth>> {
+    let Some(r) = ledger::latest_verification(repo)? else {
+        return Ok(None);
+    };
+    let outstanding = if r.damaged.is_empty() && r.damaged_outstanding.is_empty() {
+        0
+    } else {
+        let stored: HashSet<_> = repo
+            .list_packs()?
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect();
+        r.damaged
+            .union(&r.damaged_outstanding)
+            .filter(|p| stored.contains(p))
+            .count()
+    };
+    let coverage = if r.live_bytes == 0 {
+        1.0
+    } else {
+        r.covered_bytes_30d as f64 / r.live_bytes as f64
+    };
+    Ok(Some(VerificationHealth {
+        time: r.time,
+        hostname: r.hostname,
+        age_seconds: (now - r.time).num_seconds(),
+        packs_ok: r.ok.len(),
+        packs_damaged: r.damaged.len(),
+        packs_damaged_outstanding: outstanding,
+        coverage_30d: coverage,
+        oldest_verification: r.oldest_verification,
+        result: if outstanding == 0 { "ok" } else { "damaged" }.into(),
+    }))
+}
+
+fn verification_problems(
+    v: Option<&VerificationHealth>,
+    opts: &HealthOptions,
+    data_age: i64,
+    problems: &mut Vec<HealthProblem>,
+) {
+    let limit = secs(opts.max_verify_age);
+    let Some(v) = v else {
+        if data_age > limit {
+            problems.push(problem(
+                "verification_missing",
+                format!(
+                    "no verification pass has ever completed, and the oldest snapshot is {} old (more than --max-verify-age {}); run `cairn check --read-data --max-duration 10m` on a schedule",
+                    human_age(data_age),
+                    human_age(limit)
+                ),
+                None,
+            ));
+        }
+        return;
+    };
+    if v.packs_damaged_outstanding > 0 {
+        problems.push(problem(
+            "verification_failed",
+            format!(
+                "{} packs still in the repository were found damaged by their latest verification (the last verification pass: {} on {}); run `cairn check --read-data` to see which snapshots and files they hold, then `cairn repair packs`",
+                v.packs_damaged_outstanding,
+                when(v.time),
+                v.hostname,
+            ),
+            None,
+        ));
+    }
+    if v.age_seconds > limit {
+        problems.push(problem(
+            "verification_stale",
+            format!(
+                "the last verification pass ({} on {}) is {} old (more than --max-verify-age {})",
+                when(v.time),
+                v.hostname,
+                human_age(v.age_seconds),
+                human_age(limit)
+            ),
+            None,
+        ));
+    }
+    if let Some(min) = opts.min_coverage {
+        if v.coverage_30d < min {
+            problems.push(problem(
+                "coverage_low",
+                format!(
+                    "verification passes covered {:.1}% of the stored data in the last 30 days (less than --min-coverage {:.1}%)",
+                    v.coverage_30d * 100.0,
+                    min * 100.0
+                ),
+                None,
+            ));
+        }
+    }
+}
+
+fn drill_health(d: DrillRecord, now: DateTime<Utc>) -> DrillHealth {
+    // A drill that restored nothing proved nothing.
+    let failed = d.files == 0 || d.files_ok < d.files || !d.failures.is_empty();
+    DrillHealth {
+        time: d.time,
+        hostname: d.hostname,
+        age_seconds: (now - d.time).num_seconds(),
+        files: d.files,
+        files_ok: d.files_ok,
+        success_rate: if d.files == 0 {
+            0.0
+        } else {
+            d.files_ok as f64 / d.files as f64
+        },
+        bytes: d.bytes,
+        failures: d.failures,
+        result: if failed { "failed" } else { "ok" }.into(),
+    }
+}
+
+fn drill_problems(
+    d: Option<&DrillHealth>,
+    opts: &HealthOptions,
+    data_age: i64,
+    problems: &mut Vec<HealthProblem>,
+) {
+    if let Some(d) = d {
+        if d.result == "failed" {
+            problems.push(problem(
+                "drill_failed",
+                format!(
+                    "the last drill ({} on {}) failed: {} of {} files restored intact{}",
+                    when(d.time),
+                    d.hostname,
+                    d.files_ok,
+                    d.files,
+                    if d.failures.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (failed: {})", d.failures.join(", "))
+                    }
+                ),
+                None,
+            ));
+        }
+    }
+    let Some(limit) = opts.max_drill_age.map(secs) else {
+        return;
+    };
+    match d {
+        Some(d) if d.age_seconds > limit => problems.push(problem(
+            "drill_stale",
+            format!(
+                "the last drill ({} on {}) is {} old (more than --max-drill-age {})",
+                when(d.time),
+                d.hostname,
+                human_age(d.age_seconds),
+                human_age(limit)
+            ),
+            None,
+        )),
+        None if data_age > limit => problems.push(problem(
+            "drill_missing",
+            format!(
+                "no drill has ever run, and the oldest snapshot is {} old (more than --max-drill-age {}); run `cairn drill`",
+                human_age(data_age),
+                human_age(limit)
+            ),
+            None,
+        )),
+        _ => {}
+    }
 }
 
 /// Writer sessions with a `.start` and no `.end` whose newest record is older

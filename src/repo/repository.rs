@@ -1115,7 +1115,7 @@ pub fn is_content_error(e: &Error) -> bool {
 }
 
 /// Narrows snapshot lists and `latest`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SnapshotFilter {
     pub hosts: Vec<String>,
     pub tags: Vec<String>,

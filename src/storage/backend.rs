@@ -292,6 +292,14 @@ impl Backend {
         self.local_dir.as_deref()
     }
 
+    /// Bytes an unprivileged writer can still add where a local repository
+    /// lives (`statvfs`); `None` for buckets, which have no such limit.
+    pub fn free_space(&self) -> Option<u64> {
+        let dir = self.local_dir.as_deref()?;
+        let st = rustix::fs::statvfs(dir).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     fn path(key: &str) -> StorePath {
         StorePath::from(key)
     }

@@ -433,3 +433,44 @@ fn health_check_and_drill_set_their_gauges() {
     );
     assert_eq!(m[&key("cairn_drill_success_ratio", "")], "1", "{m:?}");
 }
+
+/// `health` run by a monitoring loop notifies when its verdict changes, not
+/// on every run: 3 runs with the same stale groups send one round of POSTs,
+/// and a recovery sends one more.
+#[test]
+fn health_notifies_on_change_only() {
+    let s = Sandbox::init();
+    let hook = Hook::start();
+    let (src, _) = s.small_tree();
+    let src = src.to_str().unwrap();
+    let old = (chrono::Utc::now() - chrono::Duration::hours(30))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    for host in ["a", "b", "c"] {
+        s.backup([src, "--host", host, "--time", &old]);
+    }
+    let url = hook.url("/hook");
+    for _ in 0..3 {
+        s.cmd(["health", "--notify", &url]).code(1);
+    }
+    let reqs = hook.requests();
+    // 3 stale groups and the failed verdict, once.
+    assert_eq!(reqs.len(), 4, "{reqs:?}");
+    // Every run still logs its problems.
+    let logged = s
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "health.stale")
+        .count();
+    assert_eq!(logged, 9);
+
+    for host in ["a", "b", "c"] {
+        s.backup([src, "--host", host]);
+    }
+    s.ok(["health", "--notify", &url]);
+    s.ok(["health", "--notify", &url]);
+    let reqs = hook.requests();
+    assert_eq!(reqs.len(), 5, "{reqs:?}");
+    let ev: Value = serde_json::from_str(&reqs[4].body).unwrap();
+    assert_eq!(ev["event"], "health.recovered", "{ev}");
+}

@@ -11,6 +11,7 @@ mod cache;
 mod copy;
 mod errors;
 mod hardening;
+mod health;
 mod operations;
 mod restore;
 mod restore_safety;
