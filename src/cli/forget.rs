@@ -40,6 +40,9 @@ pub struct ForgetArgs {
     /// Keep snapshots with this tag ("a,b": both) (repeatable)
     #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
+    /// Of what the other rules keep, keep at most N per group (the newest)
+    #[arg(long, value_name = "N")]
+    keep_at_most: Option<usize>,
     /// Show what would be removed; remove nothing
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -70,6 +73,7 @@ fn policy(a: &ForgetArgs) -> Result<Policy> {
         yearly: a.keep_yearly,
         within,
         tags: a.keep_tags.clone(),
+        at_most: a.keep_at_most,
     })
 }
 
@@ -85,7 +89,7 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
     }
     if a.snapshots.is_empty() && policy.keeps_nothing() {
         return Err(usage(
-            "this policy keeps nothing (every --keep-* rule is 0 or empty) and would remove every snapshot; \
+            "this policy keeps nothing (every --keep-* rule is 0 or empty; --keep-at-most only caps what the others keep) and would remove every snapshot; \
              give a non-zero --keep-* rule, or name the snapshots to forget",
         ));
     }

@@ -1,4 +1,4 @@
-//! `cairn schedule list|run|install --systemd`.
+//! `cairn schedule list|run|install --systemd|uninstall`.
 
 use std::path::PathBuf;
 
@@ -27,6 +27,22 @@ enum ScheduleCommand {
     Run,
     /// Write a systemd service and timer per scheduled job (enables nothing)
     Install(InstallArgs),
+    /// Remove the units `install` wrote (every cairn-*.service/.timer it
+    /// marked as its own, with their timers.target.wants links)
+    Uninstall(UnitDirArgs),
+}
+
+#[derive(Args)]
+struct UnitDirArgs {
+    /// Remove systemd units (the default; the only kind so far)
+    #[arg(long)]
+    systemd: bool,
+    /// User units (~/.config/systemd/user) instead of system units (/etc/systemd/system)
+    #[arg(long)]
+    user: bool,
+    /// The directory the units were written into
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -55,7 +71,85 @@ pub fn run(g: &Global, a: &ScheduleArgs) -> Result<()> {
         }
         ScheduleCommand::Run => foreground(g),
         ScheduleCommand::Install(i) => install(g, i),
+        ScheduleCommand::Uninstall(u) => uninstall(g, u),
     }
+}
+
+fn unit_dir(dir: &Option<PathBuf>, user: bool) -> Result<PathBuf> {
+    Ok(match dir {
+        Some(d) => d.clone(),
+        None if user => std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+            .ok_or_else(|| usage("neither XDG_CONFIG_HOME nor HOME is set: give --dir"))?
+            .join("systemd/user"),
+        None => PathBuf::from("/etc/systemd/system"),
+    })
+}
+
+/// Removes what `install` wrote, found by its header line, so units of jobs
+/// since removed from the config go too; nothing else is touched. Needs no
+/// config file.
+fn uninstall(g: &Global, a: &UnitDirArgs) -> Result<()> {
+    let dir = unit_dir(&a.dir, a.user)?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(usage(format!(
+                "{} does not exist: nothing to uninstall",
+                dir.display()
+            )))
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot read {}", dir.display())))
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("cairn-") && (n.ends_with(".service") || n.ends_with(".timer")))
+        .filter(|n| systemd::written_by_cairn(&std::fs::read(dir.join(n)).unwrap_or_default()))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        if !g.quiet {
+            println!(
+                "no unit written by `cairn schedule install` in {}",
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
+    let mut timers = Vec::new();
+    for n in &names {
+        let wants = dir.join("timers.target.wants").join(n);
+        if wants.symlink_metadata().is_ok() {
+            std::fs::remove_file(&wants)
+                .with_context(|| format!("cannot remove {}", wants.display()))?;
+        }
+        let p = dir.join(n);
+        std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+        if !g.quiet {
+            println!("removed {}", p.display());
+        }
+        if n.ends_with(".timer") {
+            timers.push(n.clone());
+        }
+    }
+    if !g.quiet {
+        let ctl = if a.user {
+            "systemctl --user"
+        } else {
+            "systemctl"
+        };
+        println!("to stop timers still loaded and forget the units:");
+        if !timers.is_empty() {
+            println!("  {ctl} stop {}", timers.join(" "));
+        }
+        println!("  {ctl} daemon-reload");
+    }
+    Ok(())
 }
 
 fn foreground(g: &Global) -> Result<()> {
@@ -133,16 +227,7 @@ fn install(g: &Global, a: &InstallArgs) -> Result<()> {
     let c = super::run::load(g)?;
     let config = std::path::absolute(&c.path).context("cannot resolve the config path")?;
     let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let dir = match &a.dir {
-        Some(d) => d.clone(),
-        None if a.user => std::env::var_os("XDG_CONFIG_HOME")
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-            .ok_or_else(|| usage("neither XDG_CONFIG_HOME nor HOME is set: give --dir"))?
-            .join("systemd/user"),
-        None => PathBuf::from("/etc/systemd/system"),
-    };
+    let dir = unit_dir(&a.dir, a.user)?;
     // Translate every job first: nothing is written if one has no equivalent.
     let mut all = Vec::new();
     for j in c.jobs.values().filter(|j| j.schedule.is_some()) {

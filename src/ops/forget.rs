@@ -21,6 +21,9 @@ pub struct Policy {
     /// Keep every snapshot this close to the group's newest.
     pub within: Option<Duration>,
     pub tags: Vec<String>,
+    /// Of what the rules keep, keep at most this many (the newest) per group:
+    /// a cap, e.g. "within 30 days, but at most 100 snapshots".
+    pub at_most: Option<usize>,
 }
 
 impl Policy {
@@ -33,27 +36,30 @@ impl Policy {
             && self.yearly.is_none()
             && self.within.is_none()
             && self.tags.is_empty()
+            && self.at_most.is_none()
     }
 
     /// Whether no rule can keep anything: every count is 0, `within` is zero and
     /// every tag is empty (restic treats such a policy as empty). Applied, it
     /// would remove every snapshot, which is never what a retention policy means.
+    /// A cap alone keeps nothing either, and neither does a cap of 0.
     pub fn keeps_nothing(&self) -> bool {
-        [
-            self.last,
-            self.hourly,
-            self.daily,
-            self.weekly,
-            self.monthly,
-            self.yearly,
-        ]
-        .iter()
-        .all(|n| n.unwrap_or(0) == 0)
-            && self.within.is_none_or(|d| d <= Duration::zero())
-            && self
-                .tags
-                .iter()
-                .all(|t| t.split(',').all(|x| x.trim().is_empty()))
+        self.at_most == Some(0)
+            || [
+                self.last,
+                self.hourly,
+                self.daily,
+                self.weekly,
+                self.monthly,
+                self.yearly,
+            ]
+            .iter()
+            .all(|n| n.unwrap_or(0) == 0)
+                && self.within.is_none_or(|d| d <= Duration::zero())
+                && self
+                    .tags
+                    .iter()
+                    .all(|t| t.split(',').all(|x| x.trim().is_empty()))
     }
 }
 
@@ -156,6 +162,12 @@ fn plan_group(
         keep: Vec::new(),
         remove: Vec::new(),
     };
+    if let Some(cap) = p.at_most {
+        // Newest first: the kept ones beyond the cap are the oldest.
+        for why in reasons.iter_mut().filter(|w| !w.is_empty()).skip(cap) {
+            why.clear();
+        }
+    }
     for ((id, s), why) in snaps.into_iter().zip(reasons) {
         if why.is_empty() {
             plan.remove.push((id, s));
@@ -225,6 +237,18 @@ mod tests {
         );
         assert_eq!(kept(&p), [(3, 18), (3, 9)]);
         assert_eq!(p[0].remove.len(), 3);
+        // A cap on what the rules keep: the newest ones stay.
+        let p = plan(
+            snaps.clone(),
+            &Policy {
+                last: Some(4),
+                at_most: Some(3),
+                ..Default::default()
+            },
+        );
+        assert_eq!(kept(&p).len(), 3);
+        assert_eq!(kept(&p)[0], (3, 18));
+        assert_eq!(p[0].remove.len(), 2);
         let p = plan(
             snaps.clone(),
             &Policy {

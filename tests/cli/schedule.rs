@@ -729,3 +729,129 @@ fn missing_config_files_are_named_plainly() {
     );
     assert!(!out.stderr.contains(":0:0"), "{}", out.stderr);
 }
+
+#[test]
+fn schedule_uninstall_removes_only_what_install_wrote() {
+    let s = Sandbox::new();
+    let cfg = config(
+        &s,
+        "[jobs.home]\nrepository = \"main\"\npaths = [\"/home\"]\nschedule = \"30 1 * * *\"\n",
+    );
+    let dir = s.path("units");
+    let cfg = cfg.to_str().unwrap();
+    s.bare(["--config", cfg, "schedule", "install", "--systemd", "--dir"])
+        .arg(&dir)
+        .ok();
+    // An enabled timer's link, and a unit of the user's own.
+    std::fs::create_dir_all(dir.join("timers.target.wants")).unwrap();
+    std::os::unix::fs::symlink(
+        dir.join("cairn-home.timer"),
+        dir.join("timers.target.wants/cairn-home.timer"),
+    )
+    .unwrap();
+    write(
+        &dir.join("cairn-mine.service"),
+        "[Service]\nExecStart=/bin/true\n",
+    );
+    // Needs no config: the job may be gone from it already.
+    let out = s
+        .bare(["schedule", "uninstall", "--systemd", "--dir"])
+        .arg(&dir)
+        .ok();
+    assert!(out.stdout().contains("removed"), "{}", out.dump());
+    assert!(
+        out.stdout().contains("stop cairn-home.timer"),
+        "{}",
+        out.dump()
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["cairn-mine.service", "timers.target.wants"]);
+    assert!(std::fs::read_dir(dir.join("timers.target.wants"))
+        .unwrap()
+        .next()
+        .is_none());
+    // Again: nothing left to remove, still exit 0.
+    let out = s.bare(["schedule", "uninstall", "--dir"]).arg(&dir).ok();
+    assert!(
+        out.stdout().contains("no unit written by"),
+        "{}",
+        out.dump()
+    );
+    s.bare(["schedule", "uninstall", "--dir"])
+        .arg(s.path("nowhere"))
+        .code(2);
+}
+
+#[test]
+fn a_line_break_in_a_path_cannot_inject_into_a_unit() {
+    let s = Sandbox::new();
+    let odd = s.path("odd\nExecStartPre=/bin/sh -c evil\n");
+    std::fs::create_dir_all(&odd).unwrap();
+    let cfg = odd.join("cairn.toml");
+    write(
+        &cfg,
+        format!(
+            "[repositories.main]\nurl = \"{}\"\n\n[jobs.home]\nrepository = \"main\"\npaths = [\"/home\"]\nschedule = \"30 1 * * *\"\n",
+            s.repo.display()
+        ),
+    );
+    let dir = s.path("units");
+    let out = s
+        .bare(["schedule", "install", "--systemd", "--dir"])
+        .arg(&dir)
+        .arg("--config")
+        .arg(&cfg)
+        .code(2);
+    out.assert_one_error_line("control character");
+    assert!(!dir.join("cairn-home.service").exists());
+}
+
+#[test]
+fn config_show_and_schedule_list_say_everything_resolved() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("a"), "alpha");
+    let cfg = config(
+        &s,
+        &format!(
+            "[jobs.home]\nrepository = \"main\"\npaths = [\"{}\"]\nschedule = \"30 1 * * *\"\ntags = [\"nightly\"]\n\
+             [jobs.home.retention]\nkeep-daily = 7\nkeep-within = \"30d\"\nkeep-at-most = 20\nprune = true\n\
+             [jobs.home.verify]\nmax-duration = \"10m\"\nevery = \"7d\"\n\
+             [jobs.home.drill]\nevery = \"30d\"\nfiles = 5\n",
+            src.display()
+        ),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let js = s
+        .bare(["--config", cfg, "config", "show", "--json"])
+        .ok()
+        .json();
+    let job = &js["jobs"][0];
+    assert_eq!(job["job"], "home", "{js}");
+    assert_eq!(job["retention"]["keep_daily"], 7, "{js}");
+    assert_eq!(job["retention"]["keep_at_most"], 20, "{js}");
+    assert_eq!(job["retention"]["keep_within_seconds"], 30 * 86400, "{js}");
+    assert_eq!(job["retention"]["prune"], true, "{js}");
+    assert_eq!(job["verify"]["max_duration"], "10m", "{js}");
+    assert_eq!(job["verify"]["every_seconds"], 7 * 86400, "{js}");
+    assert_eq!(job["drill"]["files"], 5, "{js}");
+    assert!(job["next_run"].is_string(), "{js}");
+    assert!(job["last_run"].is_null(), "{js}");
+    assert_eq!(js["repositories"][0]["name"], "main", "{js}");
+
+    let out = s.bare(["--config", cfg, "schedule", "list"]).ok();
+    assert!(out.stdout().contains("never run"), "{}", out.dump());
+    run_job(&s, Path::new(cfg), "home").ok();
+    let out = s.bare(["--config", cfg, "schedule", "list"]).ok();
+    assert!(out.stdout().contains("last run"), "{}", out.dump());
+    assert!(out.stdout().contains("(exit 0)"), "{}", out.dump());
+    let js = s
+        .bare(["--config", cfg, "schedule", "list", "--json"])
+        .ok()
+        .json();
+    assert_eq!(js[0]["last_exit_code"], 0, "{js}");
+}

@@ -29,6 +29,8 @@ fn forget_with_a_policy_that_keeps_nothing_is_a_usage_error() {
         vec!["forget", "--keep-within", "0d"],
         vec!["forget", "--keep-tag", ""],
         vec!["forget", "--keep-last", "0", "--dry-run"],
+        vec!["forget", "--keep-at-most", "3"],
+        vec!["forget", "--keep-last", "5", "--keep-at-most", "0"],
         vec!["forget"],
     ] {
         sb.cmd(&args).code(2).assert_one_error_line("keep");
@@ -37,6 +39,40 @@ fn forget_with_a_policy_that_keeps_nothing_is_a_usage_error() {
     // A zero rule next to a real one is fine.
     sb.ok(["forget", "--keep-last", "1", "--keep-daily", "0"]);
     assert_eq!(sb.snapshot_count(), 1);
+}
+
+#[test]
+fn keep_at_most_caps_what_the_rules_keep() {
+    let sb = Sandbox::init();
+    let src = sb.path("src");
+    write(&src.join("f"), "x");
+    for day in 1..=6 {
+        sb.ok([
+            "backup",
+            s(&src),
+            "--time",
+            &format!("2024-01-0{day} 10:00:00"),
+        ]);
+    }
+    let js = sb.json([
+        "forget",
+        "--keep-daily",
+        "10",
+        "--keep-at-most",
+        "4",
+        "--dry-run",
+    ]);
+    let group = &js[0];
+    assert_eq!(group["keep"].as_array().unwrap().len(), 4, "{js}");
+    assert_eq!(group["remove"].as_array().unwrap().len(), 2, "{js}");
+    assert_eq!(sb.snapshot_count(), 6);
+    sb.ok(["forget", "--keep-within", "30d", "--keep-at-most", "2"]);
+    let left: Vec<String> = sb
+        .snapshots(&[])
+        .iter()
+        .map(|v| v["time"].as_str().unwrap()[..10].to_string())
+        .collect();
+    assert_eq!(left, ["2024-01-05", "2024-01-06"]);
 }
 
 #[test]

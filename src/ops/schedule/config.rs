@@ -200,6 +200,7 @@ struct RawRetention {
     keep_within: Option<Spanned<String>>,
     #[serde(default)]
     keep_tag: Vec<String>,
+    keep_at_most: Option<u32>,
     #[serde(default)]
     prune: bool,
 }
@@ -574,6 +575,7 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
                     yearly: count(r.keep_yearly),
                     within,
                     tags: r.keep_tag.clone(),
+                    at_most: count(r.keep_at_most),
                 },
                 prune: r.prune,
             };

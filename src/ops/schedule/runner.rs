@@ -708,6 +708,9 @@ fn policy_args(p: &Policy) -> Vec<OsString> {
     for t in &p.tags {
         a.extend(["--keep-tag".into(), t.into()]);
     }
+    if let Some(n) = p.at_most {
+        a.extend(["--keep-at-most".into(), n.to_string().into()]);
+    }
     a
 }
 

@@ -27,9 +27,31 @@ fn exec_word(s: &str) -> String {
     format!("\"{escaped}\"")
 }
 
+/// The first words of every unit `units` writes: how `schedule uninstall`
+/// knows a file is its own.
+const HEADER: &str = "# Written by `cairn schedule install --systemd`";
+
+pub fn written_by_cairn(text: &[u8]) -> bool {
+    text.starts_with(HEADER.as_bytes())
+}
+
+/// A line break or another control character in a word would end the
+/// `ExecStart=` line and start a directive of the path's choosing.
+fn plain_word(what: &str, s: &str) -> Result<(), String> {
+    match s.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!(
+            "{what} {s:?} contains the control character {c:?}, which a systemd unit cannot hold; move or rename it"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The service and timer for a scheduled job; an error if its schedule has no
 /// `OnCalendar=` equivalent or it has no schedule.
 pub fn units(job: &Job, exe: &Path, config: &Path) -> Result<[Unit; 2], String> {
+    plain_word("the program path", &exe.to_string_lossy())?;
+    plain_word("the config path", &config.to_string_lossy())?;
+    plain_word("the job name", &job.name)?;
     let schedule = job
         .schedule
         .as_ref()
