@@ -136,6 +136,11 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<()> {
     for (snap, path) in &report.damaged_files {
         eprintln!("damaged: snapshot {snap}: {path}");
     }
+    if !report.damaged_packs.is_empty() {
+        eprintln!(
+            "to heal: `cairn repair packs` salvages what still reads and deletes the damaged packs; then back up the intact sources again"
+        );
+    }
     let figures = json!({"snapshots": report.snapshots, "packs": report.packs, "packs_read": report.packs_read,
         "bytes_read": report.bytes_read, "coverage_30d": report.coverage_30d,
         "oldest_verification": report.oldest_verification,

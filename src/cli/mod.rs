@@ -23,6 +23,7 @@ mod output;
 mod password;
 mod process;
 mod prune;
+mod repair;
 mod restore;
 mod run;
 mod schedule;
@@ -161,6 +162,8 @@ enum Command {
     Forget(forget::ForgetArgs),
     /// Delete data no snapshot needs and repack mostly-empty packs (no lock)
     Prune(prune::PruneArgs),
+    /// Heal after damage: index unindexed packs, salvage damaged packs (plan, then execute)
+    Repair(repair::RepairArgs),
     /// Copy snapshots to another repository, uploading only what it lacks
     Copy(copy::CopyArgs),
     /// Sizes, counts, dedup and compression ratios
@@ -454,6 +457,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Stats(_) => "stats",
         Command::Forget(_) => "forget",
         Command::Prune(_) => "prune",
+        Command::Repair(_) => "repair",
         Command::Copy(_) => "copy",
         Command::Key(_) => "key",
         Command::Unlock(_) => "unlock",
@@ -482,6 +486,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Stats(a) => inspect::stats(g, a),
         Command::Forget(a) => forget::run(g, a),
         Command::Prune(a) => prune::run(g, a),
+        Command::Repair(a) => repair::run(g, a),
         Command::Copy(a) => copy::run(g, a),
         Command::Key(a) => keys::key(g, a),
         Command::Unlock(a) => keys::unlock(g, a),

@@ -46,6 +46,8 @@ pub enum SessionKind {
     Backup,
     Copy,
     Prune,
+    /// `repair`: writes salvaged blobs or adopted packs' index objects.
+    Repair,
 }
 
 /// `sessions/<sid>.start`: a writer announces itself before it reads anything.

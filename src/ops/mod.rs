@@ -10,6 +10,7 @@ pub mod forget;
 pub mod health;
 pub mod prune;
 pub mod reach;
+pub mod repair;
 pub mod restore;
 pub mod schedule;
 pub mod stats;

@@ -596,7 +596,7 @@ fn repack(
     Ok((written, spared))
 }
 
-fn write_pack(repo: &Repository, b: PackBuilder) -> Result<IndexedPack> {
+pub(crate) fn write_pack(repo: &Repository, b: PackBuilder) -> Result<IndexedPack> {
     let (bytes, kind, blobs) = b.finish(repo.cipher(), repo.trailer());
     let id = PackId(crate::format::id::storage_hash(&bytes));
     // Decode as a reader would before uploading (verify before upload).

@@ -327,3 +327,71 @@ fn health_stays_red_after_a_budgeted_pass_reads_other_packs() {
     );
     assert!(out.stderr.contains("found damaged"), "{}", out.dump());
 }
+
+/// The heal path a user follows: a verification pass names a damaged pack,
+/// `repair packs` salvages what still reads and deletes it, a backup of the
+/// intact source stores the lost blobs again, and the earlier snapshot
+/// restores whole.
+#[test]
+fn damaged_pack_then_repair_then_backup_makes_old_snapshots_whole() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..6 {
+        write_random(&src.join(format!("f{i}")), 700 << 10, 40 + i);
+    }
+    let first = text(&s.backup([&src]), "snapshot_id").to_string();
+    let packs = s.data_packs();
+    let damaged = packs[0].clone();
+    flip_byte(&damaged);
+
+    let out = s.cmd(["check", "--read-data"]).code(1);
+    assert!(out.stderr.contains("cairn repair packs"), "{}", out.dump());
+    let js = s.cmd(["health", "--json"]).code(1).json();
+    assert!(
+        js["problems"].to_string().contains("verification_failed"),
+        "{js}"
+    );
+
+    // The plan first: nothing changes.
+    let out = s.ok(["repair", "packs", "--dry-run"]);
+    assert!(out.stdout().contains("would be deleted"), "{}", out.dump());
+    assert!(out.stdout().contains(&pack_id(&damaged)), "{}", out.dump());
+    assert!(damaged.exists());
+
+    let js = s.json(["repair", "packs"]);
+    assert_eq!(js["outcome"]["packs_deleted"], 1, "{js}");
+    assert!(num(&js["outcome"], "blobs_lost") >= 1, "{js}");
+    assert!(!damaged.exists());
+    // Lost data is reported until it is stored again.
+    s.cmd(["check"]).code(1);
+
+    s.backup([&src]);
+    let target = s.path("restored");
+    s.restore(&first, &target, &[]);
+    assert_same_tree(&src, &restored_path(&target, &src));
+    s.ok(["check", "--read-data"]);
+    s.json(["health"]);
+    // Nothing left to repair.
+    let js = s.json(["repair", "packs"]);
+    assert_eq!(js["outcome"]["packs_deleted"], 0, "{js}");
+}
+
+#[test]
+fn repair_index_indexes_packs_whose_index_object_was_lost() {
+    let s = Sandbox::init();
+    let (src, first) = s.small_tree();
+    for entry in fs::read_dir(s.repo.join("index")).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let js = s.json(["repair", "index", "--dry-run"]);
+    assert_eq!(js["plan"]["unindexed"].as_array().unwrap().len(), 2, "{js}");
+    assert_eq!(js["packs_indexed"], 0, "{js}");
+    let js = s.json(["repair", "index"]);
+    assert_eq!(js["packs_indexed"], 2, "{js}");
+    s.ok(["check", "--read-data"]);
+    let target = s.path("t");
+    s.restore(&first, &target, &[]);
+    assert_same_tree(&src, &restored_path(&target, &src));
+    s.cmd(["repair", "packs", "nothex"]).code(2);
+}
