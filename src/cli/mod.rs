@@ -162,7 +162,7 @@ enum Command {
     Forget(forget::ForgetArgs),
     /// Delete data no snapshot needs and repack mostly-empty packs (no lock)
     Prune(prune::PruneArgs),
-    /// Heal after damage: index unindexed packs, salvage damaged packs (plan, then execute)
+    /// Heal after damage: index unindexed packs, salvage damaged packs, rewrite snapshots (plan, then execute)
     Repair(repair::RepairArgs),
     /// Copy snapshots to another repository, uploading only what it lacks
     Copy(copy::CopyArgs),

@@ -9,7 +9,7 @@ use cairn::ops::repair;
 
 use super::events::{emit, Severity};
 use super::output::{self, count, line};
-use super::{usage, Global};
+use super::{select_snapshot, usage, FilterArgs, Global};
 
 #[derive(Args)]
 pub struct RepairArgs {
@@ -24,6 +24,24 @@ enum RepairCommand {
     /// Salvage the readable blobs of damaged packs into new packs, then delete
     /// the damaged packs, so the next backup uploads the lost blobs again
     Packs(PacksArgs),
+    /// Write repaired copies of snapshots whose data is gone (lost files left
+    /// out, lost directories empty, tagged "repaired"); originals stay unless
+    /// --forget
+    Snapshots(SnapshotsArgs),
+}
+
+#[derive(Args)]
+struct SnapshotsArgs {
+    /// Snapshots to look at (IDs, prefixes or "latest"); default: all
+    #[arg(value_name = "SNAP")]
+    snapshots: Vec<String>,
+    /// Remove each damaged snapshot once its repaired copy is saved
+    #[arg(long)]
+    forget: bool,
+    #[command(flatten)]
+    dry: DryRun,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 #[derive(Args)]
@@ -47,7 +65,75 @@ pub fn run(g: &Global, a: &RepairArgs) -> Result<()> {
     match &a.command {
         RepairCommand::Index(d) => index(g, d.dry_run),
         RepairCommand::Packs(p) => packs(g, p),
+        RepairCommand::Snapshots(s) => snapshots(g, s),
     }
+}
+
+fn snapshots(g: &Global, a: &SnapshotsArgs) -> Result<()> {
+    let mut repo = g.open()?;
+    repo.load_index()?;
+    let chosen: Vec<_> = if a.snapshots.is_empty() {
+        let f = a.filter.filter();
+        repo.list_snapshots()?
+            .into_iter()
+            .filter(|(_, s)| f.matches(s))
+            .collect()
+    } else {
+        let mut v = Vec::new();
+        for sel in &a.snapshots {
+            v.push(select_snapshot(&repo, sel, &a.filter)?);
+        }
+        v
+    };
+    let mut plan = repair::plan_snapshots(&repo, &chosen)?;
+    if !a.dry.dry_run {
+        repair::repair_snapshots(&mut repo, &mut plan, &chosen, a.forget)?;
+    }
+    if g.json {
+        output::json(
+            &json!({"dry_run": a.dry.dry_run, "checked": chosen.len(), "snapshots": plan}),
+        );
+    } else if !g.quiet {
+        for r in &plan {
+            line(format!(
+                "snapshot {}: {} lost, {} lost{}",
+                r.snapshot.short(),
+                count(r.lost_files.len() as u64, "file"),
+                count(r.lost_dirs.len() as u64, "directory"),
+                match (&r.repaired, a.dry.dry_run) {
+                    (_, true) => " (would be repaired)".to_string(),
+                    (Some(n), false) => format!(
+                        ": repaired as {}{}",
+                        n.short(),
+                        if a.forget {
+                            ", the original removed"
+                        } else {
+                            ""
+                        }
+                    ),
+                    (None, false) => String::new(),
+                }
+            ));
+            for f in r.lost_files.iter().chain(&r.lost_dirs) {
+                line(format!("  lost: {f}"));
+            }
+        }
+        line(format!(
+            "{} checked, {} need repair",
+            count(chosen.len() as u64, "snapshot"),
+            plan.len()
+        ));
+    }
+    if !a.dry.dry_run && !plan.is_empty() {
+        emit(
+            g,
+            "repair.completed",
+            Severity::Info,
+            None,
+            json!({"what": "snapshots", "repaired": plan.iter().map(|r| json!({"snapshot": r.snapshot.to_hex(), "repaired": r.repaired.map(|n| n.to_hex())})).collect::<Vec<_>>()}),
+        );
+    }
+    Ok(())
 }
 
 fn index(g: &Global, dry_run: bool) -> Result<()> {

@@ -1,4 +1,4 @@
-//! `repair index|packs`: heal after damage, plan then execute.
+//! `repair index|packs|snapshots`: heal after damage, plan then execute.
 //!
 //! - **index**: packs that storage holds but no index names (an index object
 //!   lost or damaged, an interrupted backup) get new index objects, read from
@@ -11,6 +11,11 @@
 //!   backup of the intact source uploads them again (backup re-reads a file
 //!   whose blobs are not all indexed), which makes every snapshot of it whole.
 //!
+//! - **snapshots**: a snapshot that needs data no index holds (after `repair
+//!   packs`, what was lost) gets a repaired copy: files whose data is gone
+//!   left out, directories whose tree is gone kept empty, tagged `repaired`;
+//!   the damaged snapshot stays unless `forget` is asked for.
+//!
 //! Repair deletes only a pack whose readable blobs are stored again elsewhere:
 //! what it deletes was already lost. Readers that loaded the index before
 //! find the salvaged copies through the repository's re-resolving reader.
@@ -21,11 +26,14 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::blob::BlobType;
-use crate::format::id::{BlobId, PackId};
+use crate::format::id::{BlobId, PackId, SnapshotId};
 use crate::format::objects::IndexedPack;
 use crate::format::pack::PackBuilder;
 use crate::format::records::SessionKind;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Tree;
 use crate::ops::prune::write_pack;
+use crate::repo::saver::{save_tree, BlobSaver};
 use crate::repo::session::Session;
 use crate::repo::{ledger, pack_key, Repository};
 
@@ -289,4 +297,137 @@ pub fn repair_index(repo: &mut Repository, plan: &IndexRepairPlan) -> Result<usi
     };
     session.commit(None)?;
     Ok(adopted)
+}
+
+/// A snapshot whose data is partly gone, and what its repair drops.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotRepair {
+    pub snapshot: SnapshotId,
+    /// Files with a content blob no index holds: dropped.
+    pub lost_files: Vec<String>,
+    /// Directories whose tree no longer loads: kept, empty.
+    pub lost_dirs: Vec<String>,
+    /// The repaired snapshot, once written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<SnapshotId>,
+}
+
+/// Finds the snapshots that need data the repository no longer holds (run
+/// `repair packs` first: a damaged blob still indexed counts as present).
+/// `repo`'s index must be loaded.
+pub fn plan_snapshots(
+    repo: &Repository,
+    snapshots: &[(SnapshotId, Snapshot)],
+) -> Result<Vec<SnapshotRepair>> {
+    let mut out = Vec::new();
+    for (id, snap) in snapshots {
+        let mut r = SnapshotRepair {
+            snapshot: *id,
+            lost_files: Vec::new(),
+            lost_dirs: Vec::new(),
+            repaired: None,
+        };
+        let mut pending = vec![(snap.tree, String::new())];
+        while let Some((tree_id, path)) = pending.pop() {
+            let Some(tree) = load_intact_tree(repo, &tree_id) else {
+                r.lost_dirs
+                    .push(if path.is_empty() { "/".into() } else { path });
+                continue;
+            };
+            for node in &tree.nodes {
+                let p = format!("{path}/{}", node.name);
+                if let Some(sub) = node.subtree {
+                    pending.push((sub, p.clone()));
+                }
+                if node.content.iter().any(|c| !repo.index().contains(&c.id)) {
+                    r.lost_files.push(p);
+                }
+            }
+        }
+        if !r.lost_files.is_empty() || !r.lost_dirs.is_empty() {
+            r.lost_files.sort();
+            r.lost_dirs.sort();
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+fn load_intact_tree(repo: &Repository, id: &BlobId) -> Option<Tree> {
+    if !repo.index().contains(id) {
+        return None;
+    }
+    repo.load_tree(id).ok()
+}
+
+/// Writes a repaired copy of each planned snapshot (lost files dropped, lost
+/// directories empty, tagged `repaired`, `original` naming the damaged one),
+/// each in its own writer session; with `forget`, the damaged snapshot is
+/// removed once its repair has committed.
+pub fn repair_snapshots(
+    repo: &mut Repository,
+    plan: &mut [SnapshotRepair],
+    snapshots: &[(SnapshotId, Snapshot)],
+    forget: bool,
+) -> Result<()> {
+    for r in plan.iter_mut() {
+        let Some((_, snap)) = snapshots.iter().find(|(id, _)| *id == r.snapshot) else {
+            continue;
+        };
+        let session = Session::start(repo, SessionKind::Repair)?;
+        repo.load_index_excluding(session.condemned())?;
+        let tree = {
+            let saver = BlobSaver::new(repo, false)?;
+            let tree = match rewrite_tree(repo, &saver, Some(snap.tree), &session) {
+                Ok(t) => t,
+                Err(e) => {
+                    drop(saver);
+                    session.abort();
+                    return Err(e);
+                }
+            };
+            saver.finish()?;
+            tree
+        };
+        let mut tags = snap.tags.clone();
+        if !tags.iter().any(|t| t == "repaired") {
+            tags.push("repaired".into());
+        }
+        let repaired = Snapshot {
+            tree,
+            tags,
+            original: Some(snap.original.unwrap_or(r.snapshot)),
+            session: Some(session.id().to_string()),
+            parent: None,
+            ..snap.clone()
+        };
+        let id = session.commit_snapshot(repo, &repaired)?;
+        r.repaired = Some(id);
+        if forget {
+            repo.delete_snapshot(&r.snapshot)?;
+        }
+    }
+    Ok(())
+}
+
+/// The tree at `id` with every file whose data is gone left out and every
+/// directory whose tree is gone emptied; `None` (a lost tree) gives an empty one.
+fn rewrite_tree(
+    repo: &Repository,
+    saver: &BlobSaver<'_>,
+    id: Option<BlobId>,
+    session: &Session,
+) -> Result<BlobId> {
+    session.check()?;
+    let mut tree = id
+        .and_then(|id| load_intact_tree(repo, &id))
+        .unwrap_or(Tree { nodes: Vec::new() });
+    tree.nodes
+        .retain(|n| n.content.iter().all(|c| repo.index().contains(&c.id)));
+    for node in &mut tree.nodes {
+        if node.subtree.is_some() {
+            node.subtree = Some(rewrite_tree(repo, saver, node.subtree, session)?);
+        }
+    }
+    Ok(save_tree(saver, &mut tree)?.0)
 }

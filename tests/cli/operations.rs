@@ -395,3 +395,62 @@ fn repair_index_indexes_packs_whose_index_object_was_lost() {
     assert_same_tree(&src, &restored_path(&target, &src));
     s.cmd(["repair", "packs", "nothex"]).code(2);
 }
+
+/// Without the source to back up again, `repair snapshots` keeps what is
+/// left: the lost files go, the rest restores, the original stays until
+/// `--forget`.
+#[test]
+fn repair_snapshots_keeps_what_survived() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    fs::create_dir_all(src.join("keep")).unwrap();
+    write_random(&src.join("keep/a"), 300 << 10, 1);
+    write_random(&src.join("keep/b"), 300 << 10, 2);
+    s.backup([&src]);
+    let before = s.data_packs();
+    fs::create_dir_all(src.join("new")).unwrap();
+    write_random(&src.join("new/c"), 300 << 10, 3);
+    let second = text(&s.backup([&src]), "snapshot_id").to_string();
+    let added: Vec<_> = s
+        .data_packs()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(added.len(), 1);
+    flip_byte(&added[0]);
+    s.cmd(["check", "--read-data"]).code(1);
+    s.ok(["repair", "packs"]);
+
+    let js = s.json(["repair", "snapshots", "--dry-run"]);
+    let plan = js["snapshots"].as_array().unwrap();
+    assert_eq!(plan.len(), 1, "{js}");
+    assert!(
+        plan[0]["snapshot"].as_str().unwrap().starts_with(&second),
+        "{js}"
+    );
+    assert_eq!(plan[0]["lost_files"].as_array().unwrap().len(), 1, "{js}");
+    assert!(
+        plan[0]["lost_files"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("/new/c"),
+        "{js}"
+    );
+    assert_eq!(s.snapshot_count(), 2);
+
+    let out = s.ok(["repair", "snapshots", "--forget"]);
+    assert!(out.stdout().contains("repaired as"), "{}", out.dump());
+    assert_eq!(s.snapshot_count(), 2);
+    let repaired = s.snapshots(&["--tag", "repaired"]);
+    assert_eq!(repaired.len(), 1);
+    s.ok(["check"]);
+    let target = s.path("t");
+    s.restore(repaired[0]["id"].as_str().unwrap(), &target, &[]);
+    let back = restored_path(&target, &src);
+    assert!(same_content(&src.join("keep/a"), &back.join("keep/a")));
+    assert!(same_content(&src.join("keep/b"), &back.join("keep/b")));
+    assert!(!back.join("new/c").exists());
+    // Nothing left to repair.
+    let js = s.json(["repair", "snapshots"]);
+    assert!(js["snapshots"].as_array().unwrap().is_empty(), "{js}");
+}
