@@ -246,11 +246,16 @@ pub fn write(
     took: std::time::Duration,
 ) -> Result<()> {
     let lock_path = sidecar(path, ".lock");
+    use std::os::unix::fs::OpenOptionsExt;
+    // Neither the lock nor the temporary file is opened through a symlink:
+    // in a shared textfile folder another user could point one at a file of
+    // the invoking user's (root's) to have cairn overwrite it.
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
@@ -312,7 +317,15 @@ pub fn write(
 
     let tmp = sidecar(path, &format!(".{}.tmp", std::process::id()));
     let written = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Whatever is at the temporary name (a crashed run's leftover, a
+        // planted link) goes first; create_new then makes a fresh file.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
         f.write_all(render(&fams).as_bytes())?;
         f.sync_all()
     })();

@@ -49,7 +49,10 @@ pub fn load(g: &Global) -> Result<Config> {
         )));
     }
     match config::load(&path) {
-        Ok(c) => Ok(c),
+        Ok(c) => {
+            refuse_if_others_may_write(&c)?;
+            Ok(c)
+        }
         Err(errors) => {
             for e in &errors.0 {
                 eprintln!("error: {e}");
@@ -57,6 +60,56 @@ pub fn load(g: &Global) -> Result<Config> {
             Err(Finished(EXIT_USAGE, String::new()).into())
         }
     }
+}
+
+/// Whether a job or repository of the file runs a command (hooks, dump
+/// commands, notification or password commands).
+fn runs_commands(c: &Config) -> bool {
+    use cairn::ops::schedule::config::PasswordSource;
+    c.jobs.values().any(|j| {
+        j.before.is_some()
+            || j.after.is_some()
+            || j.notify.command.is_some()
+            || matches!(j.source, cairn::source::Source::Command { .. })
+    }) || c
+        .repositories
+        .values()
+        .any(|r| matches!(r.password, PasswordSource::Command(_)))
+}
+
+/// Run as root, a config file that runs commands is code run as root: it is
+/// refused when another user could change it (the file, or the folder it is
+/// in, writable by group or others, or owned by another user), as sudo and
+/// cron refuse such files.
+fn refuse_if_others_may_write(c: &Config) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() || !runs_commands(c) {
+        return Ok(());
+    }
+    let file = c.path.clone();
+    let dir = std::path::absolute(&file)
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()));
+    for (what, path) in [
+        ("config file", Some(file)),
+        ("folder of the config file", dir),
+    ] {
+        let Some(path) = path else { continue };
+        let Ok(m) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+        let writable = m.mode() & 0o022 != 0 && !(sticky_dir && what != "config file");
+        if writable || m.uid() != 0 {
+            return Err(super::usage(format!(
+                "{what} {} may be changed by users other than root (mode {:o}, owner uid {}), and the config runs commands as root; chown root and chmod go-w it",
+                path.display(),
+                m.mode() & 0o7777,
+                m.uid()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Global options every step inherits from `cairn run` itself.

@@ -350,7 +350,7 @@ impl<'a> Archiver<'a> {
             self.progress.file_done(path, node.size);
             return Ok(true);
         }
-        let file = match std::fs::File::open(path) {
+        let file = match crate::source::fs::open_listed(path, node.device, node.inode) {
             Ok(f) => f,
             Err(e) => {
                 self.fail(path, e);

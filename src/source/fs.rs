@@ -111,3 +111,56 @@ pub fn scan_totals(paths: &[PathBuf], excludes: &Excludes) -> (u64, u64) {
     }
     acc
 }
+
+/// Opens a file the walker listed, for reading its content, refusing to
+/// follow a symlink put in its place (`O_NOFOLLOW`) and checking that what
+/// opened is the file listed (same device and inode, still a regular file):
+/// a local user who swaps in a link to a file only root may read must not
+/// get that file into a backup run as root, and later into a restore of
+/// their own files. `O_NONBLOCK` keeps a FIFO swapped in from hanging the
+/// open.
+pub fn open_listed(path: &Path, device: u64, inode: u64) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() || meta.ino() != inode || meta.dev() != device {
+        return Err(std::io::Error::other(
+            "replaced between listing and reading (not the file listed); not read",
+        ));
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod open_listed_tests {
+    use super::open_listed;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_swapped_in_symlink_or_file_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let listed = dir.path().join("listed");
+        std::fs::write(&listed, b"mine").unwrap();
+        let m = std::fs::metadata(&listed).unwrap();
+        assert!(open_listed(&listed, m.dev(), m.ino()).is_ok());
+
+        // A symlink to a secret put where the listed file was.
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"root only").unwrap();
+        // Moved away, not deleted: its inode stays in use, as it would while
+        // the attacker keeps it.
+        std::fs::rename(&listed, dir.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&secret, &listed).unwrap();
+        assert!(open_listed(&listed, m.dev(), m.ino()).is_err());
+
+        // Another file under the listed name.
+        std::fs::remove_file(&listed).unwrap();
+        std::fs::write(dir.path().join("other"), b"x").unwrap();
+        std::fs::rename(dir.path().join("other"), &listed).unwrap();
+        let err = open_listed(&listed, m.dev(), m.ino()).unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
+    }
+}

@@ -855,3 +855,29 @@ fn config_show_and_schedule_list_say_everything_resolved() {
         .json();
     assert_eq!(js[0]["last_exit_code"], 0, "{js}");
 }
+
+/// Run as root, a config that runs commands and that others may change is
+/// refused (as sudo and cron refuse such files).
+#[test]
+fn a_config_others_may_write_is_refused_when_it_runs_commands_as_root() {
+    if !is_root() {
+        eprintln!("skipping: only root is refused such a file");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let s = Sandbox::init();
+    let cfg = config(
+        &s,
+        "[jobs.j]\nrepository = \"main\"\npaths = [\"/etc/hostname\"]\nbefore = \"true\"\n",
+    );
+    let c = cfg.to_str().unwrap();
+    s.bare(["--config", c, "config", "check"]).ok();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = s.bare(["--config", c, "config", "check"]).code(2);
+    out.assert_one_error_line("chmod go-w");
+    run_job(&s, &cfg, "j").code(2);
+    // Without commands there is nothing to run as root: accepted.
+    write(&cfg, format!("[repositories.main]\nurl = \"{}\"\n\n[jobs.j]\nrepository = \"main\"\npaths = [\"/etc/hostname\"]\n", s.repo.display()));
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    s.bare(["--config", c, "config", "check"]).ok();
+}
