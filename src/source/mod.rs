@@ -113,17 +113,27 @@ impl Excludes {
     }
 }
 
-/// Keeps passwords out of the environment of a child process (a dump command,
-/// a password command): every `CAIRN_*` variable naming a password
-/// (`CAIRN_PASSWORD`, `CAIRN_PASSWORD_FILE`, `CAIRN_NEW_PASSWORD`,
-/// `CAIRN_FROM_PASSWORD`, `CAIRN_TO_PASSWORD`, ...) is removed.
+/// Keeps secrets out of the environment of a child process (a dump command,
+/// a password, notification or hook command): every `CAIRN_*` variable naming
+/// a password (`CAIRN_PASSWORD`, `CAIRN_PASSWORD_FILE`, `CAIRN_TO_PASSWORD`,
+/// ...) or storage options (`CAIRN_OPTIONS`, `CAIRN_TO_OPTIONS`) is removed.
 pub fn remove_secret_env(cmd: &mut std::process::Command) {
     for (k, _) in std::env::vars_os() {
-        let name = k.to_string_lossy();
-        if name.starts_with("CAIRN_") && name.contains("PASSWORD") {
+        if is_secret_env(&k.to_string_lossy()) {
             cmd.env_remove(&k);
         }
     }
+}
+
+/// cairn's own secrets in the environment: passwords, and storage options
+/// (`CAIRN_OPTIONS`, how `cairn run` hands cloud keys from `env:`/`file:` to
+/// its steps), which a dump, notification or password command must not see.
+pub fn is_secret_env(name: &str) -> bool {
+    name.starts_with("CAIRN_")
+        && ["PASSWORD", "OPTIONS", "SECRET", "TOKEN", "KEY"]
+            .iter()
+            .any(|w| name.contains(w))
+        && name != "CAIRN_KEY_HINT"
 }
 
 /// Checks a `--stdin-filename`: a relative name (`db.sql`, `dumps/db.sql`)

@@ -188,10 +188,15 @@ fn notify_command_gets_the_event_without_passwords() {
         &cmd,
     ])
     .env("CAIRN_NEW_PASSWORD", "secret2")
+    .env("CAIRN_OPTIONS", "s3.secret_access_key=cloudsecret")
     .fails();
     let ev: Value = serde_json::from_str(&std::fs::read_to_string(&got).unwrap()).unwrap();
     assert_eq!(ev["event"], "backup.failed");
     let env = std::fs::read_to_string(&env).unwrap();
+    assert!(
+        !env.contains("cloudsecret"),
+        "storage options reach the command: {env}"
+    );
     assert!(!env.contains("CAIRN_PASSWORD"), "{env}");
     assert!(!env.contains("CAIRN_NEW_PASSWORD"), "{env}");
     assert!(!env.contains(PASSWORD), "{env}");

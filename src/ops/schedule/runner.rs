@@ -295,7 +295,7 @@ pub fn plan(
         ],
         env_remove: std::env::vars()
             .map(|(k, _)| k)
-            .filter(|k| k.starts_with("CAIRN_") && k.contains("PASSWORD"))
+            .filter(|k| crate::source::is_secret_env(k))
             .collect(),
         not_due: false,
     };
@@ -387,7 +387,9 @@ pub fn plan(
             PasswordSource::Command(cmd) => {
                 // copy has no --to-password-command: run it here and hand the
                 // password over in the environment, never in the arguments.
-                let out = Command::new("sh")
+                let mut sh = Command::new("sh");
+                crate::source::remove_secret_env(&mut sh);
+                let out = sh
                     .arg("-c")
                     .arg(cmd)
                     .stdin(Stdio::null())
