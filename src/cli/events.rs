@@ -52,6 +52,25 @@ static RECORD: Mutex<Record> = Mutex::new(Record {
     figures: Vec::new(),
 });
 
+/// The job a command runs for: set by `cairn run` (name, repository URL)
+/// while it runs one; in a step, `CAIRN_JOB` from the runner.
+static JOB: Mutex<Option<(String, String)>> = Mutex::new(None);
+
+pub fn set_job(job: Option<(String, String)>) {
+    *JOB.lock().unwrap_or_else(|e| e.into_inner()) = job;
+}
+
+/// The job's name and, when `cairn run` set it, its repository's URL.
+pub fn job() -> Option<(String, Option<String>)> {
+    if let Some((name, repo)) = JOB.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        return Some((name, Some(repo)));
+    }
+    std::env::var("CAIRN_JOB")
+        .ok()
+        .filter(|j| !j.is_empty())
+        .map(|j| (j, None))
+}
+
 fn record() -> std::sync::MutexGuard<'static, Record> {
     RECORD.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -149,15 +168,21 @@ pub fn emit_notifying(
     figures: Value,
     notify: bool,
 ) {
-    let line = json!({
+    let job = job();
+    let mut line = json!({
         "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "event": event,
         "severity": severity.as_str(),
-        "repository": g.repo.clone().unwrap_or_default(),
+        "repository": g.repo.clone()
+            .or_else(|| job.as_ref().and_then(|j| j.1.clone()))
+            .unwrap_or_default(),
         "host": host(),
         "snapshot": snapshot,
         "figures": figures,
     });
+    if let Some((name, _)) = &job {
+        line["job"] = json!(name);
+    }
     {
         let mut r = record();
         r.events.push(line.clone());

@@ -266,8 +266,28 @@ pub fn write(
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let mut fams = parse(&existing);
-    let repo = g.repo.as_deref().unwrap_or("");
-    let run = labels(&[("command", command), ("repository", repo)]);
+    // A job's steps and its `run` are labelled with the job, and `run` with
+    // the job's repository (it has no -r of its own).
+    let job = events::job();
+    let repo_of_job = job.as_ref().and_then(|j| j.1.clone()).unwrap_or_default();
+    let repo = g.repo.as_deref().unwrap_or(&repo_of_job);
+    let job_name = job.map(|j| j.0);
+    let with_job = |mut pairs: Vec<(&'static str, String)>| {
+        if let Some(j) = &job_name {
+            pairs.push(("job", j.clone()));
+        }
+        pairs
+    };
+    let run_pairs = with_job(vec![
+        ("command", command.to_string()),
+        ("repository", repo.to_string()),
+    ]);
+    let run = labels(
+        &run_pairs
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect::<Vec<_>>(),
+    );
     let mut set = |name: &str, labels: &str, value: String| {
         fams.entry(name.to_string())
             .or_default()
@@ -299,8 +319,10 @@ pub fn write(
         );
     }
     for f in events::figures() {
-        let mut pairs: Vec<(&str, &str)> = f.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        pairs.push(("repository", repo));
+        let mut owned = f.labels.clone();
+        owned.push(("repository", repo.to_string()));
+        let owned = with_job(owned);
+        let pairs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
         set(f.name, &labels(&pairs), number(f.value));
     }
     // The counter goes on from the value the file held.

@@ -411,7 +411,9 @@ pub fn main() -> i32 {
             events::failed(g, &format!("{name}.failed"), e);
         }
     }
-    if let Some(path) = &g.metrics_file {
+    let written_per_job =
+        name == "run" && run::RUN_METRICS_WRITTEN.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(path) = g.metrics_file.as_ref().filter(|_| !written_per_job) {
         if let Err(e) = metrics::write(path, g, name, code, started.elapsed()) {
             eprintln!("warning: cannot write metrics to {}: {e:#}", path.display());
         }

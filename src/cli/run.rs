@@ -112,15 +112,45 @@ fn refuse_if_others_may_write(c: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Global options every step inherits from `cairn run` itself.
+/// Global options every step inherits from `cairn run` itself: where events
+/// and metrics go, notifications (pings stay with the run: one start and one
+/// result per job, not per step), the cache and bandwidth limits, verbosity.
 pub fn common_args(g: &Global) -> Vec<OsString> {
-    let mut v = Vec::new();
-    if let Some(l) = &g.event_log {
-        v.push("--event-log".into());
-        v.push(l.clone().into());
+    let mut v: Vec<OsString> = Vec::new();
+    let mut flag = |name: &str, value: Option<OsString>| {
+        if let Some(value) = value {
+            v.push(name.into());
+            v.push(value);
+        }
+    };
+    flag("--event-log", g.event_log.clone().map(Into::into));
+    flag("--metrics-file", g.metrics_file.clone().map(Into::into));
+    flag("--cache-dir", g.cache_dir.clone().map(Into::into));
+    flag(
+        "--limit-upload",
+        g.limit_upload.map(|n| n.to_string().into()),
+    );
+    flag(
+        "--limit-download",
+        g.limit_download.map(|n| n.to_string().into()),
+    );
+    for url in &g.notify {
+        flag("--notify", Some(url.into()));
+    }
+    for cmd in &g.notify_command {
+        flag("--notify-command", Some(cmd.into()));
+    }
+    if g.notify_all {
+        v.push("--notify-all".into());
+    }
+    if g.no_cache {
+        v.push("--no-cache".into());
     }
     if g.quiet {
         v.push("-q".into());
+    }
+    for _ in 0..g.verbose {
+        v.push("-v".into());
     }
     v
 }
@@ -135,7 +165,7 @@ fn job_global(g: &Global, c: &Config, job: &str) -> Global {
 }
 
 /// Logs one step (stderr and event log).
-pub fn step_seen(g: &Global, job: &str, step: &Step, o: &StepOutcome) {
+pub fn step_seen(g: &Global, job: &str, _step: &Step, o: &StepOutcome) {
     if !g.json && !g.quiet {
         match (&o.exit_code, &o.skipped) {
             (Some(c), _) => eprintln!(
@@ -162,7 +192,6 @@ pub fn step_seen(g: &Global, job: &str, step: &Step, o: &StepOutcome) {
             "exit_code": o.exit_code,
             "duration": o.duration,
             "skipped": o.skipped,
-            "command": if o.exit_code.is_some() { Some(step.display()) } else { None },
         }),
     );
 }
@@ -187,19 +216,41 @@ pub fn report_event(g: &Global, r: &RunReport) {
 pub fn run_logged(g: &Global, c: &Config, job: &str) -> std::result::Result<RunReport, RunError> {
     let exe = std::env::current_exe().map_err(RunError::Io)?;
     let jg = job_global(g, c, job);
+    let started = std::time::Instant::now();
+    super::events::set_job(Some((job.to_string(), jg.repo.clone().unwrap_or_default())));
     let mut children = super::process::ChildProcesses;
-    let report = runner::run_job(c, job, &exe, &common_args(g), &mut children, &mut |s, o| {
+    let result = runner::run_job(c, job, &exe, &common_args(g), &mut children, &mut |s, o| {
         step_seen(&jg, job, s, o)
-    })?;
-    for w in &report.warnings {
-        eprintln!("warning: job {job}: {w}");
+    });
+    if let Ok(report) = &result {
+        for w in &report.warnings {
+            eprintln!("warning: job {job}: {w}");
+        }
+        if let Some(e) = &report.error {
+            eprintln!("error: job {job}: {e}");
+        }
+        report_event(&jg, report);
     }
-    if let Some(e) = &report.error {
-        eprintln!("error: job {job}: {e}");
+    // The job's own series (command "run", its job and repository labels),
+    // written per job so that a scheduler running many jobs keeps each.
+    if let Some(path) = &g.metrics_file {
+        let code = match &result {
+            Ok(r) => r.exit_code,
+            Err(RunError::Locked(_)) => super::EXIT_LOCKED,
+            Err(_) => super::EXIT_FAILURE,
+        };
+        if let Err(e) = super::metrics::write(path, &jg, "run", code, started.elapsed()) {
+            eprintln!("warning: cannot write metrics to {}: {e:#}", path.display());
+        }
+        RUN_METRICS_WRITTEN.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    report_event(&jg, &report);
-    Ok(report)
+    super::events::set_job(None);
+    result
 }
+
+/// Set once `run_logged` wrote the `run` series itself.
+pub static RUN_METRICS_WRITTEN: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 pub fn run(g: &Global, a: &RunArgs) -> Result<()> {
     let c = load(g)?;

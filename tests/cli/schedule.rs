@@ -881,3 +881,45 @@ fn a_config_others_may_write_is_refused_when_it_runs_commands_as_root() {
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
     s.bare(["--config", c, "config", "check"]).ok();
 }
+
+/// Each step of a scheduled job writes its own series, labelled with the job
+/// and its repository, and so does the run: the "last success older than
+/// 26 h" alert works for jobs.
+#[test]
+fn a_jobs_steps_write_their_metrics_with_job_labels() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("a"), "alpha");
+    let cfg = config(
+        &s,
+        &format!(
+            "[jobs.home]\nrepository = \"main\"\npaths = [\"{}\"]\n[jobs.home.retention]\nkeep-last = 3\nprune = true\n",
+            src.display()
+        ),
+    );
+    let metrics = s.path("m.prom");
+    run_job(&s, &cfg, "home")
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .ok();
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let repo = s.repo.display().to_string();
+    for command in ["backup", "forget", "run"] {
+        let series = format!(
+            "cairn_last_success_timestamp_seconds{{command=\"{command}\",job=\"home\",repository=\"{repo}\"}}"
+        );
+        assert!(text.contains(&series), "{series} missing:\n{text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "cairn_backup_files_processed{{host=\"{}\",job=\"home\",repository=\"{repo}\"}} 1",
+            hostname::get().unwrap().to_string_lossy()
+        )),
+        "{text}"
+    );
+    let steps: Vec<Value> = events_named(&s, "backup.completed");
+    assert_eq!(steps.last().unwrap()["job"], "home", "{steps:?}");
+    let run = events_named(&s, "run.completed");
+    assert_eq!(run.last().unwrap()["repository"], repo.as_str(), "{run:?}");
+    assert!(run.last().unwrap()["figures"].get("command").is_none());
+}

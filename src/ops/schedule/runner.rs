@@ -280,7 +280,13 @@ pub fn plan(
         name: name.to_string(),
         program: exe.to_path_buf(),
         args: ra.args.iter().cloned().chain(extra).collect(),
-        env: ra.env.clone(),
+        // The job's name labels the step's events and metrics.
+        env: ra
+            .env
+            .iter()
+            .cloned()
+            .chain([("CAIRN_JOB".to_string(), job.name.clone().into())])
+            .collect(),
         env_remove: env_remove.clone(),
         not_due: false,
     };
