@@ -125,7 +125,7 @@ fn repo_json(r: &Repo) -> serde_json::Value {
 /// One job, everything resolved.
 fn job_json(j: &Job) -> serde_json::Value {
     let now = chrono::Utc::now();
-    let retention = j.retention.as_ref().map(|r| {
+    let retention_json = |r: &cairn::ops::schedule::config::Retention| {
         let p = &r.policy;
         json!({
             "keep_last": p.last, "keep_hourly": p.hourly, "keep_daily": p.daily,
@@ -133,7 +133,9 @@ fn job_json(j: &Job) -> serde_json::Value {
             "keep_within_seconds": p.within.map(|d| d.num_seconds()),
             "keep_tag": p.tags, "keep_at_most": p.at_most, "prune": r.prune,
         })
-    });
+    };
+    let retention = j.retention.as_ref().map(retention_json);
+    let copy_retention = j.copy_retention.as_ref().map(retention_json);
     let verify = j.verify.as_ref().map(|v| {
         let mut o = match &v.limit {
             VerifyLimit::Pass {
@@ -154,6 +156,7 @@ fn job_json(j: &Job) -> serde_json::Value {
         "job": j.name,
         "repository": j.repository,
         "source": match &j.source {
+            Source::Paths(paths) if paths.is_empty() => json!(null),
             Source::Paths(paths) => json!({"paths": paths}),
             Source::Stdin { name } => json!({"stdin": name}),
             Source::Command { name, argv } => json!({"dump": name, "command": argv}),
@@ -166,6 +169,7 @@ fn job_json(j: &Job) -> serde_json::Value {
         "next_run": j.schedule.as_ref().and_then(|s| s.next_after(now)).map(|t| t.to_rfc3339()),
         "randomized_delay_seconds": j.randomized_delay.as_secs(),
         "retention": retention,
+        "copy_retention": copy_retention,
         "verify": verify,
         "drill": drill,
         "notify": {"urls": j.notify.urls, "ping": j.notify.ping, "command": j.notify.command,

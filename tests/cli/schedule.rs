@@ -923,3 +923,78 @@ fn a_jobs_steps_write_their_metrics_with_job_labels() {
     assert_eq!(run.last().unwrap()["repository"], repo.as_str(), "{run:?}");
     assert!(run.last().unwrap()["figures"].get("command").is_none());
 }
+
+/// Offsite copies get their own retention, and a job may only maintain (no
+/// backup): the bucket does not grow forever.
+#[test]
+fn copy_destinations_get_retention_and_maintenance_jobs_run() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("a"), "alpha");
+    let dest = s.path("offsite");
+    s.bare(["-r", dest.to_str().unwrap(), "init"]).ok();
+    let cfg = config(
+        &s,
+        &format!(
+            "[repositories.offsite]\nurl = \"{}\"\n\n\
+             [jobs.home]\nrepository = \"main\"\npaths = [\"{}\"]\ncopy-to = [\"offsite\"]\n\
+             [jobs.home.copy-retention]\nkeep-last = 1\nprune = true\n\n\
+             [jobs.tidy]\nrepository = \"main\"\n[jobs.tidy.retention]\nkeep-last = 2\n",
+            dest.display(),
+            src.display()
+        ),
+    );
+    for i in 0..3 {
+        write(&src.join("a"), format!("alpha {i}"));
+        let summary = run_job(&s, &cfg, "home").arg("--json").ok().json();
+        let names: Vec<String> = summary["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|st| st["step"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["backup", "copy:offsite", "forget:offsite"],
+            "{summary}"
+        );
+    }
+    let count = |repo: &Path| {
+        s.bare(["-r", repo.to_str().unwrap(), "snapshots", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(&dest), 1);
+    assert_eq!(count(&s.repo), 3);
+    let summary = run_job(&s, &cfg, "tidy").arg("--json").ok().json();
+    assert_eq!(summary["steps"][0]["step"], "forget", "{summary}");
+    assert_eq!(count(&s.repo), 2);
+    let js = s
+        .bare([
+            "--config",
+            cfg.to_str().unwrap(),
+            "config",
+            "show",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let home = js["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "home")
+        .unwrap()
+        .clone();
+    assert_eq!(home["copy_retention"]["keep_last"], 1, "{js}");
+
+    // A job with nothing to do is still an error.
+    let bad = config(&s, "[jobs.idle]\nrepository = \"main\"\n");
+    let out = s
+        .bare(["--config", bad.to_str().unwrap(), "config", "check"])
+        .code(2);
+    assert!(out.stderr.contains("has nothing to do"), "{}", out.dump());
+}

@@ -134,6 +134,8 @@ pub struct Job {
     pub schedule: Option<Schedule>,
     pub randomized_delay: Duration,
     pub retention: Option<Retention>,
+    /// Retention applied to each copy destination after the copy.
+    pub copy_retention: Option<Retention>,
     pub verify: Option<Verify>,
     pub drill: Option<Drill>,
     pub notify: Notify,
@@ -179,6 +181,7 @@ struct RawJob {
     timezone: Option<Spanned<String>>,
     randomized_delay: Option<Spanned<String>>,
     retention: Option<Spanned<RawRetention>>,
+    copy_retention: Option<Spanned<RawRetention>>,
     verify: Option<Spanned<RawVerify>>,
     drill: Option<RawDrill>,
     notify: Option<RawNotify>,
@@ -498,10 +501,16 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
                 Source::Paths(vec![])
             }
             (None, empty) => {
-                if empty {
+                // A job without a source is a maintenance job (retention,
+                // verification, drills, copies of what is there).
+                let maintains = j.retention.is_some()
+                    || j.verify.is_some()
+                    || j.drill.is_some()
+                    || !j.copy_to.is_empty();
+                if empty && !maintains {
                     cx.at(
                         jspan.clone(),
-                        format!("job '{name}' has nothing to back up: give paths = [...] or dump-command"),
+                        format!("job '{name}' has nothing to do: give paths = [...] or dump-command to back up, or retention, verify, drill or copy-to"),
                     );
                 }
                 if let Some(n) = &j.dump_name {
@@ -548,46 +557,14 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
         };
         let randomized_delay = duration(&mut cx, &j.randomized_delay, "randomized-delay")
             .unwrap_or(Duration::from_secs(300));
-        let retention = j.retention.as_ref().map(|r| {
-            let rspan = r.span();
-            let r = r.get_ref();
-            let within = r.keep_within.as_ref().and_then(|w| {
-                let span = crate::format::duration::parse_span(w.get_ref());
-                if span.is_none() {
-                    cx.at(
-                        w.span(),
-                        format!(
-                            "keep-within '{}' is not a duration like 30d or 1y6m",
-                            w.get_ref()
-                        ),
-                    );
-                }
-                span
-            });
-            let count = |n: Option<u32>| n.map(|n| n as usize);
-            let ret = Retention {
-                policy: Policy {
-                    last: count(r.keep_last),
-                    hourly: count(r.keep_hourly),
-                    daily: count(r.keep_daily),
-                    weekly: count(r.keep_weekly),
-                    monthly: count(r.keep_monthly),
-                    yearly: count(r.keep_yearly),
-                    within,
-                    tags: r.keep_tag.clone(),
-                    at_most: count(r.keep_at_most),
-                },
-                prune: r.prune,
-            };
-            // A keep-within that did not parse was reported already.
-            if ret.policy.keeps_nothing() && r.keep_within.is_none() {
-                cx.at(
-                    rspan,
-                    "retention keeps nothing: give keep-last, keep-daily, ... or keep-within",
-                );
-            }
-            ret
-        });
+        let retention = j.retention.as_ref().map(|r| parse_retention(&mut cx, r));
+        let copy_retention = j
+            .copy_retention
+            .as_ref()
+            .map(|r| parse_retention(&mut cx, r));
+        if copy_retention.is_some() && j.copy_to.is_empty() {
+            cx.at(jspan.clone(), "copy-retention needs copy-to");
+        }
         let verify = j.verify.as_ref().map(|v| {
             let vspan = v.span();
             let v = v.get_ref();
@@ -664,6 +641,7 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
                 schedule,
                 randomized_delay,
                 retention,
+                copy_retention,
                 verify,
                 drill,
                 notify,
@@ -692,6 +670,48 @@ impl Config {
     pub fn repo(&self, name: &str) -> &Repo {
         &self.repositories[name]
     }
+}
+
+/// A `[jobs.NAME.retention]` or `copy-retention` table.
+fn parse_retention(cx: &mut Ctx<'_>, r: &Spanned<RawRetention>) -> Retention {
+    let rspan = r.span();
+    let r = r.get_ref();
+    let within = r.keep_within.as_ref().and_then(|w| {
+        let span = crate::format::duration::parse_span(w.get_ref());
+        if span.is_none() {
+            cx.at(
+                w.span(),
+                format!(
+                    "keep-within '{}' is not a duration like 30d or 1y6m",
+                    w.get_ref()
+                ),
+            );
+        }
+        span
+    });
+    let count = |n: Option<u32>| n.map(|n| n as usize);
+    let ret = Retention {
+        policy: Policy {
+            last: count(r.keep_last),
+            hourly: count(r.keep_hourly),
+            daily: count(r.keep_daily),
+            weekly: count(r.keep_weekly),
+            monthly: count(r.keep_monthly),
+            yearly: count(r.keep_yearly),
+            within,
+            tags: r.keep_tag.clone(),
+            at_most: count(r.keep_at_most),
+        },
+        prune: r.prune,
+    };
+    // A keep-within that did not parse was reported already.
+    if ret.policy.keeps_nothing() && r.keep_within.is_none() {
+        cx.at(
+            rspan,
+            "retention keeps nothing: give keep-last, keep-daily, ... or keep-within",
+        );
+    }
+    ret
 }
 
 #[cfg(test)]

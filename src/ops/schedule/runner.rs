@@ -10,7 +10,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::config::{Config, Job, OptionValue, PasswordSource, Repo, VerifyLimit};
+use super::config::{Config, Job, OptionValue, PasswordSource, Repo, Retention, VerifyLimit};
 use crate::ops::forget::Policy;
 use crate::source::Source;
 
@@ -223,6 +223,46 @@ fn repo_args(r: &Repo, common: &[OsString]) -> Result<RepoArgs, String> {
     Ok(RepoArgs { args, env })
 }
 
+/// `forget` (and prune) on a copy destination, with the job's copy retention:
+/// the destination's own repository arguments, so it needs no `--to`.
+fn destination_forget(
+    exe: &Path,
+    dest: &Repo,
+    common: &[OsString],
+    r: &Retention,
+    filter: &[OsString],
+    name: &str,
+) -> Result<Step, String> {
+    let ra = repo_args(dest, common)?;
+    let mut args = ra.args.clone();
+    args.push("forget".into());
+    args.extend(policy_args(&r.policy));
+    if r.prune {
+        args.push("--prune".into());
+    }
+    args.extend(filter.iter().cloned());
+    let mut env_remove: Vec<String> = vec!["CAIRN_REPO".into(), "CAIRN_OPTIONS".into()];
+    if dest.password != PasswordSource::Inherit {
+        env_remove.extend(
+            [
+                "CAIRN_PASSWORD",
+                "CAIRN_PASSWORD_FILE",
+                "CAIRN_PASSWORD_COMMAND",
+            ]
+            .map(String::from),
+        );
+    }
+    Ok(Step {
+        kind: StepKind::Forget,
+        name: format!("forget:{name}"),
+        program: exe.to_path_buf(),
+        args,
+        env: ra.env,
+        env_remove,
+        not_due: false,
+    })
+}
+
 /// The tag every snapshot of a job carries, so that its retention and copies
 /// touch its own snapshots only.
 pub fn job_tag(job: &str) -> String {
@@ -310,7 +350,13 @@ pub fn plan(
         steps.push(hook(StepKind::Before, "before", b));
     }
 
-    let mut filter: Vec<OsString> = vec!["--tag".into(), job_tag(&job.name).into()];
+    // A job that backs up touches its own snapshots only (its tag); a
+    // maintenance job (no source) the repository's, or one host's.
+    let backs_up = !matches!(&job.source, Source::Paths(p) if p.is_empty());
+    let mut filter: Vec<OsString> = Vec::new();
+    if backs_up {
+        filter.extend(["--tag".into(), job_tag(&job.name).into()]);
+    }
     if let Some(h) = &job.host {
         filter.push("--host".into());
         filter.push(h.into());
@@ -325,7 +371,9 @@ pub fn plan(
         backup.push(h.into());
     }
     backup.extend(source_args(&job.source, &job.exclude));
-    steps.push(cairn(StepKind::Backup, "backup", backup));
+    if backs_up {
+        steps.push(cairn(StepKind::Backup, "backup", backup));
+    }
 
     if let Some(r) = &job.retention {
         let mut a: Vec<OsString> = vec!["forget".into()];
@@ -432,6 +480,9 @@ pub fn plan(
         let set: Vec<String> = s.env.iter().map(|(k, _)| k.clone()).collect();
         s.env_remove.retain(|k| !set.contains(k));
         steps.push(s);
+        if let Some(r) = &job.copy_retention {
+            steps.push(destination_forget(exe, dest, &common, r, &filter, c)?);
+        }
     }
 
     if let Some(a) = &job.after {
