@@ -408,7 +408,19 @@ pub fn main() -> i32 {
         // wrong password, locked, bad arguments) are events too. A backup that
         // saved its snapshot with unreadable files (exit 3) logged its warning.
         if logs_events(name) && !events::failure_logged() && code != EXIT_PARTIAL {
-            events::failed(g, &format!("{name}.failed"), e);
+            if code == EXIT_USAGE {
+                // A mistyped command is the typist's to see, not an alert.
+                events::emit_notifying(
+                    g,
+                    &format!("{name}.failed"),
+                    events::Severity::Warning,
+                    None,
+                    serde_json::json!({"error": one_line(e), "exit_code": code}),
+                    false,
+                );
+            } else {
+                events::failed(g, &format!("{name}.failed"), e);
+            }
         }
     }
     let written_per_job =

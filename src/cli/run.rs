@@ -156,10 +156,18 @@ pub fn common_args(g: &Global) -> Vec<OsString> {
 }
 
 /// Events of a job carry its repository's URL.
+/// and notify as the job says (its webhooks, command and ping), so that a
+/// failing `before` hook or a skipped run reaches someone.
 fn job_global(g: &Global, c: &Config, job: &str) -> Global {
     let mut g = g.clone();
     if let Some(j) = c.job(job) {
         g.repo = Some(c.repo(&j.repository).url.clone());
+        g.notify.extend(j.notify.urls.iter().cloned());
+        g.notify_command.extend(j.notify.command.iter().cloned());
+        g.notify_all |= j.notify.all;
+        // Pings given to `cairn run` itself are sent by the command's
+        // wrapper; the job's own ping is sent per run here.
+        g.notify_ping = j.notify.ping.iter().cloned().collect();
     }
     g
 }
@@ -181,7 +189,8 @@ pub fn step_seen(g: &Global, job: &str, _step: &Step, o: &StepOutcome) {
         Some(3) => Severity::Warning,
         Some(_) => Severity::Critical,
     };
-    emit(
+    // Logged, not notified: the run's summary (run.failed) is the alert.
+    super::events::emit_notifying(
         g,
         "run.step",
         severity,
@@ -193,6 +202,7 @@ pub fn step_seen(g: &Global, job: &str, _step: &Step, o: &StepOutcome) {
             "duration": o.duration,
             "skipped": o.skipped,
         }),
+        false,
     );
 }
 
@@ -218,19 +228,43 @@ pub fn run_logged(g: &Global, c: &Config, job: &str) -> std::result::Result<RunR
     let jg = job_global(g, c, job);
     let started = std::time::Instant::now();
     super::events::set_job(Some((job.to_string(), jg.repo.clone().unwrap_or_default())));
+    super::notify::ping(&jg, super::notify::Ping::Start, None);
     let mut children = super::process::ChildProcesses;
     let result = runner::run_job(c, job, &exe, &common_args(g), &mut children, &mut |s, o| {
         step_seen(&jg, job, s, o)
     });
-    if let Ok(report) = &result {
-        for w in &report.warnings {
-            eprintln!("warning: job {job}: {w}");
+    match &result {
+        Ok(report) => {
+            for w in &report.warnings {
+                eprintln!("warning: job {job}: {w}");
+            }
+            if let Some(e) = &report.error {
+                eprintln!("error: job {job}: {e}");
+            }
+            report_event(&jg, report);
         }
-        if let Some(e) = &report.error {
-            eprintln!("error: job {job}: {e}");
-        }
-        report_event(&jg, report);
+        Err(e @ RunError::Locked(_)) => emit(
+            &jg,
+            "run.skipped",
+            Severity::Warning,
+            None,
+            json!({"job": job, "reason": e.to_string()}),
+        ),
+        Err(e) => emit(
+            &jg,
+            "run.failed",
+            Severity::Critical,
+            None,
+            json!({"job": job, "error": e.to_string()}),
+        ),
     }
+    let ok = matches!(&result, Ok(r) if r.exit_code == 0);
+    let stage = if ok {
+        super::notify::Ping::Success
+    } else {
+        super::notify::Ping::Fail
+    };
+    super::notify::ping(&jg, stage, super::events::last_event().as_ref());
     // The job's own series (command "run", its job and repository labels),
     // written per job so that a scheduler running many jobs keeps each.
     if let Some(path) = &g.metrics_file {

@@ -199,16 +199,8 @@ fn foreground(g: &Global) -> Result<()> {
                     eprintln!("cairn scheduler: job {job} exited {}", r.exit_code);
                 }
             }
-            Err(e @ RunError::Locked(_)) => {
-                eprintln!("warning: job {job} skipped: {e}");
-                emit(
-                    g,
-                    "run.skipped",
-                    Severity::Warning,
-                    None,
-                    json!({"job": job, "reason": e.to_string()}),
-                );
-            }
+            // run_logged logged and notified it (run.skipped).
+            Err(e @ RunError::Locked(_)) => eprintln!("warning: job {job} skipped: {e}"),
             Err(e) => eprintln!("error: job {job}: {e}"),
         }
         !super::process::STOP.load(std::sync::atomic::Ordering::SeqCst)

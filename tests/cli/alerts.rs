@@ -188,7 +188,7 @@ fn notify_command_gets_the_event_without_passwords() {
         &cmd,
     ])
     .env("CAIRN_NEW_PASSWORD", "secret2")
-    .env("CAIRN_OPTIONS", "s3.secret_access_key=cloudsecret")
+    .env("CAIRN_TO_OPTIONS", "s3.secret_access_key=cloudsecret")
     .fails();
     let ev: Value = serde_json::from_str(&std::fs::read_to_string(&got).unwrap()).unwrap();
     assert_eq!(ev["event"], "backup.failed");
@@ -478,4 +478,43 @@ fn health_notifies_on_change_only() {
     assert_eq!(reqs.len(), 5, "{reqs:?}");
     let ev: Value = serde_json::from_str(&reqs[4].body).unwrap();
     assert_eq!(ev["event"], "health.recovered", "{ev}");
+}
+
+/// A job's own notify settings hear of a failing `before` hook (one
+/// run.failed) and of a skipped run, and its ping gets one start and one
+/// /fail per run, not one per step. A usage mistake is logged, not notified.
+#[test]
+fn a_failing_hook_and_a_skipped_job_notify_the_job() {
+    let s = Sandbox::init();
+    let hook = Hook::start();
+    let cfg = s.path("cairn.toml");
+    write(
+        &cfg,
+        format!(
+            "[repositories.main]\nurl = \"{}\"\n\n[jobs.db]\nrepository = \"main\"\npaths = [\"{}\"]\nbefore = \"exit 1\"\n\
+             [jobs.db.notify]\nurls = [\"{}\"]\nping = \"{}\"\n",
+            s.repo.display(),
+            s.root.display(),
+            hook.url("/hook"),
+            hook.url("/ping"),
+        ),
+    );
+    s.bare(["--config", cfg.to_str().unwrap(), "--event-log"])
+        .arg(&s.events)
+        .arg("run")
+        .arg("db")
+        .code(1);
+    let reqs = hook.requests();
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/ping/start", "/hook", "/ping/fail"], "{reqs:?}");
+    let ev: Value = serde_json::from_str(&reqs[1].body).unwrap();
+    assert_eq!(ev["event"], "run.failed", "{ev}");
+    assert_eq!(ev["job"], "db", "{ev}");
+
+    s.cmd(["forget", "--notify", &hook.url("/hook")]).code(2);
+    assert_eq!(hook.requests().len(), 3, "a usage error was notified");
+    assert!(s
+        .events()
+        .iter()
+        .any(|e| e["event"] == "forget.failed" && e["severity"] == "warning"));
 }

@@ -72,11 +72,11 @@ fn low_coverage_and_a_missing_drill_fail_when_asked_for() {
         .code(1)
         .json();
     assert_eq!(kinds(&js), ["coverage_low"], "{js}");
-    assert!(
-        js["verification"]["coverage_30d"].as_f64().unwrap() < 1.0,
-        "{js}"
-    );
-    s.json(["health", "--min-coverage", "1%"]);
+    let covered = js["verification"]["coverage_30d"].as_f64().unwrap();
+    assert!(covered > 0.0 && covered < 1.0, "{js}");
+    // The pass may have read a small tree pack or a large data pack: ask for
+    // half of what it covered.
+    s.json(["health", "--min-coverage", &format!("{}%", covered * 50.0)]);
 
     let js = s
         .cmd(["health", "--json", "--max-drill-age", "2d"])

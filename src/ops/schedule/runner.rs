@@ -285,10 +285,8 @@ pub fn plan(
         common.push("--notify".into());
         common.push(u.into());
     }
-    if let Some(p) = &job.notify.ping {
-        common.push("--notify-ping".into());
-        common.push(p.into());
-    }
+    // The job's ping is the run's (one start and one result per job, sent
+    // by `cairn run`), not each step's.
     if let Some(c) = &job.notify.command {
         common.push("--notify-command".into());
         common.push(c.into());
