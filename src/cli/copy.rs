@@ -63,7 +63,10 @@ pub fn run(g: &Global, a: &CopyArgs) -> Result<()> {
     }
     let pw = password::other_password(&a.to_password_file, "CAIRN_TO_PASSWORD", g)?;
     let mut dst = g.open_other(dst_backend, pw.as_bytes())?;
-    let outcome = match copy::copy(&mut src, &mut dst, chosen) {
+    let display = output::CopyDisplay::new(g.progress());
+    let copied = copy::copy_with_progress(&mut src, &mut dst, chosen, &display);
+    display.finish();
+    let outcome = match copied {
         Ok(o) => o,
         Err(e) => {
             emit(

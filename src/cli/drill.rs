@@ -58,7 +58,10 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
         tmpdir: a.tmpdir.clone(),
         filter: a.filter.filter(),
     };
-    let report = match drill::drill(&repo, &opts) {
+    let display = super::output::DrillDisplay::new(g.progress());
+    let drilled = drill::drill_with_progress(&repo, &opts, &display);
+    display.finish();
+    let report = match drilled {
         Ok(r) => r,
         Err(e) => {
             emit(

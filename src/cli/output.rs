@@ -225,6 +225,111 @@ impl cairn::ops::restore::RestoreProgress for RestoreDisplay {
     }
 }
 
+/// `copy`'s progress line: which snapshot, how many blobs and bytes stored.
+pub struct CopyDisplay {
+    bar: Option<ProgressBar>,
+    blobs: AtomicU64,
+}
+
+impl CopyDisplay {
+    pub fn new(draw: bool) -> Self {
+        let bar = draw.then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {msg}: {bytes} stored, {bytes_per_sec}",
+                )
+                .expect("static template"),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        });
+        CopyDisplay {
+            bar,
+            blobs: AtomicU64::new(0),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl cairn::ops::copy::CopyProgress for CopyDisplay {
+    fn snapshot(&self, index: usize, total: usize, id: &cairn::format::id::SnapshotId) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "copying snapshot {index} of {total} ({})",
+                id.short()
+            ));
+        }
+    }
+
+    fn blob(&self, bytes: u64) {
+        self.blobs.fetch_add(1, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+        }
+    }
+}
+
+/// `drill`'s progress bar: files and bytes restored and compared.
+pub struct DrillDisplay {
+    bar: Option<ProgressBar>,
+    files: AtomicU64,
+    total: AtomicU64,
+}
+
+impl DrillDisplay {
+    pub fn new(draw: bool) -> Self {
+        let bar = draw.then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] drill: {msg}")
+                    .expect("static template"),
+            );
+            bar.set_message("choosing files");
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        });
+        DrillDisplay {
+            bar,
+            files: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl cairn::ops::drill::DrillProgress for DrillDisplay {
+    fn sampled(&self, files: u64, bytes: u64) {
+        self.total.store(files, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "0 of {files} files restored and compared (of {})",
+                size(bytes)
+            ));
+        }
+    }
+
+    fn file_done(&self, _bytes: u64) {
+        let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "{n} of {} files restored and compared",
+                self.total.load(Ordering::Relaxed)
+            ));
+        }
+    }
+}
+
 /// A spinner on stderr naming the phase a command is in (prune, ...), drawn
 /// only when `draw` (see `Global::progress`).
 pub struct Spinner(Option<ProgressBar>);

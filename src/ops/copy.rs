@@ -44,12 +44,34 @@ fn origin(id: SnapshotId, s: &Snapshot) -> SnapshotId {
     s.original.unwrap_or(id)
 }
 
+/// What a copy reports as it goes (a terminal's progress line).
+pub trait CopyProgress: Sync {
+    /// Copying the `index`-th (from 1) of `total` snapshots starts.
+    fn snapshot(&self, _index: usize, _total: usize, _id: &SnapshotId) {}
+    /// One blob the destination lacked was stored (its plaintext length).
+    fn blob(&self, _bytes: u64) {}
+}
+
+/// Reports nothing.
+pub struct NoCopyProgress;
+impl CopyProgress for NoCopyProgress {}
+
 /// Copies `snapshots` (from `src`, oldest first) into `dst`, skipping those it
 /// already holds (by their `original`).
 pub fn copy(
     src: &mut Repository,
     dst: &mut Repository,
+    snapshots: Vec<(SnapshotId, Snapshot)>,
+) -> Result<CopyOutcome> {
+    copy_with_progress(src, dst, snapshots, &NoCopyProgress)
+}
+
+/// [`copy`], reporting to `progress`.
+pub fn copy_with_progress(
+    src: &mut Repository,
+    dst: &mut Repository,
     mut snapshots: Vec<(SnapshotId, Snapshot)>,
+    progress: &dyn CopyProgress,
 ) -> Result<CopyOutcome> {
     let started = Instant::now();
     dst.ensure_writable()?;
@@ -73,7 +95,9 @@ pub fn copy(
     }
     src.load_index()?;
     let mut view: Option<u64> = None;
-    for (src_id, snap) in todo {
+    let total = todo.len();
+    for (i, (src_id, snap)) in todo.into_iter().enumerate() {
+        progress.snapshot(i + 1, total, &src_id);
         let session = Session::start(dst, SessionKind::Copy)?;
         // The dedup view depends on the generation the session saw.
         if view != Some(session.saw()) {
@@ -83,10 +107,10 @@ pub fn copy(
         let (tree, stats) = {
             let saver = BlobSaver::new(dst, false)?;
             let tree = if out.same_blob_ids {
-                copy_sealed(src, dst, &saver, &snap.tree, &session)?
+                copy_sealed(src, dst, &saver, &snap.tree, &session, progress)?
             } else {
                 let mut map = HashMap::new();
-                rekey_tree(src, &saver, &snap.tree, &mut map, &session)?
+                rekey_tree(src, &saver, &snap.tree, &mut map, &session, progress)?
             };
             let stats = saver.finish()?;
             (tree, stats)
@@ -133,6 +157,7 @@ fn copy_sealed(
     saver: &BlobSaver<'_>,
     root: &BlobId,
     session: &Session,
+    progress: &dyn CopyProgress,
 ) -> Result<BlobId> {
     let mut wanted: Vec<Wanted> = Vec::new();
     let mut queue = vec![*root];
@@ -163,10 +188,17 @@ fn copy_sealed(
             }
         }
         if wanted.len() >= COPY_BATCH {
-            move_sealed(src, dst, saver, std::mem::take(&mut wanted), session)?;
+            move_sealed(
+                src,
+                dst,
+                saver,
+                std::mem::take(&mut wanted),
+                session,
+                progress,
+            )?;
         }
     }
-    move_sealed(src, dst, saver, wanted, session)?;
+    move_sealed(src, dst, saver, wanted, session, progress)?;
     Ok(*root)
 }
 
@@ -179,6 +211,7 @@ fn move_sealed(
     saver: &BlobSaver<'_>,
     wanted: Vec<Wanted>,
     session: &Session,
+    progress: &dyn CopyProgress,
 ) -> Result<()> {
     let padding = dst.config().padding;
     src.read_sealed_blobs(wanted, |w, sealed| {
@@ -186,6 +219,7 @@ fn move_sealed(
         let moved = blob::reseal(src.cipher(), dst.cipher(), &w.id, sealed?, padding)
             .map_err(|e| Error::corrupt(format!("blob {}", w.id), e))?;
         saver.save_sealed(w.tag, w.id, moved, w.raw_len.unwrap_or(0))?;
+        progress.blob(w.raw_len.unwrap_or(0) as u64);
         Ok(())
     })
 }
@@ -197,6 +231,7 @@ fn rekey_tree(
     id: &BlobId,
     map: &mut HashMap<BlobId, BlobId>,
     session: &Session,
+    progress: &dyn CopyProgress,
 ) -> Result<BlobId> {
     if let Some(done) = map.get(id) {
         return Ok(*done);
@@ -205,10 +240,14 @@ fn rekey_tree(
     let mut tree = src.load_tree(id)?;
     for node in &mut tree.nodes {
         if let Some(sub) = node.subtree {
-            node.subtree = Some(rekey_tree(src, saver, &sub, map, session)?);
+            node.subtree = Some(rekey_tree(src, saver, &sub, map, session, progress)?);
         }
         let ids = src.map_content(&node.content, |plain| {
-            Ok(saver.save(BlobType::Data, &plain)?.0)
+            let (id, new) = saver.save(BlobType::Data, &plain)?;
+            if new {
+                progress.blob(plain.len() as u64);
+            }
+            Ok(id)
         })?;
         for (c, new) in node.content.iter_mut().zip(ids) {
             c.id = new;

@@ -113,7 +113,28 @@ fn node_size(n: &Node) -> u64 {
 }
 
 /// Runs a drill.
+/// What a drill reports as it goes (a terminal's progress line).
+pub trait DrillProgress: Sync {
+    /// The sample is chosen: `files` files, `bytes` bytes to restore.
+    fn sampled(&self, _files: u64, _bytes: u64) {}
+    /// One sampled file was restored and compared (`bytes` long).
+    fn file_done(&self, _bytes: u64) {}
+}
+
+/// Reports nothing.
+pub struct NoDrillProgress;
+impl DrillProgress for NoDrillProgress {}
+
 pub fn drill(repo: &IndexedRepository, opts: &DrillOptions) -> Result<DrillReport> {
+    drill_with_progress(repo, opts, &NoDrillProgress)
+}
+
+/// [`drill`], reporting to `progress`.
+pub fn drill_with_progress(
+    repo: &IndexedRepository,
+    opts: &DrillOptions,
+    progress: &dyn DrillProgress,
+) -> Result<DrillReport> {
     let started = Instant::now();
     let all: Vec<_> = repo
         .list_snapshots()?
@@ -184,6 +205,10 @@ pub fn drill(repo: &IndexedRepository, opts: &DrillOptions) -> Result<DrillRepor
             break;
         }
     }
+    progress.sampled(
+        picked.len() as u64,
+        picked.iter().map(|c| node_size(&c.node)).sum(),
+    );
     let base = opts.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = PrivateDir::create(&base)?;
     let failures = Mutex::new(Vec::new());
@@ -194,6 +219,7 @@ pub fn drill(repo: &IndexedRepository, opts: &DrillOptions) -> Result<DrillRepor
             let out = dir.0.join(i.to_string());
             let result = restore_one(repo, &c.node, &out);
             let _ = std::fs::remove_file(&out);
+            progress.file_done(node_size(&c.node));
             match result {
                 Ok(n) => n,
                 Err(e) => {

@@ -167,3 +167,27 @@ fn copy_to_s3_is_incremental() {
     check.extend(["check", "--read-data"].map(String::from));
     sb.bare(&check).env("CAIRN_PASSWORD", PASSWORD).ok();
 }
+
+/// On a terminal, a copy shows which snapshot it copies and what it stored
+/// (a first copy to a bucket runs for hours; it must not be silent).
+#[test]
+fn copy_shows_progress_on_a_terminal() {
+    let sb = Sandbox::init();
+    let src = sb.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("big"), 3 << 20, 7);
+    sb.backup([&src]);
+    let dst = second_repo(&sb, "dst", true);
+    // 1 MiB/s: the copy takes seconds, so the line is drawn.
+    let shown = sb.on_terminal(&["copy", "--to", s(&dst), "--limit-upload", "1024"]);
+    assert!(shown.contains("copying snapshot 1 of 1"), "{shown}");
+    assert!(shown.contains("stored"), "{shown}");
+    assert!(shown.contains("1 snapshots copied"), "{shown}");
+    // Piped (not a terminal), nothing of it.
+    let piped = sb.ok(["copy", "--to", s(&dst)]);
+    assert!(
+        !piped.stderr.contains("copying snapshot"),
+        "{}",
+        piped.dump()
+    );
+}

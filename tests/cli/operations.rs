@@ -454,3 +454,22 @@ fn repair_snapshots_keeps_what_survived() {
     let js = s.json(["repair", "snapshots"]);
     assert!(js["snapshots"].as_array().unwrap().is_empty(), "{js}");
 }
+
+/// On a terminal, a drill shows how many sampled files it has restored and
+/// compared.
+#[test]
+fn drill_shows_progress_on_a_terminal() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..30 {
+        write_random(&src.join(format!("f{i}")), 64 << 10, 100 + i);
+    }
+    s.backup([&src]);
+    let shown = s.on_terminal(&["drill", "--files", "30"]);
+    assert!(shown.contains("files restored and compared"), "{shown}");
+    assert!(
+        shown.contains("30 of 30 files intact") || shown.contains("30 of 30"),
+        "{shown}"
+    );
+}

@@ -131,6 +131,36 @@ impl Sandbox {
         c
     }
 
+    /// Runs `cairn -r REPO ARGS` on a terminal (a pty made by util-linux's
+    /// `script`, 120 columns), as a user at a shell would, and returns what
+    /// the terminal showed (stdout and stderr together, with the control
+    /// sequences progress bars draw with).
+    pub fn on_terminal(&self, args: &[&str]) -> String {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let mut line = format!("stty cols 120 rows 40; exec {}", quote(BIN));
+        for a in ["-r", self.repo.to_str().unwrap()].iter().chain(args) {
+            line.push(' ');
+            line.push_str(&quote(a));
+        }
+        let base = self.base();
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]).current_dir(&self.root);
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        let out = c.output().expect("util-linux's script runs");
+        assert!(
+            out.status.success(),
+            "`cairn {}` on a terminal failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// A runnable command against this sandbox's repository.
     pub fn cmd<I, S>(&self, args: I) -> Run
     where
