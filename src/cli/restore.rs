@@ -173,11 +173,51 @@ pub struct DumpArgs {
     filter: FilterArgs,
 }
 
+/// Where a path that `latest` lacks is: the newest snapshot (of the last 100
+/// the filters allow) that holds it, as a hint; empty when none does.
+fn newest_holding(
+    repo: &cairn::repo::IndexedRepository,
+    path: &str,
+    filter: &super::FilterArgs,
+) -> String {
+    let f = filter.filter();
+    let Ok(snaps) = repo.list_snapshots() else {
+        return String::new();
+    };
+    for (id, s) in snaps.iter().rev().filter(|(_, s)| f.matches(s)).take(100) {
+        if cairn::repo::tree::find_node(repo, &s.tree, path).is_ok() {
+            let narrow = s
+                .paths
+                .first()
+                .map(|p| format!(", or narrow `latest` with --path {p}"))
+                .unwrap_or_default();
+            return format!(
+                "; the newest snapshot holding it is {} ({}): `cairn dump {} {path}`{narrow}",
+                id.short(),
+                s.time.format("%Y-%m-%d %H:%M:%S UTC"),
+                id.short()
+            );
+        }
+    }
+    format!("; no recent snapshot holds {path} (list one with `cairn ls SNAP`)")
+}
+
 pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
     super::keep_freed_buffers();
     let repo = g.open_indexed()?;
-    let (_, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
-    let node = cairn::repo::tree::find_node(&repo, &snap.tree, &a.path)?;
+    let (id, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
+    let node = match cairn::repo::tree::find_node(&repo, &snap.tree, &a.path) {
+        Err(cairn::Error::PathNotInSnapshot(_)) => {
+            return Err(anyhow!(
+                "{} is not in snapshot {} ({}){}",
+                a.path,
+                id.short(),
+                snap.time.format("%Y-%m-%d %H:%M:%S UTC"),
+                newest_holding(&repo, &a.path, &a.filter)
+            ))
+        }
+        other => other?,
+    };
     if node.kind != NodeType::File {
         return Err(anyhow!("{} is not a regular file in the snapshot", a.path));
     }

@@ -224,6 +224,21 @@ fn dump_errors() {
     s.cmd(["dump", "latest", &format!("{}/missing.txt", src.display())])
         .code(1)
         .assert_one_error_line("missing.txt");
+
+    // A dump is saved, then a file backup becomes `latest`: the error names
+    // the snapshot and where the dump is.
+    s.cmd(["backup", "--stdin", "--stdin-filename", "db.sql"])
+        .stdin("dump")
+        .ok();
+    s.ok(["backup", src.to_str().unwrap()]);
+    let out = s.cmd(["dump", "latest", "db.sql"]).code(1);
+    out.assert_one_error_line("the newest snapshot holding it is");
+    assert!(out.stderr.contains("--path /db.sql"), "{}", out.dump());
+    assert_eq!(
+        s.ok(["dump", "latest", "db.sql", "--path", "/db.sql"])
+            .stdout,
+        b"dump"
+    );
 }
 
 /// `pg_dump nosuchdb | cairn backup --stdin` reads nothing: the snapshot is
