@@ -156,7 +156,10 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
     if !o.errors.is_empty() {
         return Err(Finished(
             EXIT_FAILURE,
-            format!("{} errors during restore", o.errors.len()),
+            format!(
+                "{} during restore",
+                output::count(o.errors.len() as u64, "error")
+            ),
         )
         .into());
     }

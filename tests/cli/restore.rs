@@ -439,3 +439,45 @@ fn restore_under_a_low_descriptor_limit() {
         );
     }
 }
+
+/// One conflict is one error line: a file kept where the snapshot has a
+/// directory of 40 files says so once, with a count, not 40 times.
+#[test]
+fn one_conflict_is_one_error_line() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    for i in 0..40 {
+        write(&src.join(format!("a/f{i}")), "x");
+    }
+    let snap = text(&s.backup([&src]), "snapshot_id").to_string();
+    let target = s.path("t");
+    let blocked = restored_path(&target, &src.join("a"));
+    std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
+    write(&blocked, "a file where the snapshot has a folder");
+    let out = s
+        .cmd([
+            "restore",
+            &snap,
+            "--target",
+            target.to_str().unwrap(),
+            "--overwrite",
+            "never",
+        ])
+        .code(1);
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 2, "{}", out.dump());
+    assert!(
+        errors[0].contains("40 entries below it not restored"),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        errors[1].contains("1 error during restore"),
+        "{}",
+        out.dump()
+    );
+}

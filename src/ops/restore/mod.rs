@@ -249,9 +249,47 @@ const RESTORE_BATCH: usize = 8192;
 #[derive(Default)]
 struct RunState {
     blocked: HashSet<PathBuf>,
+    /// Entries not restored below each blocked directory: one error line
+    /// for the directory says how many, not one line each.
+    below_blocked: HashMap<PathBuf, Below>,
     made_dirs: Vec<Item>,
     first_of: HashMap<(u64, u64), Item>,
     dirs: u64,
+}
+
+/// What was left out below a blocked directory: how many entries, and the
+/// first few of their paths (relative to it), for the one error line.
+#[derive(Default)]
+struct Below {
+    count: u64,
+    first: Vec<String>,
+}
+
+impl Below {
+    fn add(&mut self, blocked: &Path, path: &Path) {
+        self.count += 1;
+        if self.first.len() < 5 {
+            let rel = path.strip_prefix(blocked).unwrap_or(path);
+            self.first.push(rel.display().to_string());
+        }
+    }
+
+    fn describe(&self) -> String {
+        let more = if self.count > self.first.len() as u64 {
+            ", ..."
+        } else {
+            ""
+        };
+        format!(
+            " ({} below it not restored: {}{more})",
+            if self.count == 1 {
+                "1 entry".to_string()
+            } else {
+                format!("{} entries", self.count)
+            },
+            self.first.join(", ")
+        )
+    }
 }
 
 /// Drops directories that were only walked through but hold nothing selected.
@@ -381,8 +419,11 @@ impl<'a> Restorer<'a> {
             state.dirs += 1;
             let d = self.dest(it);
             if let Some(b) = blocked_ancestor(&state.blocked, &it.path) {
-                self.fail(&d, self.blocked_reason(b));
-                state.blocked.insert(it.path.clone());
+                state
+                    .below_blocked
+                    .entry(b.clone())
+                    .or_default()
+                    .add(b, &it.path);
                 continue;
             }
             match self.restore_dir(it) {
@@ -412,18 +453,18 @@ impl<'a> Restorer<'a> {
                 }
             }
         }
-        // Entries below a blocked directory: an error each, nothing written.
-        let reachable: Vec<&Item> = items
-            .iter()
-            .filter(|i| i.node.kind != NodeType::Dir)
-            .filter(|i| match blocked_ancestor(&state.blocked, &i.path) {
-                Some(b) => {
-                    self.fail(&self.dest(i), self.blocked_reason(b));
-                    false
-                }
-                None => true,
-            })
-            .collect();
+        // Entries below a blocked directory: counted, nothing written.
+        let mut reachable: Vec<&Item> = Vec::new();
+        for i in items.iter().filter(|i| i.node.kind != NodeType::Dir) {
+            match blocked_ancestor(&state.blocked, &i.path) {
+                Some(b) => state
+                    .below_blocked
+                    .entry(b.clone())
+                    .or_default()
+                    .add(b, &i.path),
+                None => reachable.push(i),
+            }
+        }
         // 2. Files in parallel; the first of each hard-link group is written,
         //    the rest linked to it afterwards (the first may be in an earlier batch).
         let mut links: Vec<(&Item, Item)> = Vec::new();
@@ -455,8 +496,17 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    /// 4. Directory metadata, deepest first, once every batch is in.
+    /// 4. Directory metadata, deepest first, once every batch is in; the
+    /// error of each blocked directory says how much below it was left out.
     fn finish(&self, state: &RunState) {
+        let mut errors = self.errors.lock().unwrap();
+        for (dir, below) in &state.below_blocked {
+            let d = self.target.join(dir.strip_prefix("/").unwrap_or(dir));
+            if let Some(e) = errors.iter_mut().find(|(p, _)| *p == d) {
+                e.1.push_str(&below.describe());
+            }
+        }
+        drop(errors);
         if !self.opts.dry_run {
             for it in state.made_dirs.iter().rev() {
                 if let Err(e) = self.dir_metadata(it) {
@@ -751,8 +801,13 @@ mod tests {
         std::fs::remove_dir_all(r.join("d/e")).unwrap();
         symlink(&outside, r.join("d/e")).unwrap();
         let o = restore(&repo, &root, &t, &never).unwrap();
-        // The kept symlink, and the file below it.
-        assert_eq!(o.errors.len(), 2, "{:?}", o.errors);
+        // The kept symlink, one error saying the file below it was left out.
+        assert_eq!(o.errors.len(), 1, "{:?}", o.errors);
+        assert!(
+            o.errors[0].1.contains("1 entry below it not restored: f"),
+            "{:?}",
+            o.errors
+        );
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 }
