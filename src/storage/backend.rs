@@ -421,6 +421,7 @@ impl Backend {
 
     pub fn create(&self, key: &str, bytes: Vec<u8>) -> Result<Created> {
         self.paced_up(bytes.len());
+        self.private_parent(key);
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -465,6 +466,25 @@ impl Backend {
                     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
                 }
             }
+        }
+    }
+
+    /// Makes a local object's folder (0700) before object_store writes into
+    /// it: object_store would make it with the umask (0755), and the new
+    /// file (0644 until `make_private`) would be readable by other users for
+    /// a moment, in a repository folder that `init` did not create (an
+    /// existing 0755 folder) as well.
+    fn private_parent(&self, key: &str) {
+        use std::os::unix::fs::DirBuilderExt;
+        let Some(root) = &self.local_dir else { return };
+        let Some(parent) = root.join(key).parent().map(|p| p.to_path_buf()) else {
+            return;
+        };
+        if parent != *root && !parent.exists() {
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&parent);
         }
     }
 
@@ -648,6 +668,24 @@ fn restic_style(location: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A new object's folder is made 0700 before the object is written into
+    /// it, also in a repository folder made by someone else with 0755: the
+    /// file's brief umask mode is never reachable by other users.
+    #[test]
+    fn object_folders_are_private_before_the_object_is_written() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let b = Backend::open(dir.path().to_str().unwrap(), &[], false).unwrap();
+        b.private_parent("keys/0123");
+        let mode = std::fs::metadata(dir.path().join("keys")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        b.create("keys/0123", b"key".to_vec()).unwrap();
+        let mode = std::fs::metadata(dir.path().join("keys/0123")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
     use super::*;
 
     /// A lower bound only: a slow machine can take longer, never less.
