@@ -248,7 +248,10 @@ impl Global {
         let in_memory = backend.location().starts_with("memory:");
         Unlock {
             key_hint: hint.filter(|h| !h.is_empty()).map(str::to_string),
-            memory_root: self.cache_base().filter(|_| !in_memory),
+            // Not in a folder others may write (set_cache warns about it).
+            memory_root: self
+                .cache_base()
+                .filter(|root| !in_memory && cairn::repo::cache::folder_refusal(root).is_none()),
         }
     }
 

@@ -33,6 +33,18 @@ impl Cache {
         &self.dir
     }
 
+    /// Why the cache must not be used, if it must not: its folder (or the
+    /// root given) exists but belongs to another user or is writable by
+    /// group or others. Such a folder (a shared `--cache-dir`) lets another
+    /// user swap entries for links to files of ours; entries are checked
+    /// before use, but reading through a planted link is not ours to do.
+    pub fn refusal(&self) -> Option<String> {
+        [self.dir.parent(), Some(self.dir.as_path())]
+            .into_iter()
+            .flatten()
+            .find_map(folder_refusal)
+    }
+
     pub fn caches(key: &str) -> bool {
         CACHED.iter().any(|p| key.starts_with(p))
     }
@@ -81,6 +93,33 @@ impl Cache {
     pub fn forget(&self, key: &str) {
         let _ = std::fs::remove_file(self.path(key));
     }
+}
+
+/// Why an existing folder must not hold cairn's cache or remembered keys: it
+/// is not a folder (a link), belongs to another user, or is writable by
+/// group or others. `None` when it is fine or does not exist.
+pub fn folder_refusal(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let m = std::fs::symlink_metadata(dir).ok()?;
+    if m.file_type().is_symlink() || !m.is_dir() {
+        return Some(format!("cache folder {} is not a folder", dir.display()));
+    }
+    if m.uid() != me {
+        return Some(format!(
+            "cache folder {} belongs to uid {}, not to this user (uid {me})",
+            dir.display(),
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Some(format!(
+            "cache folder {} is writable by other users (mode {:o})",
+            dir.display(),
+            m.mode() & 0o7777
+        ));
+    }
+    None
 }
 
 /// Writes a file of the cache whole or not at all (a temporary name renamed

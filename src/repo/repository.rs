@@ -467,8 +467,14 @@ impl Repository {
     }
 
     /// Caches index objects and snapshots under `root` (per repository ID).
+    /// Uses a cache below `root`, unless its folder is another user's or
+    /// writable by others (then it warns and works without one).
     pub fn set_cache(&mut self, root: &std::path::Path) {
-        self.cache = Some(Cache::new(root, &self.config.id));
+        let cache = Cache::new(root, &self.config.id);
+        match cache.refusal() {
+            Some(why) => self.warn(format!("{why}: working without a cache")),
+            None => self.cache = Some(cache),
+        }
     }
 
     pub fn cache(&self) -> Option<&Cache> {

@@ -679,10 +679,16 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let b = Backend::open(dir.path().to_str().unwrap(), &[], false).unwrap();
         b.private_parent("keys/0123");
-        let mode = std::fs::metadata(dir.path().join("keys")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("keys"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
         b.create("keys/0123", b"key".to_vec()).unwrap();
-        let mode = std::fs::metadata(dir.path().join("keys/0123")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("keys/0123"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -179,3 +179,29 @@ fn parent_trees_come_from_the_cache() {
         "file 7"
     );
 }
+
+/// A cache folder other users may write to (a shared `--cache-dir`) is not
+/// used: a warning, and the command works without a cache.
+#[test]
+fn a_cache_folder_others_may_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Sandbox::init();
+    let (_src, _) = s.small_tree();
+    let shared = s.path("shared-cache");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = s.ok(["snapshots", "--cache-dir", shared.to_str().unwrap()]);
+    assert!(
+        out.stderr.contains("is writable by other users") && out.stderr.contains("without a cache"),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        files_below(&shared).is_empty(),
+        "the shared folder was used"
+    );
+    // A private one is used.
+    let own = s.path("own-cache");
+    s.ok(["snapshots", "--cache-dir", own.to_str().unwrap()]);
+    assert!(!files_below(&own).is_empty());
+}
