@@ -356,6 +356,32 @@ fn blocked_ancestor<'s>(set: &'s HashSet<PathBuf>, path: &Path) -> Option<&'s Pa
     path.ancestors().skip(1).find_map(|a| set.get(a))
 }
 
+/// `chmod` of `name` in `dir` that never follows a symlink: fchmodat has no
+/// no-follow mode on this kernel, and another user with write access to the
+/// target could swap the special file just made for a link to a file of
+/// theirs choosing. The file is opened with `O_PATH | O_NOFOLLOW` (no device
+/// is opened for real), checked not to be a link, and changed through its
+/// `/proc/self/fd` entry, which names that very inode.
+fn chmod_nofollow(dir: impl AsFd, name: &OsStr, mode: Mode) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = rustix::fs::openat(
+        &dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink {
+        return Err(io::Error::other(
+            "was replaced by a symlink while restoring; its mode was not set",
+        ));
+    }
+    Ok(rustix::fs::chmod(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
+        mode,
+    )?)
+}
+
 /// What phase 1 did with a directory.
 enum DirDone {
     /// Made (or replaced a non-directory): gets its metadata.
@@ -584,9 +610,7 @@ impl<'a> Restorer<'a> {
             )?;
         }
         if n.kind != NodeType::Symlink {
-            // fchmodat has no no-follow mode; `name` is the special file this
-            // restore just made under a fresh name.
-            rustix::fs::chmodat(&dir, name, mode(n), AtFlags::empty())?;
+            chmod_nofollow(&dir, name, mode(n))?;
         }
         rustix::fs::utimensat(&dir, name, &times(n.mtime_ns), AtFlags::SYMLINK_NOFOLLOW)?;
         Ok(())
@@ -738,6 +762,28 @@ fn replace(dir: impl AsFd, tmp: &OsStr, name: &OsStr) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The mode of a special file is set without following a link swapped in
+    /// for it.
+    #[test]
+    fn chmod_of_a_special_file_never_follows_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::File::open(dir.path()).unwrap();
+        assert!(rustix::fs::mkfifoat(&d, "fifo", Mode::from_bits_truncate(0o600)).is_ok());
+        chmod_nofollow(&d, OsStr::new("fifo"), Mode::from_bits_truncate(0o640)).unwrap();
+        let m = std::fs::symlink_metadata(dir.path().join("fifo")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o640);
+
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "x").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("link")).unwrap();
+        assert!(chmod_nofollow(&d, OsStr::new("link"), Mode::from_bits_truncate(0o666)).is_err());
+        let m = std::fs::metadata(&victim).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    }
+
     use super::*;
     use crate::format::crypto::KdfParams;
     use crate::ops::backup::{backup, BackupOptions, NoProgress};
