@@ -100,6 +100,10 @@ struct Counters {
     bytes_read: AtomicU64,
 }
 
+/// Directories this deep or deeper are archived without recursion (and
+/// without parallelism within them): see `archive_deep_dir`.
+const PARALLEL_DEPTH: usize = 48;
+
 fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
@@ -204,7 +208,7 @@ impl<'a> Archiver<'a> {
                 let pnode = Self::find(&ptree, &name_s, &name_hex);
                 match entry {
                     VirtualEntry::Source(path) => match std::fs::symlink_metadata(path) {
-                        Ok(meta) => self.archive_entry(path, name, &meta, pnode, meta.dev()),
+                        Ok(meta) => self.archive_entry(path, name, &meta, pnode, meta.dev(), 0),
                         Err(e) => {
                             self.fail(path, e);
                             Ok(None)
@@ -245,6 +249,7 @@ impl<'a> Archiver<'a> {
         meta: &Metadata,
         pnode: Option<&Node>,
         root_dev: u64,
+        depth: usize,
     ) -> Result<Option<Node>> {
         self.check_session()?;
         let mut node = node_from_metadata(name, meta);
@@ -258,7 +263,12 @@ impl<'a> Archiver<'a> {
                 let parent_sub = pnode
                     .filter(|p| p.kind == NodeType::Dir)
                     .and_then(|p| p.subtree);
-                match self.archive_dir(path, parent_sub, root_dev)? {
+                let archived = if depth < PARALLEL_DEPTH {
+                    self.archive_dir(path, parent_sub, root_dev, depth + 1)?
+                } else {
+                    self.archive_deep_dir(path, parent_sub, root_dev)?
+                };
+                match archived {
                     Some(id) => {
                         let counter = match parent_sub {
                             None => &self.counters.dirs_new,
@@ -292,6 +302,7 @@ impl<'a> Archiver<'a> {
         path: &Path,
         parent: Option<BlobId>,
         root_dev: u64,
+        depth: usize,
     ) -> Result<Option<BlobId>> {
         let rd = match std::fs::read_dir(path) {
             Ok(rd) => rd,
@@ -328,13 +339,115 @@ impl<'a> Archiver<'a> {
                 let name = e.file_name();
                 let (name_s, name_hex) = encode_name(&name);
                 let pnode = Self::find(&ptree, &name_s, &name_hex);
-                self.archive_entry(&child, &name, &meta, pnode, root_dev)
+                self.archive_entry(&child, &name, &meta, pnode, root_dev, depth)
             })
             .collect::<Result<_>>()?;
         let mut tree = Tree {
             nodes: nodes.into_iter().flatten().collect(),
         };
         Ok(Some(save_tree(&self.saver, &mut tree)?.0))
+    }
+
+    /// Archives a directory below [`PARALLEL_DEPTH`] without recursion: one
+    /// thread, an explicit stack of open directories, each with the entries
+    /// still to read and the nodes done. A tree thousands of levels deep
+    /// would otherwise overflow the stack (a crash, not an error).
+    fn archive_deep_dir(
+        &self,
+        path: &Path,
+        parent: Option<BlobId>,
+        root_dev: u64,
+    ) -> Result<Option<BlobId>> {
+        struct Frame {
+            ptree: Option<Tree>,
+            parent_sub: Option<BlobId>,
+            entries: std::vec::IntoIter<std::fs::DirEntry>,
+            nodes: Vec<Node>,
+            /// This directory's node in its parent (none for the first).
+            node: Option<Node>,
+        }
+        let list = |path: &Path| -> Option<Vec<std::fs::DirEntry>> {
+            match std::fs::read_dir(path) {
+                Ok(rd) => Some(
+                    rd.filter_map(|e| e.map_err(|err| self.fail(path, err)).ok())
+                        .collect(),
+                ),
+                Err(e) => {
+                    self.fail(path, e);
+                    None
+                }
+            }
+        };
+        let Some(entries) = list(path) else {
+            return Ok(None);
+        };
+        let mut stack = vec![Frame {
+            ptree: self.parent_tree(parent),
+            parent_sub: parent,
+            entries: entries.into_iter(),
+            nodes: Vec::new(),
+            node: None,
+        }];
+        loop {
+            let top = stack.last_mut().expect("the first frame is popped last");
+            let Some(e) = top.entries.next() else {
+                let done = stack.pop().expect("just looked");
+                let id = save_tree(&self.saver, &mut Tree { nodes: done.nodes })?.0;
+                let Some(mut node) = done.node else {
+                    return Ok(Some(id));
+                };
+                let counter = match done.parent_sub {
+                    None => &self.counters.dirs_new,
+                    Some(p) if p == id => &self.counters.dirs_unmodified,
+                    Some(_) => &self.counters.dirs_changed,
+                };
+                inc(counter);
+                node.subtree = Some(id);
+                stack.last_mut().expect("a parent frame").nodes.push(node);
+                continue;
+            };
+            let child = e.path();
+            if self.excludes.is_excluded(&child) {
+                continue;
+            }
+            let meta = match e.metadata() {
+                Ok(m) => m,
+                Err(err) => {
+                    self.fail(&child, err);
+                    continue;
+                }
+            };
+            if self.one_file_system && meta.is_dir() && meta.dev() != root_dev {
+                continue;
+            }
+            let name = e.file_name();
+            let (name_s, name_hex) = encode_name(&name);
+            let pnode = Self::find(&top.ptree, &name_s, &name_hex).cloned();
+            if meta.is_dir() {
+                self.check_session()?;
+                let parent_sub = pnode
+                    .filter(|p| p.kind == NodeType::Dir)
+                    .and_then(|p| p.subtree);
+                if let Some(entries) = list(&child) {
+                    stack.push(Frame {
+                        node: Some(node_from_metadata(&name, &meta)),
+                        ptree: self.parent_tree(parent_sub),
+                        parent_sub,
+                        entries: entries.into_iter(),
+                        nodes: Vec::new(),
+                    });
+                }
+            } else if let Some(n) = self.archive_entry(
+                &child,
+                &name,
+                &meta,
+                pnode.as_ref(),
+                root_dev,
+                PARALLEL_DEPTH,
+            )? {
+                top.nodes.push(n);
+            }
+        }
     }
 
     /// Fills a file node's content; false when the file could not be read.
@@ -587,7 +700,7 @@ pub fn backup(
             let dev = std::fs::symlink_metadata("/")
                 .map_err(|e| Error::io("/", e))?
                 .dev();
-            arch.archive_dir(Path::new("/"), parent_tree, dev)?
+            arch.archive_dir(Path::new("/"), parent_tree, dev, 0)?
                 .ok_or_else(|| Error::io("/", std::io::Error::other("unreadable")))?
         }
         Source::Paths(_) => {

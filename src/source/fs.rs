@@ -87,27 +87,26 @@ pub fn node_from_metadata(name: &OsStr, meta: &Metadata) -> Node {
 
 /// Counts files and bytes under sources (for a progress bar's total).
 pub fn scan_totals(paths: &[PathBuf], excludes: &Excludes) -> (u64, u64) {
-    fn walk(p: &Path, ex: &Excludes, acc: &mut (u64, u64)) {
-        let Ok(meta) = std::fs::symlink_metadata(p) else {
-            return;
+    // A stack of paths, not recursion: a tree thousands of levels deep must
+    // not overflow the thread's stack.
+    let mut acc = (0, 0);
+    let mut pending: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = pending.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
         };
         if meta.is_file() {
             acc.0 += 1;
             acc.1 += meta.len();
         } else if meta.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    let c = e.path();
-                    if !ex.is_excluded(&c) {
-                        walk(&c, ex, acc);
-                    }
-                }
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                pending.extend(
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|c| !excludes.is_excluded(c)),
+                );
             }
         }
-    }
-    let mut acc = (0, 0);
-    for p in paths {
-        walk(p, excludes, &mut acc);
     }
     acc
 }

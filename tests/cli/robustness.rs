@@ -200,3 +200,26 @@ fn killed_backup_leaves_a_usable_repository() {
     s.restore("latest", &target, &[]);
     assert!(same_content(&file, &restored_path(&target, &file)));
 }
+
+/// A tree 2,000 levels deep backs up (no stack overflow: below a depth the
+/// walker keeps its own stack), lists and dumps.
+#[test]
+fn a_tree_two_thousand_levels_deep_backs_up() {
+    let s = Sandbox::init();
+    let mut dir = s.path("deep");
+    for _ in 0..2000 {
+        dir.push("d");
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    write(&dir.join("leaf"), "bottom");
+    let root = s.path("deep");
+    let v = s.backup([&root]);
+    assert_eq!(num(&v, "files_new"), 1, "{v}");
+    let listed = s.ok(["ls", "latest"]).lines();
+    assert!(listed.len() > 2000, "{} entries listed", listed.len());
+    let leaf = dir.join("leaf");
+    assert_eq!(
+        s.ok(["dump", "latest", leaf.to_str().unwrap()]).stdout,
+        b"bottom"
+    );
+}

@@ -542,14 +542,6 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    fn blocked_reason(&self, dir: &Path) -> String {
-        let d = self.target.join(dir.strip_prefix("/").unwrap_or(dir));
-        format!(
-            "not restored: {} is not a directory this restore made or could use",
-            d.display()
-        )
-    }
-
     /// Makes the directory of `it` unless one is there. Ok(None): a
     /// non-directory is there and is kept (`--overwrite never`).
     fn restore_dir(&self, it: &Item) -> io::Result<Option<DirDone>> {
