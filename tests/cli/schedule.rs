@@ -998,3 +998,42 @@ fn copy_destinations_get_retention_and_maintenance_jobs_run() {
         .code(2);
     assert!(out.stderr.contains("has nothing to do"), "{}", out.dump());
 }
+
+/// A job that fails runs again after its retry delay; computed tags are
+/// taken when it runs.
+#[test]
+fn jobs_retry_with_backoff_and_compute_tags() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("a"), "alpha");
+    let flag = s.path("flag");
+    let cfg = config(
+        &s,
+        &format!(
+            "[jobs.home]\nrepository = \"main\"\npaths = [\"{}\"]\nretries = 2\nretry-delay = \"1s\"\n\
+             before = \"test -e '{}' || {{ touch '{}'; exit 1; }}\"\n\
+             tag-commands = {{ commit = \"echo abc123\" }}\n",
+            src.display(),
+            flag.display(),
+            flag.display()
+        ),
+    );
+    let t = std::time::Instant::now();
+    let summary = run_job(&s, &cfg, "home").arg("--json").ok().json();
+    assert_eq!(summary["attempts"], 2, "{summary}");
+    assert_eq!(summary["exit_code"], 0, "{summary}");
+    assert!(t.elapsed() >= std::time::Duration::from_secs(1));
+    assert_eq!(s.snapshots(&["--tag", "commit=abc123"]).len(), 1);
+
+    // Out of retries: the last failure is the result.
+    let cfg = config(
+        &s,
+        &format!(
+            "[jobs.home]\nrepository = \"main\"\npaths = [\"{}\"]\nretries = 1\nretry-delay = \"1s\"\nbefore = \"exit 1\"\n",
+            src.display()
+        ),
+    );
+    let out = run_job(&s, &cfg, "home").arg("--json").code(1);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["attempts"], 2, "{summary}");
+}

@@ -133,6 +133,13 @@ pub struct Job {
     pub host: Option<String>,
     pub schedule: Option<Schedule>,
     pub randomized_delay: Duration,
+    /// Runs again after a failure (not after exit 3), up to this many times.
+    pub retries: u32,
+    /// The wait before the first retry; each further one waits twice as long.
+    pub retry_delay: Duration,
+    /// Tags computed when the job runs: `name` → a shell command whose
+    /// output (trimmed) makes the tag `name=output`.
+    pub tag_commands: Vec<(String, String)>,
     pub retention: Option<Retention>,
     /// Retention applied to each copy destination after the copy.
     pub copy_retention: Option<Retention>,
@@ -180,6 +187,11 @@ struct RawJob {
     schedule: Option<Spanned<String>>,
     timezone: Option<Spanned<String>>,
     randomized_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    retries: u32,
+    retry_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    tag_commands: BTreeMap<String, String>,
     retention: Option<Spanned<RawRetention>>,
     copy_retention: Option<Spanned<RawRetention>>,
     verify: Option<Spanned<RawVerify>>,
@@ -557,6 +569,17 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
         };
         let randomized_delay = duration(&mut cx, &j.randomized_delay, "randomized-delay")
             .unwrap_or(Duration::from_secs(300));
+        let retry_delay =
+            duration(&mut cx, &j.retry_delay, "retry-delay").unwrap_or(Duration::from_secs(60));
+        for (name, cmd) in &j.tag_commands {
+            if name.is_empty() || name.contains(',') || name.contains('=') || cmd.trim().is_empty()
+            {
+                cx.at(
+                    jspan.clone(),
+                    format!("tag-commands: '{name}' needs a name without ',' or '=' and a command"),
+                );
+            }
+        }
         let retention = j.retention.as_ref().map(|r| parse_retention(&mut cx, r));
         let copy_retention = j
             .copy_retention
@@ -640,6 +663,13 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
                 host: j.host.clone(),
                 schedule,
                 randomized_delay,
+                retries: j.retries,
+                retry_delay,
+                tag_commands: j
+                    .tag_commands
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 retention,
                 copy_retention,
                 verify,

@@ -145,6 +145,8 @@ pub struct RunReport {
     /// Problems that did not change the outcome (for the caller to print).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Runs made (more than 1 after retries); `steps` are the last one's.
+    pub attempts: u32,
 }
 
 /// Whether a pass done at `last` is due again at `now`. A pass due within
@@ -263,6 +265,34 @@ fn destination_forget(
     })
 }
 
+/// The job's `tag-commands`, run now: `name=output` each. A command that
+/// fails, prints nothing or prints a ',' fails the plan (a tag that silently
+/// went missing would break the retention or search that relies on it).
+fn computed_tags(job: &Job) -> Result<Vec<String>, String> {
+    let mut tags = Vec::new();
+    for (name, cmd) in &job.tag_commands {
+        let mut sh = Command::new("sh");
+        crate::source::remove_secret_env(&mut sh);
+        let out = sh
+            .arg("-c")
+            .arg(cmd)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("tag command '{name}' did not start: {e}"))?;
+        let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || value.is_empty() || value.contains(',') || value.contains('\n')
+        {
+            return Err(format!(
+                "tag command '{name}' gave no usable tag ({}, output {value:?})",
+                out.status
+            ));
+        }
+        tags.push(format!("{name}={value}"));
+    }
+    Ok(tags)
+}
+
 /// The tag every snapshot of a job carries, so that its retention and copies
 /// touch its own snapshots only.
 pub fn job_tag(job: &str) -> String {
@@ -363,6 +393,12 @@ pub fn plan(
     for t in job.tags.iter().cloned().chain([job_tag(&job.name)]) {
         backup.push("--tag".into());
         backup.push(t.into());
+    }
+    if backs_up {
+        for t in computed_tags(job)? {
+            backup.push("--tag".into());
+            backup.push(t.into());
+        }
     }
     if let Some(h) = &job.host {
         backup.push("--host".into());
@@ -610,12 +646,34 @@ pub fn run_job(
     let started = Instant::now();
     let now = Utc::now();
     let mut state = JobState::load(name);
-    let (code, steps, error) = match plan(config, job, exe, common, &state, now) {
-        Ok(steps) => {
-            let (code, outcomes) = execute(&steps, runner, seen);
-            (code, outcomes, None)
+    let mut warnings = Vec::new();
+    let mut attempts = 0;
+    let (code, steps, error) = loop {
+        attempts += 1;
+        let (code, steps, error) = match plan(config, job, exe, common, &state, now) {
+            Ok(steps) => {
+                let (code, outcomes) = execute(&steps, runner, seen);
+                (code, outcomes, None)
+            }
+            Err(e) => (1, Vec::new(), Some(e)),
+        };
+        let retry = !matches!(code, 0 | 3) && attempts <= job.retries && !runner.stopped();
+        if !retry {
+            break (code, steps, error);
         }
-        Err(e) => (1, Vec::new(), Some(e)),
+        // Exponential backoff: the delay, then twice as long, ...
+        let wait = job.retry_delay.saturating_mul(1 << (attempts - 1).min(16));
+        warnings.push(format!(
+            "attempt {attempts} failed (exit {code}); retrying in {} s",
+            wait.as_secs()
+        ));
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !runner.stopped() {
+            std::thread::sleep(std::time::Duration::from_millis(100).min(until - Instant::now()));
+        }
+        if runner.stopped() {
+            break (code, steps, error);
+        }
     };
     let ran_ok = |kind: &str| {
         steps
@@ -630,7 +688,6 @@ pub fn run_job(
     }
     state.last_run = Some(now);
     state.last_exit_code = Some(code);
-    let mut warnings = Vec::new();
     if let Err(e) = state.save(name) {
         warnings.push(format!("cannot save the job state: {e}"));
     }
@@ -642,6 +699,7 @@ pub fn run_job(
         steps,
         error,
         warnings,
+        attempts,
     })
 }
 
