@@ -58,6 +58,8 @@ pub struct BackupProgress {
     bar: Option<ProgressBar>,
     verbose: u8,
     files: AtomicU64,
+    /// Files the concurrent scan found (0 until it is done).
+    total_files: AtomicU64,
 }
 
 impl BackupProgress {
@@ -76,6 +78,7 @@ impl BackupProgress {
             bar,
             verbose,
             files: AtomicU64::new(0),
+            total_files: AtomicU64::new(0),
         }
     }
 
@@ -84,12 +87,18 @@ impl BackupProgress {
     }
 
     pub fn set_total(&self, files: u64, bytes: u64) {
+        self.total_files.store(files, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.set_length(bytes);
-            bar.set_message(format!(
-                "{} / {files} files",
-                self.files.load(Ordering::Relaxed)
-            ));
+            bar.set_message(self.files_message(self.files.load(Ordering::Relaxed)));
+        }
+    }
+
+    /// `12 / 340 files` once the scan has a total, `12 files` before.
+    fn files_message(&self, n: u64) -> String {
+        match self.total_files.load(Ordering::Relaxed) {
+            0 => format!("{n} files"),
+            total => format!("{n} / {total} files"),
         }
     }
 
@@ -112,7 +121,17 @@ impl cairn::ops::backup::Progress for BackupProgress {
     fn file_done(&self, _path: &Path, _bytes: u64) {
         let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(bar) = self.bar.as_ref().filter(|_| n % 64 == 0) {
-            bar.set_message(format!("{n} files"));
+            bar.set_message(self.files_message(n));
+        }
+    }
+    fn finishing(&self) {
+        if let Some(bar) = &self.bar {
+            // The bar counts bytes read: at 100% the upload may still run.
+            let n = self.files.load(Ordering::Relaxed);
+            bar.set_message(format!(
+                "{}; uploading the last packs",
+                self.files_message(n)
+            ));
         }
     }
     fn file_status(&self, path: &Path, status: FileStatus) {

@@ -59,6 +59,8 @@ pub trait Progress: Sync {
     fn file_status(&self, _path: &Path, _status: FileStatus) {}
     /// Bytes read, or skipped as unchanged.
     fn bytes_processed(&self, _n: u64) {}
+    /// Everything is read; the last packs and the index are being uploaded.
+    fn finishing(&self) {}
 }
 
 /// A file's state against the parent snapshot.
@@ -720,6 +722,7 @@ pub fn backup(
         errors,
         ..
     } = arch;
+    progress.finishing();
     let stats = saver.finish()?;
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let (uid, gid) = current_ids();

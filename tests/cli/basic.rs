@@ -649,3 +649,16 @@ fn verbose_backup_lists_new_and_changed_files() {
         out.stdout()
     );
 }
+
+/// On a terminal, the backup bar keeps the file total the scan found, and
+/// says when reading is done but the last packs are still uploading.
+#[test]
+fn backup_progress_keeps_its_total_and_shows_the_final_upload() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("big"), 3 << 20, 9);
+    let shown = s.on_terminal(&["backup", src.to_str().unwrap(), "--limit-upload", "1024"]);
+    assert!(shown.contains("/ 1 files"), "{shown}");
+    assert!(shown.contains("uploading the last packs"), "{shown}");
+}
