@@ -29,6 +29,14 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
 pub struct SnapshotsArgs {
     #[command(flatten)]
     filter: FilterArgs,
+    /// Group by host, paths and/or tags (e.g. host,paths); --json then gives
+    /// one object per group, as restic
+    #[arg(short = 'g', long, value_name = "FIELDS")]
+    group_by: Option<String>,
+    /// Only the N newest snapshots of each group (host and paths unless
+    /// --group-by says otherwise)
+    #[arg(long, value_name = "N")]
+    latest: Option<usize>,
 }
 
 /// Metrics every unfiltered listing knows: the snapshot count and each host's
@@ -65,6 +73,9 @@ pub fn snapshots(g: &Global, a: &SnapshotsArgs) -> Result<()> {
     if a.filter.is_empty() {
         snapshot_figures(snaps.iter().map(|(_, s)| s));
     }
+    if a.group_by.is_some() || a.latest.is_some() {
+        return grouped_snapshots(g, a, snaps);
+    }
     if g.json {
         output::json(&Value::Array(
             snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect(),
@@ -99,6 +110,80 @@ pub fn snapshots(g: &Global, a: &SnapshotsArgs) -> Result<()> {
     }
     line("-".repeat(80));
     line(format!("{} snapshots", snaps.len()));
+    Ok(())
+}
+
+/// `snapshots --group-by/--latest`: a table per group, or restic's JSON
+/// (`[{"group_key": {"hostname", "paths", "tags"}, "snapshots": [...]}]`;
+/// with --latest alone, the plain list of what is kept).
+fn grouped_snapshots(
+    g: &Global,
+    a: &SnapshotsArgs,
+    snaps: Vec<(
+        cairn::format::id::SnapshotId,
+        cairn::format::snapshot::Snapshot,
+    )>,
+) -> Result<()> {
+    use cairn::ops::group::{group, GroupBy};
+    let by = match &a.group_by {
+        Some(s) => GroupBy::parse(s).map_err(usage)?,
+        None => GroupBy::HOST_PATHS,
+    };
+    let groups = group(snaps, by, a.latest);
+    if g.json {
+        let doc = if a.group_by.is_some() {
+            Value::Array(
+                groups
+                    .iter()
+                    .map(|(k, v)| {
+                        serde_json::json!({
+                            "group_key": k,
+                            "snapshots": v.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect(),
+            )
+        } else {
+            let mut all: Vec<_> = groups.iter().flat_map(|(_, v)| v.iter()).collect();
+            all.sort_by(|x, y| x.1.time.cmp(&y.1.time));
+            Value::Array(all.iter().map(|(id, s)| snapshot_json(id, s)).collect())
+        };
+        output::json(&doc);
+        return Ok(());
+    }
+    let mut total = 0;
+    for (k, v) in &groups {
+        let mut what = Vec::new();
+        if let Some(h) = &k.hostname {
+            what.push(format!("host [{h}]"));
+        }
+        if let Some(p) = &k.paths {
+            what.push(format!("paths [{}]", p.join(", ")));
+        }
+        if let Some(t) = &k.tags {
+            what.push(format!("tags [{}]", t.join(", ")));
+        }
+        if a.group_by.is_some() {
+            line(format!("snapshots for ({}):", what.join(", ")));
+        }
+        for (id, s) in v {
+            line(format!(
+                "{:<8}  {}  {:<15}  {:<15}  {}",
+                id.short(),
+                s.time
+                    .with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S"),
+                s.hostname,
+                s.tags.join(","),
+                s.paths.join(", ")
+            ));
+        }
+        total += v.len();
+        if a.group_by.is_some() {
+            line(String::new());
+        }
+    }
+    line(format!("{total} snapshots"));
     Ok(())
 }
 

@@ -662,3 +662,47 @@ fn backup_progress_keeps_its_total_and_shows_the_final_upload() {
     assert!(shown.contains("/ 1 files"), "{shown}");
     assert!(shown.contains("uploading the last packs"), "{shown}");
 }
+
+/// `snapshots --group-by` and `--latest`, with restic's JSON shape.
+#[test]
+fn snapshots_group_by_and_latest() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("a"), "alpha");
+    let p = src.to_str().unwrap();
+    for (host, day) in [("h1", 1), ("h1", 2), ("h2", 1), ("h2", 2), ("h2", 3)] {
+        s.backup([
+            p,
+            "--host",
+            host,
+            "--time",
+            &format!("2024-01-0{day} 10:00:00"),
+            "--tag",
+            host,
+        ]);
+    }
+    let latest = s.json(["snapshots", "--latest", "1"]);
+    let times: Vec<&str> = latest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["time"].as_str().unwrap()[..10])
+        .collect();
+    assert_eq!(times, ["2024-01-02", "2024-01-03"], "{latest}");
+    let groups = s.json(["snapshots", "--group-by", "host", "--latest", "2"]);
+    let groups = groups.as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0]["group_key"]["hostname"], "h1");
+    assert!(groups[0]["group_key"]["paths"].is_null());
+    assert_eq!(groups[1]["snapshots"].as_array().unwrap().len(), 2);
+    let out = s.ok(["snapshots", "--group-by", "host,tags"]);
+    assert!(
+        out.stdout()
+            .contains("snapshots for (host [h2], tags [h2]):"),
+        "{}",
+        out.dump()
+    );
+    s.cmd(["snapshots", "--group-by", "colour"])
+        .code(2)
+        .assert_one_error_line("--group-by");
+}
