@@ -172,6 +172,10 @@ pub struct DumpArgs {
     snapshot: String,
     /// Path of the file in the snapshot (e.g. /home/ann/notes.txt, or the --stdin-filename)
     path: String,
+    /// Write the path (a file or a folder, with everything below it) as an
+    /// archive: tar
+    #[arg(long, value_name = "FORMAT")]
+    archive: Option<String>,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -221,8 +225,36 @@ pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
         }
         other => other?,
     };
+    if let Some(format) = &a.archive {
+        if format != "tar" {
+            return Err(usage(format!(
+                "--archive {format}: the archive formats are: tar"
+            )));
+        }
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            return Err(usage(
+                "refusing to write an archive to a terminal: redirect it, e.g. > out.tar",
+            ));
+        }
+        let path = std::path::Path::new("/").join(a.path.trim_start_matches('/'));
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        return match cairn::ops::dump::dump_tar(&repo, &node, &path, &mut out).and_then(|_| {
+            std::io::Write::flush(&mut out).map_err(|e| cairn::Error::io("<stdout>", e))
+        }) {
+            Err(cairn::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                Ok(())
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        };
+    }
     if node.kind != NodeType::File {
-        return Err(anyhow!("{} is not a regular file in the snapshot", a.path));
+        return Err(anyhow!(
+            "{} is not a regular file in the snapshot (give --archive tar for a folder)",
+            a.path
+        ));
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());

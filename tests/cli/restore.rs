@@ -481,3 +481,61 @@ fn one_conflict_is_one_error_line() {
         out.dump()
     );
 }
+
+/// `dump SNAP FOLDER --archive tar` streams the folder as a tar that `tar`
+/// unpacks to the same files, modes and links.
+#[test]
+fn dump_a_folder_as_tar() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("a/one.txt"), "one");
+    write_random(&src.join("a/big"), 5 << 20, 3);
+    set_mode(&src.join("a/one.txt"), 0o640);
+    std::os::unix::fs::symlink("one.txt", src.join("a/link")).unwrap();
+    let long = "n".repeat(150);
+    write(&src.join("a").join(&long), "long name");
+    s.backup([&src]);
+    let folder = src.join("a");
+    let out = s.ok([
+        "dump",
+        "latest",
+        folder.to_str().unwrap(),
+        "--archive",
+        "tar",
+    ]);
+    let tarball = s.path("a.tar");
+    std::fs::write(&tarball, &out.stdout).unwrap();
+    let x = s.path("x");
+    std::fs::create_dir_all(&x).unwrap();
+    let st = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&x)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let back = x.join(folder.strip_prefix("/").unwrap());
+    // (tar keeps whole seconds of mtime; contents, modes and links exactly.)
+    for f in ["one.txt", "big", long.as_str()] {
+        assert!(same_content(&folder.join(f), &back.join(f)), "{f}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(back.join("one.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    assert_eq!(
+        std::fs::read_link(back.join("link")).unwrap(),
+        std::path::Path::new("one.txt")
+    );
+
+    // A single file too; a bad format is a usage error.
+    let f = src.join("a/one.txt");
+    let out = s.ok(["dump", "latest", f.to_str().unwrap(), "--archive", "tar"]);
+    assert!(out.stdout.len() >= 1024);
+    s.cmd(["dump", "latest", f.to_str().unwrap(), "--archive", "rar"])
+        .code(2)
+        .assert_one_error_line("--archive");
+}
