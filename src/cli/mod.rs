@@ -28,6 +28,7 @@ mod restore;
 mod run;
 mod schedule;
 mod shell;
+mod tag;
 
 use cairn::repo::unlock::Unlock;
 use cairn::{Backend, Repository};
@@ -162,6 +163,8 @@ enum Command {
     Forget(forget::ForgetArgs),
     /// Delete data no snapshot needs and repack mostly-empty packs (no lock)
     Prune(prune::PruneArgs),
+    /// Add, remove or set snapshots' tags (a new snapshot each, the old one removed)
+    Tag(tag::TagArgs),
     /// Heal after damage: index unindexed packs, salvage damaged packs, rewrite snapshots (plan, then execute)
     Repair(repair::RepairArgs),
     /// Copy snapshots to another repository, uploading only what it lacks
@@ -456,6 +459,8 @@ fn logs_events(command: &str) -> bool {
             | "unlock"
             | "copy"
             | "health"
+            | "tag"
+            | "repair"
             | "drill"
     )
 }
@@ -475,6 +480,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Forget(_) => "forget",
         Command::Prune(_) => "prune",
         Command::Repair(_) => "repair",
+        Command::Tag(_) => "tag",
         Command::Copy(_) => "copy",
         Command::Key(_) => "key",
         Command::Unlock(_) => "unlock",
@@ -504,6 +510,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Forget(a) => forget::run(g, a),
         Command::Prune(a) => prune::run(g, a),
         Command::Repair(a) => repair::run(g, a),
+        Command::Tag(a) => tag::run(g, a),
         Command::Copy(a) => copy::run(g, a),
         Command::Key(a) => keys::key(g, a),
         Command::Unlock(a) => keys::unlock(g, a),

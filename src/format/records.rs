@@ -48,6 +48,8 @@ pub enum SessionKind {
     Prune,
     /// `repair`: writes salvaged blobs or adopted packs' index objects.
     Repair,
+    /// `tag` (and snapshot rewrites): a new snapshot of data already stored.
+    Rewrite,
 }
 
 /// `sessions/<sid>.start`: a writer announces itself before it reads anything.

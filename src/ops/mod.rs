@@ -16,3 +16,4 @@ pub mod repair;
 pub mod restore;
 pub mod schedule;
 pub mod stats;
+pub mod tag;

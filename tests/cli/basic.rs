@@ -706,3 +706,52 @@ fn snapshots_group_by_and_latest() {
         .code(2)
         .assert_one_error_line("--group-by");
 }
+
+/// `tag --add/--remove/--set`, as restic: a new snapshot with the new tags,
+/// the old one gone, the data the same.
+#[test]
+fn tag_adds_removes_and_sets() {
+    let s = Sandbox::init();
+    let (src, first) = s.small_tree();
+    let js = s.json(["tag", "--add", "keep", "--add", "x,y", &first]);
+    let new = js["changed"][0]["new"].as_str().unwrap().to_string();
+    let snaps = s.snapshots(&[]);
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["keep", "x", "y"]));
+    assert_eq!(
+        snaps[0]["original"].as_str().unwrap(),
+        first_full(&s, &first, &snaps[0])
+    );
+    s.ok(["tag", "--remove", "x", "latest"]);
+    assert_eq!(
+        s.snapshots(&[])[0]["tags"],
+        serde_json::json!(["keep", "y"])
+    );
+    s.ok([
+        "tag",
+        "--set",
+        "only",
+        "--host",
+        &hostname::get().unwrap().to_string_lossy(),
+    ]);
+    assert_eq!(s.snapshots(&[])[0]["tags"], serde_json::json!(["only"]));
+    // Nothing to change: nothing written.
+    let js = s.json(["tag", "--add", "only", "latest"]);
+    assert!(js["changed"].as_array().unwrap().is_empty());
+    s.ok(["check"]);
+    let t = s.path("t");
+    s.restore("latest", &t, &[]);
+    assert_same_tree(&src, &restored_path(&t, &src));
+    assert!(!new.is_empty());
+    s.cmd(["tag", "latest"])
+        .code(2)
+        .assert_one_error_line("--add");
+    s.cmd(["tag", "--set", "a", "--add", "b", "latest"]).code(2);
+}
+
+/// The original's full ID, as the listing shows it.
+fn first_full(_s: &Sandbox, short: &str, snap: &serde_json::Value) -> String {
+    let original = snap["original"].as_str().unwrap_or_default().to_string();
+    assert!(original.starts_with(short), "{snap}");
+    original
+}
