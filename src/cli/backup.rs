@@ -33,6 +33,21 @@ pub struct BackupArgs {
     /// Read exclude globs from a file, one per line (repeatable)
     #[arg(long = "exclude-file", value_name = "FILE")]
     exclude_files: Vec<PathBuf>,
+    /// Exclude paths matching a glob, ignoring case (repeatable)
+    #[arg(long = "iexclude", value_name = "GLOB")]
+    iexcludes: Vec<String>,
+    /// Leave out folders that hold a file of this name (repeatable)
+    #[arg(long = "exclude-if-present", value_name = "FILE")]
+    exclude_if_present: Vec<String>,
+    /// Leave out folders that hold a valid CACHEDIR.TAG
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out files larger than this (e.g. 2G, 500M)
+    #[arg(long, value_name = "SIZE")]
+    exclude_larger_than: Option<String>,
+    /// Read the paths to back up from a file, one per line ('#' comments; repeatable)
+    #[arg(long = "files-from", value_name = "FILE")]
+    files_from: Vec<PathBuf>,
     /// Stay on the file system of each source path
     #[arg(short = 'x', long)]
     one_file_system: bool,
@@ -83,11 +98,36 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<Utc>> {
     )))
 }
 
+/// Paths listed in `--files-from` files: one a line, blank lines and `#`
+/// comments skipped.
+fn files_from(a: &BackupArgs) -> Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for f in &a.files_from {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| usage(format!("cannot read --files-from {}: {e}", f.display())))?;
+        paths.extend(
+            text.lines()
+                .map(|l| l.trim_end_matches('\r'))
+                .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                .map(PathBuf::from),
+        );
+    }
+    Ok(paths)
+}
+
 fn source(a: &BackupArgs) -> Result<Source> {
-    let modes = [!a.paths.is_empty(), a.stdin, a.stdin_from_command]
-        .iter()
-        .filter(|m| **m)
-        .count();
+    let listed = files_from(a)?;
+    if !a.files_from.is_empty() && listed.is_empty() && a.paths.is_empty() {
+        return Err(usage("the --files-from files list no path"));
+    }
+    let modes = [
+        !a.paths.is_empty() || !listed.is_empty(),
+        a.stdin,
+        a.stdin_from_command,
+    ]
+    .iter()
+    .filter(|m| **m)
+    .count();
     if modes > 1 {
         return Err(usage(
             "give paths, --stdin, or --stdin-from-command, not several",
@@ -105,6 +145,7 @@ fn source(a: &BackupArgs) -> Result<Source> {
     // Without --stdin-from-command, arguments after `--` are paths (a file may
     // be called `--weird`), as in restic.
     let mut paths = a.paths.clone();
+    paths.extend(listed);
     paths.extend(a.command.iter().map(PathBuf::from));
     if a.stdin && !paths.is_empty() {
         return Err(usage(
@@ -143,8 +184,21 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
     let src = source(a)?;
     let time = a.time.as_deref().map(parse_time).transpose()?;
     let excludes = excludes(a)?;
+    let selectors = cairn::source::Selectors {
+        iexcludes: a.iexcludes.clone(),
+        if_present: a.exclude_if_present.clone(),
+        caches: a.exclude_caches,
+        larger_than: match &a.exclude_larger_than {
+            Some(s) => Some(cairn::format::size::parse_size(s).ok_or_else(|| {
+                usage(format!(
+                    "--exclude-larger-than '{s}' is not a size like 2G or 500M"
+                ))
+            })?),
+            None => None,
+        },
+    };
     // Mistakes in the arguments are usage errors, found before any password is asked.
-    cairn::source::Excludes::new(&excludes).map_err(|e| usage(e.to_string()))?;
+    cairn::source::Excludes::with(&excludes, &selectors).map_err(|e| usage(e.to_string()))?;
     if let Source::Stdin { name } | Source::Command { name, .. } = &src {
         cairn::source::validate_stdin_name(name).map_err(|e| usage(e.to_string()))?;
     }
@@ -162,6 +216,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         dry_run: a.dry_run,
         parent,
         force: a.force,
+        selectors,
     };
     let list_files = g.verbose > 0 && !g.json && !g.quiet;
     let progress = (g.progress() || list_files)

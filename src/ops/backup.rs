@@ -50,6 +50,8 @@ pub struct BackupOptions {
     pub parent: Option<SnapshotId>,
     /// Read every file even if its metadata says unchanged.
     pub force: bool,
+    /// restic's other selectors (`--iexclude`, `--exclude-if-present`, ...).
+    pub selectors: crate::source::Selectors,
 }
 
 /// Progress callbacks, called from many threads.
@@ -338,6 +340,9 @@ impl<'a> Archiver<'a> {
                 if self.one_file_system && meta.is_dir() && meta.dev() != root_dev {
                     return Ok(None);
                 }
+                if self.excludes.excludes_entry(&child, &meta) {
+                    return Ok(None);
+                }
                 let name = e.file_name();
                 let (name_s, name_hex) = encode_name(&name);
                 let pnode = Self::find(&ptree, &name_s, &name_hex);
@@ -420,6 +425,9 @@ impl<'a> Archiver<'a> {
                 }
             };
             if self.one_file_system && meta.is_dir() && meta.dev() != root_dev {
+                continue;
+            }
+            if self.excludes.excludes_entry(&child, &meta) {
                 continue;
             }
             let name = e.file_name();
@@ -688,7 +696,7 @@ pub fn backup(
     let arch = Archiver {
         repo: repo_ref,
         saver: BlobSaver::new(repo_ref, opts.dry_run)?,
-        excludes: Excludes::new(&opts.excludes)?,
+        excludes: Excludes::with(&opts.excludes, &opts.selectors)?,
         one_file_system: opts.one_file_system,
         force: opts.force,
         counters: Counters::default(),

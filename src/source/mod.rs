@@ -66,51 +66,130 @@ pub fn pipefail_shell() -> &'static [&'static str] {
     }
 }
 
+/// restic's other selectors, beside exclude globs.
+#[derive(Debug, Clone, Default)]
+pub struct Selectors {
+    /// Exclude globs matched without regard to case (`--iexclude`).
+    pub iexcludes: Vec<String>,
+    /// A folder holding a file of one of these names is left out
+    /// (`--exclude-if-present`).
+    pub if_present: Vec<String>,
+    /// A folder holding a valid `CACHEDIR.TAG` is left out, but for the tag
+    /// itself (`--exclude-caches`).
+    pub caches: bool,
+    /// Files larger than this are left out (`--exclude-larger-than`).
+    pub larger_than: Option<u64>,
+}
+
+/// The first bytes of a valid `CACHEDIR.TAG` (bford.info/cachedir).
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
 /// Path filters in restic's spirit: a pattern without `/` matches a name at any
-/// depth; one with `/` matches the whole absolute path.
+/// depth; one with `/` matches the whole absolute path. Also restic's other
+/// selectors ([`Selectors`]).
 pub struct Excludes {
     names: GlobSet,
     paths: GlobSet,
+    /// The same, case-insensitive (`--iexclude`).
+    inames: GlobSet,
+    ipaths: GlobSet,
+    selectors: Selectors,
+}
+
+fn glob_sets(patterns: &[String], case_insensitive: bool) -> Result<(GlobSet, GlobSet)> {
+    let mut names = GlobSetBuilder::new();
+    let mut paths = GlobSetBuilder::new();
+    for p in patterns
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty() && !p.starts_with('#'))
+    {
+        let anchored = p.contains('/');
+        // "a/b" matches that path ending anywhere; "/a/b" only from the root.
+        let trimmed = p.trim_end_matches('/');
+        let full = if anchored && !trimmed.starts_with('/') {
+            format!("**/{trimmed}")
+        } else {
+            trimmed.to_string()
+        };
+        let glob = GlobBuilder::new(&full)
+            .literal_separator(anchored)
+            .case_insensitive(case_insensitive)
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("bad exclude pattern '{p}': {e}")))?;
+        if anchored {
+            paths.add(glob);
+        } else {
+            names.add(glob);
+        }
+    }
+    let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidArgument(e.to_string()));
+    Ok((build(names)?, build(paths)?))
 }
 
 impl Excludes {
     pub fn new(patterns: &[String]) -> Result<Excludes> {
-        let mut names = GlobSetBuilder::new();
-        let mut paths = GlobSetBuilder::new();
-        for p in patterns
-            .iter()
-            .map(|p| p.trim())
-            .filter(|p| !p.is_empty() && !p.starts_with('#'))
-        {
-            let anchored = p.contains('/');
-            // "a/b" matches that path ending anywhere; "/a/b" only from the root.
-            let trimmed = p.trim_end_matches('/');
-            let full = if anchored && !trimmed.starts_with('/') {
-                format!("**/{trimmed}")
-            } else {
-                trimmed.to_string()
-            };
-            let glob = GlobBuilder::new(&full)
-                .literal_separator(anchored)
-                .build()
-                .map_err(|e| Error::InvalidArgument(format!("bad exclude pattern '{p}': {e}")))?;
-            if anchored {
-                paths.add(glob);
-            } else {
-                names.add(glob);
-            }
-        }
-        let build =
-            |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidArgument(e.to_string()));
+        Excludes::with(patterns, &Selectors::default())
+    }
+
+    /// Exclude globs and the other selectors.
+    pub fn with(patterns: &[String], selectors: &Selectors) -> Result<Excludes> {
+        let (names, paths) = glob_sets(patterns, false)?;
+        let (inames, ipaths) = glob_sets(&selectors.iexcludes, true)?;
         Ok(Excludes {
-            names: build(names)?,
-            paths: build(paths)?,
+            names,
+            paths,
+            inames,
+            ipaths,
+            selectors: selectors.clone(),
         })
     }
 
-    pub fn is_excluded(&self, path: &Path) -> bool {
-        path.file_name().is_some_and(|n| self.names.is_match(n)) || self.paths.is_match(path)
+    /// Whether an entry the walker found is left out: by its path, or by
+    /// what it is (a folder with a marker file or a cache tag, a file larger
+    /// than the limit).
+    pub fn excludes_entry(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
+        if self.is_excluded(path) {
+            return true;
+        }
+        if meta.is_file() {
+            return self
+                .selectors
+                .larger_than
+                .is_some_and(|max| meta.len() > max);
+        }
+        if meta.is_dir() {
+            if self
+                .selectors
+                .if_present
+                .iter()
+                .any(|m| path.join(m).symlink_metadata().is_ok())
+            {
+                return true;
+            }
+            if self.selectors.caches && is_cache_dir(path) {
+                return true;
+            }
+        }
+        false
     }
+
+    pub fn is_excluded(&self, path: &Path) -> bool {
+        path.file_name()
+            .is_some_and(|n| self.names.is_match(n) || self.inames.is_match(n))
+            || self.paths.is_match(path)
+            || self.ipaths.is_match(path)
+    }
+}
+
+/// A folder with a `CACHEDIR.TAG` that starts with the standard signature.
+fn is_cache_dir(dir: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(dir.join("CACHEDIR.TAG")) else {
+        return false;
+    };
+    let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
+    f.read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE
 }
 
 /// Keeps secrets out of the environment of a child process (a dump command,

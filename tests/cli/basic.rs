@@ -755,3 +755,71 @@ fn first_full(_s: &Sandbox, short: &str, snap: &serde_json::Value) -> String {
     assert!(original.starts_with(short), "{snap}");
     original
 }
+
+/// restic's selectors: --exclude-if-present, --exclude-caches,
+/// --exclude-larger-than, --iexclude and --files-from.
+#[test]
+fn restic_selectors_leave_out_what_they_say() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("keep/a.txt"), "a");
+    write(&src.join("marked/.nobackup"), "");
+    write(&src.join("marked/secret"), "s");
+    write(
+        &src.join("cache/CACHEDIR.TAG"),
+        "Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n",
+    );
+    write(&src.join("cache/blob"), "c");
+    write(&src.join("fake-cache/CACHEDIR.TAG"), "not the signature");
+    write(&src.join("fake-cache/kept"), "k");
+    std::fs::create_dir_all(src.join("media")).unwrap();
+    write_random(&src.join("media/big.bin"), 2 << 20, 1);
+    write(&src.join("media/Movie.ISO"), "iso");
+    write(&src.join("media/small.bin"), "small");
+    let other = s.path("other");
+    write(&other.join("o.txt"), "o");
+    let list = s.path("list.txt");
+    write(
+        &list,
+        format!(
+            "# what to back up\n{}\n\n{}\n",
+            src.display(),
+            other.display()
+        ),
+    );
+    s.ok([
+        "backup",
+        "--files-from",
+        list.to_str().unwrap(),
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-caches",
+        "--exclude-larger-than",
+        "1M",
+        "--iexclude",
+        "*.iso",
+    ]);
+    let listed = s.ok(["ls", "latest"]).stdout();
+    for kept in [
+        "keep/a.txt",
+        "fake-cache/kept",
+        "media/small.bin",
+        "other/o.txt",
+    ] {
+        assert!(listed.contains(kept), "{kept} missing:\n{listed}");
+    }
+    for gone in ["marked", "cache/blob", "big.bin", "Movie.ISO"] {
+        assert!(!listed.contains(gone), "{gone} backed up:\n{listed}");
+    }
+    s.cmd([
+        "backup",
+        src.to_str().unwrap(),
+        "--exclude-larger-than",
+        "huge",
+    ])
+    .code(2)
+    .assert_one_error_line("--exclude-larger-than");
+    s.cmd(["backup", "--files-from", s.path("nope").to_str().unwrap()])
+        .code(2)
+        .assert_one_error_line("--files-from");
+}
