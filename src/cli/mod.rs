@@ -13,6 +13,7 @@ mod config;
 mod copy;
 mod drill;
 mod events;
+mod find;
 mod forget;
 mod health;
 mod inspect;
@@ -163,6 +164,8 @@ enum Command {
     Forget(forget::ForgetArgs),
     /// Delete data no snapshot needs and repack mostly-empty packs (no lock)
     Prune(prune::PruneArgs),
+    /// Which snapshots hold a path or pattern; which files use a blob
+    Find(find::FindArgs),
     /// Add, remove or set snapshots' tags (a new snapshot each, the old one removed)
     Tag(tag::TagArgs),
     /// Heal after damage: index unindexed packs, salvage damaged packs, rewrite snapshots (plan, then execute)
@@ -481,6 +484,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Prune(_) => "prune",
         Command::Repair(_) => "repair",
         Command::Tag(_) => "tag",
+        Command::Find(_) => "find",
         Command::Copy(_) => "copy",
         Command::Key(_) => "key",
         Command::Unlock(_) => "unlock",
@@ -511,6 +515,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Prune(a) => prune::run(g, a),
         Command::Repair(a) => repair::run(g, a),
         Command::Tag(a) => tag::run(g, a),
+        Command::Find(a) => find::run(g, a),
         Command::Copy(a) => copy::run(g, a),
         Command::Key(a) => keys::key(g, a),
         Command::Unlock(a) => keys::unlock(g, a),

@@ -7,6 +7,7 @@ pub mod check;
 pub mod copy;
 pub mod drill;
 pub mod dump;
+pub mod find;
 pub mod forget;
 pub mod group;
 pub mod health;

@@ -823,3 +823,72 @@ fn restic_selectors_leave_out_what_they_say() {
         .code(2)
         .assert_one_error_line("--files-from");
 }
+
+/// `find PATTERN [--newest N]` and `find --blob ID`.
+#[test]
+fn find_names_the_snapshots_and_files() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("etc/app.conf"), "v1");
+    write(&src.join("etc/other.txt"), "x");
+    s.backup([src.to_str().unwrap(), "--time", "2024-01-01 10:00:00"]);
+    write(&src.join("etc/db.conf"), "v2");
+    s.backup([src.to_str().unwrap(), "--time", "2024-01-02 10:00:00"]);
+
+    let js = s.json(["find", "*.conf"]);
+    let found = js.as_array().unwrap();
+    assert_eq!(found.len(), 2, "{js}");
+    assert_eq!(found[0]["hits"], 2, "newest first: {js}");
+    assert_eq!(found[1]["hits"], 1, "{js}");
+    let js = s.json(["find", "*.CONF", "-i", "--newest", "1"]);
+    assert_eq!(js.as_array().unwrap().len(), 1, "{js}");
+    let out = s.ok(["find", "db.conf"]);
+    assert!(
+        out.stdout().contains("Found matching entries in snapshot"),
+        "{}",
+        out.dump()
+    );
+    assert!(out.stdout().contains("/etc/db.conf"), "{}", out.dump());
+
+    // The blob of app.conf's content is in both snapshots: walk down to it.
+    let mut tree = s.json(["cat", "snapshot", "latest"])["tree"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = src.join("etc/app.conf");
+    let names: Vec<String> = file
+        .components()
+        .skip(1)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let mut blob = String::new();
+    for (i, name) in names.iter().enumerate() {
+        let t = s.json(["cat", "tree", &tree]);
+        let node = t["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} in {t}"))
+            .clone();
+        if i + 1 == names.len() {
+            blob = node["content"][0]["id"].as_str().unwrap().to_string();
+        } else {
+            tree = node["subtree"].as_str().unwrap().to_string();
+        }
+    }
+    let js = s.json(["find", "--blob", &blob]);
+    let found = js.as_array().unwrap();
+    assert_eq!(found.len(), 2, "{js}");
+    assert!(
+        found[0]["matches"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("etc/app.conf"),
+        "{js}"
+    );
+    s.cmd(["find", "--blob", "nothex"])
+        .code(2)
+        .assert_one_error_line("--blob");
+    s.cmd(["find"]).code(2);
+}
