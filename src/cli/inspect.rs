@@ -485,16 +485,78 @@ pub fn cat(g: &Global, a: &CatArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct StatsArgs {
+    /// restic's modes: restore-size (what restoring every selected snapshot
+    /// writes), raw-data (the distinct data stored), blobs-per-file (files
+    /// with distinct contents); default: all figures
+    #[arg(long, value_name = "MODE")]
+    mode: Option<String>,
     #[command(flatten)]
     filter: FilterArgs,
 }
 
 pub fn stats(g: &Global, a: &StatsArgs) -> Result<()> {
+    if let Some(m) = a.mode.as_deref() {
+        if !["restore-size", "raw-data", "blobs-per-file"].contains(&m) {
+            return Err(usage(format!(
+                "--mode {m}: the modes are restore-size, raw-data, blobs-per-file"
+            )));
+        }
+    }
     let repo = g.open_indexed()?;
     let st = cairn::ops::stats::stats(&repo, &a.filter.filter())?;
     if a.filter.is_empty() {
         events::figure("cairn_snapshots", &[], st.snapshots_count as f64);
         events::figure("cairn_repository_size_bytes", &[], st.stored_size as f64);
+    }
+    if let Some(mode) = &a.mode {
+        let (doc, text) = match mode.as_str() {
+            "restore-size" => (
+                json!({"total_size": st.total_size, "total_file_count": st.total_file_count,
+                       "snapshots_count": st.snapshots_count}),
+                vec![
+                    format!("Total File Count:   {}", st.total_file_count),
+                    format!("Total Size:         {}", output::size(st.total_size)),
+                ],
+            ),
+            "raw-data" => (
+                json!({"total_size": st.data_stored_size, "total_uncompressed_size": st.raw_data_size,
+                       "total_blob_count": st.total_blob_count, "compression_ratio": st.compression_ratio,
+                       "snapshots_count": st.snapshots_count}),
+                vec![
+                    format!("Total Blob Count:   {}", st.total_blob_count),
+                    format!(
+                        "Total Uncompressed Size: {}",
+                        output::size(st.raw_data_size)
+                    ),
+                    format!("Total Size:         {}", output::size(st.data_stored_size)),
+                    format!("Compression Ratio:  {:.2}x", st.compression_ratio),
+                ],
+            ),
+            "blobs-per-file" => (
+                json!({"total_size": st.unique_file_size, "total_file_count": st.unique_file_count,
+                       "total_blob_count": st.total_blob_count, "snapshots_count": st.snapshots_count}),
+                vec![
+                    format!("Total Blob Count:   {}", st.total_blob_count),
+                    format!("Total File Count:   {}", st.unique_file_count),
+                    format!("Total Size:         {}", output::size(st.unique_file_size)),
+                ],
+            ),
+            other => {
+                return Err(usage(format!(
+                    "--mode {other}: the modes are restore-size, raw-data, blobs-per-file"
+                )))
+            }
+        };
+        if g.json {
+            output::json(&doc);
+        } else {
+            line(format!("Stats in {mode} mode:"));
+            line(format!("     Snapshots processed:  {}", st.snapshots_count));
+            for l in text {
+                line(format!("  {l}"));
+            }
+        }
+        return Ok(());
     }
     if g.json {
         output::json(&serde_json::to_value(&st)?);

@@ -26,6 +26,13 @@ pub struct Stats {
     pub dedup_ratio: f64,
     /// raw_data_size / stored data pack bytes.
     pub compression_ratio: f64,
+    /// Bytes the distinct data blobs take in packs (after compression and
+    /// encryption).
+    pub data_stored_size: u64,
+    /// Files with distinct contents (the same blob list counts once), and
+    /// their bytes (restic's `blobs-per-file`).
+    pub unique_file_count: u64,
+    pub unique_file_size: u64,
 }
 
 /// Per-tree totals, memoised: identical subtrees across snapshots are walked once.
@@ -40,6 +47,8 @@ struct Walker<'r> {
     totals: HashMap<BlobId, TreeTotals>,
     blobs: HashMap<BlobId, u32>,
     seen_content: HashSet<BlobId>,
+    /// Distinct contents (a hash of the blob list) with their size.
+    files: HashMap<[u8; 32], u64>,
 }
 
 impl Walker<'_> {
@@ -58,6 +67,11 @@ impl Walker<'_> {
                 (NodeType::File, _) => {
                     t.size += n.size;
                     t.files += 1;
+                    let mut h = blake3::Hasher::new();
+                    for c in &n.content {
+                        h.update(&c.id.0);
+                    }
+                    self.files.insert(*h.finalize().as_bytes(), n.size);
                     for c in &n.content {
                         if self.seen_content.insert(c.id) {
                             self.blobs.insert(c.id, c.size);
@@ -84,6 +98,7 @@ pub fn stats(repo: &Repository, filter: &SnapshotFilter) -> Result<Stats> {
         totals: HashMap::new(),
         blobs: HashMap::new(),
         seen_content: HashSet::new(),
+        files: HashMap::new(),
     };
     let mut st = Stats {
         snapshots_count: snaps.len() as u64,
@@ -105,6 +120,9 @@ pub fn stats(repo: &Repository, filter: &SnapshotFilter) -> Result<Stats> {
         .filter_map(|id| repo.index().lookup(id))
         .map(|l| l.length as u64)
         .sum();
+    st.data_stored_size = data_stored;
+    st.unique_file_count = w.files.len() as u64;
+    st.unique_file_size = w.files.values().sum();
     st.dedup_ratio = ratio(st.total_size, st.raw_data_size);
     st.compression_ratio = ratio(st.raw_data_size, data_stored);
     Ok(st)

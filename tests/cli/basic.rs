@@ -892,3 +892,28 @@ fn find_names_the_snapshots_and_files() {
         .assert_one_error_line("--blob");
     s.cmd(["find"]).code(2);
 }
+
+/// `stats --mode restore-size|raw-data|blobs-per-file`, restic's figures.
+#[test]
+fn stats_modes() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("a"), "same content");
+    write(&src.join("b"), "same content");
+    write(&src.join("c"), "other");
+    s.backup([src.to_str().unwrap()]);
+    s.backup([src.to_str().unwrap(), "--force"]);
+    let r = s.json(["stats", "--mode", "restore-size"]);
+    assert_eq!(num(&r, "total_file_count"), 6, "{r}");
+    assert_eq!(num(&r, "total_size"), 2 * (12 + 12 + 5), "{r}");
+    let b = s.json(["stats", "--mode", "blobs-per-file"]);
+    assert_eq!(num(&b, "total_file_count"), 2, "{b}");
+    assert_eq!(num(&b, "total_size"), 12 + 5, "{b}");
+    let d = s.json(["stats", "--mode", "raw-data"]);
+    assert_eq!(num(&d, "total_uncompressed_size"), 12 + 5, "{d}");
+    assert_eq!(num(&d, "total_blob_count"), 2, "{d}");
+    assert!(num(&d, "total_size") > 0, "{d}");
+    s.cmd(["stats", "--mode", "files"])
+        .code(2)
+        .assert_one_error_line("--mode");
+}
