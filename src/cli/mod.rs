@@ -26,6 +26,7 @@ mod process;
 mod prune;
 mod repair;
 mod restore;
+mod rewrite;
 mod run;
 mod schedule;
 mod shell;
@@ -164,6 +165,8 @@ enum Command {
     Forget(forget::ForgetArgs),
     /// Delete data no snapshot needs and repack mostly-empty packs (no lock)
     Prune(prune::PruneArgs),
+    /// A snapshot without the excluded paths (a new snapshot; plan, then execute)
+    Rewrite(rewrite::RewriteArgs),
     /// Which snapshots hold a path or pattern; which files use a blob
     Find(find::FindArgs),
     /// Add, remove or set snapshots' tags (a new snapshot each, the old one removed)
@@ -463,6 +466,7 @@ fn logs_events(command: &str) -> bool {
             | "copy"
             | "health"
             | "tag"
+            | "rewrite"
             | "repair"
             | "drill"
     )
@@ -485,6 +489,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Repair(_) => "repair",
         Command::Tag(_) => "tag",
         Command::Find(_) => "find",
+        Command::Rewrite(_) => "rewrite",
         Command::Copy(_) => "copy",
         Command::Key(_) => "key",
         Command::Unlock(_) => "unlock",
@@ -516,6 +521,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Repair(a) => repair::run(g, a),
         Command::Tag(a) => tag::run(g, a),
         Command::Find(a) => find::run(g, a),
+        Command::Rewrite(a) => rewrite::run(g, a),
         Command::Copy(a) => copy::run(g, a),
         Command::Key(a) => keys::key(g, a),
         Command::Unlock(a) => keys::unlock(g, a),

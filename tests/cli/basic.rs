@@ -917,3 +917,48 @@ fn stats_modes() {
         .code(2)
         .assert_one_error_line("--mode");
 }
+
+/// `rewrite --exclude`: plan first, then a new snapshot without the paths
+/// (the original kept unless --forget), as restic.
+#[test]
+fn rewrite_leaves_out_what_it_is_told() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("keep.txt"), "keep");
+    write(&src.join("tmp/junk.tmp"), "junk");
+    write(&src.join("b.tmp"), "tmp");
+    let first = text(&s.backup([&src]), "snapshot_id").to_string();
+    let js = s.json(["rewrite", "latest", "--exclude", "*.tmp", "--dry-run"]);
+    let removed = js["snapshots"][0]["removed"].as_array().unwrap().len();
+    assert_eq!(removed, 2, "{js}");
+    assert_eq!(s.snapshot_count(), 1);
+    let js = s.json([
+        "rewrite",
+        "latest",
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        "src/tmp",
+        "--forget",
+    ]);
+    let new = js["snapshots"][0]["rewritten"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(s.snapshot_count(), 1);
+    let listed = s.ok(["ls", &new[..8]]).stdout();
+    assert!(listed.contains("keep.txt"), "{listed}");
+    assert!(
+        !listed.contains(".tmp") && !listed.contains("/tmp/junk"),
+        "{listed}"
+    );
+    let snap = &s.snapshots(&[])[0];
+    assert!(
+        snap["original"].as_str().unwrap().starts_with(&first),
+        "{snap}"
+    );
+    s.ok(["check"]);
+    s.cmd(["rewrite", "latest"])
+        .code(2)
+        .assert_one_error_line("--exclude");
+}
