@@ -158,6 +158,8 @@ pub struct RestoreDisplay {
     list: Option<bool>,
     dry_run: bool,
     files: AtomicU64,
+    /// Whether the rate and ETA are shown yet.
+    rated: std::sync::atomic::AtomicBool,
 }
 
 impl RestoreDisplay {
@@ -170,12 +172,13 @@ impl RestoreDisplay {
         let bar = draw_bar.then(|| match total_bytes {
             Some(total) => {
                 let bar = ProgressBar::new(total);
+                // No rate and no ETA until bytes arrive: before the first
+                // pack is in, both would read "0 B/s, ETA 0s".
                 bar.set_style(
-                    ProgressStyle::with_template(
-                        "[{elapsed_precise}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
-                    )
-                    .expect("static template"),
+                    ProgressStyle::with_template("[{elapsed_precise}] {bytes}/{total_bytes} {msg}")
+                        .expect("static template"),
                 );
+                bar.set_message("reading the first packs");
                 bar
             }
             None => {
@@ -197,12 +200,26 @@ impl RestoreDisplay {
             list,
             dry_run,
             files: AtomicU64::new(0),
+            rated: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+    }
+
+    /// Shows the rate and ETA once bytes move (a bar with a total only).
+    fn rate_on(&self, bar: &ProgressBar) {
+        if bar.length().is_some() && !self.rated.swap(true, Ordering::Relaxed) {
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "[{elapsed_precise}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("static template"),
+            );
+            bar.set_message("");
         }
     }
 }
@@ -215,6 +232,7 @@ impl cairn::ops::restore::RestoreProgress for RestoreDisplay {
                 // Written contents count as they are written; kept files and a
                 // dry run's files count at once.
                 if action == EntryAction::Keep || self.dry_run {
+                    self.rate_on(bar);
                     bar.inc(node.size);
                 }
                 if n.is_multiple_of(64) {
@@ -239,6 +257,7 @@ impl cairn::ops::restore::RestoreProgress for RestoreDisplay {
 
     fn bytes_written(&self, n: u64) {
         if let Some(bar) = &self.bar {
+            self.rate_on(bar);
             bar.inc(n);
         }
     }

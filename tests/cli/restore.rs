@@ -539,3 +539,28 @@ fn dump_a_folder_as_tar() {
         .code(2)
         .assert_one_error_line("--archive");
 }
+
+/// On a terminal, the restore bar says it is reading the first packs until
+/// bytes arrive, instead of "0 B ... ETA 0s".
+#[test]
+fn restore_progress_says_what_it_waits_for() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("big"), 3 << 20, 5);
+    s.backup([&src]);
+    let t = s.path("t");
+    let shown = s.on_terminal(&[
+        "restore",
+        "latest",
+        "--target",
+        t.to_str().unwrap(),
+        "--limit-download",
+        "1024",
+    ]);
+    assert!(shown.contains("reading the first packs"), "{shown}");
+    assert!(same_content(
+        &src.join("big"),
+        &restored_path(&t, &src).join("big")
+    ));
+}
