@@ -22,8 +22,11 @@ pub struct CopyArgs {
     #[arg(long = "to-option", value_name = "KEY=VALUE")]
     to_options: Vec<String>,
     /// Password file for the destination (else CAIRN_TO_PASSWORD, else the same password)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "to_password_command")]
     to_password_file: Option<PathBuf>,
+    /// Shell command that prints the destination's password
+    #[arg(long, value_name = "CMD")]
+    to_password_command: Option<String>,
     /// Snapshots to copy (IDs, prefixes or "latest"); default: all that match the filters
     #[arg(value_name = "SNAP")]
     snapshots: Vec<String>,
@@ -61,7 +64,12 @@ pub fn run(g: &Global, a: &CopyArgs) -> Result<()> {
         ))
         .into());
     }
-    let pw = password::other_password(&a.to_password_file, "CAIRN_TO_PASSWORD", g)?;
+    let pw = password::other_password(
+        &a.to_password_file,
+        &a.to_password_command,
+        "CAIRN_TO_PASSWORD",
+        g,
+    )?;
     let mut dst = g.open_other(dst_backend, pw.as_bytes())?;
     let display = output::CopyDisplay::new(g.progress());
     let copied = copy::copy_with_progress(&mut src, &mut dst, chosen, &display);

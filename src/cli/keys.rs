@@ -121,7 +121,7 @@ fn init_in(g: &Global, a: &InitArgs, backend: &cairn::Backend) -> Result<()> {
     if let Some(from) = &a.from {
         let src_backend =
             cairn::Backend::open(from, &super::parse_options(&a.from_options)?, false)?;
-        let pw = password::other_password(&a.from_password_file, "CAIRN_FROM_PASSWORD", g)?;
+        let pw = password::other_password(&a.from_password_file, &None, "CAIRN_FROM_PASSWORD", g)?;
         let src = g.open_other(src_backend, pw.as_bytes())?;
         opts.chunker = Some(src.config().chunker);
         opts.blob_id_key = Some(src.config().blob_id_key);

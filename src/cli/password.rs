@@ -162,11 +162,15 @@ pub fn new_key_password(file: &Option<std::path::PathBuf>) -> Result<Password> {
 /// A second repository's password (`--from`, `copy --to`): its own sources, else the same.
 pub fn other_password(
     file: &Option<std::path::PathBuf>,
+    command: &Option<String>,
     env_name: &str,
     g: &Global,
 ) -> Result<Password> {
     if let Some(f) = file {
         return from_file(f);
+    }
+    if let Some(c) = command {
+        return from_command(c);
     }
     if let Some(p) = env_password(env_name) {
         return Ok(p);

@@ -191,3 +191,23 @@ fn copy_shows_progress_on_a_terminal() {
         piped.dump()
     );
 }
+
+/// `--to-password-command` (what a job's destination with a password
+/// command uses): the right password copies, a wrong one is exit 12.
+#[test]
+fn copy_takes_the_destination_password_from_a_command() {
+    let sb = Sandbox::init();
+    let (_src, _) = sb.small_tree();
+    let dst = second_repo(&sb, "dst", true);
+    let right = format!("printf %s '{PASSWORD}'");
+    sb.cmd(["copy", "--to", s(&dst), "--to-password-command", &right])
+        .ok();
+    sb.cmd([
+        "copy",
+        "--to",
+        s(&dst),
+        "--to-password-command",
+        "echo wrong",
+    ])
+    .code(12);
+}

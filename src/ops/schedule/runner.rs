@@ -473,30 +473,10 @@ pub fn plan(
                 a.push(f.clone().into());
             }
             PasswordSource::Command(cmd) => {
-                // copy has no --to-password-command: run it here and hand the
-                // password over in the environment, never in the arguments.
-                let mut sh = Command::new("sh");
-                crate::source::remove_secret_env(&mut sh);
-                let out = sh
-                    .arg("-c")
-                    .arg(cmd)
-                    .stdin(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .output()
-                    .map_err(|e| format!("cannot run password command of repository '{c}': {e}"))?;
-                if !out.status.success() {
-                    return Err(format!(
-                        "password command of repository '{c}' failed ({})",
-                        out.status
-                    ));
-                }
-                let mut pw = out.stdout;
-                if pw.ends_with(b"\n") {
-                    pw.pop();
-                }
-                use std::os::unix::ffi::OsStringExt;
-                s.env
-                    .push(("CAIRN_TO_PASSWORD".into(), OsString::from_vec(pw)));
+                // Run by the copy step itself, when it runs: the plan runs
+                // nothing.
+                a.push("--to-password-command".into());
+                a.push(cmd.into());
             }
             PasswordSource::Inherit => {}
         }
