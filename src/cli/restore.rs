@@ -42,6 +42,10 @@ pub struct RestoreArgs {
     /// What to do with files that already exist
     #[arg(long, value_enum, default_value = "always")]
     overwrite: OverwriteArg,
+    /// Make the target equal to the snapshot: afterwards remove what its
+    /// folders hold that the snapshot does not (see it first with --dry-run)
+    #[arg(long)]
+    delete: bool,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -75,9 +79,15 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
     check_patterns(&a.includes, "--include")?;
     check_patterns(&a.excludes, "--exclude")?;
     check_target(&a.target)?;
+    if a.delete && !(a.includes.is_empty() && a.excludes.is_empty()) {
+        return Err(usage(
+            "--delete makes the target equal to the whole snapshot: not with --include or --exclude",
+        ));
+    }
     let repo = g.open_indexed()?;
     let (id, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
     let opts = RestoreOptions {
+        delete: a.delete,
         includes: a.includes.clone(),
         excludes: a.excludes.clone(),
         verify: a.verify,
@@ -121,6 +131,7 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
         "bytes_restored": o.bytes_written,
         "files_verified": o.files_verified,
         "errors": o.errors.len(),
+        "deleted": o.deleted,
         "total_duration": secs,
     });
     if g.json {
@@ -140,6 +151,13 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
         ));
         if a.verify {
             line(format!("verified {} files", o.files_verified));
+        }
+        for p in &o.deleted {
+            line(format!(
+                "{} {}",
+                if a.dry_run { "would remove" } else { "removed" },
+                p.display()
+            ));
         }
     }
     for (p, why) in &o.errors {

@@ -564,3 +564,45 @@ fn restore_progress_says_what_it_waits_for() {
         &restored_path(&t, &src).join("big")
     ));
 }
+
+/// `restore --delete` makes the target equal to the snapshot: what its
+/// folders hold beyond the snapshot goes (a dry run lists it first), links
+/// are removed, never followed.
+#[test]
+fn restore_delete_makes_the_target_equal_to_the_snapshot() {
+    let s = Sandbox::init();
+    let (src, snap) = s.small_tree();
+    let t = s.path("t");
+    s.restore(&snap, &t, &[]);
+    let r = restored_path(&t, &src);
+    write(&r.join("a/extra.txt"), "extra");
+    write(&r.join("b/newdir/deep/x"), "x");
+    let outside = s.path("outside");
+    write(&outside.join("keep.me"), "mine");
+    std::os::unix::fs::symlink(&outside, r.join("a/link")).unwrap();
+    write(&t.join("stray"), "top level");
+
+    let js = s.restore_json(&snap, &t, &["--delete", "--dry-run"]);
+    assert_eq!(js["deleted"].as_array().unwrap().len(), 4, "{js}");
+    assert!(r.join("a/extra.txt").exists() && t.join("stray").exists());
+
+    let js = s.restore_json(&snap, &t, &["--delete"]);
+    assert_eq!(js["deleted"].as_array().unwrap().len(), 4, "{js}");
+    assert_same_tree(&src, &r);
+    assert!(!t.join("stray").exists());
+    assert_eq!(
+        std::fs::read_to_string(outside.join("keep.me")).unwrap(),
+        "mine"
+    );
+    s.cmd([
+        "restore",
+        &snap,
+        "--target",
+        t.to_str().unwrap(),
+        "--delete",
+        "--include",
+        "*.txt",
+    ])
+    .code(2)
+    .assert_one_error_line("--delete");
+}

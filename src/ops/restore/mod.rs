@@ -21,7 +21,7 @@ mod files;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +54,10 @@ pub struct RestoreOptions {
     pub verify: bool,
     pub dry_run: bool,
     pub overwrite: Overwrite,
+    /// Afterwards, remove what the target holds in the snapshot's folders
+    /// that the snapshot does not (restic's `--delete`). Not with include or
+    /// exclude patterns, and not after a restore with errors.
+    pub delete: bool,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +68,8 @@ pub struct RestoreOutcome {
     pub bytes_written: u64,
     pub files_verified: u64,
     pub errors: Vec<(PathBuf, String)>,
+    /// What `delete` removed (or, in a dry run, would remove), as target paths.
+    pub deleted: Vec<PathBuf>,
 }
 
 struct Filter {
@@ -207,7 +213,19 @@ pub fn restore_with_progress(
     // Selected directories, and the ancestors an included entry needs.
     let mut included_dirs: Vec<bool> = Vec::new();
     let mut stack: Vec<(PathBuf, bool)> = Vec::new();
+    // With `delete`: each snapshot folder's names (the root's too).
+    let mut names: HashMap<PathBuf, HashSet<OsString>> = HashMap::new();
+    if opts.delete {
+        names.insert(PathBuf::from("/"), HashSet::new());
+    }
     walk_tree(repo, root, Path::new("/"), &mut |item| {
+        if opts.delete {
+            let parent = item.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+            names.entry(parent).or_default().insert(item.node.os_name());
+            if item.node.kind == NodeType::Dir {
+                names.entry(item.path.clone()).or_default();
+            }
+        }
         while stack.last().is_some_and(|(p, _)| !item.path.starts_with(p)) {
             stack.pop();
         }
@@ -230,6 +248,17 @@ pub fn restore_with_progress(
     let items = prune_unneeded_dirs(items, included_dirs);
     r.run_batch(&items, &mut state);
     drop(items);
+    let mut deleted = Vec::new();
+    if opts.delete && r.errors.lock().unwrap().is_empty() {
+        let mut dirs: Vec<_> = names.into_iter().collect();
+        dirs.sort_by(|a, b| a.0.cmp(&b.0));
+        for (dir, keep) in dirs {
+            if let Err(e) = r.delete_extra(&dir, &keep, &mut deleted) {
+                r.fail(&r.target.join(dir.strip_prefix("/").unwrap_or(&dir)), e);
+            }
+        }
+    }
+    // Folder times are set last: the deletions above would change them.
     r.finish(&state);
     Ok(RestoreOutcome {
         files_restored: r.restored.load(Ordering::Relaxed),
@@ -238,6 +267,7 @@ pub fn restore_with_progress(
         bytes_written: r.bytes.load(Ordering::Relaxed),
         files_verified: r.verified.load(Ordering::Relaxed),
         errors: r.errors.into_inner().unwrap(),
+        deleted,
     })
 }
 
@@ -382,6 +412,62 @@ fn chmod_nofollow(dir: impl AsFd, name: &OsStr, mode: Mode) -> io::Result<()> {
     )?)
 }
 
+/// Removes `name` in `dir`: a folder with everything in it, anything else
+/// (a symlink included: it is removed, never followed) by unlink.
+fn remove_all_at(dir: impl AsFd, name: &OsStr) -> io::Result<()> {
+    let st = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+        return Ok(rustix::fs::unlinkat(&dir, name, AtFlags::empty())?);
+    }
+    // A stack of open folders rather than recursion: a deep tree must not
+    // overflow the stack.
+    let top = rustix::fs::openat(
+        &dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut stack: Vec<(OwnedFd, Option<OsString>)> = vec![(top, None)];
+    while let Some((fd, _)) = stack.last() {
+        let mut child_dir = None;
+        for entry in rustix::fs::Dir::read_from(fd)? {
+            let entry = entry?;
+            let n = OsStr::from_bytes(entry.file_name().to_bytes()).to_os_string();
+            if n == "." || n == ".." {
+                continue;
+            }
+            let st = rustix::fs::statat(fd, &n, AtFlags::SYMLINK_NOFOLLOW)?;
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+                child_dir = Some(n);
+                break;
+            }
+            rustix::fs::unlinkat(fd, &n, AtFlags::empty())?;
+        }
+        match child_dir {
+            Some(n) => {
+                let sub = rustix::fs::openat(
+                    fd,
+                    &n,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                stack.push((sub, Some(n)));
+            }
+            None => {
+                // Empty now: remove it from its parent.
+                let (_, own) = stack.pop().expect("just looked");
+                match (own, stack.last()) {
+                    (Some(n), Some((parent, _))) => {
+                        rustix::fs::unlinkat(parent, &n, AtFlags::REMOVEDIR)?
+                    }
+                    _ => rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR)?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What phase 1 did with a directory.
 enum DirDone {
     /// Made (or replaced a non-directory): gets its metadata.
@@ -391,6 +477,51 @@ enum DirDone {
 }
 
 impl<'a> Restorer<'a> {
+    /// Removes the entries of the target folder `dir` (a snapshot path) that
+    /// are not in `keep`, each whole, without following any link; in a dry
+    /// run only lists them.
+    fn delete_extra(
+        &self,
+        dir: &Path,
+        keep: &HashSet<OsString>,
+        deleted: &mut Vec<PathBuf>,
+    ) -> io::Result<()> {
+        let rel = dir.strip_prefix("/").unwrap_or(dir);
+        let Some(fs) = self.fs.as_ref() else {
+            return Ok(()); // a dry run that never opened the target
+        };
+        let fd = match fs.open(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
+            Ok(fd) => fd,
+            // Not there (nothing restored there) or not a folder: nothing to clean.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+                ) =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        };
+        let mut extra = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd)? {
+            let entry = entry?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes()).to_os_string();
+            if name == "." || name == ".." || keep.contains(&name) {
+                continue;
+            }
+            extra.push(name);
+        }
+        extra.sort();
+        for name in extra {
+            deleted.push(self.target.join(rel).join(&name));
+            if !self.opts.dry_run {
+                remove_all_at(&fd, &name)?;
+            }
+        }
+        Ok(())
+    }
+
     fn dest(&self, item: &Item) -> PathBuf {
         self.target.join(rel(item))
     }
