@@ -11,7 +11,7 @@ use cairn::{Backend, Repository};
 
 use super::events::{emit, Severity};
 use super::output::{self, line};
-use super::{password, select_snapshot, FilterArgs, Global};
+use super::{password, select_snapshots, FilterArgs, Global};
 
 #[derive(Args)]
 pub struct CopyArgs {
@@ -38,21 +38,7 @@ pub fn run(g: &Global, a: &CopyArgs) -> Result<()> {
     let mut to_options = super::parse_options(&a.to_options)?;
     to_options.extend(super::env_options("CAIRN_TO_OPTIONS")?);
     let mut src = g.open()?;
-    let chosen = if a.snapshots.is_empty() {
-        let f = a.filter.filter();
-        src.list_snapshots()?
-            .into_iter()
-            .filter(|(_, s)| f.matches(s))
-            .collect()
-    } else {
-        let mut v = Vec::new();
-        for sel in &a.snapshots {
-            v.push(select_snapshot(&src, sel, &a.filter)?);
-        }
-        v.sort_by_key(|(id, _)| *id);
-        v.dedup_by_key(|(id, _)| *id);
-        v
-    };
+    let chosen = select_snapshots(&src, &a.snapshots, &a.filter)?;
     let dst_backend =
         Backend::open(&a.to, &to_options, false)?.with_limits(g.limit_upload, g.limit_download);
     if !Repository::exists(&dst_backend)? {

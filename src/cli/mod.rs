@@ -587,6 +587,36 @@ impl FilterArgs {
     }
 }
 
+/// The snapshots a command that takes `[SNAP...]` works on: those named
+/// (each resolved as [`select_snapshot`], each once), else every one the
+/// filters select.
+pub fn select_snapshots(
+    repo: &Repository,
+    sels: &[String],
+    f: &FilterArgs,
+) -> Result<
+    Vec<(
+        cairn::format::id::SnapshotId,
+        cairn::format::snapshot::Snapshot,
+    )>,
+> {
+    if sels.is_empty() {
+        let filter = f.filter();
+        return Ok(repo
+            .list_snapshots()?
+            .into_iter()
+            .filter(|(_, s)| filter.matches(s))
+            .collect());
+    }
+    let mut v = Vec::new();
+    for sel in sels {
+        v.push(select_snapshot(repo, sel, f)?);
+    }
+    v.sort_by_key(|(id, _)| *id);
+    v.dedup_by_key(|(id, _)| *id);
+    Ok(v)
+}
+
 /// Resolves a snapshot selector, with the filter narrowing `latest`.
 pub fn select_snapshot(
     repo: &Repository,

@@ -266,7 +266,6 @@ impl cairn::ops::restore::RestoreProgress for RestoreDisplay {
 /// `copy`'s progress line: which snapshot, how many blobs and bytes stored.
 pub struct CopyDisplay {
     bar: Option<ProgressBar>,
-    blobs: AtomicU64,
 }
 
 impl CopyDisplay {
@@ -282,10 +281,7 @@ impl CopyDisplay {
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
         });
-        CopyDisplay {
-            bar,
-            blobs: AtomicU64::new(0),
-        }
+        CopyDisplay { bar }
     }
 
     pub fn finish(&self) {
@@ -306,7 +302,6 @@ impl cairn::ops::copy::CopyProgress for CopyDisplay {
     }
 
     fn blob(&self, bytes: u64) {
-        self.blobs.fetch_add(1, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.inc(bytes);
         }

@@ -9,7 +9,7 @@ use cairn::ops::repair;
 
 use super::events::{emit, Severity};
 use super::output::{self, count, line};
-use super::{select_snapshot, usage, FilterArgs, Global};
+use super::{select_snapshots, usage, FilterArgs, Global};
 
 #[derive(Args)]
 pub struct RepairArgs {
@@ -72,19 +72,7 @@ pub fn run(g: &Global, a: &RepairArgs) -> Result<()> {
 fn snapshots(g: &Global, a: &SnapshotsArgs) -> Result<()> {
     let mut repo = g.open()?;
     repo.load_index()?;
-    let chosen: Vec<_> = if a.snapshots.is_empty() {
-        let f = a.filter.filter();
-        repo.list_snapshots()?
-            .into_iter()
-            .filter(|(_, s)| f.matches(s))
-            .collect()
-    } else {
-        let mut v = Vec::new();
-        for sel in &a.snapshots {
-            v.push(select_snapshot(&repo, sel, &a.filter)?);
-        }
-        v
-    };
+    let chosen = select_snapshots(&repo, &a.snapshots, &a.filter)?;
     let mut plan = repair::plan_snapshots(&repo, &chosen)?;
     if !a.dry.dry_run {
         repair::repair_snapshots(&mut repo, &mut plan, &chosen, a.forget)?;

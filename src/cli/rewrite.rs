@@ -8,7 +8,7 @@ use cairn::ops::rewrite;
 
 use super::events::{emit, Severity};
 use super::output::{self, count, line};
-use super::{select_snapshot, usage, FilterArgs, Global};
+use super::{select_snapshots, usage, FilterArgs, Global};
 
 #[derive(Args)]
 pub struct RewriteArgs {
@@ -35,21 +35,7 @@ pub fn run(g: &Global, a: &RewriteArgs) -> Result<()> {
     }
     let excludes = cairn::source::Excludes::new(&a.excludes).map_err(|e| usage(e.to_string()))?;
     let repo = g.open_indexed()?;
-    let chosen: Vec<_> = if a.snapshots.is_empty() {
-        let f = a.filter.filter();
-        repo.list_snapshots()?
-            .into_iter()
-            .filter(|(_, s)| f.matches(s))
-            .collect()
-    } else {
-        let mut v = Vec::new();
-        for sel in &a.snapshots {
-            v.push(select_snapshot(&repo, sel, &a.filter)?);
-        }
-        v.sort_by_key(|(id, _)| *id);
-        v.dedup_by_key(|(id, _)| *id);
-        v
-    };
+    let chosen = select_snapshots(&repo, &a.snapshots, &a.filter)?;
     let mut plans = rewrite::plan(&repo, &chosen, &excludes)?;
     if !a.dry_run {
         let mut repo = repo.into_inner();

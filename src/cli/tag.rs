@@ -8,7 +8,7 @@ use cairn::ops::tag::{self, TagChange};
 
 use super::events::{emit, Severity};
 use super::output::{self, count, line};
-use super::{select_snapshot, usage, FilterArgs, Global};
+use super::{select_snapshots, usage, FilterArgs, Global};
 
 #[derive(Args)]
 pub struct TagArgs {
@@ -53,21 +53,7 @@ pub fn run(g: &Global, a: &TagArgs) -> Result<()> {
         ));
     }
     let mut repo = g.open()?;
-    let chosen: Vec<_> = if a.snapshots.is_empty() {
-        let f = a.filter.filter();
-        repo.list_snapshots()?
-            .into_iter()
-            .filter(|(_, s)| f.matches(s))
-            .collect()
-    } else {
-        let mut v = Vec::new();
-        for sel in &a.snapshots {
-            v.push(select_snapshot(&repo, sel, &a.filter)?);
-        }
-        v.sort_by_key(|(id, _)| *id);
-        v.dedup_by_key(|(id, _)| *id);
-        v
-    };
+    let chosen = select_snapshots(&repo, &a.snapshots, &a.filter)?;
     let changed = tag::tag(&mut repo, chosen, &change)?;
     emit(
         g,

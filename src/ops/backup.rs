@@ -326,23 +326,9 @@ impl<'a> Archiver<'a> {
         let nodes: Vec<Option<Node>> = entries
             .par_iter()
             .map(|e| -> Result<Option<Node>> {
-                let child = e.path();
-                if self.excludes.is_excluded(&child) {
+                let Some((child, meta)) = self.admit(e, root_dev) else {
                     return Ok(None);
-                }
-                let meta = match e.metadata() {
-                    Ok(m) => m,
-                    Err(err) => {
-                        self.fail(&child, err);
-                        return Ok(None);
-                    }
                 };
-                if self.one_file_system && meta.is_dir() && meta.dev() != root_dev {
-                    return Ok(None);
-                }
-                if self.excludes.excludes_entry(&child, &meta) {
-                    return Ok(None);
-                }
                 let name = e.file_name();
                 let (name_s, name_hex) = encode_name(&name);
                 let pnode = Self::find(&ptree, &name_s, &name_hex);
@@ -353,6 +339,30 @@ impl<'a> Archiver<'a> {
             nodes: nodes.into_iter().flatten().collect(),
         };
         Ok(Some(save_tree(&self.saver, &mut tree)?.0))
+    }
+
+    /// A directory entry the walk takes, with its metadata: not excluded by
+    /// its path (checked before any `stat`), readable, on the same file
+    /// system when asked, and not left out by what it is.
+    fn admit(&self, e: &std::fs::DirEntry, root_dev: u64) -> Option<(PathBuf, Metadata)> {
+        let child = e.path();
+        if self.excludes.is_excluded(&child) {
+            return None;
+        }
+        let meta = match e.metadata() {
+            Ok(m) => m,
+            Err(err) => {
+                self.fail(&child, err);
+                return None;
+            }
+        };
+        if self.one_file_system && meta.is_dir() && meta.dev() != root_dev {
+            return None;
+        }
+        if self.excludes.excludes_by_kind(&child, &meta) {
+            return None;
+        }
+        Some((child, meta))
     }
 
     /// Archives a directory below [`PARALLEL_DEPTH`] without recursion: one
@@ -413,23 +423,9 @@ impl<'a> Archiver<'a> {
                 stack.last_mut().expect("a parent frame").nodes.push(node);
                 continue;
             };
-            let child = e.path();
-            if self.excludes.is_excluded(&child) {
+            let Some((child, meta)) = self.admit(&e, root_dev) else {
                 continue;
-            }
-            let meta = match e.metadata() {
-                Ok(m) => m,
-                Err(err) => {
-                    self.fail(&child, err);
-                    continue;
-                }
             };
-            if self.one_file_system && meta.is_dir() && meta.dev() != root_dev {
-                continue;
-            }
-            if self.excludes.excludes_entry(&child, &meta) {
-                continue;
-            }
             let name = e.file_name();
             let (name_s, name_hex) = encode_name(&name);
             let pnode = Self::find(&top.ptree, &name_s, &name_hex).cloned();

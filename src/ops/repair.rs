@@ -31,9 +31,8 @@ use crate::format::objects::IndexedPack;
 use crate::format::pack::PackBuilder;
 use crate::format::records::SessionKind;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::Tree;
 use crate::ops::prune::write_pack;
-use crate::repo::saver::{save_tree, BlobSaver};
+use crate::ops::rewrite::{load_intact_tree, rewrite_snapshot, with_tag, Rules};
 use crate::repo::session::Session;
 use crate::repo::{ledger, pack_key, Repository};
 
@@ -45,6 +44,10 @@ pub struct PackRepair {
     pub size: u64,
     /// Blobs that read intact and are stored nowhere else: copied.
     pub salvage: Vec<BlobId>,
+    /// Where each of `salvage` sits in the pack (offset, length), as the
+    /// plan found it: the repair reads the pack again, not the index.
+    #[serde(skip)]
+    places: Vec<(u32, u32)>,
     /// Blobs that read intact but have an intact copy in another pack.
     pub elsewhere: usize,
     /// Blobs that no longer decrypt or hash: gone with the pack.
@@ -118,7 +121,8 @@ pub fn plan_packs(repo: &Repository, damaged: &[PackId]) -> Result<PackRepairPla
         // The pack's own header lists blobs an index may lack; a damaged
         // header leaves the index's entries.
         let mut entries: Vec<(BlobId, u32, u32)> = entries_of.remove(pack).unwrap_or_default();
-        if let Ok(h) = repo.read_pack_header(pack, kind, size) {
+        let header = repo.read_pack_header(pack, kind, size);
+        if let Ok(h) = &header {
             let known: HashSet<BlobId> = entries.iter().map(|e| e.0).collect();
             entries.extend(
                 h.blobs
@@ -127,16 +131,19 @@ pub fn plan_packs(repo: &Repository, damaged: &[PackId]) -> Result<PackRepairPla
                     .map(|b| (b.id, b.offset, b.length)),
             );
         }
-        let verdicts: Vec<(BlobId, bool)> = entries
-            .par_iter()
-            .map(|&(id, offset, length)| {
+        // Two index objects may name the same pack: each blob once.
+        entries.sort_by_key(|e| e.0);
+        entries.dedup_by_key(|e| e.0);
+        let verdicts: Vec<((BlobId, u32, u32), bool)> = entries
+            .into_par_iter()
+            .map(|(id, offset, length)| {
                 let ok = bytes
                     .get(offset as usize..(offset as usize + length as usize))
                     .is_some_and(|sealed| repo.decode_blob(&id, sealed, None).is_ok());
-                (id, ok)
+                ((id, offset, length), ok)
             })
             .collect();
-        if verdicts.iter().all(|(_, ok)| *ok) && repo.read_pack_header(pack, kind, size).is_ok() {
+        if verdicts.iter().all(|(_, ok)| *ok) && header.is_ok() {
             plan.intact.push(*pack);
             continue;
         }
@@ -145,10 +152,11 @@ pub fn plan_packs(repo: &Repository, damaged: &[PackId]) -> Result<PackRepairPla
             kind,
             size,
             salvage: Vec::new(),
+            places: Vec::new(),
             elsewhere: 0,
             lost: Vec::new(),
         };
-        for (id, ok) in verdicts {
+        for ((id, offset, length), ok) in verdicts {
             let copy_elsewhere = repo
                 .index()
                 .locations(&id)
@@ -156,7 +164,10 @@ pub fn plan_packs(repo: &Repository, damaged: &[PackId]) -> Result<PackRepairPla
                 .any(|(_, l)| !damaged_set.contains(&l.pack) && stored.contains_key(&l.pack));
             match (ok, copy_elsewhere) {
                 (_, true) => r.elsewhere += 1,
-                (true, false) => r.salvage.push(id),
+                (true, false) => {
+                    r.salvage.push(id);
+                    r.places.push((offset, length));
+                }
                 (false, false) => r.lost.push(id),
             }
         }
@@ -205,29 +216,7 @@ fn salvage(
     for p in plan.packs.iter().filter(|p| !p.salvage.is_empty()) {
         session.check()?;
         let bytes = repo.backend().get(&pack_key(p.kind, &p.pack))?;
-        let wanted: HashSet<BlobId> = p.salvage.iter().copied().collect();
-        let mut places: Vec<(BlobId, u32, u32)> = repo
-            .index()
-            .iter()
-            .filter(|(id, l)| l.pack == p.pack && wanted.contains(id))
-            .map(|(id, l)| (id, l.offset, l.length))
-            .collect();
-        if places.len() < wanted.len() {
-            if let Ok(h) = repo.read_pack_header(&p.pack, p.kind, p.size) {
-                let have: HashSet<BlobId> = places.iter().map(|e| e.0).collect();
-                places.extend(
-                    h.blobs
-                        .iter()
-                        .filter(|b| wanted.contains(&b.id) && !have.contains(&b.id))
-                        .map(|b| (b.id, b.offset, b.length)),
-                );
-            }
-        }
-        let mut done = HashSet::new();
-        for (id, offset, length) in places {
-            if !done.insert(id) {
-                continue;
-            }
+        for (&id, &(offset, length)) in p.salvage.iter().zip(&p.places) {
             let sealed = bytes
                 .get(offset as usize..(offset as usize + length as usize))
                 .ok_or_else(|| {
@@ -353,13 +342,6 @@ pub fn plan_snapshots(
     Ok(out)
 }
 
-fn load_intact_tree(repo: &Repository, id: &BlobId) -> Option<Tree> {
-    if !repo.index().contains(id) {
-        return None;
-    }
-    repo.load_tree(id).ok()
-}
-
 /// Writes a repaired copy of each planned snapshot (lost files dropped, lost
 /// directories empty, tagged `repaired`, `original` naming the damaged one),
 /// each in its own writer session; with `forget`, the damaged snapshot is
@@ -370,64 +352,17 @@ pub fn repair_snapshots(
     snapshots: &[(SnapshotId, Snapshot)],
     forget: bool,
 ) -> Result<()> {
+    let rules = Rules {
+        // Files whose data is gone are left out.
+        keep: &|repo, _, n| n.content.iter().all(|c| repo.index().contains(&c.id)),
+        lost_trees_empty: true,
+        kind: SessionKind::Repair,
+        tags: &|tags| with_tag(tags, "repaired"),
+    };
     for r in plan.iter_mut() {
-        let Some((_, snap)) = snapshots.iter().find(|(id, _)| *id == r.snapshot) else {
-            continue;
-        };
-        let session = Session::start(repo, SessionKind::Repair)?;
-        repo.load_index_excluding(session.condemned())?;
-        let tree = {
-            let saver = BlobSaver::new(repo, false)?;
-            let tree = match rewrite_tree(repo, &saver, Some(snap.tree), &session) {
-                Ok(t) => t,
-                Err(e) => {
-                    drop(saver);
-                    session.abort();
-                    return Err(e);
-                }
-            };
-            saver.finish()?;
-            tree
-        };
-        let mut tags = snap.tags.clone();
-        if !tags.iter().any(|t| t == "repaired") {
-            tags.push("repaired".into());
-        }
-        let repaired = Snapshot {
-            tree,
-            tags,
-            original: Some(snap.original.unwrap_or(r.snapshot)),
-            session: Some(session.id().to_string()),
-            parent: None,
-            ..snap.clone()
-        };
-        let id = session.commit_snapshot(repo, &repaired)?;
-        r.repaired = Some(id);
-        if forget {
-            repo.delete_snapshot(&r.snapshot)?;
+        if let Some((_, snap)) = snapshots.iter().find(|(id, _)| *id == r.snapshot) {
+            r.repaired = Some(rewrite_snapshot(repo, r.snapshot, snap, &rules, forget)?);
         }
     }
     Ok(())
-}
-
-/// The tree at `id` with every file whose data is gone left out and every
-/// directory whose tree is gone emptied; `None` (a lost tree) gives an empty one.
-fn rewrite_tree(
-    repo: &Repository,
-    saver: &BlobSaver<'_>,
-    id: Option<BlobId>,
-    session: &Session,
-) -> Result<BlobId> {
-    session.check()?;
-    let mut tree = id
-        .and_then(|id| load_intact_tree(repo, &id))
-        .unwrap_or(Tree { nodes: Vec::new() });
-    tree.nodes
-        .retain(|n| n.content.iter().all(|c| repo.index().contains(&c.id)));
-    for node in &mut tree.nodes {
-        if node.subtree.is_some() {
-            node.subtree = Some(rewrite_tree(repo, saver, node.subtree, session)?);
-        }
-    }
-    Ok(save_tree(saver, &mut tree)?.0)
 }

@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::id::{BlobId, SnapshotId};
 use crate::format::records::SessionKind;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::Tree;
+use crate::format::tree::{Node, Tree};
 use crate::repo::saver::{save_tree, BlobSaver};
 use crate::repo::session::Session;
 use crate::repo::tree::walk_tree;
@@ -64,65 +64,133 @@ pub fn execute(
     excludes: &Excludes,
     forget: bool,
 ) -> Result<()> {
+    let rules = Rules {
+        keep: &|_, path, _| !excludes.is_excluded(path),
+        lost_trees_empty: false,
+        kind: SessionKind::Rewrite,
+        tags: &|tags| tags.to_vec(),
+    };
     for p in plans.iter_mut() {
-        let Some((_, snap)) = snapshots.iter().find(|(id, _)| *id == p.snapshot) else {
-            continue;
-        };
-        let session = Session::start(repo, SessionKind::Rewrite)?;
-        repo.load_index_excluding(session.condemned())?;
-        let tree = {
-            let saver = BlobSaver::new(repo, false)?;
-            let tree =
-                match rewrite_tree(repo, &saver, &snap.tree, Path::new("/"), excludes, &session) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        drop(saver);
-                        session.abort();
-                        return Err(e);
-                    }
-                };
-            saver.finish()?;
-            tree
-        };
-        let new = Snapshot {
-            tree,
-            original: Some(snap.original.unwrap_or(p.snapshot)),
-            session: Some(session.id().to_string()),
-            parent: None,
-            ..snap.clone()
-        };
-        p.rewritten = Some(session.commit_snapshot(repo, &new)?);
-        if forget {
-            repo.delete_snapshot(&p.snapshot)?;
+        if let Some((_, snap)) = snapshots.iter().find(|(id, _)| *id == p.snapshot) {
+            p.rewritten = Some(rewrite_snapshot(repo, p.snapshot, snap, &rules, forget)?);
         }
     }
     Ok(())
 }
 
-/// The tree at `id` without the excluded entries. The trees kept are saved
-/// again (deduplicated: unchanged ones cost nothing); every one must load,
-/// so data a collector condemned is never reused unseen.
+/// How [`rewrite_snapshot`] rewrites a tree.
+pub(crate) struct Rules<'a> {
+    /// Whether an entry (at its path in the snapshot) stays; the repository
+    /// is the one being written, its index the session's dedup view.
+    pub keep: &'a dyn Fn(&Repository, &Path, &Node) -> bool,
+    /// A tree that no longer loads becomes an empty folder (repair), instead
+    /// of failing the rewrite.
+    pub lost_trees_empty: bool,
+    /// The writer session's kind.
+    pub kind: SessionKind,
+    /// The new snapshot's tags, from the old one's.
+    pub tags: &'a dyn Fn(&[String]) -> Vec<String>,
+}
+
+/// `tags` with `tag` added, unless it is there.
+pub(crate) fn with_tag(tags: &[String], tag: &str) -> Vec<String> {
+    let mut t = tags.to_vec();
+    if !t.iter().any(|x| x == tag) {
+        t.push(tag.to_string());
+    }
+    t
+}
+
+/// Saves `snap` anew with its tree rewritten by `rules`, in a writer session
+/// (`original` naming the first snapshot); with `forget`, removes the old one
+/// once the new one has committed. Every blob the new tree keeps must be in
+/// the session's dedup view: data a collector condemned is never reused.
+pub(crate) fn rewrite_snapshot(
+    repo: &mut Repository,
+    id: SnapshotId,
+    snap: &Snapshot,
+    rules: &Rules<'_>,
+    forget: bool,
+) -> Result<SnapshotId> {
+    let session = Session::start(repo, rules.kind)?;
+    repo.load_index_excluding(session.condemned())?;
+    let tree = {
+        let saver = BlobSaver::new(repo, false)?;
+        match rewrite_tree(
+            repo,
+            &saver,
+            Some(snap.tree),
+            Path::new("/"),
+            rules,
+            &session,
+        ) {
+            Ok(t) => {
+                saver.finish()?;
+                t
+            }
+            Err(e) => {
+                drop(saver);
+                session.abort();
+                return Err(e);
+            }
+        }
+    };
+    let new = Snapshot {
+        tree,
+        tags: (rules.tags)(&snap.tags),
+        original: Some(snap.original.unwrap_or(id)),
+        session: Some(session.id().to_string()),
+        ..snap.clone()
+    };
+    let new_id = session.commit_snapshot(repo, &new)?;
+    if forget {
+        repo.delete_snapshot(&id)?;
+    }
+    Ok(new_id)
+}
+
+/// A tree loaded only when the index holds it and it decodes.
+pub(crate) fn load_intact_tree(repo: &Repository, id: &BlobId) -> Option<Tree> {
+    if !repo.index().contains(id) {
+        return None;
+    }
+    repo.load_tree(id).ok()
+}
+
+/// The tree at `id` with the entries `rules` keep, saved again (deduplicated:
+/// unchanged trees cost nothing).
 fn rewrite_tree(
     repo: &Repository,
     saver: &BlobSaver<'_>,
-    id: &BlobId,
+    id: Option<BlobId>,
     path: &Path,
-    excludes: &Excludes,
+    rules: &Rules<'_>,
     session: &Session,
 ) -> Result<BlobId> {
     session.check()?;
-    let mut tree: Tree = repo.load_tree(id)?;
-    tree.nodes
-        .retain(|n| !excludes.is_excluded(&path.join(n.os_name())));
-    for node in &mut tree.nodes {
-        for c in &node.content {
-            if !repo.index().contains(&c.id) {
-                return Err(crate::error::Error::BlobNotIndexed(c.id.to_hex()));
-            }
+    let mut tree = match id {
+        Some(id) if rules.lost_trees_empty => {
+            load_intact_tree(repo, &id).unwrap_or(Tree { nodes: Vec::new() })
         }
-        if let Some(sub) = node.subtree {
+        Some(id) => repo.load_tree(&id)?,
+        None => Tree { nodes: Vec::new() },
+    };
+    tree.nodes
+        .retain(|n| (rules.keep)(repo, &path.join(n.os_name()), n));
+    for node in &mut tree.nodes {
+        if let Some(c) = node.content.iter().find(|c| !repo.index().contains(&c.id)) {
+            return Err(Error::BlobNotIndexed(c.id.to_hex()));
+        }
+        if node.subtree.is_some() {
             let child = path.join(node.os_name());
-            node.subtree = Some(rewrite_tree(repo, saver, &sub, &child, excludes, session)?);
+            node.subtree = Some(rewrite_tree(
+                repo,
+                saver,
+                node.subtree,
+                &child,
+                rules,
+                session,
+            )?);
         }
     }
     Ok(save_tree(saver, &mut tree)?.0)

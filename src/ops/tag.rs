@@ -7,14 +7,11 @@
 //! tree reaches is checked to be indexed in a pack no collector condemned
 //! (a concurrent forget and prune could otherwise collect it meanwhile).
 
-use std::path::Path;
-
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::id::SnapshotId;
 use crate::format::records::SessionKind;
 use crate::format::snapshot::Snapshot;
-use crate::repo::session::Session;
-use crate::repo::tree::walk_loaded;
+use crate::ops::rewrite::{rewrite_snapshot, Rules};
 use crate::repo::Repository;
 
 /// The change: tags to add and remove, or the whole set to replace them.
@@ -47,58 +44,28 @@ impl TagChange {
 }
 
 /// Changes the tags of `snapshots`; returns (old, new) for each one changed.
+/// The new snapshot keeps the old tree, saved through the same rewrite as
+/// `rewrite` (which checks every blob it reaches is in the dedup view).
 pub fn tag(
     repo: &mut Repository,
     snapshots: Vec<(SnapshotId, Snapshot)>,
     change: &TagChange,
 ) -> Result<Vec<(SnapshotId, SnapshotId)>> {
     repo.ensure_writable()?;
+    let rules = Rules {
+        keep: &|_, _, _| true,
+        lost_trees_empty: false,
+        kind: SessionKind::Rewrite,
+        tags: &|tags| change.apply(tags),
+    };
     let mut done = Vec::new();
     for (id, snap) in snapshots {
-        let tags = change.apply(&snap.tags);
-        if tags == snap.tags {
+        if change.apply(&snap.tags) == snap.tags {
             continue;
         }
-        let session = Session::start(repo, SessionKind::Rewrite)?;
-        let checked = repo
-            .load_index_excluding(session.condemned())
-            .and_then(|_| all_in_view(repo, &snap));
-        if let Err(e) = checked {
-            session.abort();
-            return Err(e);
-        }
-        let new = Snapshot {
-            tags,
-            original: Some(snap.original.unwrap_or(id)),
-            session: Some(session.id().to_string()),
-            ..snap
-        };
-        let new_id = session.commit_snapshot(repo, &new)?;
-        repo.delete_snapshot(&id)?;
-        done.push((id, new_id));
+        done.push((id, rewrite_snapshot(repo, id, &snap, &rules, true)?));
     }
     Ok(done)
-}
-
-/// Every blob the snapshot reaches is in the loaded (condemned-free) index.
-fn all_in_view(repo: &Repository, snap: &Snapshot) -> Result<()> {
-    if !repo.index().contains(&snap.tree) {
-        return Err(Error::BlobNotIndexed(snap.tree.to_hex()));
-    }
-    walk_loaded(repo, &snap.tree, Path::new("/"), &mut |item| {
-        for c in item
-            .node
-            .content
-            .iter()
-            .map(|c| c.id)
-            .chain(item.node.subtree)
-        {
-            if !repo.index().contains(&c) {
-                return Err(Error::BlobNotIndexed(c.to_hex()));
-            }
-        }
-        Ok(true)
-    })
 }
 
 #[cfg(test)]

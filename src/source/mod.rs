@@ -145,13 +145,11 @@ impl Excludes {
         })
     }
 
-    /// Whether an entry the walker found is left out: by its path, or by
-    /// what it is (a folder with a marker file or a cache tag, a file larger
-    /// than the limit).
-    pub fn excludes_entry(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
-        if self.is_excluded(path) {
-            return true;
-        }
+    /// Whether an entry the walker found (and already let through
+    /// [`is_excluded`](Self::is_excluded), which needs no `stat`) is left out
+    /// by what it is: a folder with a marker file or a cache tag, a file
+    /// larger than the limit.
+    pub fn excludes_by_kind(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
         if meta.is_file() {
             return self
                 .selectors
