@@ -87,6 +87,8 @@ pub enum Error {
     CommandFailed(String),
     #[error("path {0} not found in the snapshot")]
     PathNotInSnapshot(String),
+    #[error("{what}: {reason}")]
+    Database { what: String, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -8,6 +8,7 @@
 //! | 1 | [`error`] | the library's error type (wraps the format errors) |
 //! | 2 | [`storage`] | the object_store backend: the only place that knows object_store and tokio |
 //! | 3 | [`repo`] | open/init, keys, locks, the master index, the blob saver, the blob reader ([`repo::blobs`]) and the tree view ([`repo::tree`]) |
+//! | 3 | [`database`] | database engines: dump with a record of tables, row counts and schema fingerprints; load; inspect to verify |
 //! | 3 | [`source`] | where backups read from: the one `Source` type (paths, stdin, dump commands), excludes, file metadata as nodes |
 //! | 4 | [`ops`] | the operations, one module a verb: backup, restore, check, copy, drill, forget, health, prune, stats, schedule |
 //! | 5 | `cli/` (in the binary) | argument parsing and printing |
@@ -29,6 +30,7 @@
 //! `cairn` binary (a separate crate target) and the tests drive them; their
 //! items are not a stable interface.
 
+pub mod database;
 pub mod error;
 pub mod format;
 pub mod ops;

@@ -77,6 +77,18 @@ pub struct BackupArgs {
     /// Run the command after `--` and back up its standard output
     #[arg(long)]
     stdin_from_command: bool,
+    /// Dump a PostgreSQL database: postgresql://USER@HOST:PORT/DB (repeatable)
+    #[arg(long = "postgres", value_name = "URL")]
+    postgres: Vec<String>,
+    /// Dump a MariaDB or MySQL database: mysql://USER@HOST:PORT/DB (repeatable)
+    #[arg(long = "mysql", value_name = "URL")]
+    mysql: Vec<String>,
+    /// Copy a live SQLite database consistently (repeatable)
+    #[arg(long = "sqlite", value_name = "FILE")]
+    sqlite: Vec<PathBuf>,
+    /// With --postgres or --mysql: dump every database of the server
+    #[arg(long)]
+    all_databases: bool,
     /// The dump command and its arguments (after `--`)
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -115,7 +127,56 @@ fn files_from(a: &BackupArgs) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// The database sources given, parsed (mistakes are usage errors).
+fn database_sources(a: &BackupArgs) -> Result<Vec<cairn::database::DatabaseSource>> {
+    use cairn::database::{DatabaseSource, Location};
+    let mut out = Vec::new();
+    let urls = a.postgres.iter().map(|u| ("--postgres", u.clone()));
+    let urls = urls.chain(a.mysql.iter().map(|u| ("--mysql", u.clone())));
+    for (flag, url) in urls {
+        let location = Location::parse(&url).map_err(|e| usage(format!("{flag}: {e}")))?;
+        let expected = if flag == "--postgres" {
+            "postgresql"
+        } else {
+            "mysql"
+        };
+        if location.engine().name() != expected {
+            return Err(usage(format!(
+                "{flag} takes a {expected}:// URL, not '{}'",
+                location.display()
+            )));
+        }
+        out.push(DatabaseSource {
+            location,
+            all: a.all_databases,
+        });
+    }
+    for f in &a.sqlite {
+        let path = cairn::source::fs::clean_absolute(f).map_err(|e| usage(e.to_string()))?;
+        out.push(DatabaseSource {
+            location: Location::Sqlite(path),
+            all: false,
+        });
+    }
+    if a.all_databases && a.postgres.is_empty() && a.mysql.is_empty() {
+        return Err(usage("--all-databases goes with --postgres or --mysql"));
+    }
+    Ok(out)
+}
+
 fn source(a: &BackupArgs) -> Result<Source> {
+    let databases = database_sources(a)?;
+    if !databases.is_empty() {
+        if a.stdin || a.stdin_from_command {
+            return Err(usage(
+                "databases go beside paths, not beside --stdin or --stdin-from-command",
+            ));
+        }
+        let mut paths = a.paths.clone();
+        paths.extend(files_from(a)?);
+        paths.extend(a.command.iter().map(PathBuf::from));
+        return Ok(Source::Databases { databases, paths });
+    }
     let listed = files_from(a)?;
     if !a.files_from.is_empty() && listed.is_empty() && a.paths.is_empty() {
         return Err(usage("the --files-from files list no path"));
@@ -159,7 +220,7 @@ fn source(a: &BackupArgs) -> Result<Source> {
     }
     if paths.is_empty() {
         return Err(usage(
-            "nothing to back up: give paths, --stdin or --stdin-from-command",
+            "nothing to back up: give paths, --stdin, --stdin-from-command or a database (--postgres, --mysql, --sqlite)",
         ));
     }
     Ok(Source::Paths(paths))
@@ -331,6 +392,7 @@ fn summary_json(o: &BackupOutcome, requests: &RequestCounts) -> serde_json::Valu
         "total_bytes_processed": s.total_bytes_processed,
         "total_duration": o.duration_secs,
         "errors": o.errors.len(),
+        "databases": o.snapshot.databases,
         "requests": requests,
     })
 }
@@ -367,8 +429,30 @@ fn report(g: &Global, o: &BackupOutcome, requests: &RequestCounts) {
         output::size(s.total_bytes_processed),
         output::duration(o.duration_secs)
     ));
+    for d in &o.snapshot.databases {
+        line(database_line(d));
+    }
     match o.snapshot_id {
         Some(id) => line(format!("snapshot {} saved", id.short())),
         None => line("dry run: nothing was written"),
     }
+}
+
+/// One dump, as the backup reports it.
+fn database_line(d: &cairn::format::database::DatabaseRecord) -> String {
+    if !d.format.is_database() {
+        return format!(
+            "{} {}: roles and tablespaces → {}",
+            d.engine, d.source, d.path
+        );
+    }
+    let rows: u64 = d.tables.iter().map(|t| t.rows).sum();
+    format!(
+        "{} database {}: {} tables, {} rows → {}",
+        d.engine,
+        d.name,
+        d.tables.len(),
+        rows,
+        d.path
+    )
 }

@@ -47,6 +47,7 @@ pub fn jobs_json(c: &Config) -> serde_json::Value {
                 "source": match &j.source {
                     Source::Paths(paths) => json!({"paths": paths}),
                     Source::Stdin { name } | Source::Command { name, .. } => json!({"dump": name}),
+                    Source::Databases { databases, paths } => json!({"databases": database_names(databases), "paths": paths}),
                 },
                 "schedule": j.schedule.as_ref().map(|s| s.expr.clone()),
                 "timezone": j.schedule.as_ref().map(|s| s.zone()),
@@ -160,6 +161,7 @@ fn job_json(j: &Job) -> serde_json::Value {
             Source::Paths(paths) => json!({"paths": paths}),
             Source::Stdin { name } => json!({"stdin": name}),
             Source::Command { name, argv } => json!({"dump": name, "command": argv}),
+            Source::Databases { databases, paths } => json!({"databases": database_names(databases), "paths": paths}),
         },
         "exclude": j.exclude,
         "tags": j.tags,
@@ -224,4 +226,12 @@ pub fn run(g: &Global, a: &ConfigArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Database sources as a config shows them (no passwords).
+fn database_names(databases: &[cairn::database::DatabaseSource]) -> Vec<serde_json::Value> {
+    databases
+        .iter()
+        .map(|d| json!({"engine": d.location.engine().name(), "location": d.location.display(), "all": d.all}))
+        .collect()
 }

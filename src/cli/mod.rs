@@ -26,6 +26,7 @@ mod process;
 mod prune;
 mod repair;
 mod restore;
+mod restore_db;
 mod rewrite;
 mod run;
 mod schedule;
@@ -157,6 +158,8 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Write one file of a snapshot to standard output
     Dump(restore::DumpArgs),
+    /// Load a database dump into a server or SQLite file and verify it
+    RestoreDb(restore_db::RestoreDbArgs),
     /// Print decrypted internals as JSON
     Cat(inspect::CatArgs),
     /// Check the repository's structure and, optionally, its data
@@ -458,6 +461,7 @@ fn logs_events(command: &str) -> bool {
         "init"
             | "backup"
             | "restore"
+            | "restore-db"
             | "check"
             | "forget"
             | "prune"
@@ -481,6 +485,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Diff(_) => "diff",
         Command::Restore(_) => "restore",
         Command::Dump(_) => "dump",
+        Command::RestoreDb(_) => "restore-db",
         Command::Cat(_) => "cat",
         Command::Check(_) => "check",
         Command::Stats(_) => "stats",
@@ -513,6 +518,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Diff(a) => inspect::diff(g, a),
         Command::Restore(a) => restore::restore(g, a),
         Command::Dump(a) => restore::dump(g, a),
+        Command::RestoreDb(a) => restore_db::run(g, a),
         Command::Cat(a) => inspect::cat(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Stats(a) => inspect::stats(g, a),

@@ -5,6 +5,7 @@
 pub mod blob;
 pub mod chunker;
 pub mod crypto;
+pub mod database;
 pub mod duration;
 pub mod id;
 pub mod objects;

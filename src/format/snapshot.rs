@@ -52,6 +52,9 @@ pub struct Snapshot {
     /// For a copy: the ID of the snapshot it was copied from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<SnapshotId>,
+    /// The database dumps it holds (repo-format.md §10, "Database records").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<crate::format::database::DatabaseRecord>,
 }
 
 impl Snapshot {

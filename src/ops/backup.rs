@@ -19,9 +19,11 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 
+use crate::database::DatabaseSource;
 use crate::error::{Error, Result};
 use crate::format::blob::BlobType;
 use crate::format::chunker;
+use crate::format::database::{DatabaseRecord, DATABASES_DIR};
 use crate::format::id::{BlobId, SnapshotId};
 use crate::format::records::SessionKind;
 use crate::format::snapshot::{Snapshot, SnapshotSummary};
@@ -202,7 +204,14 @@ impl<'a> Archiver<'a> {
             .find(|n| n.name == name && n.name_hex == *name_hex)
     }
 
-    fn archive_virtual(&self, dir: &VirtualDir, parent: Option<BlobId>) -> Result<BlobId> {
+    /// Archives the merged parents of the sources; `extra` nodes (the
+    /// database dumps' folder) join this directory's entries.
+    fn archive_virtual(
+        &self,
+        dir: &VirtualDir,
+        parent: Option<BlobId>,
+        extra: Vec<Node>,
+    ) -> Result<BlobId> {
         let ptree = self.parent_tree(parent);
         let nodes: Vec<Option<Node>> = dir
             .children
@@ -232,15 +241,18 @@ impl<'a> Archiver<'a> {
                         };
                         let mut node = node_from_metadata(name, &meta);
                         node.kind = NodeType::Dir;
-                        node.subtree =
-                            Some(self.archive_virtual(sub, pnode.and_then(|p| p.subtree))?);
+                        node.subtree = Some(self.archive_virtual(
+                            sub,
+                            pnode.and_then(|p| p.subtree),
+                            Vec::new(),
+                        )?);
                         Ok(Some(node))
                     }
                 }
             })
             .collect::<Result<_>>()?;
         let mut tree = Tree {
-            nodes: nodes.into_iter().flatten().collect(),
+            nodes: nodes.into_iter().flatten().chain(extra).collect(),
         };
         Ok(save_tree(&self.saver, &mut tree)?.0)
     }
@@ -620,6 +632,80 @@ fn current_ids() -> (u32, u32) {
     )
 }
 
+/// A file made from a stream (stdin, a command, a database dump): owned by
+/// the user running the backup, written now.
+fn stream_file_node(name: &str, content: Vec<ContentRef>, size: u64) -> Node {
+    let now = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let (uid, gid) = current_ids();
+    Node {
+        name: name.to_string(),
+        name_hex: None,
+        kind: NodeType::File,
+        mode: 0o644,
+        uid,
+        gid,
+        user: String::new(),
+        group: String::new(),
+        mtime_ns: now,
+        ctime_ns: now,
+        inode: 0,
+        device: 0,
+        links: 1,
+        size,
+        content,
+        subtree: None,
+        target: None,
+        target_hex: None,
+        rdev: 0,
+    }
+}
+
+/// A folder that holds stream files.
+fn synthetic_dir_node(name: &str, subtree: BlobId) -> Node {
+    Node {
+        kind: NodeType::Dir,
+        mode: 0o755,
+        links: 0,
+        subtree: Some(subtree),
+        ..stream_file_node(name, Vec::new(), 0)
+    }
+}
+
+/// Absolute, sorted, deduplicated source paths, as recorded and as walked.
+/// With `required`, at least one must exist (a files-only backup of nothing
+/// is a mistake); beside databases, none need be given.
+fn source_paths(ps: &[PathBuf], required: bool) -> Result<(Vec<String>, Vec<PathBuf>)> {
+    let mut abs = Vec::new();
+    for p in ps {
+        abs.push(clean_absolute(p)?);
+    }
+    abs.sort();
+    abs.dedup();
+    let exists = abs.iter().any(|p| std::fs::symlink_metadata(p).is_ok());
+    if !exists && (required || !abs.is_empty()) {
+        return Err(Error::InvalidArgument(format!(
+            "no source path exists: {}",
+            abs.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let recorded = abs
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    Ok((recorded, abs))
+}
+
+fn virtual_root(roots: &[PathBuf]) -> VirtualDir {
+    let mut vroot = VirtualDir::default();
+    for r in roots {
+        vroot.insert(r);
+    }
+    vroot
+}
+
 /// Runs a backup as a writer session of the prune protocol; loads the index
 /// itself (its dedup view depends on the session).
 pub fn backup(
@@ -644,48 +730,34 @@ pub fn backup(
         None => repo.load_index()?,
     }
     let host = opts.host.clone().unwrap_or_else(hostname);
-    let streamed = !matches!(source, Source::Paths(_));
-    let (paths, roots) = match &source {
-        Source::Paths(ps) => {
-            let mut abs = Vec::new();
-            for p in ps {
-                abs.push(clean_absolute(p)?);
-            }
-            abs.sort();
-            abs.dedup();
-            let existing: Vec<PathBuf> = abs
-                .iter()
-                .filter(|p| std::fs::symlink_metadata(p).is_ok())
-                .cloned()
-                .collect();
-            if existing.is_empty() {
-                return Err(Error::InvalidArgument(format!(
-                    "no source path exists: {}",
-                    abs.iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            (
-                abs.iter()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .collect::<Vec<_>>(),
-                abs,
-            )
-        }
+    let streamed = matches!(source, Source::Stdin { .. } | Source::Command { .. });
+    let (mut paths, roots) = match &source {
+        Source::Paths(ps) => source_paths(ps, true)?,
+        Source::Databases { paths, .. } => source_paths(paths, false)?,
         Source::Stdin { name } | Source::Command { name, .. } => {
             validate_stdin_name(name)?;
             (vec![format!("/{name}")], Vec::new())
         }
     };
+    if let Source::Databases { databases, .. } = &source {
+        if roots.iter().any(|r| r.as_os_str() == "/") {
+            return Err(Error::InvalidArgument(
+                "back up / and databases in separate snapshots (the dumps' folder would shadow /databases)"
+                    .into(),
+            ));
+        }
+        paths.extend(databases.iter().map(|d| d.location.display()));
+        paths.sort();
+    }
     // Stdin and commands have no metadata to compare: always read, never skip.
     let (parent, parent_tree) = match (&source, opts.parent) {
         (_, Some(p)) => (Some(p), Some(repo.load_snapshot(&p)?.tree)),
-        (Source::Paths(_), None) if !opts.force => match find_parent(repo, &host, &paths)? {
-            Some((id, tree)) => (Some(id), Some(tree)),
-            None => (None, None),
-        },
+        (Source::Paths(_) | Source::Databases { .. }, None) if !opts.force && !roots.is_empty() => {
+            match find_parent(repo, &host, &paths)? {
+                Some((id, tree)) => (Some(id), Some(tree)),
+                None => (None, None),
+            }
+        }
         _ => (None, None),
     };
     let repo_ref: &Repository = repo;
@@ -700,6 +772,7 @@ pub fn backup(
         progress,
         session: session.as_ref(),
     };
+    let mut databases = Vec::new();
     let root = match &source {
         // Backing up "/" itself: its entries are the root tree's.
         Source::Paths(_) if roots.iter().any(|r| r.as_os_str() == "/") => {
@@ -709,12 +782,19 @@ pub fn backup(
             arch.archive_dir(Path::new("/"), parent_tree, dev, 0)?
                 .ok_or_else(|| Error::io("/", std::io::Error::other("unreadable")))?
         }
-        Source::Paths(_) => {
-            let mut vroot = VirtualDir::default();
-            for r in &roots {
-                vroot.insert(r);
+        Source::Paths(_) => arch.archive_virtual(&virtual_root(&roots), parent_tree, Vec::new())?,
+        Source::Databases {
+            databases: sources, ..
+        } => {
+            let vroot = virtual_root(&roots);
+            if vroot.children.contains_key(OsStr::new(DATABASES_DIR)) {
+                return Err(Error::InvalidArgument(format!(
+                    "/{DATABASES_DIR} is where a snapshot keeps its database dumps: back it up in a separate snapshot"
+                )));
             }
-            arch.archive_virtual(&vroot, parent_tree)?
+            let (dumps, records) = arch.archive_databases(sources)?;
+            databases = records;
+            arch.archive_virtual(&vroot, parent_tree, vec![dumps])?
         }
         Source::Stdin { name } => arch.archive_stream(name, std::io::stdin())?,
         Source::Command { name, argv } => arch.archive_command(name, argv)?,
@@ -769,6 +849,7 @@ pub fn backup(
         summary: Some(summary),
         session: session.as_ref().map(|s| s.id().to_string()),
         original: None,
+        databases,
     };
     let snapshot_id = match session {
         None => None,
@@ -793,52 +874,78 @@ impl<'a> Archiver<'a> {
             Err(Error::Io { source, .. }) => return Err(Error::io("<stdin>", source)),
             other => other?,
         };
-        let now = Utc::now().timestamp_nanos_opt().unwrap_or(0);
-        let (uid, gid) = current_ids();
         let mut comps: Vec<&str> = name.split('/').collect();
         let file_name = comps.pop().unwrap_or(name);
-        let base = Node {
-            name: file_name.to_string(),
-            name_hex: None,
-            kind: NodeType::File,
-            mode: 0o644,
-            uid,
-            gid,
-            user: String::new(),
-            group: String::new(),
-            mtime_ns: now,
-            ctime_ns: now,
-            inode: 0,
-            device: 0,
-            links: 1,
-            size,
-            content,
-            subtree: None,
-            target: None,
-            target_hex: None,
-            rdev: 0,
-        };
+        self.count_stream(size);
+        let mut node = stream_file_node(file_name, content, size);
+        // Wrap in the named directories, innermost first.
+        for dir in comps.iter().rev() {
+            let id = save_tree(&self.saver, &mut Tree { nodes: vec![node] })?.0;
+            node = synthetic_dir_node(dir, id);
+        }
+        Ok(save_tree(&self.saver, &mut Tree { nodes: vec![node] })?.0)
+    }
+
+    fn count_stream(&self, size: u64) {
         inc(&self.counters.files_new);
         self.counters
             .bytes_processed
             .fetch_add(size, Ordering::Relaxed);
-        let mut tree = Tree {
-            nodes: vec![base.clone()],
-        };
-        // Wrap in the named directories, innermost first.
-        for dir in comps.iter().rev() {
-            let id = save_tree(&self.saver, &mut tree)?.0;
-            let mut d = base.clone();
-            d.name = dir.to_string();
-            d.kind = NodeType::Dir;
-            d.mode = 0o755;
-            d.size = 0;
-            d.links = 0;
-            d.content = Vec::new();
-            d.subtree = Some(id);
-            tree = Tree { nodes: vec![d] };
+    }
+
+    /// Takes each source's dumps one after the other (one transaction open
+    /// at a time) into the `databases/` folder; returns its node and the
+    /// dumps' records. A dump whose tool fails, or that ends early, fails
+    /// the backup: nothing is saved.
+    fn archive_databases(&self, sources: &[DatabaseSource]) -> Result<(Node, Vec<DatabaseRecord>)> {
+        let mut files: Vec<(Vec<String>, Node)> = Vec::new();
+        let mut records = Vec::new();
+        for source in sources {
+            for start in crate::database::dumps(source)? {
+                self.check_session()?;
+                let mut dump = start()?;
+                let path = dump.path();
+                let shown = format!("/{DATABASES_DIR}/{}", path.join("/"));
+                if files.iter().any(|(p, _)| *p == path) {
+                    return Err(Error::InvalidArgument(format!(
+                        "two database sources would both be saved as {shown}: back them up in separate snapshots"
+                    )));
+                }
+                let (content, size) = match self.save_stream(dump.take_reader(), None) {
+                    Ok(saved) => saved,
+                    // The tool's own failure says more than the broken pipe.
+                    Err(e) => return Err(dump.finish().err().unwrap_or(e)),
+                };
+                let mut record = dump.finish()?;
+                record.path = shown;
+                self.count_stream(size);
+                self.progress.file_done(Path::new(&record.path), size);
+                let name = path.last().cloned().unwrap_or_default();
+                files.push((path, stream_file_node(&name, content, size)));
+                records.push(record);
+            }
         }
-        Ok(save_tree(&self.saver, &mut tree)?.0)
+        let node = self.save_synthetic_dir(DATABASES_DIR, files)?;
+        Ok((node, records))
+    }
+
+    /// Saves a folder of stream files given by their paths below it.
+    fn save_synthetic_dir(&self, name: &str, entries: Vec<(Vec<String>, Node)>) -> Result<Node> {
+        let mut nodes = Vec::new();
+        let mut subdirs: BTreeMap<String, Vec<(Vec<String>, Node)>> = BTreeMap::new();
+        for (mut path, node) in entries {
+            if path.len() <= 1 {
+                nodes.push(node);
+            } else {
+                let first = path.remove(0);
+                subdirs.entry(first).or_default().push((path, node));
+            }
+        }
+        for (dir, sub) in subdirs {
+            nodes.push(self.save_synthetic_dir(&dir, sub)?);
+        }
+        let id = save_tree(&self.saver, &mut Tree { nodes })?.0;
+        Ok(synthetic_dir_node(name, id))
     }
 
     fn archive_command(&self, name: &str, argv: &[String]) -> Result<BlobId> {

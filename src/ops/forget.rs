@@ -204,6 +204,7 @@ mod tests {
             summary: None,
             session: None,
             original: None,
+            databases: Vec::new(),
         };
         let mut id = [0u8; 32];
         id[0] = day as u8;

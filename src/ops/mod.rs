@@ -15,6 +15,7 @@ pub mod prune;
 pub mod reach;
 pub mod repair;
 pub mod restore;
+pub mod restore_db;
 pub mod rewrite;
 pub mod schedule;
 pub mod stats;

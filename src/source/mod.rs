@@ -1,5 +1,5 @@
 //! Sources: where a backup's data comes from (a filesystem walk, standard
-//! input, a dump command's output; databases next), described by one type
+//! input, a dump command's output, databases), described by one type
 //! that the command line and the config file both make, and the pieces that
 //! read them: path filters, the metadata of a file as a tree node, and the
 //! environment a dump command runs in.
@@ -28,6 +28,12 @@ pub enum Source {
         name: String,
         argv: Vec<String>,
     },
+    /// Database dumps (`databases/...` in the snapshot's tree), and the files
+    /// and folders saved beside them in the same snapshot (maybe none).
+    Databases {
+        databases: Vec<crate::database::DatabaseSource>,
+        paths: Vec<PathBuf>,
+    },
 }
 
 impl Source {
@@ -45,7 +51,7 @@ impl Source {
     /// The name a stream is stored under (none for paths).
     pub fn stream_name(&self) -> Option<&str> {
         match self {
-            Source::Paths(_) => None,
+            Source::Paths(_) | Source::Databases { .. } => None,
             Source::Stdin { name } | Source::Command { name, .. } => Some(name),
         }
     }

@@ -9,6 +9,7 @@ mod alerts;
 mod basic;
 mod cache;
 mod copy;
+mod databases;
 mod errors;
 mod hardening;
 mod health;

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod dbservers;
 pub mod fsutil;
 pub mod gcs_fake;
 pub mod servers;

@@ -211,6 +211,7 @@ fn snapshot_json() -> Vec<u8> {
         summary: None,
         session: Some("0123456789abcdef0123456789abcdef".into()),
         original: None,
+        databases: Vec::new(),
     })
     .unwrap()
 }

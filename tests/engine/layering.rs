@@ -13,6 +13,7 @@ fn layer_of(module: &str) -> Option<usize> {
         "storage" => 2,
         "repo" => 3,
         "source" => 3,
+        "database" => 3,
         "ops" => 4,
         "cli" => 5,
         _ => return None,

@@ -776,6 +776,17 @@ fn source_args(source: &Source, exclude: &[String]) -> Vec<OsString> {
             a.extend(["--stdin-from-command", "--stdin-filename", name, "--"].map(OsString::from));
             a.extend(argv.iter().map(OsString::from));
         }
+        Source::Databases { databases, paths } => {
+            for d in databases {
+                let (flag, value) = d.location.argument();
+                a.extend([OsString::from(flag), value]);
+            }
+            if databases.iter().any(|d| d.all) {
+                a.push("--all-databases".into());
+            }
+            a.push("--".into());
+            a.extend(paths.iter().map(OsString::from));
+        }
     }
     a
 }
