@@ -27,8 +27,31 @@ pub struct DrillArgs {
     /// Make the private temporary directory here (default: the system's)
     #[arg(long, value_name = "DIR")]
     tmpdir: Option<PathBuf>,
+    /// Load the latest database dumps into scratch databases and verify them
+    #[arg(long)]
+    databases: bool,
+    /// With --databases: the PostgreSQL server to load into (default: the one dumped from)
+    #[arg(long, value_name = "URL", requires = "databases")]
+    scratch_postgres: Option<String>,
+    /// With --databases: the MariaDB/MySQL server to load into (default: the one dumped from)
+    #[arg(long, value_name = "URL", requires = "databases")]
+    scratch_mysql: Option<String>,
     #[command(flatten)]
     filter: super::FilterArgs,
+}
+
+/// A `--scratch-*` URL, which must name a server of that engine.
+fn scratch(
+    flag: &str,
+    url: &Option<String>,
+    engine: &str,
+) -> Result<Option<cairn::database::Location>> {
+    let Some(url) = url else { return Ok(None) };
+    let l = cairn::database::Location::parse(url).map_err(|e| usage(format!("{flag}: {e}")))?;
+    if l.engine().name() != engine {
+        return Err(usage(format!("{flag} takes a {engine}:// URL")));
+    }
+    Ok(Some(l))
 }
 
 pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
@@ -50,6 +73,10 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
             )));
         }
     }
+    let scratch = drill::ScratchServers {
+        postgres: scratch("--scratch-postgres", &a.scratch_postgres, "postgresql")?,
+        mysql: scratch("--scratch-mysql", &a.scratch_mysql, "mysql")?,
+    };
     let repo = g.open_indexed()?;
     let opts = DrillOptions {
         files: a.files,
@@ -59,7 +86,10 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
         filter: a.filter.filter(),
     };
     let display = super::output::DrillDisplay::new(g.progress());
-    let drilled = drill::drill_with_progress(&repo, &opts, &display);
+    let drilled = match a.databases {
+        true => drill::drill_databases(&repo, &opts, &scratch),
+        false => drill::drill_with_progress(&repo, &opts, &display),
+    };
     display.finish();
     let report = match drilled {
         Ok(r) => r,
@@ -77,6 +107,16 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
     events::figure("cairn_drill_success_ratio", &[], report.success_rate);
     if g.json {
         output::json(&serde_json::to_value(&report)?);
+    } else if !g.quiet && a.databases {
+        line(format!(
+            "drill: loaded and verified {} of {} databases ({} of dumps) from snapshots {} in {}; success rate {:.1}%",
+            report.files_ok,
+            report.files,
+            output::size(report.bytes_restored),
+            report.snapshots.join(", "),
+            output::duration(report.duration_secs),
+            report.success_rate * 100.0
+        ));
     } else if !g.quiet {
         line(format!(
             "drill: restored {} of {} files ({}) from snapshots {} in {} ({}/s); success rate {:.1}%",
@@ -101,7 +141,7 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
     for f in &report.failures {
         eprintln!("failed: snapshot {}: {}: {}", f.snapshot, f.path, f.error);
     }
-    let figures = json!({"snapshots": report.snapshots, "files": report.files, "files_ok": report.files_ok,
+    let figures = json!({"databases": report.databases, "snapshots": report.snapshots, "files": report.files, "files_ok": report.files_ok,
         "files_failed": report.files_failed, "bytes_restored": report.bytes_restored,
         "success_rate": report.success_rate, "duration_secs": report.duration_secs,
         "failures": report.failures.iter().map(|f| format!("{}:{}", f.snapshot, f.path)).collect::<Vec<_>>()});
@@ -110,7 +150,13 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
         Ok(())
     } else {
         emit(g, "drill.failed", Severity::Critical, None, figures);
-        let why = if report.files == 0 {
+        let why = if a.databases {
+            format!(
+                "drill failed: {} of {} databases did not load and verify",
+                report.failures.len(),
+                report.files
+            )
+        } else if report.files == 0 {
             "drill failed: it restored no file (the chosen snapshots hold no file to restore)"
                 .to_string()
         } else {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A database engine cairn dumps and restores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Engine {
     #[serde(rename = "postgresql")]
     Postgres,

@@ -263,6 +263,10 @@ pub struct DrillRecord {
     /// The failed files, `<short snapshot id>:<path>` (at most 100).
     #[serde(default)]
     pub failures: Vec<String>,
+    /// A database drill (`drill --databases`): `files` counts databases
+    /// loaded into a scratch server or file, `files_ok` those verified.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub databases: bool,
 }
 
 #[cfg(test)]

@@ -14,11 +14,16 @@ use std::time::Instant;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
+use crate::database::{LoadOptions, Location};
 use crate::error::{Error, Result};
+use crate::format::database::{differences, DatabaseRecord, Engine};
 use crate::format::id::SnapshotId;
 use crate::format::records::DrillRecord;
+use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeType};
 use crate::ops::restore::verify_file;
+use crate::ops::restore_db::{load_into, restorable};
+use crate::repo::tree::find_node;
 use crate::repo::tree::{dump_file, walk_tree};
 use crate::repo::{ledger, IndexedRepository};
 
@@ -73,6 +78,8 @@ pub struct DrillReport {
     pub recorded: Option<String>,
     /// Why the result could not be recorded, if it could not.
     pub record_error: Option<String>,
+    /// A database drill: `files` counts databases.
+    pub databases: bool,
 }
 
 impl DrillReport {
@@ -262,12 +269,155 @@ pub fn drill_with_progress(
             .take(100)
             .map(|f| format!("{}:{}", f.snapshot, f.path))
             .collect(),
+        databases: false,
     };
+    record(repo, &mut report, rec);
+    Ok(report)
+}
+
+/// Writes the drill's record for `health`; a record that cannot be written
+/// is reported, not fatal (the drill itself ran).
+fn record(repo: &IndexedRepository, report: &mut DrillReport, rec: DrillRecord) {
     match ledger::record_drill(repo, &rec) {
         Ok(k) => report.recorded = Some(k),
         Err(e) => report.record_error = Some(e.to_string()),
     }
+}
+
+/// Where a database drill loads server dumps: a scratch server per engine
+/// (a URL; the database in it is made up and dropped afterwards). Without
+/// one, the server each dump came from. SQLite dumps always go to the
+/// drill's private temporary directory.
+#[derive(Debug, Clone, Default)]
+pub struct ScratchServers {
+    pub postgres: Option<Location>,
+    pub mysql: Option<Location>,
+}
+
+/// A database drill: the newest dump of each database in the most recent
+/// snapshots is loaded into a scratch database (a new database on a server,
+/// dropped afterwards, or a file in a private temporary directory) and
+/// verified like `restore-db` verifies: tables, row counts, definitions.
+/// The result is recorded for `health` like a file drill's.
+pub fn drill_databases(
+    repo: &IndexedRepository,
+    opts: &DrillOptions,
+    scratch: &ScratchServers,
+) -> Result<DrillReport> {
+    let started = Instant::now();
+    let chosen: Vec<(SnapshotId, Snapshot)> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| {
+            opts.filter.matches(s)
+                && !restorable(s).is_empty()
+                && !s.has_tag(crate::ops::restore_db::PRE_RESTORE_TAG)
+        })
+        .rev()
+        .take(opts.snapshots.max(1))
+        .collect();
+    if chosen.is_empty() {
+        return Err(Error::InvalidArgument(
+            "no snapshot holds a database dump to drill (back one up with --postgres, --mysql or --sqlite)".into(),
+        ));
+    }
+    // The newest dump of each database, newest snapshot first.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut picked: Vec<(usize, DatabaseRecord)> = Vec::new();
+    for (i, (_, s)) in chosen.iter().enumerate() {
+        for r in restorable(s) {
+            if seen.insert((r.engine, r.source.clone(), r.name.clone())) {
+                picked.push((i, r.clone()));
+            }
+        }
+    }
+    let mut report = DrillReport {
+        snapshots: chosen.iter().map(|(id, _)| id.short()).collect(),
+        databases: true,
+        ..Default::default()
+    };
+    let base = opts.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = PrivateDir::create(&base)?;
+    for (n, (i, rec)) in picked.iter().enumerate() {
+        let (id, snap) = &chosen[*i];
+        match drill_database(repo, snap, rec, scratch, &dir.0.join(n.to_string())) {
+            Ok(bytes) => {
+                report.files_ok += 1;
+                report.bytes_restored += bytes;
+            }
+            Err(error) => report.failures.push(DrillFailure {
+                snapshot: id.short(),
+                path: format!("{} database {}", rec.engine, rec.name),
+                error,
+            }),
+        }
+    }
+    drop(dir);
+    report.files = picked.len() as u64;
+    report.files_failed = report.failures.len() as u64;
+    report.duration_secs = started.elapsed().as_secs_f64();
+    report.bytes_per_second = report.bytes_restored as f64 / report.duration_secs.max(1e-9);
+    report.success_rate = report.files_ok as f64 / report.files.max(1) as f64;
+    let rec = DrillRecord {
+        time: chrono::Utc::now(),
+        hostname: crate::repo::hostname(),
+        snapshots: chosen.iter().map(|(id, _)| *id).collect(),
+        files: report.files,
+        files_ok: report.files_ok,
+        bytes: report.bytes_restored,
+        duration_secs: report.duration_secs,
+        failures: report
+            .failures
+            .iter()
+            .take(100)
+            .map(|f| format!("{}:{}", f.snapshot, f.path))
+            .collect(),
+        databases: true,
+    };
+    record(repo, &mut report, rec);
     Ok(report)
+}
+
+/// Loads one dump into a scratch database and verifies it; returns the
+/// dump's size, or why it failed. The scratch database is dropped.
+fn drill_database(
+    repo: &IndexedRepository,
+    snap: &Snapshot,
+    rec: &DatabaseRecord,
+    scratch: &ScratchServers,
+    dir: &Path,
+) -> std::result::Result<u64, String> {
+    let server = |given: &Option<Location>| match given {
+        Some(l) => Ok(l.clone()),
+        None => Location::parse(&rec.source).map_err(|e| e.to_string()),
+    };
+    let name = format!("cairn_drill_{:08x}", rand::random::<u32>());
+    let target = match rec.engine {
+        Engine::Sqlite => {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            Location::Sqlite(dir.join("drill.db"))
+        }
+        Engine::Postgres => server(&scratch.postgres)?,
+        Engine::Mysql => server(&scratch.mysql)?,
+    };
+    let opts = LoadOptions {
+        clean: false,
+        no_owner: true,
+    };
+    let loaded = load_into(repo, snap, rec, &target, &name, opts);
+    if rec.engine != Engine::Sqlite {
+        let _ = crate::database::drop_database(&target, &name);
+    }
+    let found = loaded.map_err(|e| e.to_string())?;
+    match differences(&rec.tables, &found).first() {
+        None => Ok(find_node(repo, &snap.tree, &rec.path)
+            .map(|n| n.size)
+            .unwrap_or(0)),
+        Some(d) => Err(format!("loaded, but {d}")),
+    }
 }
 
 /// Restores one file's content into `out` (a new 0600 file), then re-reads it

@@ -103,6 +103,8 @@ pub struct DrillHealth {
     pub failures: Vec<String>,
     /// `ok` or `failed`.
     pub result: String,
+    /// A database drill (`files` counts databases).
+    pub databases: bool,
 }
 
 /// One thing wrong, for a monitoring system: what kind and a sentence.
@@ -142,7 +144,10 @@ pub struct HealthReport {
     pub snapshots: usize,
     pub groups: Vec<GroupHealth>,
     pub verification: Option<VerificationHealth>,
+    /// The latest drill of either kind.
     pub drill: Option<DrillHealth>,
+    /// The latest database drill (`drill --databases`), if any ran.
+    pub database_drill: Option<DrillHealth>,
     /// Free bytes where a local repository lives.
     pub free_bytes: Option<u64>,
     pub problems: Vec<HealthProblem>,
@@ -204,8 +209,21 @@ pub fn health(repo: &Repository, opts: &HealthOptions, now: DateTime<Utc>) -> Re
 
     let verification = verification_health(repo, now)?;
     verification_problems(verification.as_ref(), opts, data_age, &mut problems);
-    let drill = ledger::latest_drill(repo)?.map(|d| drill_health(d, now));
+    let (file_drill, db_drill) = ledger::latest_drills(repo)?;
+    let file_drill = file_drill.map(|d| drill_health(d, now));
+    let database_drill = db_drill.map(|d| drill_health(d, now));
+    let drill = match (&file_drill, &database_drill) {
+        (Some(f), Some(d)) if d.time > f.time => database_drill.clone(),
+        (Some(_), _) => file_drill.clone(),
+        (None, d) => d.clone(),
+    };
     drill_problems(drill.as_ref(), opts, data_age, &mut problems);
+    // A failed database drill counts even when a file drill ran after it.
+    if let Some(d) = database_drill.as_ref().filter(|d| d.result == "failed") {
+        if drill.as_ref().map(|x| x.time) != Some(d.time) {
+            drill_failure(d, &mut problems);
+        }
+    }
 
     let free_bytes = repo.backend().free_space();
     if let (Some(min), Some(free)) = (opts.min_free, free_bytes) {
@@ -249,6 +267,7 @@ pub fn health(repo: &Repository, opts: &HealthOptions, now: DateTime<Utc>) -> Re
         groups,
         verification,
         drill,
+        database_drill,
         free_bytes,
         problems,
     })
@@ -452,7 +471,31 @@ fn drill_health(d: DrillRecord, now: DateTime<Utc>) -> DrillHealth {
         bytes: d.bytes,
         failures: d.failures,
         result: if failed { "failed" } else { "ok" }.into(),
+        databases: d.databases,
     }
+}
+
+fn drill_failure(d: &DrillHealth, problems: &mut Vec<HealthProblem>) {
+    let (kind, what) = match d.databases {
+        true => ("database drill", "databases loaded and verified"),
+        false => ("drill", "files restored intact"),
+    };
+    problems.push(problem(
+        "drill_failed",
+        format!(
+            "the last {kind} ({} on {}) failed: {} of {} {what}{}",
+            when(d.time),
+            d.hostname,
+            d.files_ok,
+            d.files,
+            if d.failures.is_empty() {
+                String::new()
+            } else {
+                format!(" (failed: {})", d.failures.join(", "))
+            }
+        ),
+        None,
+    ));
 }
 
 fn drill_problems(
@@ -461,25 +504,8 @@ fn drill_problems(
     data_age: i64,
     problems: &mut Vec<HealthProblem>,
 ) {
-    if let Some(d) = d {
-        if d.result == "failed" {
-            problems.push(problem(
-                "drill_failed",
-                format!(
-                    "the last drill ({} on {}) failed: {} of {} files restored intact{}",
-                    when(d.time),
-                    d.hostname,
-                    d.files_ok,
-                    d.files,
-                    if d.failures.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (failed: {})", d.failures.join(", "))
-                    }
-                ),
-                None,
-            ));
-        }
+    if let Some(d) = d.filter(|d| d.result == "failed") {
+        drill_failure(d, problems);
     }
     let Some(limit) = opts.max_drill_age.map(secs) else {
         return;

@@ -205,7 +205,7 @@ pub fn restore_db(
         clean: target_was == TargetWas::NonEmpty,
         no_owner: opts.no_owner,
     };
-    match load_from(&repo, snap, record, target, &name, load_opts) {
+    match load_into(&repo, snap, record, target, &name, load_opts) {
         Ok(found) => {
             let (diffs, extra) = split_extra(differences(&record.tables, &found), &tables_before);
             out.found = found;
@@ -284,7 +284,7 @@ fn roll_back(
         clean: true,
         no_owner,
     };
-    let found = load_from(repo, pre, record, target, name, opts)?;
+    let found = load_into(repo, pre, record, target, name, opts)?;
     let diffs = differences(&record.tables, &found);
     if let Some(d) = diffs.first() {
         return Err(Error::CommandFailed(format!(
@@ -295,8 +295,10 @@ fn roll_back(
     Ok(())
 }
 
-/// Streams a record's dump file from the snapshot into the engine's loader.
-fn load_from(
+/// Streams a record's dump file from the snapshot into the engine's loader
+/// (the database `name` on the target's server, or the target file);
+/// returns the tables found afterwards.
+pub fn load_into(
     repo: &IndexedRepository,
     snap: &Snapshot,
     record: &DatabaseRecord,

@@ -143,3 +143,33 @@ pub fn record_drill(repo: &Repository, rec: &DrillRecord) -> Result<String> {
 pub fn latest_drill(repo: &Repository) -> Result<Option<DrillRecord>> {
     Ok(latest(repo, DRILLS_DIR)?.map(|(_, r)| r))
 }
+
+/// The latest file drill and the latest database drill (for `health`: a
+/// failed database drill must not hide behind a later file drill). Reads
+/// back from the newest record until it has one of each, at most 500.
+pub fn latest_drills(repo: &Repository) -> Result<(Option<DrillRecord>, Option<DrillRecord>)> {
+    let (mut files, mut databases) = (None, None);
+    for key in keys(repo, DRILLS_DIR)?.into_iter().rev().take(500) {
+        let rec: DrillRecord = match read(repo, &key) {
+            Ok(r) => r,
+            Err(Error::MissingObject(_)) => continue,
+            Err(e) if crate::repo::is_content_error(&e) => {
+                repo.warn(format!("skipping {key}: {e}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let slot = if rec.databases {
+            &mut databases
+        } else {
+            &mut files
+        };
+        if slot.is_none() {
+            *slot = Some(rec);
+        }
+        if files.is_some() && databases.is_some() {
+            break;
+        }
+    }
+    Ok((files, databases))
+}

@@ -456,3 +456,58 @@ fn mariadb_round_trip_counts_rows_from_the_dump_and_rolls_back() {
         .iter()
         .any(|e| e["event"] == "restore.rolled_back"));
 }
+
+#[test]
+fn database_drills_load_into_scratch_and_health_counts_them() {
+    let Some(pg) = Postgres::start() else { return };
+    pg.fill("appdb", 1);
+    let s = Sandbox::init();
+    let db = s.path("app.db");
+    make_sqlite(&db, 500);
+    s.backup([
+        "--postgres",
+        &pg.url("appdb"),
+        "--sqlite",
+        db.to_str().unwrap(),
+    ]);
+    // Into a scratch database on the server it came from (the URL in the
+    // record has no password: PGPASSWORD gives it), dropped afterwards.
+    let out = s
+        .cmd(["--json", "drill", "--databases"])
+        .env("PGPASSWORD", "postgres")
+        .ok()
+        .json();
+    assert_eq!(out["databases"], true);
+    assert_eq!(out["files"], 2, "{out}");
+    assert_eq!(out["files_ok"], 2, "{out}");
+    let left = pg.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_drill_%'",
+    );
+    assert_eq!(left, "0", "scratch databases are dropped");
+    let health = s.cmd(["--json", "health"]).ok().json();
+    assert_eq!(health["database_drill"]["result"], "ok", "{health}");
+
+    // A scratch server that refuses the login: the drill fails, and health
+    // says so even after a later file drill succeeded.
+    let refused = format!("postgresql://postgres:wrong@127.0.0.1:{}/x", pg.port);
+    let out = s
+        .cmd(["drill", "--databases", "--scratch-postgres", &refused])
+        .code(1);
+    assert!(
+        out.stderr.contains("password authentication failed"),
+        "{}",
+        out.stderr
+    );
+    s.ok(["drill"]);
+    let out = s.cmd(["health"]).code(1);
+    assert!(out.stderr.contains("database drill"), "{}", out.stderr);
+    // A scratch URL of the wrong engine is a usage error.
+    s.cmd([
+        "drill",
+        "--databases",
+        "--scratch-postgres",
+        "mysql://x@y/z",
+    ])
+    .code(2);
+}
