@@ -89,6 +89,9 @@ pub struct BackupArgs {
     /// With --postgres or --mysql: dump every database of the server
     #[arg(long)]
     all_databases: bool,
+    /// An extra argument for the dump tool of every --postgres/--mysql source (repeatable)
+    #[arg(long = "dump-option", value_name = "ARG", allow_hyphen_values = true)]
+    dump_options: Vec<String>,
     /// The dump command and its arguments (after `--`)
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -149,6 +152,7 @@ fn database_sources(a: &BackupArgs) -> Result<Vec<cairn::database::DatabaseSourc
         out.push(DatabaseSource {
             location,
             all: a.all_databases,
+            dump_options: a.dump_options.clone(),
         });
     }
     for f in &a.sqlite {
@@ -156,10 +160,14 @@ fn database_sources(a: &BackupArgs) -> Result<Vec<cairn::database::DatabaseSourc
         out.push(DatabaseSource {
             location: Location::Sqlite(path),
             all: false,
+            dump_options: Vec::new(),
         });
     }
     if a.all_databases && a.postgres.is_empty() && a.mysql.is_empty() {
         return Err(usage("--all-databases goes with --postgres or --mysql"));
+    }
+    if !a.dump_options.is_empty() && a.postgres.is_empty() && a.mysql.is_empty() {
+        return Err(usage("--dump-option goes with --postgres or --mysql"));
     }
     Ok(out)
 }

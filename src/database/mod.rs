@@ -89,6 +89,9 @@ pub struct DatabaseSource {
     pub location: Location,
     /// Every database of the server (`--all-databases`), not only the URL's.
     pub all: bool,
+    /// Extra arguments for the dump tool (`pg_dump`, `mariadb-dump`), e.g.
+    /// `--exclude-table=audit_log`; not for SQLite.
+    pub dump_options: Vec<String>,
 }
 
 /// One dump being taken: its path below `databases/` in the snapshot, the
@@ -111,12 +114,12 @@ pub type DumpStarter = Box<dyn FnOnce() -> Result<Box<dyn Dump>> + Send>;
 /// The dumps of one source, in order.
 pub fn dumps(source: &DatabaseSource) -> Result<Vec<DumpStarter>> {
     match &source.location {
-        Location::Postgres(p) => postgres::dumps(p, source.all),
-        Location::Mysql(m) => mysql::dumps(m, source.all),
+        Location::Postgres(p) => postgres::dumps(p, source.all, &source.dump_options),
+        Location::Mysql(m) => mysql::dumps(m, source.all, &source.dump_options),
         Location::Sqlite(path) => {
-            if source.all {
+            if source.all || !source.dump_options.is_empty() {
                 return Err(Error::InvalidArgument(
-                    "--all-databases is for servers, not SQLite files".into(),
+                    "--all-databases and dump options are for servers, not SQLite files".into(),
                 ));
             }
             Ok(vec![sqlite::dump_starter(path.clone())])

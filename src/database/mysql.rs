@@ -237,7 +237,7 @@ pub fn inspect_database(loc: &MyLocation, db: &str) -> Result<Vec<TableRecord>> 
     Ok(records(defs, &counts))
 }
 
-pub fn dumps(loc: &MyLocation, all: bool) -> Result<Vec<DumpStarter>> {
+pub fn dumps(loc: &MyLocation, all: bool, options: &[String]) -> Result<Vec<DumpStarter>> {
     let databases: Vec<String> = match (&loc.dbname, all) {
         (_, true) => loc
             .query(None, "SHOW DATABASES")?
@@ -264,8 +264,8 @@ pub fn dumps(loc: &MyLocation, all: bool) -> Result<Vec<DumpStarter>> {
     Ok(databases
         .into_iter()
         .map(|db| {
-            let (loc, version) = (loc.with_db(&db), version.clone());
-            Box::new(move || start(loc, db, version)) as DumpStarter
+            let (loc, version, options) = (loc.with_db(&db), version.clone(), options.to_vec());
+            Box::new(move || start(loc, db, version, options)) as DumpStarter
         })
         .collect())
 }
@@ -279,7 +279,12 @@ struct MysqlDump {
     counter: Arc<Mutex<InsertCounter>>,
 }
 
-fn start(loc: MyLocation, db: String, version: String) -> Result<Box<dyn Dump>> {
+fn start(
+    loc: MyLocation,
+    db: String,
+    version: String,
+    options: Vec<String>,
+) -> Result<Box<dyn Dump>> {
     let defs = definitions(&loc, &db)?;
     let mut cmd = loc.tool(program(&["mariadb-dump", "mysqldump"]));
     cmd.args([
@@ -290,6 +295,7 @@ fn start(loc: MyLocation, db: String, version: String) -> Result<Box<dyn Dump>> 
         "--skip-dump-date",
         "--hex-blob",
     ])
+    .args(&options)
     .arg(&db);
     let child = ChildDump::start(&loc.what(), &mut cmd)?;
     Ok(Box::new(MysqlDump {

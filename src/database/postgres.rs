@@ -404,7 +404,7 @@ fn server_version(client: &mut Client, what: &str) -> Result<String> {
 
 /// The dumps of a server: the URL's database (or every one) and, for a whole
 /// server or a superuser, its roles and tablespaces.
-pub fn dumps(loc: &PgLocation, all: bool) -> Result<Vec<DumpStarter>> {
+pub fn dumps(loc: &PgLocation, all: bool, options: &[String]) -> Result<Vec<DumpStarter>> {
     let first = match (&loc.dbname, all) {
         (Some(_), _) => loc.clone(),
         (None, true) => loc.with_db("postgres"),
@@ -445,8 +445,8 @@ pub fn dumps(loc: &PgLocation, all: bool) -> Result<Vec<DumpStarter>> {
         starters.push(Box::new(move || start_globals(loc, version)));
     }
     for db in databases {
-        let loc = loc.with_db(&db);
-        starters.push(Box::new(move || start_database(loc)));
+        let (loc, options) = (loc.with_db(&db), options.to_vec());
+        starters.push(Box::new(move || start_database(loc, options)));
     }
     Ok(starters)
 }
@@ -515,7 +515,7 @@ struct DatabaseDump {
     counting: Option<JoinHandle<Result<Counted>>>,
 }
 
-fn start_database(loc: PgLocation) -> Result<Box<dyn Dump>> {
+fn start_database(loc: PgLocation, options: Vec<String>) -> Result<Box<dyn Dump>> {
     let db = loc.dbname.clone().expect("a database");
     let what = loc.what();
     let mut client = loc.connect()?;
@@ -534,12 +534,13 @@ fn start_database(loc: PgLocation) -> Result<Box<dyn Dump>> {
         .batch_execute("SET LOCAL synchronize_seqscans = off")
         .map_err(|e| pg_error(&what, e))?;
     let mut cmd = loc.tool("pg_dump");
-    let options = std::env::var("PGOPTIONS").unwrap_or_default();
+    let server_options = std::env::var("PGOPTIONS").unwrap_or_default();
     cmd.env(
         "PGOPTIONS",
-        format!("{options} -c synchronize_seqscans=off"),
+        format!("{server_options} -c synchronize_seqscans=off"),
     );
     cmd.args(["--format=custom", "--compress=0"])
+        .args(&options)
         .arg(format!("--snapshot={snapshot}"))
         .arg("--dbname")
         .arg(&db);

@@ -140,6 +140,7 @@ fn target_source(target: &Location, name: &str) -> DatabaseSource {
     DatabaseSource {
         location: target.with_database(name),
         all: false,
+        dump_options: Vec::new(),
     }
 }
 

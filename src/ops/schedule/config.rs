@@ -6,6 +6,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::database::{DatabaseSource, Location};
+use crate::format::database::Engine;
 use crate::ops::forget::Policy;
 use crate::source::Source;
 
@@ -149,6 +151,9 @@ pub struct Job {
     pub before: Option<String>,
     pub after: Option<String>,
     pub copy_to: Vec<String>,
+    /// The password each engine's dump tool gets (`PGPASSWORD`, `MYSQL_PWD`)
+    /// when the job backs up its databases.
+    pub database_passwords: Vec<(Engine, OptionValue)>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +206,21 @@ struct RawJob {
     after: Option<String>,
     #[serde(default)]
     copy_to: Vec<Spanned<String>>,
+    #[serde(default)]
+    databases: Vec<Spanned<RawDatabase>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDatabase {
+    postgres: Option<Spanned<String>>,
+    mysql: Option<Spanned<String>>,
+    sqlite: Option<Spanned<String>>,
+    /// A database of the server other than the URL's, or "all".
+    database: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    #[serde(default)]
+    dump_options: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -416,27 +436,7 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
         }
         let mut options = Vec::new();
         for (k, v) in &r.options {
-            let val = v.get_ref();
-            let value = if let Some(var) = val.strip_prefix("env:") {
-                if var.is_empty() {
-                    cx.at(
-                        v.span(),
-                        "env: needs a variable name, as in env:AWS_SECRET_ACCESS_KEY",
-                    );
-                }
-                OptionValue::Env(var.to_string())
-            } else if let Some(f) = val.strip_prefix("file:") {
-                if f.is_empty() {
-                    cx.at(
-                        v.span(),
-                        "file: needs a path, as in file:/etc/cairn/s3.secret",
-                    );
-                }
-                OptionValue::File(PathBuf::from(f))
-            } else {
-                OptionValue::Literal(val.clone())
-            };
-            options.push((k.clone(), value));
+            options.push((k.clone(), option_value(&mut cx, v)));
         }
         repositories.insert(
             name.clone(),
@@ -480,6 +480,13 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
                 cx.at(c.span(), "copy-to names the job's own repository");
             }
         }
+        let (databases, database_passwords) = job_databases(&mut cx, &j.databases);
+        if let (Some(cmd), false) = (&j.dump_command, databases.is_empty()) {
+            cx.at(
+                cmd.span(),
+                "a job has databases or a dump-command, not both",
+            );
+        }
         let source = match (&j.dump_command, j.paths.is_empty()) {
             (Some(cmd), true) => {
                 let dump_name = match &j.dump_name {
@@ -515,20 +522,25 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
             (None, empty) => {
                 // A job without a source is a maintenance job (retention,
                 // verification, drills, copies of what is there).
-                let maintains = j.retention.is_some()
+                let maintains = !databases.is_empty()
+                    || j.retention.is_some()
                     || j.verify.is_some()
                     || j.drill.is_some()
                     || !j.copy_to.is_empty();
                 if empty && !maintains {
                     cx.at(
                         jspan.clone(),
-                        format!("job '{name}' has nothing to do: give paths = [...] or dump-command to back up, or retention, verify, drill or copy-to"),
+                        format!("job '{name}' has nothing to do: give paths = [...], databases or dump-command to back up, or retention, verify, drill or copy-to"),
                     );
                 }
                 if let Some(n) = &j.dump_name {
                     cx.at(n.span(), "dump-name needs a dump-command");
                 }
-                Source::Paths(j.paths.iter().map(|p| PathBuf::from(p.get_ref())).collect())
+                let paths = j.paths.iter().map(|p| PathBuf::from(p.get_ref())).collect();
+                match databases.is_empty() {
+                    true => Source::Paths(paths),
+                    false => Source::Databases { databases, paths },
+                }
             }
         };
         for t in &j.tags {
@@ -678,6 +690,7 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
                 before: j.before.clone(),
                 after: j.after.clone(),
                 copy_to: j.copy_to.iter().map(|c| c.get_ref().clone()).collect(),
+                database_passwords,
             },
         );
     }
@@ -690,6 +703,126 @@ pub fn parse(text: &str, path: &Path, display: &str) -> Result<Config, ConfigErr
         repositories,
         jobs,
     })
+}
+
+/// A value that may be read when a job runs: `env:VAR`, `file:PATH`, or literal.
+fn option_value(cx: &mut Ctx<'_>, v: &Spanned<String>) -> OptionValue {
+    let val = v.get_ref();
+    if let Some(var) = val.strip_prefix("env:") {
+        if var.is_empty() {
+            cx.at(
+                v.span(),
+                "env: needs a variable name, as in env:AWS_SECRET_ACCESS_KEY",
+            );
+        }
+        OptionValue::Env(var.to_string())
+    } else if let Some(f) = val.strip_prefix("file:") {
+        if f.is_empty() {
+            cx.at(
+                v.span(),
+                "file: needs a path, as in file:/etc/cairn/s3.secret",
+            );
+        }
+        OptionValue::File(PathBuf::from(f))
+    } else {
+        OptionValue::Literal(val.clone())
+    }
+}
+
+/// A job's `[[jobs.NAME.databases]]`: the sources, and the password each
+/// engine's dump tool gets when the job runs (one per engine a job).
+fn job_databases(
+    cx: &mut Ctx<'_>,
+    raw: &[Spanned<RawDatabase>],
+) -> (Vec<DatabaseSource>, Vec<(Engine, OptionValue)>) {
+    let mut sources = Vec::new();
+    let mut passwords: Vec<(Engine, OptionValue)> = Vec::new();
+    let mut options: Option<&Vec<String>> = None;
+    for d in raw {
+        let span = d.span();
+        let d = d.get_ref();
+        let given = [&d.postgres, &d.mysql, &d.sqlite];
+        if given.iter().filter(|g| g.is_some()).count() != 1 {
+            cx.at(
+                span.clone(),
+                "a database gives one of postgres = URL, mysql = URL or sqlite = FILE",
+            );
+            continue;
+        }
+        let (text, expect) = match (&d.postgres, &d.mysql, &d.sqlite) {
+            (Some(u), _, _) => (u, Engine::Postgres),
+            (_, Some(u), _) => (u, Engine::Mysql),
+            (_, _, Some(f)) => (f, Engine::Sqlite),
+            _ => unreachable!("one is given"),
+        };
+        let location = match Location::parse(text.get_ref()) {
+            Ok(l) if l.engine() == expect => l,
+            Ok(_) => {
+                cx.at(text.span(), format!("not a {} location", expect.name()));
+                continue;
+            }
+            Err(e) => {
+                cx.at(text.span(), e.to_string());
+                continue;
+            }
+        };
+        let all = d.database.as_ref().is_some_and(|n| n.get_ref() == "all");
+        let location = match &d.database {
+            Some(n) if expect == Engine::Sqlite => {
+                cx.at(
+                    n.span(),
+                    "database is for servers; a SQLite file is one database",
+                );
+                location
+            }
+            Some(n) if n.get_ref().is_empty() => {
+                cx.at(n.span(), "database is empty (a name, or \"all\")");
+                location
+            }
+            Some(n) if !all => location.with_database(n.get_ref()),
+            _ => location,
+        };
+        if let Some(p) = &d.password {
+            let value = option_value(cx, p);
+            if matches!(value, OptionValue::Literal(_)) {
+                cx.at(p.span(), "a database password must not be written in the config file: use env:VAR or file:PATH (or the engine's own password file)");
+            } else if expect == Engine::Sqlite {
+                cx.at(p.span(), "a SQLite file has no password");
+            } else if passwords.iter().any(|(e, v)| *e == expect && *v != value) {
+                cx.at(p.span(), format!("one job gives one {} password: put databases with other credentials in another job", expect.name()));
+            } else {
+                passwords.push((expect, value));
+            }
+        }
+        if !d.dump_options.is_empty() {
+            if expect == Engine::Sqlite {
+                cx.at(
+                    span.clone(),
+                    "dump-options are for server dumps, not SQLite files",
+                );
+            } else if options.is_some_and(|o| *o != d.dump_options) {
+                cx.at(
+                    span.clone(),
+                    "the databases of one job share their dump-options: put others in another job",
+                );
+            }
+            options = Some(&d.dump_options);
+        }
+        sources.push(DatabaseSource {
+            location,
+            all,
+            dump_options: d.dump_options.clone(),
+        });
+    }
+    if let Some(o) = options {
+        for s in sources
+            .iter_mut()
+            .filter(|s| s.location.engine() != Engine::Sqlite)
+        {
+            s.dump_options = o.clone();
+        }
+    }
+    (sources, passwords)
 }
 
 impl Config {

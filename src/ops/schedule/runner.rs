@@ -406,7 +406,9 @@ pub fn plan(
     }
     backup.extend(source_args(&job.source, &job.exclude));
     if backs_up {
-        steps.push(cairn(StepKind::Backup, "backup", backup));
+        let mut step = cairn(StepKind::Backup, "backup", backup);
+        step.env.extend(database_passwords(job)?);
+        steps.push(step);
     }
 
     if let Some(r) = &job.retention {
@@ -758,6 +760,22 @@ mod tests {
     }
 }
 
+/// The job's database passwords, read now, as the variables the dump tools
+/// (and cairn's own connections) read: never on a command line.
+fn database_passwords(job: &Job) -> Result<Vec<(String, OsString)>, String> {
+    use crate::format::database::Engine;
+    let mut env = Vec::new();
+    for (engine, value) in &job.database_passwords {
+        let var = match engine {
+            Engine::Postgres => "PGPASSWORD",
+            Engine::Mysql => "MYSQL_PWD",
+            Engine::Sqlite => continue,
+        };
+        env.push((var.to_string(), resolve(value, "password")?.into()));
+    }
+    Ok(env)
+}
+
 /// `backup`'s flags for a source.
 fn source_args(source: &Source, exclude: &[String]) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
@@ -783,6 +801,12 @@ fn source_args(source: &Source, exclude: &[String]) -> Vec<OsString> {
             }
             if databases.iter().any(|d| d.all) {
                 a.push("--all-databases".into());
+            }
+            // A job's server sources share their dump options (config check).
+            if let Some(d) = databases.iter().find(|d| !d.dump_options.is_empty()) {
+                for o in &d.dump_options {
+                    a.push(format!("--dump-option={o}").into());
+                }
             }
             a.push("--".into());
             a.extend(paths.iter().map(OsString::from));
