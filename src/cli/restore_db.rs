@@ -31,6 +31,12 @@ pub struct RestoreDbArgs {
     /// PostgreSQL: skip ownership and privileges (a server without the source's roles)
     #[arg(long)]
     no_owner: bool,
+    /// PostgreSQL: load with N parallel jobs (pg_restore -j; via a temporary file, not in one transaction)
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 1)]
+    jobs: u32,
+    /// Keep the newest N pre-restore snapshots of the target; forget older ones
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    keep_pre_restore: usize,
     /// Only say how the target differs and what would be done
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -40,6 +46,12 @@ pub struct RestoreDbArgs {
 
 pub fn run(g: &Global, a: &RestoreDbArgs) -> Result<()> {
     let target = Location::parse(&a.to).map_err(|e| usage(format!("--to: {e}")))?;
+    if a.keep_pre_restore == 0 {
+        return Err(usage("--keep-pre-restore must be at least 1"));
+    }
+    if a.jobs > 1 && target.engine() != cairn::format::database::Engine::Postgres {
+        return Err(usage("--jobs is for PostgreSQL targets"));
+    }
     let repo = g.open()?;
     let (id, snap) = if a.snapshot == "latest" {
         // "latest" is the latest backup, not the copy a safe restore took of
@@ -70,6 +82,8 @@ pub fn run(g: &Global, a: &RestoreDbArgs) -> Result<()> {
             _ => Safety::Auto,
         },
         no_owner: a.no_owner,
+        jobs: a.jobs,
+        keep_pre_restore: Some(a.keep_pre_restore),
         dry_run: a.dry_run,
     };
     let outcome = match restore_db::restore_db(repo, &snap, &record, &target, &opts) {
@@ -170,6 +184,7 @@ fn outcome_json(id: &cairn::format::id::SnapshotId, o: &RestoreDbOutcome) -> ser
         "error": o.failure,
         "rolled_back": o.rolled_back,
         "rollback_error": o.rollback_failure,
+        "pre_restore_forgotten": o.forgotten.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
     })
 }
 
@@ -222,6 +237,12 @@ fn report(g: &Global, id: &cairn::format::id::SnapshotId, o: &RestoreDbOutcome, 
         line(format!(
             "pre-restore snapshot {} saved (tag pre-restore)",
             p.short()
+        ));
+    }
+    for f in &o.forgotten {
+        line(format!(
+            "forgot older pre-restore snapshot {} (--keep-pre-restore)",
+            f.short()
         ));
     }
     for t in &o.left_in_place {

@@ -128,12 +128,15 @@ pub fn dumps(source: &DatabaseSource) -> Result<Vec<DumpStarter>> {
 }
 
 /// How a load treats what the target already holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadOptions {
     /// Drop the dump's objects before creating them (target not empty).
     pub clean: bool,
     /// Skip ownership and privileges (a server without the source's roles).
     pub no_owner: bool,
+    /// Parallel loaders where the engine has them (PostgreSQL `pg_restore
+    /// -j`); 0 or 1: one, in one transaction.
+    pub jobs: u32,
 }
 
 /// The state of a restore target.

@@ -629,16 +629,43 @@ pub fn load(
     }
     let target = loc.with_db(db);
     let mut cmd = target.tool("pg_restore");
-    cmd.args(["--exit-on-error", "--single-transaction", "--dbname"])
-        .arg(db);
+    cmd.args(["--exit-on-error", "--dbname"]).arg(db);
     if opts.clean {
         cmd.args(["--clean", "--if-exists"]);
     }
     if opts.no_owner {
         cmd.args(["--no-owner", "--no-privileges"]);
     }
-    run_load(&target.what(), &mut cmd, write_dump)?;
+    if opts.jobs > 1 {
+        load_parallel(&target, cmd, opts.jobs, write_dump)?;
+    } else {
+        cmd.arg("--single-transaction");
+        run_load(&target.what(), &mut cmd, write_dump)?;
+    }
     inspect_database(loc, db)
+}
+
+/// `pg_restore -j N` reads a file, not a pipe (it seeks to each table's
+/// data): the dump goes to a private temporary file first, removed after.
+/// Parallel loaders cannot share one transaction, so a failure midway
+/// leaves a partial database; a safe restore rolls it back.
+fn load_parallel(
+    target: &PgLocation,
+    mut cmd: Command,
+    jobs: u32,
+    write_dump: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    let mut file = tempfile::Builder::new()
+        .prefix("cairn-pg-restore-")
+        .tempfile()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
+        write_dump(&mut w)?;
+        w.flush().map_err(|e| Error::io("<temporary dump>", e))?;
+    }
+    cmd.arg(format!("--jobs={jobs}")).arg(file.path());
+    run_load(&target.what(), &mut cmd, &mut |_| Ok(()))
 }
 
 pub fn drop_database(loc: &PgLocation, db: &str) -> Result<()> {

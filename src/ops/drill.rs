@@ -404,8 +404,8 @@ fn drill_database(
         Engine::Mysql => server(&scratch.mysql)?,
     };
     let opts = LoadOptions {
-        clean: false,
         no_owner: true,
+        ..Default::default()
     };
     let loaded = load_into(repo, snap, rec, &target, &name, opts);
     if rec.engine != Engine::Sqlite {

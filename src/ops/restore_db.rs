@@ -43,6 +43,11 @@ pub struct RestoreDbOptions {
     pub safety: Safety,
     /// Skip ownership and privileges (PostgreSQL `--no-owner --no-privileges`).
     pub no_owner: bool,
+    /// Parallel loaders (PostgreSQL `pg_restore -j`; not in one transaction).
+    pub jobs: u32,
+    /// After a verified safe restore, keep this many `pre-restore` snapshots
+    /// of the target (the newest); older ones are forgotten. None: keep all.
+    pub keep_pre_restore: Option<usize>,
     /// Plan only: say what differs and what would be done.
     pub dry_run: bool,
 }
@@ -72,6 +77,8 @@ pub struct RestoreDbOutcome {
     pub rolled_back: bool,
     /// Why the rollback failed, if it did: the target needs a hand.
     pub rollback_failure: Option<String>,
+    /// Older `pre-restore` snapshots of the target forgotten (`keep_pre_restore`).
+    pub forgotten: Vec<SnapshotId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +198,7 @@ pub fn restore_db(
         failure: None,
         rolled_back: false,
         rollback_failure: None,
+        forgotten: Vec::new(),
     };
     if opts.dry_run {
         return Ok(out);
@@ -205,6 +213,7 @@ pub fn restore_db(
     let load_opts = LoadOptions {
         clean: target_was == TargetWas::NonEmpty,
         no_owner: opts.no_owner,
+        jobs: opts.jobs,
     };
     match load_into(&repo, snap, record, target, &name, load_opts) {
         Ok(found) => {
@@ -226,7 +235,31 @@ pub fn restore_db(
             }
         }
     }
+    if let (false, Some(keep), Some((_, pre_snap))) = (failed, opts.keep_pre_restore, &pre) {
+        out.forgotten = forget_old_pre_restores(&repo, pre_snap, keep)?;
+    }
     Ok(out)
+}
+
+/// Forgets the `pre-restore` snapshots of the same target (same paths) but
+/// the newest `keep`; their data goes with the next prune.
+fn forget_old_pre_restores(
+    repo: &Repository,
+    newest: &Snapshot,
+    keep: usize,
+) -> Result<Vec<SnapshotId>> {
+    let mut same: Vec<(SnapshotId, Snapshot)> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| s.has_tag(PRE_RESTORE_TAG) && s.paths == newest.paths)
+        .collect();
+    same.sort_by_key(|(_, s)| std::cmp::Reverse(s.time));
+    let mut forgotten = Vec::new();
+    for (id, _) in same.into_iter().skip(keep.max(1)) {
+        repo.delete_snapshot(&id)?;
+        forgotten.push(id);
+    }
+    Ok(forgotten)
 }
 
 /// Tables found after the load that the snapshot does not have but the
@@ -284,6 +317,7 @@ fn roll_back(
     let opts = LoadOptions {
         clean: true,
         no_owner,
+        jobs: 0,
     };
     let found = load_into(repo, pre, record, target, name, opts)?;
     let diffs = differences(&record.tables, &found);

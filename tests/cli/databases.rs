@@ -653,3 +653,40 @@ fn database_config_mistakes_are_named() {
     }
     assert!(!out.stderr.contains("hunter2"));
 }
+
+#[test]
+fn postgres_parallel_restore_and_pre_restore_retention() {
+    let Some(pg) = Postgres::start() else { return };
+    pg.fill("appdb", 1);
+    let s = Sandbox::init();
+    s.backup(["--postgres", &pg.url("appdb")]);
+    let out = s.json([
+        "restore-db",
+        "latest",
+        "--to",
+        &pg.url("par"),
+        "--jobs",
+        "2",
+    ]);
+    assert_eq!(out["verified"], true, "{out}");
+    assert_eq!(pg.count("par", "pgbench_accounts"), 100_000);
+    // Three safe restores over the live database, keeping two pre-restore
+    // snapshots: the oldest is forgotten after the third.
+    for _ in 0..3 {
+        pg.sql(
+            "appdb",
+            "DELETE FROM notes WHERE id IN (SELECT id FROM notes LIMIT 1)",
+        );
+        s.json([
+            "restore-db",
+            "latest",
+            "--to",
+            &pg.url("appdb"),
+            "--keep-pre-restore",
+            "2",
+        ]);
+    }
+    assert_eq!(s.snapshots(&["--tag", "pre-restore"]).len(), 2);
+    s.cmd(["restore-db", "latest", "--to", "/tmp/x.db", "--jobs", "2"])
+        .code(2);
+}
