@@ -135,8 +135,16 @@ pub(crate) fn rewrite_snapshot(
             }
         }
     };
+    // A database record whose dump the rewrite left out goes with it.
+    let databases = snap
+        .databases
+        .iter()
+        .filter(|d| holds_path(repo, tree, &d.path))
+        .cloned()
+        .collect();
     let new = Snapshot {
         tree,
+        databases,
         tags: (rules.tags)(&snap.tags),
         original: Some(snap.original.unwrap_or(id)),
         session: Some(session.id().to_string()),
@@ -147,6 +155,26 @@ pub(crate) fn rewrite_snapshot(
         repo.delete_snapshot(&id)?;
     }
     Ok(new_id)
+}
+
+/// Whether the tree at `root` has an entry at the absolute `path`.
+fn holds_path(repo: &Repository, root: BlobId, path: &str) -> bool {
+    let mut tree = root;
+    let mut parts = path.split('/').filter(|p| !p.is_empty()).peekable();
+    while let Some(name) = parts.next() {
+        let Some(t) = load_intact_tree(repo, &tree) else {
+            return false;
+        };
+        let Some(node) = t.nodes.iter().find(|n| n.name == name) else {
+            return false;
+        };
+        match (parts.peek(), node.subtree) {
+            (None, _) => return true,
+            (Some(_), Some(sub)) => tree = sub,
+            (Some(_), None) => return false,
+        }
+    }
+    true
 }
 
 /// A tree loaded only when the index holds it and it decodes.

@@ -690,3 +690,21 @@ fn postgres_parallel_restore_and_pre_restore_retention() {
     s.cmd(["restore-db", "latest", "--to", "/tmp/x.db", "--jobs", "2"])
         .code(2);
 }
+
+#[test]
+fn rewriting_a_dump_out_drops_its_record() {
+    let s = Sandbox::init();
+    let db = s.path("app.db");
+    make_sqlite(&db, 10);
+    let (files, _) = s.small_tree();
+    s.backup(["--sqlite", db.to_str().unwrap(), files.to_str().unwrap()]);
+    s.ok(["rewrite", "latest", "--exclude", "/databases/sqlite/*"]);
+    let snaps = s.snapshots(&[]);
+    let newest = snaps
+        .iter()
+        .find(|x| !x["original"].is_null())
+        .expect("a rewritten snapshot");
+    let snap = s.json(["cat", "snapshot", newest["id"].as_str().unwrap()]);
+    assert!(snap.get("databases").is_none(), "{snap}");
+    s.ok(["rewrite", "latest", "--exclude", "*.nothing"]);
+}
