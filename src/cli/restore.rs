@@ -191,7 +191,7 @@ pub struct DumpArgs {
     /// Path of the file in the snapshot (e.g. /home/ann/notes.txt, or the --stdin-filename)
     path: String,
     /// Write the path (a file or a folder, with everything below it) as an
-    /// archive: tar
+    /// archive: tar or zip
     #[arg(long, value_name = "FORMAT")]
     archive: Option<String>,
     #[command(flatten)]
@@ -244,20 +244,24 @@ pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
         other => other?,
     };
     if let Some(format) = &a.archive {
-        if format != "tar" {
-            return Err(usage(format!(
-                "--archive {format}: the archive formats are: tar"
-            )));
-        }
+        let write = match format.as_str() {
+            "tar" => cairn::ops::dump::dump_tar,
+            "zip" => cairn::ops::dump::dump_zip,
+            _ => {
+                return Err(usage(format!(
+                    "--archive {format}: the archive formats are: tar, zip"
+                )))
+            }
+        };
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-            return Err(usage(
-                "refusing to write an archive to a terminal: redirect it, e.g. > out.tar",
-            ));
+            return Err(usage(format!(
+                "refusing to write an archive to a terminal: redirect it, e.g. > out.{format}"
+            )));
         }
         let path = std::path::Path::new("/").join(a.path.trim_start_matches('/'));
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-        return match cairn::ops::dump::dump_tar(&repo, &node, &path, &mut out).and_then(|_| {
+        return match write(&repo, &node, &path, &mut out).and_then(|_| {
             std::io::Write::flush(&mut out).map_err(|e| cairn::Error::io("<stdout>", e))
         }) {
             Err(cairn::Error::Io { source, .. })
@@ -270,7 +274,7 @@ pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
     }
     if node.kind != NodeType::File {
         return Err(anyhow!(
-            "{} is not a regular file in the snapshot (give --archive tar for a folder)",
+            "{} is not a regular file in the snapshot (give --archive tar or zip for a folder)",
             a.path
         ));
     }

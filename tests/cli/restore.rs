@@ -540,6 +540,72 @@ fn dump_a_folder_as_tar() {
         .assert_one_error_line("--archive");
 }
 
+/// `dump SNAP FOLDER --archive zip` streams a zip (data descriptors, no
+/// seeking) that a zip reader opens with the same contents, modes and links.
+#[test]
+fn dump_a_folder_as_zip() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("a/one.txt"), "one");
+    write_random(&src.join("a/big"), 5 << 20, 3);
+    write(&src.join("a/sub/deep.txt"), "deep");
+    set_mode(&src.join("a/one.txt"), 0o640);
+    std::os::unix::fs::symlink("one.txt", src.join("a/link")).unwrap();
+    s.backup([&src]);
+    let folder = src.join("a");
+    let out = s.ok([
+        "dump",
+        "latest",
+        folder.to_str().unwrap(),
+        "--archive",
+        "zip",
+    ]);
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(out.stdout.clone())).unwrap();
+    let base = folder
+        .strip_prefix("/")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let read = |zip: &mut zip::ZipArchive<_>, name: &str| {
+        let mut f = zip.by_name(&format!("{base}/{name}")).unwrap();
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut v).unwrap();
+        (v, f.unix_mode())
+    };
+    let (one, mode) = read(&mut zip, "one.txt");
+    assert_eq!(one, b"one");
+    assert_eq!(mode.unwrap() & 0o777, 0o640);
+    assert_eq!(
+        read(&mut zip, "big").0,
+        std::fs::read(folder.join("big")).unwrap()
+    );
+    assert_eq!(read(&mut zip, "sub/deep.txt").0, b"deep");
+    let link = zip.by_name(&format!("{base}/link")).unwrap();
+    assert!(link.is_symlink());
+    drop(link);
+    assert_eq!(
+        read(&mut zip, "link").0,
+        b"one.txt",
+        "a symlink holds its target"
+    );
+    // `unzip -t` agrees, where it is installed.
+    if std::process::Command::new("unzip")
+        .arg("-v")
+        .output()
+        .is_ok()
+    {
+        let z = s.path("a.zip");
+        std::fs::write(&z, &out.stdout).unwrap();
+        let t = std::process::Command::new("unzip")
+            .arg("-tq")
+            .arg(&z)
+            .output()
+            .unwrap();
+        assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stdout));
+    }
+}
+
 /// On a terminal, the restore bar says it is reading the first packs until
 /// bytes arrive, instead of "0 B ... ETA 0s".
 #[test]
