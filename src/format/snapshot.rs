@@ -57,8 +57,18 @@ pub struct Snapshot {
     pub databases: Vec<crate::format::database::DatabaseRecord>,
 }
 
+/// The tag of a snapshot a safe restore took of its target before
+/// overwriting it: a copy to roll back to, not a backup, so retention groups
+/// and health's freshness keep it apart from the backups of the same paths.
+pub const PRE_RESTORE_TAG: &str = "pre-restore";
+
 impl Snapshot {
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
+    }
+
+    /// Taken by a safe restore of its target ([`PRE_RESTORE_TAG`]).
+    pub fn is_pre_restore(&self) -> bool {
+        self.has_tag(PRE_RESTORE_TAG)
     }
 }

@@ -91,20 +91,24 @@ fn year(t: &DateTime<Local>) -> i64 {
     t.year() as i64
 }
 
-/// Applies a policy to every group. Snapshots may come in any order.
+/// Applies a policy to every group. Snapshots may come in any order. The
+/// copies safe restores took of their targets (`pre-restore`) are a group of
+/// their own beside the backups of the same paths: counted with them, a
+/// `--keep-last 7` would keep fewer backups after each restore.
 pub fn plan(snapshots: Vec<(SnapshotId, Snapshot)>, policy: &Policy) -> Vec<GroupPlan> {
-    let mut groups: BTreeMap<(String, Vec<String>), Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
+    type Key = (String, Vec<String>, bool);
+    let mut groups: BTreeMap<Key, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
     for (id, s) in snapshots {
         let mut paths = s.paths.clone();
         paths.sort();
         groups
-            .entry((s.hostname.clone(), paths))
+            .entry((s.hostname.clone(), paths, s.is_pre_restore()))
             .or_default()
             .push((id, s));
     }
     groups
         .into_iter()
-        .map(|((hostname, paths), snaps)| plan_group(hostname, paths, snaps, policy))
+        .map(|((hostname, paths, _), snaps)| plan_group(hostname, paths, snaps, policy))
         .collect()
 }
 
@@ -304,5 +308,23 @@ mod tests {
         );
         assert_eq!(p.len(), 2);
         assert!(p.iter().all(|g| g.keep.len() == 1 && g.remove.is_empty()));
+    }
+
+    #[test]
+    fn pre_restore_copies_do_not_crowd_out_backups() {
+        let p = plan(
+            vec![
+                snap(1, 1, &[]),
+                snap(2, 1, &[]),
+                snap(3, 1, &["pre-restore"]),
+                snap(4, 1, &["pre-restore"]),
+            ],
+            &Policy {
+                last: Some(2),
+                ..Default::default()
+            },
+        );
+        assert_eq!(p.len(), 2, "backups and pre-restore copies are two groups");
+        assert!(p.iter().all(|g| g.keep.len() == 2 && g.remove.is_empty()));
     }
 }

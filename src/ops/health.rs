@@ -187,7 +187,14 @@ pub fn health(repo: &Repository, opts: &HealthOptions, now: DateTime<Utc>) -> Re
         .into_iter()
         .filter(|(_, s)| opts.filter.matches(s))
         .collect();
-    let groups = group_health(&snaps, opts, now, &mut problems);
+    // The copies a safe restore took of its target are not backups that
+    // must stay fresh: they never make a group of their own go stale.
+    let backups: Vec<_> = snaps
+        .iter()
+        .filter(|(_, s)| !s.is_pre_restore())
+        .cloned()
+        .collect();
+    let groups = group_health(&backups, opts, now, &mut problems);
     if snaps.is_empty() {
         problems.push(problem(
             "no_snapshots",

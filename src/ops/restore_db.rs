@@ -24,7 +24,7 @@ use crate::repo::{IndexedRepository, Repository};
 use crate::source::Source;
 
 /// The tag of the snapshot a safe restore takes of its target first.
-pub const PRE_RESTORE_TAG: &str = "pre-restore";
+pub use crate::format::snapshot::PRE_RESTORE_TAG;
 
 /// Whether a restore protects what the target holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -371,6 +371,17 @@ fn sqlite_safe_restore_over_a_live_file_and_its_errors() {
         .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 1000);
+    // Health judges the backups, not the copy the restore took of its
+    // target (same path, newer): the group's latest is the backup.
+    let health = s.cmd(["--json", "health"]).ok().json();
+    let pre = out["pre_restore_snapshot"].as_str().unwrap();
+    for g in health["groups"].as_array().unwrap() {
+        assert!(
+            !pre.starts_with(g["latest_snapshot"].as_str().unwrap()),
+            "{health}"
+        );
+        assert_eq!(g["snapshots"], 1, "{health}");
+    }
     // --no-safety takes no pre-restore snapshot.
     let before = s.snapshot_count();
     s.json([
