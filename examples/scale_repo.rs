@@ -99,6 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         summary: None,
         session: Some(session.id().to_string()),
         original: None,
+        databases: Vec::new(),
     };
     let id = session.commit_snapshot(&repo, &snapshot)?;
     println!(
