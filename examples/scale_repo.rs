@@ -100,6 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         session: Some(session.id().to_string()),
         original: None,
         databases: Vec::new(),
+        wal: None,
     };
     let id = session.commit_snapshot(&repo, &snapshot)?;
     println!(

@@ -80,6 +80,9 @@ pub struct BackupArgs {
     /// Dump a PostgreSQL database: postgresql://USER@HOST:PORT/DB (repeatable)
     #[arg(long = "postgres", value_name = "URL")]
     postgres: Vec<String>,
+    /// A base backup of a whole PostgreSQL cluster for point-in-time recovery (pg_basebackup)
+    #[arg(long = "postgres-base", value_name = "URL")]
+    postgres_base: Vec<String>,
     /// Dump a MariaDB or MySQL database: mysql://USER@HOST:PORT/DB (repeatable)
     #[arg(long = "mysql", value_name = "URL")]
     mysql: Vec<String>,
@@ -97,11 +100,26 @@ pub struct BackupArgs {
     command: Vec<String>,
 }
 
-fn parse_time(s: &str) -> Result<chrono::DateTime<Utc>> {
+pub(crate) fn parse_time(s: &str) -> Result<chrono::DateTime<Utc>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {
+    // PostgreSQL prints times as "2026-12-01 14:03:00.123456+00": an offset
+    // of hours alone, a space before it or none, and fractional seconds.
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%.f %#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+    ] {
+        if let Ok(t) = chrono::DateTime::parse_from_str(s, fmt) {
+            return Ok(t.with_timezone(&Utc));
+        }
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
             if let Some(t) = Local.from_local_datetime(&n).earliest() {
                 return Ok(t.with_timezone(&Utc));
@@ -109,7 +127,7 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<Utc>> {
         }
     }
     Err(usage(format!(
-        "--time '{s}' is not a time like \"2024-01-31 02:00:00\""
+        "'{s}' is not a time like \"2024-01-31 02:00:00\" or \"2024-01-31 02:00:00+00\""
     )))
 }
 
@@ -135,13 +153,18 @@ fn database_sources(a: &BackupArgs) -> Result<Vec<cairn::database::DatabaseSourc
     use cairn::database::{DatabaseSource, Location};
     let mut out = Vec::new();
     let urls = a.postgres.iter().map(|u| ("--postgres", u.clone()));
+    let urls = urls.chain(
+        a.postgres_base
+            .iter()
+            .map(|u| ("--postgres-base", u.clone())),
+    );
     let urls = urls.chain(a.mysql.iter().map(|u| ("--mysql", u.clone())));
     for (flag, url) in urls {
         let location = Location::parse(&url).map_err(|e| usage(format!("{flag}: {e}")))?;
-        let expected = if flag == "--postgres" {
-            "postgresql"
-        } else {
+        let expected = if flag == "--mysql" {
             "mysql"
+        } else {
+            "postgresql"
         };
         if location.engine().name() != expected {
             return Err(usage(format!(
@@ -149,10 +172,15 @@ fn database_sources(a: &BackupArgs) -> Result<Vec<cairn::database::DatabaseSourc
                 location.display()
             )));
         }
+        let base_backup = flag == "--postgres-base";
         out.push(DatabaseSource {
             location,
-            all: a.all_databases,
-            dump_options: a.dump_options.clone(),
+            all: a.all_databases && !base_backup,
+            dump_options: match base_backup {
+                true => Vec::new(),
+                false => a.dump_options.clone(),
+            },
+            base_backup,
         });
     }
     for f in &a.sqlite {
@@ -161,6 +189,7 @@ fn database_sources(a: &BackupArgs) -> Result<Vec<cairn::database::DatabaseSourc
             location: Location::Sqlite(path),
             all: false,
             dump_options: Vec::new(),
+            base_backup: false,
         });
     }
     if a.all_databases && a.postgres.is_empty() && a.mysql.is_empty() {
@@ -448,6 +477,12 @@ fn report(g: &Global, o: &BackupOutcome, requests: &RequestCounts) {
 
 /// One dump, as the backup reports it.
 fn database_line(d: &cairn::format::database::DatabaseRecord) -> String {
+    if let Some(b) = &d.base {
+        return format!(
+            "{} base backup of {}: timeline {}, WAL {}..{} → {}",
+            d.engine, d.source, b.timeline, b.start_lsn, b.stop_lsn, d.path
+        );
+    }
     if !d.format.is_database() {
         return format!(
             "{} {}: roles and tablespaces → {}",

@@ -104,12 +104,9 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
     let (remove, report): (Vec<cairn::format::id::SnapshotId>, Vec<Value>) =
         if a.snapshots.is_empty() {
             let f = a.filter.filter();
-            let snaps = repo
-                .list_snapshots()?
-                .into_iter()
-                .filter(|(_, s)| f.matches(s))
-                .collect();
-            let plan = forget::plan(snaps, &policy);
+            // Every snapshot goes in: those the filters leave out are kept,
+            // and their base backups keep their WAL.
+            let plan = forget::plan_selected(repo.list_snapshots()?, |s| f.matches(s), &policy);
             let ids = plan
                 .iter()
                 .flat_map(|g| g.remove.iter().map(|(id, _)| *id))

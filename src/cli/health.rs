@@ -42,6 +42,10 @@ pub struct HealthArgs {
     /// At least this much free space where a local repository lives (e.g. 10G)
     #[arg(long, value_name = "SIZE")]
     min_free: Option<String>,
+    /// Each PostgreSQL cluster archiving WAL (`wal-push`) must have had WAL
+    /// reach the repository within this long
+    #[arg(long, value_name = "DURATION")]
+    max_wal_lag: Option<String>,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -79,6 +83,10 @@ impl HealthArgs {
             Some(s) => Some(parse_size(s).ok_or_else(|| {
                 usage(format!("--min-free '{s}' is not a size like 10G or 500M"))
             })?),
+            None => None,
+        };
+        o.max_wal_lag = match &self.max_wal_lag {
+            Some(s) => Some(duration("--max-wal-lag", s)?),
             None => None,
         };
         o.filter = self.filter.filter();
@@ -206,6 +214,17 @@ fn print(report: &HealthReport) {
             gr.size
                 .map(|s| format!(", {}", output::size(s)))
                 .unwrap_or_default()
+        ));
+    }
+    for w in &report.wal {
+        line(format!(
+            "{} WAL of PostgreSQL cluster {} ({}): newest {} at {} ({} ago)",
+            if w.lagging { "LAG  " } else { "ok   " },
+            w.system_identifier,
+            w.host,
+            w.latest_segment.as_deref().unwrap_or("-"),
+            w.latest_time.format("%Y-%m-%d %H:%M:%S UTC"),
+            health::human_age(w.age_seconds)
         ));
     }
     match &report.verification {

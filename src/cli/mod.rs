@@ -22,6 +22,7 @@ mod metrics;
 mod notify;
 mod output;
 mod password;
+mod pitr;
 mod process;
 mod prune;
 mod repair;
@@ -32,6 +33,7 @@ mod run;
 mod schedule;
 mod shell;
 mod tag;
+mod wal;
 
 use cairn::repo::unlock::Unlock;
 use cairn::{Backend, Repository};
@@ -160,6 +162,12 @@ enum Command {
     Dump(restore::DumpArgs),
     /// Load a database dump into a server or SQLite file and verify it
     RestoreDb(restore_db::RestoreDbArgs),
+    /// Archive a PostgreSQL WAL file (archive_command = 'cairn -r R wal-push %p')
+    WalPush(wal::WalPushArgs),
+    /// Fetch an archived WAL file (restore_command = 'cairn -r R wal-fetch %f %p')
+    WalFetch(wal::WalFetchArgs),
+    /// PostgreSQL point-in-time recovery: list base backups and WAL, restore to a point
+    Pitr(pitr::PitrArgs),
     /// Print decrypted internals as JSON
     Cat(inspect::CatArgs),
     /// Check the repository's structure and, optionally, its data
@@ -280,7 +288,7 @@ impl Global {
 
     /// `--cache-dir`, else `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`;
     /// None with `--no-cache`.
-    fn cache_base(&self) -> Option<PathBuf> {
+    pub(crate) fn cache_base(&self) -> Option<PathBuf> {
         if self.no_cache {
             return None;
         }
@@ -462,6 +470,7 @@ fn logs_events(command: &str) -> bool {
             | "backup"
             | "restore"
             | "restore-db"
+            | "wal-push"
             | "check"
             | "forget"
             | "prune"
@@ -486,6 +495,9 @@ fn command_name(c: &Command) -> &'static str {
         Command::Restore(_) => "restore",
         Command::Dump(_) => "dump",
         Command::RestoreDb(_) => "restore-db",
+        Command::WalPush(_) => "wal-push",
+        Command::WalFetch(_) => "wal-fetch",
+        Command::Pitr(_) => "pitr",
         Command::Cat(_) => "cat",
         Command::Check(_) => "check",
         Command::Stats(_) => "stats",
@@ -519,6 +531,9 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Restore(a) => restore::restore(g, a),
         Command::Dump(a) => restore::dump(g, a),
         Command::RestoreDb(a) => restore_db::run(g, a),
+        Command::WalPush(a) => wal::push(g, a),
+        Command::WalFetch(a) => wal::fetch(g, a),
+        Command::Pitr(a) => pitr::run(g, a),
         Command::Cat(a) => inspect::cat(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Stats(a) => inspect::stats(g, a),

@@ -92,6 +92,9 @@ pub struct DatabaseSource {
     /// Extra arguments for the dump tool (`pg_dump`, `mariadb-dump`), e.g.
     /// `--exclude-table=audit_log`; not for SQLite.
     pub dump_options: Vec<String>,
+    /// PostgreSQL: a base backup of the whole cluster (`--postgres-base`),
+    /// for point-in-time recovery, instead of logical dumps.
+    pub base_backup: bool,
 }
 
 /// One dump being taken: its path below `databases/` in the snapshot, the
@@ -114,6 +117,9 @@ pub type DumpStarter = Box<dyn FnOnce() -> Result<Box<dyn Dump>> + Send>;
 /// The dumps of one source, in order.
 pub fn dumps(source: &DatabaseSource) -> Result<Vec<DumpStarter>> {
     match &source.location {
+        Location::Postgres(p) if source.base_backup => {
+            Ok(vec![postgres::base_backup_starter(p.clone())])
+        }
         Location::Postgres(p) => postgres::dumps(p, source.all, &source.dump_options),
         Location::Mysql(m) => mysql::dumps(m, source.all, &source.dump_options),
         Location::Sqlite(path) => {

@@ -361,6 +361,7 @@ impl Dump for MysqlDump {
             name: db,
             path: String::new(),
             tables: records(defs, &counter.rows),
+            base: None,
         })
     }
 }

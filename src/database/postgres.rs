@@ -10,6 +10,7 @@
 //! or `~/.pgpass`). The tools get them as arguments and `PGPASSWORD`, never a
 //! password on their command line.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::Command;
 use std::thread::JoinHandle;
@@ -21,8 +22,9 @@ use super::process::{run_load, ChildDump};
 use super::{db_error, quote_ident, Dump, DumpStarter, LoadOptions};
 use crate::error::{Error, Result};
 use crate::format::database::{
-    fingerprint, path_component, DatabaseRecord, DumpFormat, Engine, TableRecord,
+    fingerprint, path_component, BaseBackup, DatabaseRecord, DumpFormat, Engine, TableRecord,
 };
+use crate::format::wal::Lsn;
 
 /// A PostgreSQL server and database, as a URL gives them.
 #[derive(Clone, PartialEq, Eq)]
@@ -498,6 +500,7 @@ impl Dump for GlobalsDump {
             name: String::new(),
             path: String::new(),
             tables: Vec::new(),
+            base: None,
         })
     }
 }
@@ -591,6 +594,200 @@ impl Dump for DatabaseDump {
             name: db,
             path: String::new(),
             tables,
+            base: None,
+        })
+    }
+}
+
+/// A base backup of the whole cluster for point-in-time recovery:
+/// `pg_basebackup` streaming one tar of the data directory, without WAL (the
+/// archive has it: `wal-push`). Its start and stop positions come from
+/// pg_basebackup's own report (`--verbose`).
+pub fn base_backup_starter(loc: PgLocation) -> DumpStarter {
+    Box::new(move || start_base_backup(loc))
+}
+
+struct BaseDump {
+    loc: PgLocation,
+    version: String,
+    system: Option<String>,
+    child: ChildDump,
+    scanner: std::sync::Arc<std::sync::Mutex<TarScanner>>,
+}
+
+fn start_base_backup(loc: PgLocation) -> Result<Box<dyn Dump>> {
+    let what = format!("{} (base backup)", loc.what());
+    let mut client = loc.connect()?;
+    let version = server_version(&mut client, &what)?;
+    // Readable by superusers and pg_monitor members; without it, the
+    // cluster is still named by its WAL.
+    let system = client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .ok()
+        .map(|r| r.get::<_, String>(0));
+    drop(client);
+    let mut cmd = loc.tool("pg_basebackup");
+    cmd.args([
+        "--pgdata=-",
+        "--format=tar",
+        "--wal-method=none",
+        "--checkpoint=fast",
+    ]);
+    let child = ChildDump::start(&what, &mut cmd)?;
+    Ok(Box::new(BaseDump {
+        loc,
+        version,
+        system,
+        child,
+        scanner: Default::default(),
+    }))
+}
+
+/// Watches a tar stream go by and keeps two small top-level members:
+/// `backup_label` and `backup_manifest` (ustar headers of 512 bytes, each
+/// member's data padded to 512).
+#[derive(Default)]
+struct TarScanner {
+    header: Vec<u8>,
+    /// Bytes of the current member's data (with padding) still to come.
+    remaining: u64,
+    padding: u64,
+    capture: Option<String>,
+    captured: BTreeMap<String, Vec<u8>>,
+}
+
+/// Members larger than this are never captured (a manifest lists every
+/// file: large clusters have large ones).
+const CAPTURE_LIMIT: u64 = 64 << 20;
+
+impl TarScanner {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.remaining > 0 {
+                let n = (self.remaining.min(bytes.len() as u64)) as usize;
+                let data_left = self.remaining.saturating_sub(self.padding);
+                if let Some(name) = &self.capture {
+                    let take = (data_left.min(n as u64)) as usize;
+                    self.captured
+                        .entry(name.clone())
+                        .or_default()
+                        .extend_from_slice(&bytes[..take]);
+                }
+                self.remaining -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let need = 512 - self.header.len();
+            let n = need.min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == 512 {
+                self.start_member();
+                self.header.clear();
+            }
+        }
+    }
+
+    fn start_member(&mut self) {
+        let h = &self.header;
+        let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
+        let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
+        let size_field = String::from_utf8_lossy(&h[124..136]);
+        let size = u64::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+            .unwrap_or(0);
+        let padded = size.div_ceil(512) * 512;
+        self.remaining = padded;
+        self.padding = padded - size;
+        let wanted = matches!(
+            name.trim_start_matches("./"),
+            "backup_label" | "backup_manifest"
+        );
+        self.capture =
+            (wanted && size <= CAPTURE_LIMIT).then(|| name.trim_start_matches("./").to_string());
+    }
+
+    fn member(&self, name: &str) -> Option<String> {
+        self.captured
+            .get(name)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+}
+
+/// A reader that shows what it reads to a [`TarScanner`].
+struct Scanned<R> {
+    inner: R,
+    scanner: std::sync::Arc<std::sync::Mutex<TarScanner>>,
+}
+
+impl<R: std::io::Read> std::io::Read for Scanned<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.scanner.lock().unwrap().feed(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The base backup's WAL range from its manifest (`WAL-Ranges`: timeline,
+/// start and end LSN), PostgreSQL 13 and later.
+fn base_positions(manifest: &str) -> Option<(u32, Lsn, Lsn)> {
+    let v: serde_json::Value = serde_json::from_str(manifest).ok()?;
+    let r = v.get("WAL-Ranges")?.as_array()?.first()?;
+    Some((
+        r.get("Timeline")?.as_u64()? as u32,
+        Lsn::parse(r.get("Start-LSN")?.as_str()?)?,
+        Lsn::parse(r.get("End-LSN")?.as_str()?)?,
+    ))
+}
+
+impl Dump for BaseDump {
+    fn path(&self) -> Vec<String> {
+        vec!["postgresql".into(), self.loc.label(), "base.tar".into()]
+    }
+    fn take_reader(&mut self) -> Box<dyn std::io::Read + Send> {
+        Box::new(Scanned {
+            inner: self.child.take_stdout(),
+            scanner: self.scanner.clone(),
+        })
+    }
+    fn finish(self: Box<Self>) -> Result<DatabaseRecord> {
+        let BaseDump {
+            loc,
+            version,
+            system,
+            child,
+            scanner,
+        } = *self;
+        let what = format!("{} (base backup)", loc.what());
+        child.finish()?;
+        let manifest = scanner.lock().unwrap().member("backup_manifest");
+        let (timeline, start_lsn, stop_lsn) =
+            manifest.as_deref().and_then(base_positions).ok_or_else(|| {
+                db_error(
+                    &what,
+                    "the base backup carries no backup_manifest with its WAL range (PostgreSQL 13 or later is needed)",
+                )
+            })?;
+        Ok(DatabaseRecord {
+            engine: Engine::Postgres,
+            format: DumpFormat::PgBaseTar,
+            server_version: version,
+            source: PgLocation {
+                dbname: None,
+                ..loc
+            }
+            .redacted(),
+            name: String::new(),
+            path: String::new(),
+            tables: Vec::new(),
+            base: Some(BaseBackup {
+                timeline,
+                start_lsn,
+                stop_lsn,
+                system_identifier: system,
+            }),
         })
     }
 }
@@ -699,6 +896,37 @@ mod tests {
         assert_eq!((d.user.as_str(), d.dbname.as_deref()), ("x", Some("appdb")));
         assert!(!d.host.contains("invalid"));
         assert!(PgLocation::parse("postgresql://x@h/db?frobnicate=1").is_err());
+    }
+
+    #[test]
+    fn base_backup_positions_come_from_the_manifest_in_the_tar() {
+        let manifest = br#"{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [],
+            "WAL-Ranges": [{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }]}"#;
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("base/1/1259", &[7u8; 700][..]),
+            ("backup_manifest", &manifest[..]),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            tar.append_data(&mut h, name, data).unwrap();
+        }
+        let bytes = tar.into_inner().unwrap();
+        for piece in [1, 100, 511, 512, 4096] {
+            let mut sc = TarScanner::default();
+            for c in bytes.chunks(piece) {
+                sc.feed(c);
+            }
+            let m = sc.member("backup_manifest").unwrap();
+            let (tli, start, stop) = base_positions(&m).unwrap();
+            assert_eq!(
+                (tli, start.to_string(), stop.to_string()),
+                (1, "0/2000028".into(), "0/2000100".into())
+            );
+        }
+        assert!(base_positions("{}").is_none());
     }
 
     #[test]

@@ -110,7 +110,13 @@ impl ChildDump {
     /// Waits for the tool: Ok only if it exited 0. A tool killed midway, or
     /// one that failed after writing part of its dump, is an error, so the
     /// truncated dump is never saved as a success.
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(self) -> Result<()> {
+        self.finish_with_stderr().map(|_| ())
+    }
+
+    /// As [`finish`](Self::finish), returning what the tool said on standard
+    /// error (its last 4 KiB), for tools that report there.
+    pub fn finish_with_stderr(mut self) -> Result<String> {
         drop(self.stdout.take());
         let status = self
             .child
@@ -124,7 +130,7 @@ impl ChildDump {
         if !status.success() {
             return Err(status_error(&self.what, &self.program, status, &stderr));
         }
-        Ok(())
+        Ok(stderr)
     }
 }
 

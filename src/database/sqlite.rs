@@ -169,6 +169,7 @@ impl Dump for SqliteDump {
                 .unwrap_or_default(),
             path: String::new(),
             tables: self.tables,
+            base: None,
         })
     }
 }

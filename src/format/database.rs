@@ -45,12 +45,16 @@ pub enum DumpFormat {
     MysqlSql,
     /// A SQLite database file made with SQLite's online backup API.
     SqliteFile,
+    /// `pg_basebackup --format=tar --wal-method=none -D -`: the whole
+    /// cluster's data directory as one tar, for point-in-time recovery with
+    /// the archived WAL.
+    PgBaseTar,
 }
 
 impl DumpFormat {
     /// Whether the dump is one database (with tables to verify), not cluster globals.
     pub fn is_database(self) -> bool {
-        !matches!(self, DumpFormat::PgGlobals)
+        !matches!(self, DumpFormat::PgGlobals | DumpFormat::PgBaseTar)
     }
 }
 
@@ -82,6 +86,21 @@ pub struct DatabaseRecord {
     /// Tables sorted by name; empty for globals.
     #[serde(default)]
     pub tables: Vec<TableRecord>,
+    /// For a base backup: the WAL it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseBackup>,
+}
+
+/// Where a base backup sits in the WAL: recovery replays from `start_lsn`
+/// and is consistent from `stop_lsn` on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseBackup {
+    pub timeline: u32,
+    pub start_lsn: crate::format::wal::Lsn,
+    pub stop_lsn: crate::format::wal::Lsn,
+    /// The cluster's system identifier (decimal), when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
 }
 
 /// The top folder of a snapshot's tree that holds its dumps.

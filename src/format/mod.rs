@@ -14,3 +14,4 @@ pub mod records;
 pub mod size;
 pub mod snapshot;
 pub mod tree;
+pub mod wal;

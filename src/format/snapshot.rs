@@ -55,7 +55,17 @@ pub struct Snapshot {
     /// The database dumps it holds (repo-format.md §10, "Database records").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub databases: Vec<crate::format::database::DatabaseRecord>,
+    /// The WAL files a `wal-push` snapshot holds (repo-format.md §10, "WAL
+    /// archive records"); absent in every other snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<crate::format::wal::WalArchive>,
 }
+
+/// The tag of the snapshots `wal-push` saves (one a batch of WAL files).
+pub const WAL_TAG: &str = "pg-wal";
+
+/// The folder of a WAL snapshot's tree that holds the files, by name.
+pub const WAL_DIR: &str = "pg_wal";
 
 /// The tag of a snapshot a safe restore took of its target before
 /// overwriting it: a copy to roll back to, not a backup, so retention groups
@@ -65,6 +75,12 @@ pub const PRE_RESTORE_TAG: &str = "pre-restore";
 impl Snapshot {
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
+    }
+
+    /// Saved by `wal-push` (it has a `wal` record): WAL files, not a
+    /// backup of paths.
+    pub fn is_wal(&self) -> bool {
+        self.wal.is_some()
     }
 
     /// Taken by a safe restore of its target ([`PRE_RESTORE_TAG`]).

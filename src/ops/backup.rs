@@ -26,12 +26,13 @@ use crate::format::chunker;
 use crate::format::database::{DatabaseRecord, DATABASES_DIR};
 use crate::format::id::{BlobId, SnapshotId};
 use crate::format::records::SessionKind;
+use crate::format::snapshot::WAL_DIR;
 use crate::format::snapshot::{Snapshot, SnapshotSummary};
 use crate::format::tree::{encode_name, ContentRef, Node, NodeType, Tree};
 use crate::repo::saver::{save_tree, BlobSaver};
 use crate::repo::session::Session;
 use crate::repo::{hostname, Repository, SnapshotFilter};
-use crate::source::fs::{clean_absolute, node_from_metadata};
+use crate::source::fs::{clean_absolute, node_from_metadata, unix_nanos};
 use crate::source::{remove_secret_env, validate_stdin_name, Excludes, Source};
 
 /// Bytes of chunks read ahead while the previous batch is being sealed. A batch
@@ -738,6 +739,10 @@ pub fn backup(
             validate_stdin_name(name)?;
             (vec![format!("/{name}")], Vec::new())
         }
+        Source::WalFiles { archive, .. } => (
+            vec![format!("pg-wal:{}", archive.system_identifier)],
+            Vec::new(),
+        ),
     };
     if let Source::Databases { databases, .. } = &source {
         if roots.iter().any(|r| r.as_os_str() == "/") {
@@ -798,6 +803,10 @@ pub fn backup(
         }
         Source::Stdin { name } => arch.archive_stream(name, std::io::stdin())?,
         Source::Command { name, argv } => arch.archive_command(name, argv)?,
+        Source::WalFiles { files, .. } => {
+            let dir = arch.archive_named_files(WAL_DIR, files)?;
+            save_tree(&arch.saver, &mut Tree { nodes: vec![dir] })?.0
+        }
     };
     arch.check_session()?;
     let Archiver {
@@ -850,6 +859,10 @@ pub fn backup(
         session: session.as_ref().map(|s| s.id().to_string()),
         original: None,
         databases,
+        wal: match &source {
+            Source::WalFiles { archive, .. } => Some(archive.clone()),
+            _ => None,
+        },
     };
     let snapshot_id = match session {
         None => None,
@@ -927,6 +940,24 @@ impl<'a> Archiver<'a> {
         }
         let node = self.save_synthetic_dir(DATABASES_DIR, files)?;
         Ok((node, records))
+    }
+
+    /// Saves local files under new names in one folder (WAL segments from
+    /// the spool), each with its own mtime.
+    fn archive_named_files(&self, dir: &str, files: &[(String, PathBuf)]) -> Result<Node> {
+        let mut entries = Vec::new();
+        for (name, path) in files {
+            self.check_session()?;
+            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+            let (content, size) = self.save_stream(file, Some(meta.len()))?;
+            self.count_stream(size);
+            let mut node = stream_file_node(name, content, size);
+            node.mode = 0o600;
+            node.mtime_ns = unix_nanos(meta.mtime(), meta.mtime_nsec());
+            entries.push((vec![name.clone()], node));
+        }
+        self.save_synthetic_dir(dir, entries)
     }
 
     /// Saves a folder of stream files given by their paths below it.

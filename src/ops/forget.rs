@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Duration, Local, Timelike, Utc};
 
+use crate::format::database::BaseBackup;
 use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
 
@@ -94,22 +95,111 @@ fn year(t: &DateTime<Local>) -> i64 {
 /// Applies a policy to every group. Snapshots may come in any order. The
 /// copies safe restores took of their targets (`pre-restore`) are a group of
 /// their own beside the backups of the same paths: counted with them, a
-/// `--keep-last 7` would keep fewer backups after each restore.
+/// `--keep-last 7` would keep fewer backups after each restore. WAL
+/// snapshots follow the base backups instead ([`plan_wal`]).
 pub fn plan(snapshots: Vec<(SnapshotId, Snapshot)>, policy: &Policy) -> Vec<GroupPlan> {
+    plan_selected(snapshots, |_| true, policy)
+}
+
+/// [`plan`] for the snapshots `selected` picks out of all of them; the
+/// others are kept, and the base backups among them keep their WAL too (a
+/// `forget --host a` must not drop WAL that a base backup of host b needs).
+pub fn plan_selected(
+    all: Vec<(SnapshotId, Snapshot)>,
+    selected: impl Fn(&Snapshot) -> bool,
+    policy: &Policy,
+) -> Vec<GroupPlan> {
     type Key = (String, Vec<String>, bool);
     let mut groups: BTreeMap<Key, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
-    for (id, s) in snapshots {
+    let mut wal = Vec::new();
+    let mut kept_outside = Vec::new();
+    for (id, s) in all {
+        if !selected(&s) {
+            kept_outside.push(s);
+        } else if s.is_wal() {
+            wal.push((id, s));
+        } else {
+            let mut paths = s.paths.clone();
+            paths.sort();
+            groups
+                .entry((s.hostname.clone(), paths, s.is_pre_restore()))
+                .or_default()
+                .push((id, s));
+        }
+    }
+    let mut plans: Vec<GroupPlan> = groups
+        .into_iter()
+        .map(|((hostname, paths, _), snaps)| plan_group(hostname, paths, snaps, policy))
+        .collect();
+    let bases: Vec<BaseBackup> = plans
+        .iter()
+        .flat_map(|p| p.keep.iter().map(|(_, s, _)| s))
+        .chain(kept_outside.iter())
+        .flat_map(|s| s.databases.iter().filter_map(|d| d.base.clone()))
+        .collect();
+    plans.extend(plan_wal(wal, &bases));
+    plans
+}
+
+/// WAL is kept for the base backups that stay: a WAL snapshot goes when
+/// every segment in it ends at or before the start LSN of the oldest kept
+/// base backup of its cluster. `.history` files are kept forever (recovery
+/// onto any later timeline reads them; `wal-push` stores them in snapshots
+/// of their own). A cluster with no kept base backup keeps all its WAL:
+/// cairn cannot tell what it is for.
+fn plan_wal(snaps: Vec<(SnapshotId, Snapshot)>, kept_bases: &[BaseBackup]) -> Vec<GroupPlan> {
+    let mut groups: BTreeMap<(String, Vec<String>), Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
+    for (id, s) in snaps {
         let mut paths = s.paths.clone();
         paths.sort();
         groups
-            .entry((s.hostname.clone(), paths, s.is_pre_restore()))
+            .entry((s.hostname.clone(), paths))
             .or_default()
             .push((id, s));
     }
-    groups
-        .into_iter()
-        .map(|((hostname, paths, _), snaps)| plan_group(hostname, paths, snaps, policy))
-        .collect()
+    let mut plans = Vec::new();
+    for ((hostname, paths), mut snaps) in groups {
+        snaps.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
+        let mut plan = GroupPlan {
+            hostname,
+            paths,
+            keep: Vec::new(),
+            remove: Vec::new(),
+        };
+        for (id, s) in snaps {
+            match wal_kept_because(&s, kept_bases) {
+                Some(why) => plan.keep.push((id, s, vec![why.to_string()])),
+                None => plan.remove.push((id, s)),
+            }
+        }
+        plans.push(plan);
+    }
+    plans
+}
+
+/// Why a WAL snapshot stays, or None when no kept base backup needs it.
+fn wal_kept_because(s: &Snapshot, kept_bases: &[BaseBackup]) -> Option<&'static str> {
+    let wal = s.wal.as_ref()?;
+    // A base whose cluster is unknown counts for every cluster.
+    let bases: Vec<&BaseBackup> = kept_bases
+        .iter()
+        .filter(|b| {
+            b.system_identifier
+                .as_ref()
+                .is_none_or(|id| *id == wal.system_identifier)
+        })
+        .collect();
+    if wal.files.iter().any(|f| f.end_lsn.is_none()) {
+        return Some("timeline history, kept forever");
+    }
+    let Some(start) = bases.iter().map(|b| b.start_lsn).min() else {
+        return Some("WAL of a cluster without a kept base backup");
+    };
+    let needed = wal
+        .files
+        .iter()
+        .any(|f| f.end_lsn.is_some_and(|end| end > start));
+    needed.then_some("WAL a kept base backup needs")
 }
 
 fn plan_group(
@@ -209,6 +299,7 @@ mod tests {
             session: None,
             original: None,
             databases: Vec::new(),
+            wal: None,
         };
         let mut id = [0u8; 32];
         id[0] = day as u8;
@@ -326,5 +417,95 @@ mod tests {
         );
         assert_eq!(p.len(), 2, "backups and pre-restore copies are two groups");
         assert!(p.iter().all(|g| g.keep.len() == 2 && g.remove.is_empty()));
+    }
+
+    /// A base backup of cluster "7" on day `day`, starting at segment `seg`.
+    fn base(day: u32, seg: u64) -> (SnapshotId, Snapshot) {
+        use crate::format::database::{DatabaseRecord, DumpFormat, Engine};
+        use crate::format::wal::Lsn;
+        let (id, mut s) = snap(day, 0, &["base"]);
+        s.paths = vec!["postgresql://db/".into()];
+        s.databases = vec![DatabaseRecord {
+            engine: Engine::Postgres,
+            format: DumpFormat::PgBaseTar,
+            server_version: "15".into(),
+            source: "postgresql://db/".into(),
+            name: String::new(),
+            path: "/databases/postgresql/db/base.tar".into(),
+            tables: Vec::new(),
+            base: Some(BaseBackup {
+                timeline: 1,
+                start_lsn: Lsn(seg << 24 | 0x28),
+                stop_lsn: Lsn((seg << 24) + 0x100),
+                system_identifier: Some("7".into()),
+            }),
+        }];
+        (id, s)
+    }
+
+    /// A WAL snapshot of `cluster` on day `day` holding these files.
+    fn wal(day: u32, cluster: &str, names: &[&str]) -> (SnapshotId, Snapshot) {
+        use crate::format::wal::{WalArchive, WalEntry, DEFAULT_SEGMENT_SIZE};
+        let (id, mut s) = snap(day, 12, &["pg-wal"]);
+        s.paths = vec![format!("pg-wal:{cluster}")];
+        s.wal = Some(WalArchive {
+            system_identifier: cluster.into(),
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            files: names
+                .iter()
+                .map(|n| WalEntry::new(n, DEFAULT_SEGMENT_SIZE).unwrap())
+                .collect(),
+        });
+        (id, s)
+    }
+
+    fn removed_days(p: &[GroupPlan]) -> Vec<u8> {
+        let mut d: Vec<u8> = p
+            .iter()
+            .flat_map(|g| g.remove.iter().map(|(id, _)| id.0[0]))
+            .collect();
+        d.sort();
+        d
+    }
+
+    #[test]
+    fn wal_goes_with_the_base_backups_that_needed_it() {
+        let snaps = vec![
+            base(1, 2),
+            wal(
+                1,
+                "7",
+                &["000000010000000000000001", "000000010000000000000002"],
+            ),
+            wal(2, "7", &["000000010000000000000003"]),
+            base(3, 5),
+            wal(3, "7", &["000000010000000000000004"]),
+            wal(4, "7", &["000000010000000000000005"]),
+            wal(5, "7", &["00000002.history"]),
+            wal(6, "8", &["000000010000000000000001"]),
+        ];
+        let keep_last = |n| Policy {
+            last: Some(n),
+            ..Default::default()
+        };
+        // Both bases kept: nothing goes (the day-1 batch holds segment 2,
+        // where the first base backup starts).
+        assert!(removed_days(&plan(snaps.clone(), &keep_last(2))).is_empty());
+        let p = plan(snaps.clone(), &keep_last(1));
+        // The first base goes, and with it segments 1 to 4; segment 5 and
+        // the history files stay (history always does); cluster 8 has no
+        // base backup, so its WAL stays.
+        assert_eq!(removed_days(&p), [1, 1, 2, 3]);
+        // A base backup outside the selection still keeps its WAL (from
+        // segment 2 on, so every batch).
+        let p = plan_selected(
+            snaps.clone(),
+            |s| !s.has_tag("base") || s.time.day() > 2,
+            &keep_last(1),
+        );
+        assert!(removed_days(&p).is_empty());
+        // No base backup at all: WAL is never forgotten by a policy.
+        let only_wal: Vec<_> = snaps.into_iter().filter(|(_, s)| s.is_wal()).collect();
+        assert!(removed_days(&plan(only_wal, &keep_last(1))).is_empty());
     }
 }

@@ -38,6 +38,9 @@ pub struct HealthOptions {
     pub min_size_ratio: f64,
     /// Free bytes where a local repository lives, at least.
     pub min_free: Option<u64>,
+    /// Each PostgreSQL cluster archiving WAL (`wal-push`) must have had WAL
+    /// reach the repository within this long (not checked when `None`).
+    pub max_wal_lag: Option<Duration>,
     /// Only these snapshots' groups are looked at.
     pub filter: SnapshotFilter,
 }
@@ -52,6 +55,7 @@ impl HealthOptions {
             max_drill_age: None,
             min_size_ratio: 0.5,
             min_free: None,
+            max_wal_lag: None,
             filter: SnapshotFilter::default(),
         }
     }
@@ -107,6 +111,19 @@ pub struct DrillHealth {
     pub databases: bool,
 }
 
+/// The WAL archive of one PostgreSQL cluster (`wal-push`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WalHealth {
+    pub system_identifier: String,
+    pub host: String,
+    /// When the newest WAL reached the repository.
+    pub latest_time: DateTime<Utc>,
+    pub age_seconds: i64,
+    /// The newest segment archived.
+    pub latest_segment: Option<String>,
+    pub lagging: bool,
+}
+
 /// One thing wrong, for a monitoring system: what kind and a sentence.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HealthProblem {
@@ -133,6 +150,8 @@ pub const PROBLEM_KINDS: &[&str] = &[
     "low_free_space",
     "stuck_lock",
     "stuck_session",
+    "wal_lag",
+    "wal_gap",
 ];
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -150,6 +169,8 @@ pub struct HealthReport {
     pub database_drill: Option<DrillHealth>,
     /// Free bytes where a local repository lives.
     pub free_bytes: Option<u64>,
+    /// Per PostgreSQL cluster archiving WAL into the repository.
+    pub wal: Vec<WalHealth>,
     pub problems: Vec<HealthProblem>,
 }
 
@@ -188,13 +209,16 @@ pub fn health(repo: &Repository, opts: &HealthOptions, now: DateTime<Utc>) -> Re
         .filter(|(_, s)| opts.filter.matches(s))
         .collect();
     // The copies a safe restore took of its target are not backups that
-    // must stay fresh: they never make a group of their own go stale.
+    // must stay fresh: they never make a group of their own go stale. WAL
+    // batches come and vary in size as the server writes; they are judged
+    // by --max-wal-lag instead.
     let backups: Vec<_> = snaps
         .iter()
-        .filter(|(_, s)| !s.is_pre_restore())
+        .filter(|(_, s)| !s.is_pre_restore() && !s.is_wal())
         .cloned()
         .collect();
     let groups = group_health(&backups, opts, now, &mut problems);
+    let wal = wal_health(&snaps, opts, now, &mut problems);
     if snaps.is_empty() {
         problems.push(problem(
             "no_snapshots",
@@ -276,8 +300,88 @@ pub fn health(repo: &Repository, opts: &HealthOptions, now: DateTime<Utc>) -> Re
         drill,
         database_drill,
         free_bytes,
+        wal,
         problems,
     })
+}
+
+/// Per cluster archiving WAL: when WAL last arrived, and whether that is
+/// longer ago than `--max-wal-lag` (a stuck `archive_command` or flusher).
+fn wal_health(
+    snaps: &[(SnapshotId, Snapshot)],
+    opts: &HealthOptions,
+    now: DateTime<Utc>,
+    problems: &mut Vec<HealthProblem>,
+) -> Vec<WalHealth> {
+    let mut clusters: BTreeMap<String, WalHealth> = BTreeMap::new();
+    for (_, s) in snaps {
+        let Some(w) = &s.wal else { continue };
+        let newest = w
+            .files
+            .iter()
+            .filter(|f| f.end_lsn.is_some())
+            .map(|f| f.name.clone())
+            .max();
+        let c = clusters
+            .entry(w.system_identifier.clone())
+            .or_insert_with(|| WalHealth {
+                system_identifier: w.system_identifier.clone(),
+                host: s.hostname.clone(),
+                latest_time: s.time,
+                age_seconds: 0,
+                latest_segment: None,
+                lagging: false,
+            });
+        if s.time >= c.latest_time {
+            c.latest_time = s.time;
+            c.host = s.hostname.clone();
+        }
+        c.latest_segment = c.latest_segment.clone().max(newest);
+    }
+    let mut out: Vec<WalHealth> = clusters.into_values().collect();
+    for c in &mut out {
+        c.age_seconds = (now - c.latest_time).num_seconds();
+        let Some(lag) = opts.max_wal_lag else {
+            continue;
+        };
+        c.lagging = c.age_seconds > secs(lag);
+        if c.lagging {
+            problems.push(problem(
+                "wal_lag",
+                format!(
+                    "PostgreSQL cluster {} ({}): no WAL archived for {} (more than --max-wal-lag {}); newest segment {}",
+                    c.system_identifier,
+                    c.host,
+                    human_age(c.age_seconds),
+                    human_age(secs(lag)),
+                    c.latest_segment.as_deref().unwrap_or("none")
+                ),
+                None,
+            ));
+        }
+    }
+    for c in &out {
+        if let Some(gap) = wal_gap(snaps, &c.system_identifier) {
+            problems.push(problem(
+                "wal_gap",
+                format!(
+                    "PostgreSQL cluster {}: WAL segment {gap} is not archived, after the newest base backup; \
+                     recovery cannot pass it (take a new base backup: cairn backup --postgres-base URL)",
+                    c.system_identifier
+                ),
+                None,
+            ));
+        }
+    }
+    if opts.max_wal_lag.is_some() && out.is_empty() {
+        problems.push(problem(
+            "wal_lag",
+            "--max-wal-lag is set but no WAL has been archived (wal-push) into the repository"
+                .into(),
+            None,
+        ));
+    }
+    out
 }
 
 /// Per host+paths group: its latest snapshot, whether that is stale, and
@@ -597,4 +701,51 @@ fn stuck_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<HealthPro
         ));
     }
     Ok(out)
+}
+
+/// The first segment missing from a cluster's archive after its newest base
+/// backup: on the base's timeline from the segment it starts in, on each
+/// later timeline from its first archived segment, up to the last archived.
+fn wal_gap(snaps: &[(SnapshotId, Snapshot)], system: &str) -> Option<String> {
+    use crate::format::wal::segment_name;
+    use std::collections::BTreeSet;
+    let mut segments: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+    let mut size = crate::format::wal::DEFAULT_SEGMENT_SIZE;
+    for (_, s) in snaps {
+        let Some(w) = s.wal.as_ref().filter(|w| w.system_identifier == system) else {
+            continue;
+        };
+        size = w.segment_size;
+        for f in &w.files {
+            if let Some(start) = f.start_lsn {
+                segments
+                    .entry(f.timeline)
+                    .or_default()
+                    .insert(start.0 / size);
+            }
+        }
+    }
+    let base = snaps
+        .iter()
+        .filter(|(_, s)| !s.is_wal())
+        .flat_map(|(_, s)| {
+            s.databases
+                .iter()
+                .filter_map(|d| d.base.as_ref())
+                .map(|b| (s.time, b))
+        })
+        .filter(|(_, b)| b.system_identifier.as_deref().is_none_or(|id| id == system))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, b)| b)?;
+    for (&timeline, segs) in segments.range(base.timeline..) {
+        let from = match timeline == base.timeline {
+            true => base.start_lsn.0 / size,
+            false => *segs.first()?,
+        };
+        let last = *segs.last()?;
+        if let Some(missing) = (from..=last).find(|n| !segs.contains(n)) {
+            return Some(segment_name(timeline, missing, size));
+        }
+    }
+    None
 }

@@ -148,6 +148,7 @@ fn target_source(target: &Location, name: &str) -> DatabaseSource {
         location: target.with_database(name),
         all: false,
         dump_options: Vec::new(),
+        base_backup: false,
     }
 }
 

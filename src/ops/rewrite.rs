@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::format::id::{BlobId, SnapshotId};
 use crate::format::records::SessionKind;
-use crate::format::snapshot::Snapshot;
+use crate::format::snapshot::{Snapshot, WAL_DIR};
 use crate::format::tree::{Node, Tree};
 use crate::repo::saver::{save_tree, BlobSaver};
 use crate::repo::session::Session;
@@ -142,9 +142,16 @@ pub(crate) fn rewrite_snapshot(
         .filter(|d| holds_path(repo, tree, &d.path))
         .cloned()
         .collect();
+    // So does a WAL entry whose file it left out.
+    let wal = snap.wal.clone().map(|mut w| {
+        w.files
+            .retain(|f| holds_path(repo, tree, &format!("/{WAL_DIR}/{}", f.name)));
+        w
+    });
     let new = Snapshot {
         tree,
         databases,
+        wal,
         tags: (rules.tags)(&snap.tags),
         original: Some(snap.original.unwrap_or(id)),
         session: Some(session.id().to_string()),

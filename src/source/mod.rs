@@ -34,6 +34,13 @@ pub enum Source {
         databases: Vec<crate::database::DatabaseSource>,
         paths: Vec<PathBuf>,
     },
+    /// PostgreSQL WAL files (`wal-push`): each stored under `pg_wal/` by its
+    /// name (the local file it is read from beside it), the snapshot's path
+    /// `pg-wal:<system identifier>` and its `wal` record `archive`.
+    WalFiles {
+        archive: crate::format::wal::WalArchive,
+        files: Vec<(String, PathBuf)>,
+    },
 }
 
 impl Source {
@@ -51,7 +58,7 @@ impl Source {
     /// The name a stream is stored under (none for paths).
     pub fn stream_name(&self) -> Option<&str> {
         match self {
-            Source::Paths(_) | Source::Databases { .. } => None,
+            Source::Paths(_) | Source::Databases { .. } | Source::WalFiles { .. } => None,
             Source::Stdin { name } | Source::Command { name, .. } => Some(name),
         }
     }

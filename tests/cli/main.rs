@@ -14,6 +14,7 @@ mod errors;
 mod hardening;
 mod health;
 mod operations;
+mod pitr;
 mod restore;
 mod restore_safety;
 mod robustness;

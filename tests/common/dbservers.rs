@@ -95,6 +95,51 @@ impl Postgres {
     /// Starts a cluster with superuser `postgres` (trust on 127.0.0.1, a
     /// password for other roles), or None outside CI when none is installed.
     pub fn start() -> Option<Postgres> {
+        Self::start_with(&[])
+    }
+
+    /// A command run as the cluster's owner (`postgres` when the tests run
+    /// as root), e.g. cairn as PostgreSQL's archive_command would run it.
+    pub fn as_owner(&self, program: &Path) -> Command {
+        as_user(is_root().then_some("postgres"), program)
+    }
+
+    /// Gives a path to the cluster's owner.
+    pub fn chown_to_owner(&self, path: &Path) {
+        if is_root() {
+            let st = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+    }
+
+    /// Starts another server on a data directory (a restored one), on a
+    /// free port with its socket in this cluster's folder; killed on drop.
+    pub fn start_other(&self, data: &Path, extra: &[(&str, &str)]) -> (ServerGuard, u16) {
+        let port = free_port();
+        let mut cmd = self.as_owner(&self.bindir.join("postgres"));
+        cmd.arg("-D")
+            .arg(data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(self.dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1"]);
+        for (k, v) in extra {
+            cmd.args(["-c", &format!("{k}={v}")]);
+        }
+        let log = std::fs::File::create(self.dir.path().join(format!("other-{port}.log"))).unwrap();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting postgres");
+        wait_for_port(port, "the restored postgres");
+        (ServerGuard(child), port)
+    }
+
+    pub fn start_with(settings: &[(&str, &str)]) -> Option<Postgres> {
         let Some(bindir) = postgres_bindir() else {
             skip_or_fail("PostgreSQL", "apt-get install postgresql");
             return None;
@@ -141,6 +186,11 @@ impl Postgres {
             .arg(dir.path())
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=40"])
+            .args(
+                settings
+                    .iter()
+                    .flat_map(|(k, v)| ["-c".to_string(), format!("{k}={v}")]),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -274,6 +324,15 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGINT: PostgreSQL's fast shutdown.
         stop(&mut self.child, libc::SIGINT);
+    }
+}
+
+/// A server process stopped (fast shutdown) on drop.
+pub struct ServerGuard(Child);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        stop(&mut self.0, libc::SIGINT);
     }
 }
 

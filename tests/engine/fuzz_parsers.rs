@@ -212,6 +212,7 @@ fn snapshot_json() -> Vec<u8> {
         session: Some("0123456789abcdef0123456789abcdef".into()),
         original: None,
         databases: Vec::new(),
+        wal: None,
     })
     .unwrap()
 }

@@ -812,6 +812,7 @@ fn job_databases(
             location,
             all,
             dump_options: d.dump_options.clone(),
+            base_backup: false,
         });
     }
     if let Some(o) = options {

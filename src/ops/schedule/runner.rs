@@ -811,6 +811,8 @@ fn source_args(source: &Source, exclude: &[String]) -> Vec<OsString> {
             a.push("--".into());
             a.extend(paths.iter().map(OsString::from));
         }
+        // PostgreSQL's archive_command pushes WAL, never a job.
+        Source::WalFiles { .. } => {}
     }
     a
 }
