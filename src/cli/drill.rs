@@ -28,8 +28,12 @@ pub struct DrillArgs {
     #[arg(long, value_name = "DIR")]
     tmpdir: Option<PathBuf>,
     /// Load the latest database dumps into scratch databases and verify them
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pitr")]
     databases: bool,
+    /// Recover the newest PostgreSQL base backup with its archived WAL in a
+    /// scratch server, and check every database answers
+    #[arg(long)]
+    pitr: bool,
     /// With --databases: the PostgreSQL server to load into (default: the one dumped from)
     #[arg(long, value_name = "URL", requires = "databases")]
     scratch_postgres: Option<String>,
@@ -86,9 +90,10 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
         filter: a.filter.filter(),
     };
     let display = super::output::DrillDisplay::new(g.progress());
-    let drilled = match a.databases {
-        true => drill::drill_databases(&repo, &opts, &scratch),
-        false => drill::drill_with_progress(&repo, &opts, &display),
+    let drilled = match (a.databases, a.pitr) {
+        (_, true) => drill::drill_pitr(&repo, &opts),
+        (true, _) => drill::drill_databases(&repo, &opts, &scratch),
+        _ => drill::drill_with_progress(&repo, &opts, &display),
     };
     display.finish();
     let report = match drilled {
@@ -107,6 +112,25 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
     events::figure("cairn_drill_success_ratio", &[], report.success_rate);
     if g.json {
         output::json(&serde_json::to_value(&report)?);
+    } else if !g.quiet && a.pitr {
+        let p = report.pitr.clone().unwrap_or_default();
+        line(format!(
+            "drill: base backup {} (timeline {}, from {}) with {} WAL files ({}) {} in {}{}",
+            p.base_snapshot,
+            p.timeline,
+            p.base_start_lsn,
+            p.wal_files,
+            output::size(report.bytes_restored),
+            if report.ok() {
+                format!("recovered; {} databases answered", p.databases.len())
+            } else {
+                "did not recover".to_string()
+            },
+            output::duration(report.duration_secs),
+            p.recovered_to
+                .map(|t| format!("; last transaction replayed {t}"))
+                .unwrap_or_default()
+        ));
     } else if !g.quiet && a.databases {
         line(format!(
             "drill: loaded and verified {} of {} databases ({} of dumps) from snapshots {} in {}; success rate {:.1}%",
@@ -150,7 +174,10 @@ pub fn run(g: &Global, a: &DrillArgs) -> Result<()> {
         Ok(())
     } else {
         emit(g, "drill.failed", Severity::Critical, None, figures);
-        let why = if a.databases {
+        let why = if a.pitr {
+            "drill failed: the base backup and its WAL did not recover into a server that answers"
+                .to_string()
+        } else if a.databases {
             format!(
                 "drill failed: {} of {} databases did not load and verify",
                 report.failures.len(),

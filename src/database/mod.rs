@@ -11,6 +11,7 @@
 pub mod mysql;
 pub mod postgres;
 mod process;
+pub mod scratch;
 pub mod sqlite;
 
 use std::io::{Read, Write};

@@ -148,7 +148,8 @@ pub fn plan_selected(
 /// of their own). A cluster with no kept base backup keeps all its WAL:
 /// cairn cannot tell what it is for.
 fn plan_wal(snaps: Vec<(SnapshotId, Snapshot)>, kept_bases: &[BaseBackup]) -> Vec<GroupPlan> {
-    let mut groups: BTreeMap<(String, Vec<String>), Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
+    type Key = (String, Vec<String>);
+    let mut groups: BTreeMap<Key, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
     for (id, s) in snaps {
         let mut paths = s.paths.clone();
         paths.sort();

@@ -32,6 +32,8 @@ pub struct Base {
     pub time: DateTime<Utc>,
     pub source: String,
     pub path: String,
+    /// The server's version when the backup was taken.
+    pub server_version: String,
     pub timeline: u32,
     pub start_lsn: Lsn,
     pub stop_lsn: Lsn,
@@ -100,6 +102,7 @@ pub fn list(repo: &IndexedRepository) -> Result<PitrList> {
                 time: s.summary.as_ref().map(|x| x.backup_end).unwrap_or(s.time),
                 source: d.source.clone(),
                 path: d.path.clone(),
+                server_version: d.server_version.clone(),
                 timeline: b.timeline,
                 start_lsn: b.start_lsn,
                 stop_lsn: b.stop_lsn,

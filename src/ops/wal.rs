@@ -371,6 +371,14 @@ fn node_of(repo: &IndexedRepository, a: &Archived) -> Result<Node> {
     find_node(repo, &snap.tree, &format!("/{WAL_DIR}/{}", a.entry.name))
 }
 
+/// Copies an archived file out of the repository to `dest` (atomically);
+/// returns its size.
+pub fn copy_out(repo: &IndexedRepository, a: &Archived, dest: &Path) -> Result<u64> {
+    let node = node_of(repo, a)?;
+    write_atomically(dest, &mut |out| dump_file(repo, &node, out).map(|_| ()))?;
+    Ok(node.size)
+}
+
 /// Writes a file to `dest` atomically (a temporary name beside it, synced,
 /// then renamed): recovery never reads half a segment.
 fn write_atomically(dest: &Path, fill: &mut dyn FnMut(&mut File) -> Result<()>) -> Result<()> {

@@ -191,7 +191,12 @@ fn recover_to_a_time_between_two_sets_of_writes() {
         ],
     );
     assert!(out.contains("unpacked"), "{out}");
-    let (_server, port) = pg.start_other(&data, &[("archive_mode", "off")]);
+    // The recovered cluster promotes onto timeline 2 and archives into the
+    // same repository (same cluster: the same system identifier).
+    let (server, port) = pg.start_other(
+        &data,
+        &[("archive_mode", "on"), ("archive_command", &command)],
+    );
     wait_until("recovery to end and promote", || {
         sql_at(&pg, port, "SELECT pg_is_in_recovery()").as_deref() == Some("f")
     });
@@ -200,6 +205,84 @@ fn recover_to_a_time_between_two_sets_of_writes() {
         sql_at(&pg, port, "SELECT count(*) FROM t WHERE note = 'too late'").unwrap(),
         "0"
     );
+
+    // A second timeline: writes after the promotion, archived, and a
+    // recovery to the end that follows timeline 1 to the branch point and
+    // timeline 2 after it.
+    sql_at(
+        &pg,
+        port,
+        "INSERT INTO t SELECT g, 'timeline 2' FROM generate_series(5001, 5100) g",
+    )
+    .unwrap();
+    let tl2_last = sql_at(&pg, port, "SELECT pg_walfile_name(pg_switch_wal())").unwrap();
+    assert!(tl2_last.starts_with("00000002"), "{tl2_last}");
+    wait_until("timeline 2 to be archived", || {
+        sql_at(
+            &pg,
+            port,
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        )
+        .is_some_and(|w| w >= tl2_last)
+    });
+    drop(server);
+    let listed = archive.ok(&pg, &["pitr", "list"]);
+    assert!(listed.contains("timeline 2"), "{listed}");
+    let data2 = dir.path().join("restored-tl2");
+    archive.ok(
+        &pg,
+        &[
+            "pitr",
+            "restore",
+            "latest",
+            "--target",
+            data2.to_str().unwrap(),
+            "--spool",
+            archive.spool.to_str().unwrap(),
+        ],
+    );
+    let (server, port) = pg.start_other(&data2, &[("archive_mode", "off")]);
+    wait_until("recovery along timeline 2", || {
+        sql_at(&pg, port, "SELECT pg_is_in_recovery()").as_deref() == Some("f")
+    });
+    assert_eq!(sql_at(&pg, port, "SELECT count(*) FROM t").unwrap(), "1601");
+    assert_eq!(
+        sql_at(&pg, port, "SELECT count(*) FROM t WHERE note = 'too late'").unwrap(),
+        "0"
+    );
+    drop(server);
+
+    // drill --pitr recovers the newest base backup with all archived WAL in
+    // a scratch server (as the postgres user when run as root, as here in CI).
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(archive.args())
+        .args(["--json", "drill", "--pitr"])
+        .env_remove("CAIRN_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drilled: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(drilled["files_ok"], 1, "{drilled}");
+    assert!(
+        drilled["pitr"]["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == "postgres"),
+        "{drilled}"
+    );
+    assert!(
+        drilled["pitr"]["wal_files"].as_u64().unwrap() >= 3,
+        "{drilled}"
+    );
+    // (A drill run as root wrote its record as root: the server's user
+    // runs the rest.)
+    pg.chown_to_owner(&archive.repo);
 
     // The same name pushed again with the same content is fine; with other
     // content it is refused (PostgreSQL must never lose a segment silently).
@@ -312,4 +395,111 @@ fn recover_to_a_time_between_two_sets_of_writes() {
     );
     assert_eq!(fetch(&base_first).status.code(), Some(0));
     assert_eq!(fetch(&last).status.code(), Some(0));
+}
+
+/// A WAL segment of cluster 42 with 1 MiB segments: the long page header
+/// PostgreSQL writes, then bytes that differ per segment.
+fn synthetic_segment(n: u64) -> (String, Vec<u8>) {
+    let size: u64 = 1 << 20;
+    let mut bytes = vec![0u8; size as usize];
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for chunk in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    bytes[2..4].copy_from_slice(&2u16.to_le_bytes()); // XLP_LONG_HEADER
+    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+    bytes[8..16].copy_from_slice(&(n * size).to_le_bytes());
+    bytes[24..32].copy_from_slice(&42u64.to_le_bytes());
+    bytes[32..36].copy_from_slice(&(size as u32).to_le_bytes());
+    bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    (format!("00000001{:08X}{:08X}", n / 4096, n % 4096), bytes)
+}
+
+/// PostgreSQL retries an archive_command until it exits 0, and recycles the
+/// segment then. Pushes killed (SIGKILL) at arbitrary points, while spooling
+/// or while flushing into the repository, must never lose a segment that a
+/// push acknowledged, nor leave the repository invalid.
+#[test]
+fn killed_pushes_never_lose_an_acknowledged_segment() {
+    let sb = crate::common::Sandbox::init();
+    let spool = sb.path("spool");
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut kills, mut acknowledged) = (0, Vec::new());
+    for n in 1..=24u64 {
+        let (name, bytes) = synthetic_segment(n);
+        let path = sb.path(&name);
+        std::fs::write(&path, &bytes).unwrap();
+        // Up to three attempts are killed at a random moment; the fourth
+        // runs to the end (PostgreSQL retries until one succeeds).
+        for attempt in 0.. {
+            let mut child = sb
+                .std_cmd([
+                    "wal-push",
+                    "--sync",
+                    "--spool",
+                    spool.to_str().unwrap(),
+                    path.to_str().unwrap(),
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            if attempt < 3 {
+                std::thread::sleep(Duration::from_millis(next() % 400));
+                if child.try_wait().unwrap().is_none() {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    kills += 1;
+                    continue;
+                }
+            }
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            acknowledged.push((name.clone(), bytes.clone()));
+            break;
+        }
+        // PostgreSQL may now recycle the file.
+        std::fs::remove_file(&path).unwrap();
+    }
+    assert!(kills > 0, "no push was killed: the test proved nothing");
+    sb.ok(["check"]);
+    // Every acknowledged segment comes back from the repository alone.
+    let empty_spool = sb.path("empty-spool");
+    for (name, bytes) in &acknowledged {
+        let dest = sb.path("fetched");
+        sb.ok([
+            "wal-fetch",
+            name,
+            dest.to_str().unwrap(),
+            "--prefetch",
+            "0",
+            "--spool",
+            empty_spool.to_str().unwrap(),
+        ]);
+        assert!(
+            std::fs::read(&dest).unwrap() == *bytes,
+            "{name} came back different"
+        );
+    }
+    let listed = sb.json(["pitr", "list"]);
+    assert_eq!(listed["timelines"][0]["segments"], 24, "{listed}");
+    assert_eq!(
+        listed["timelines"][0]["gaps"].as_array().unwrap().len(),
+        0,
+        "{listed}"
+    );
 }
