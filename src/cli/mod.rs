@@ -19,6 +19,7 @@ mod health;
 mod inspect;
 mod keys;
 mod metrics;
+mod mount;
 mod notify;
 mod output;
 mod password;
@@ -168,6 +169,8 @@ enum Command {
     WalFetch(wal::WalFetchArgs),
     /// PostgreSQL point-in-time recovery: list base backups and WAL, restore to a point
     Pitr(pitr::PitrArgs),
+    /// Serve the snapshots as a read-only file system (FUSE) until Ctrl-C
+    Mount(mount::MountArgs),
     /// Print decrypted internals as JSON
     Cat(inspect::CatArgs),
     /// Check the repository's structure and, optionally, its data
@@ -498,6 +501,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::WalPush(_) => "wal-push",
         Command::WalFetch(_) => "wal-fetch",
         Command::Pitr(_) => "pitr",
+        Command::Mount(_) => "mount",
         Command::Cat(_) => "cat",
         Command::Check(_) => "check",
         Command::Stats(_) => "stats",
@@ -534,6 +538,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::WalPush(a) => wal::push(g, a),
         Command::WalFetch(a) => wal::fetch(g, a),
         Command::Pitr(a) => pitr::run(g, a),
+        Command::Mount(a) => mount::run(g, a),
         Command::Cat(a) => inspect::cat(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Stats(a) => inspect::stats(g, a),

@@ -11,6 +11,7 @@ pub mod find;
 pub mod forget;
 pub mod group;
 pub mod health;
+pub mod mount;
 pub mod pitr;
 pub mod prune;
 pub mod reach;

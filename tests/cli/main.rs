@@ -13,6 +13,7 @@ mod databases;
 mod errors;
 mod hardening;
 mod health;
+mod mount;
 mod operations;
 mod pitr;
 mod restore;

@@ -664,7 +664,7 @@ pub(crate) fn detect_tools(o: &Opts) -> Result<Vec<Tool>> {
     Ok(out)
 }
 
-fn cairn_binary(o: &Opts) -> Result<PathBuf> {
+pub(crate) fn cairn_binary(o: &Opts) -> Result<PathBuf> {
     if let Some(p) = &o.cairn {
         return Ok(p.clone());
     }

@@ -19,6 +19,7 @@ mod report;
 mod scale;
 mod tools;
 mod verify;
+mod walbench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -33,6 +34,8 @@ tasks:
   scale            time and peak RSS of every command against the blob count, and the slopes
   cloud            backups of the kernel corpus to S3 (moto_server on 127.0.0.1): time, RSS, requests
   corpora          build the benchmark corpora (cached) without running anything
+  bench-wal        PostgreSQL WAL archived per second by cp, wal-push and wal-push --sync
+                   (--seconds N of pgbench WAL, default 60; --rounds, --quick, --cairn, --no-build)
   install-peers    apt-get install restic borgbackup; cargo install rustic-rs --locked
   help             this text
 
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Some("bench-wal") => bench_wal(&args[1..]),
         Some("install-peers") => install_peers(),
         None | Some("help") | Some("--help") | Some("-h") => {
             println!("{USAGE}");
@@ -177,6 +181,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `bench-wal`: `--seconds N` is its own; the rest are bench options.
+fn bench_wal(args: &[String]) -> Result<()> {
+    let mut seconds = 60;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--seconds" {
+            seconds = it
+                .next()
+                .and_then(|s| s.parse().ok())
+                .context("--seconds takes a number of seconds")?;
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    walbench::run_bench(&parse_opts(&rest)?, seconds)
 }
 
 /// Best effort: each installer runs, failures are reported and do not stop the others.

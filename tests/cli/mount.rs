@@ -1,0 +1,185 @@
+//! `mount`: snapshots served read-only over FUSE, read back byte for byte.
+//! Needs /dev/fuse and fusermount(3); without them (a container without
+//! FUSE) the test says so and passes, since no service could provide it.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::common::Sandbox;
+
+fn fuse_available() -> bool {
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_ok();
+    let tool = ["fusermount3", "fusermount"].iter().any(|t| {
+        std::process::Command::new(t)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    dev && tool
+}
+
+fn mounted(at: &Path) -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(at.to_str().unwrap()))
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The entries of a folder, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn mount_serves_snapshots_read_only_and_sees_new_ones() {
+    if !fuse_available() {
+        eprintln!("mount test skipped: no usable /dev/fuse or fusermount here");
+        return;
+    }
+    let sb = Sandbox::init();
+    let src = sb.path("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::write(src.join("a.txt"), b"hello from a snapshot\n").unwrap();
+    let big: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("sub/big.bin"), &big).unwrap();
+    std::fs::write(src.join("sub/deeper/private"), b"secret").unwrap();
+    std::fs::set_permissions(
+        src.join("sub/deeper/private"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    std::fs::hard_link(src.join("a.txt"), src.join("a-again.txt")).unwrap();
+    let first = sb.backup(["--tag", "daily", "--host", "web1", src.to_str().unwrap()]);
+    let first_id = first["snapshot_id"].as_str().unwrap()[..8].to_string();
+
+    let mnt = sb.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut child = sb
+        .std_cmd(["mount", mnt.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cleanup = Unmount(mnt.clone());
+    wait_for("the mount", || {
+        mounted(&mnt) && mnt.join("snapshots").is_dir()
+    });
+    assert_eq!(names(&mnt), ["hosts", "ids", "snapshots", "tags"]);
+
+    // The snapshot's tree below its own folder: the backed-up path in full.
+    let inside = |top: &Path| -> PathBuf { top.join(src.strip_prefix("/").unwrap()) };
+    let latest = inside(&mnt.join("snapshots/latest"));
+    assert_eq!(
+        std::fs::read(latest.join("a.txt")).unwrap(),
+        b"hello from a snapshot\n"
+    );
+    assert!(
+        std::fs::read(latest.join("sub/big.bin")).unwrap() == big,
+        "big.bin differs"
+    );
+    let meta = std::fs::metadata(latest.join("sub/deeper/private")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o640);
+    assert_eq!(meta.len(), 6);
+    assert_eq!(
+        std::fs::read_link(latest.join("link")).unwrap(),
+        Path::new("a.txt")
+    );
+    let (a, b) = (
+        std::fs::metadata(latest.join("a.txt")).unwrap(),
+        std::fs::metadata(latest.join("a-again.txt")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino(), "hard links share an inode");
+    assert_eq!(a.nlink(), 2);
+    let orig = std::fs::metadata(src.join("a.txt")).unwrap();
+    assert_eq!(a.mtime(), orig.mtime());
+    // A read in the middle of a large file.
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(latest.join("sub/big.bin")).unwrap();
+    f.seek(SeekFrom::Start(3_333_333)).unwrap();
+    let mut buf = vec![0; 10_000];
+    f.read_exact(&mut buf).unwrap();
+    assert!(buf == big[3_333_333..3_343_333]);
+    // Kept open: SIGTERM must still free the mount point (a lazy unmount).
+    let _still_open = f;
+    // The other views.
+    assert!(inside(&mnt.join("ids").join(&first_id))
+        .join("a.txt")
+        .is_file());
+    assert_eq!(names(&mnt.join("hosts")), ["web1"]);
+    assert_eq!(names(&mnt.join("tags")), ["daily"]);
+    assert_eq!(names(&mnt.join("hosts/web1")).len(), 1);
+    // Read-only.
+    assert!(std::fs::write(latest.join("a.txt"), b"x").is_err());
+    assert!(std::fs::write(latest.join("new"), b"x").is_err());
+
+    // A new snapshot shows without a remount.
+    std::fs::write(src.join("a.txt"), b"changed\n").unwrap();
+    sb.backup(["--host", "web2", src.to_str().unwrap()]);
+    wait_for("the new snapshot", || {
+        names(&mnt.join("snapshots")).len() == 3
+    });
+    assert_eq!(names(&mnt.join("hosts")), ["web1", "web2"]);
+    let latest = inside(&mnt.join("snapshots/latest"));
+    assert_eq!(std::fs::read(latest.join("a.txt")).unwrap(), b"changed\n");
+
+    // SIGTERM unmounts and exits 0.
+    // SAFETY: kill with the child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "mount exited {status}: {err}");
+    assert!(!mounted(&mnt), "still mounted after SIGTERM");
+    drop(cleanup);
+}
+
+#[test]
+fn mount_refuses_a_missing_mount_point() {
+    let sb = Sandbox::init();
+    let out = sb
+        .cmd(["mount", sb.path("nowhere").to_str().unwrap()])
+        .code(2);
+    out.assert_one_error_line("not a folder");
+}
+
+/// Unmounts whatever is left if the test fails half-way.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if mounted(&self.0) {
+            for t in ["fusermount3", "fusermount"] {
+                let _ = std::process::Command::new(t)
+                    .arg("-u")
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+    }
+}
