@@ -39,6 +39,9 @@ use crate::source::Source;
 
 /// The spool's log of what was flushed: `NAME SHA256` lines.
 const ARCHIVED: &str = "archived";
+/// The archived log is trimmed to its newest half past this size (about
+/// 11,000 names).
+const ARCHIVED_LOG_MAX: u64 = 1 << 20;
 /// The cluster's system identifier, written by the first push.
 const SYSTEM: &str = "system";
 /// Held by a flusher for its whole life.
@@ -127,16 +130,17 @@ impl Spool {
         if let WalFile::Segment { .. } = kind {
             self.check_cluster(name, &bytes)?;
         }
-        let sha = sha256_hex(&bytes);
+        // Hashing 16 MiB is most of a push's CPU: only a name seen before
+        // needs it here (the flusher hashes what it archives).
         let spooled = self.dir.join(name);
         if let Ok(existing) = std::fs::read(&spooled) {
-            return match sha256_hex(&existing) == sha {
+            return match existing == bytes {
                 true => Ok(Pushed::AlreadyThere),
                 false => Err(conflict(name, "in the spool")),
             };
         }
         if let Some(h) = self.archived()?.get(name) {
-            return match *h == sha {
+            return match *h == sha256_hex(&bytes) {
                 true => Ok(Pushed::AlreadyThere),
                 false => Err(conflict(name, "in the repository")),
             };
@@ -235,6 +239,11 @@ impl Spool {
         log.write_all(lines.as_bytes())
             .map_err(|e| Error::io(&path, e))?;
         log.sync_all().map_err(|e| Error::io(&path, e))?;
+        let len = log.metadata().map(|m| m.len()).unwrap_or(0);
+        drop(log);
+        if len > ARCHIVED_LOG_MAX {
+            self.trim_archived_log()?;
+        }
         for (_, p, _) in files {
             match std::fs::remove_file(p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(p, e)),
@@ -242,6 +251,29 @@ impl Spool {
             }
         }
         fsync_dir(&self.dir)
+    }
+}
+
+impl Spool {
+    /// Keeps the newest half of the archived log: every push reads it, and
+    /// PostgreSQL only ever pushes a recent name again (after a crash); an
+    /// older one is still caught when flushing, against the repository.
+    fn trim_archived_log(&self) -> Result<()> {
+        let path = self.dir.join(ARCHIVED);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let lines: Vec<&str> = text.lines().collect();
+        let keep = lines[lines.len() / 2..].join("\n") + "\n";
+        let tmp = self.dir.join(".archived.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(keep.as_bytes()).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
     }
 }
 

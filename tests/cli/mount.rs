@@ -4,39 +4,10 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
+use crate::common::fsutil::{assert_same_tree, build_full_tree};
+use crate::common::mountutil::{fuse_available, is_mounted as mounted, wait_for, Mount};
 use crate::common::Sandbox;
-
-fn fuse_available() -> bool {
-    let dev = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .is_ok();
-    let tool = ["fusermount3", "fusermount"].iter().any(|t| {
-        std::process::Command::new(t)
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    dev && tool
-}
-
-fn mounted(at: &Path) -> bool {
-    std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(at.to_str().unwrap()))
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The entries of a folder, sorted.
 fn names(dir: &Path) -> Vec<String> {
@@ -75,16 +46,7 @@ fn mount_serves_snapshots_read_only_and_sees_new_ones() {
 
     let mnt = sb.path("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let mut child = sb
-        .std_cmd(["mount", mnt.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let cleanup = Unmount(mnt.clone());
-    wait_for("the mount", || {
-        mounted(&mnt) && mnt.join("snapshots").is_dir()
-    });
+    let m = Mount::start(sb.std_cmd(["mount", mnt.to_str().unwrap()]), &mnt);
     assert_eq!(names(&mnt), ["hosts", "ids", "snapshots", "tags"]);
 
     // The snapshot's tree below its own folder: the backed-up path in full.
@@ -144,19 +106,32 @@ fn mount_serves_snapshots_read_only_and_sees_new_ones() {
     assert_eq!(std::fs::read(latest.join("a.txt")).unwrap(), b"changed\n");
 
     // SIGTERM unmounts and exits 0.
-    // SAFETY: kill with the child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = m.stop();
     assert!(status.success(), "mount exited {status}: {err}");
     assert!(!mounted(&mnt), "still mounted after SIGTERM");
-    drop(cleanup);
+}
+
+/// Everything a file system holds, read out of the mount, is what a
+/// restore of the same snapshot writes: entries, types, modes, owners,
+/// mtimes, sizes, bytes, symlink targets and hard-link groups.
+#[test]
+fn a_mounted_snapshot_matches_its_restore() {
+    if !fuse_available() {
+        eprintln!("mount test skipped: no usable /dev/fuse or fusermount here");
+        return;
+    }
+    let sb = Sandbox::init();
+    let tree = build_full_tree(&sb.path("src"), 3_000_000);
+    sb.backup([tree.root.to_str().unwrap()]);
+    let restored = sb.path("restored");
+    sb.restore("latest", &restored, &[]);
+    let mnt = sb.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = Mount::start(sb.std_cmd(["mount", mnt.to_str().unwrap()]), &mnt);
+    let rel = tree.root.strip_prefix("/").unwrap();
+    assert_same_tree(&restored.join(rel), &mnt.join("snapshots/latest").join(rel));
+    let (status, err) = m.stop();
+    assert!(status.success(), "{err}");
 }
 
 #[test]
@@ -166,20 +141,4 @@ fn mount_refuses_a_missing_mount_point() {
         .cmd(["mount", sb.path("nowhere").to_str().unwrap()])
         .code(2);
     out.assert_one_error_line("not a folder");
-}
-
-/// Unmounts whatever is left if the test fails half-way.
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        if mounted(&self.0) {
-            for t in ["fusermount3", "fusermount"] {
-                let _ = std::process::Command::new(t)
-                    .arg("-u")
-                    .arg(&self.0)
-                    .status();
-            }
-        }
-    }
 }

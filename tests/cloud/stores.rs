@@ -398,3 +398,33 @@ fn retry_options_are_validated() {
     );
     assert_eq!(out.status.code(), Some(10), "no repository yet");
 }
+
+/// `mount` over a bucket serves what a restore of the same snapshot writes.
+#[test]
+fn mount_of_an_s3_repository_matches_its_restore() {
+    if !common::mountutil::fuse_available() {
+        eprintln!("mount test skipped: no usable /dev/fuse or fusermount here");
+        return;
+    }
+    let Some(moto) = start_moto() else { return };
+    moto.make_bucket("mounted");
+    let store = Store {
+        url: "s3://mounted/repo".into(),
+        options: moto.options(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_source(&src, 7);
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    ok(&store, &["init"]);
+    ok(&store, &["backup", src.to_str().unwrap()]);
+    let restored = dir.path().join("restored");
+    ok(&store, &["restore", "latest", "--target", restored.to_str().unwrap()]);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = common::mountutil::Mount::start(cairn_cmd(&store, &["mount", mnt.to_str().unwrap()]), &mnt);
+    let rel = src.strip_prefix("/").unwrap();
+    common::fsutil::assert_same_tree(&restored.join(rel), &mnt.join("snapshots/latest").join(rel));
+    let (status, err) = m.stop();
+    assert!(status.success(), "{err}");
+}

@@ -11,6 +11,7 @@
 pub mod dbservers;
 pub mod fsutil;
 pub mod gcs_fake;
+pub mod mountutil;
 pub mod servers;
 
 use std::ffi::{OsStr, OsString};

@@ -252,12 +252,21 @@ pub fn run_bench(o: &Opts, seconds: u64) -> Result<()> {
     let base = crate::cache_dir().join("wal");
     let raw = base.join(format!("raw-{seconds}s"));
     if segments(&raw).map(|s| s.len()).unwrap_or(0) == 0 {
-        let gen = base.join("cluster");
+        // The server's user must reach the cluster and the archive: both
+        // under /tmp while generating, the WAL moved into the cache after.
+        let gen = std::env::temp_dir().join(format!("cairn-bench-wal-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&gen);
         std::fs::create_dir_all(&gen)?;
-        let _ = std::fs::remove_dir_all(&raw);
-        generate_wal(&gen, &raw, seconds, if o.quick { 5 } else { 50 })?;
+        let made = generate_wal(&gen, &gen.join("raw"), seconds, if o.quick { 5 } else { 50 });
+        if made.is_ok() {
+            let _ = std::fs::remove_dir_all(&raw);
+            std::fs::create_dir_all(&raw)?;
+            for s in segments(&gen.join("raw"))? {
+                std::fs::copy(&s, raw.join(s.file_name().unwrap()))?;
+            }
+        }
         let _ = std::fs::remove_dir_all(&gen);
+        made?;
     }
     let segs = segments(&raw)?;
     let raw_bytes: u64 = segs
