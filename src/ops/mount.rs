@@ -133,10 +133,16 @@ pub struct SnapshotFs {
     mounted_at: SystemTime,
 }
 
+/// A node's time as the `SystemTime` fuser turns into the kernel's
+/// (seconds, nanoseconds). Before 1970 fuser sends minus the whole seconds
+/// before the epoch and the nanoseconds as they are, so a time of
+/// `s + n/1e9` (s negative, 0 ≤ n < 1e9) must be given as `-s` seconds and
+/// `n` nanoseconds before the epoch, not as its true distance.
 fn time_of_ns(ns: i64) -> SystemTime {
-    match ns >= 0 {
-        true => UNIX_EPOCH + Duration::from_nanos(ns as u64),
-        false => UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs()),
+    let (s, n) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32);
+    match s >= 0 {
+        true => UNIX_EPOCH + Duration::new(s as u64, n),
+        false => UNIX_EPOCH - Duration::new(s.unsigned_abs(), n),
     }
 }
 

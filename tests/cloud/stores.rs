@@ -419,10 +419,14 @@ fn mount_of_an_s3_repository_matches_its_restore() {
     ok(&store, &["init"]);
     ok(&store, &["backup", src.to_str().unwrap()]);
     let restored = dir.path().join("restored");
-    ok(&store, &["restore", "latest", "--target", restored.to_str().unwrap()]);
+    ok(
+        &store,
+        &["restore", "latest", "--target", restored.to_str().unwrap()],
+    );
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let m = common::mountutil::Mount::start(cairn_cmd(&store, &["mount", mnt.to_str().unwrap()]), &mnt);
+    let m =
+        common::mountutil::Mount::start(cairn_cmd(&store, &["mount", mnt.to_str().unwrap()]), &mnt);
     let rel = src.strip_prefix("/").unwrap();
     common::fsutil::assert_same_tree(&restored.join(rel), &mnt.join("snapshots/latest").join(rel));
     let (status, err) = m.stop();

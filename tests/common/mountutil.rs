@@ -56,7 +56,9 @@ impl Mount {
             child,
             at: at.to_path_buf(),
         };
-        wait_for("the mount", || is_mounted(at) && at.join("snapshots").is_dir());
+        wait_for("the mount", || {
+            is_mounted(at) && at.join("snapshots").is_dir()
+        });
         m
     }
 

@@ -257,7 +257,12 @@ pub fn run_bench(o: &Opts, seconds: u64) -> Result<()> {
         let gen = std::env::temp_dir().join(format!("cairn-bench-wal-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&gen);
         std::fs::create_dir_all(&gen)?;
-        let made = generate_wal(&gen, &gen.join("raw"), seconds, if o.quick { 5 } else { 50 });
+        let made = generate_wal(
+            &gen,
+            &gen.join("raw"),
+            seconds,
+            if o.quick { 5 } else { 50 },
+        );
         if made.is_ok() {
             let _ = std::fs::remove_dir_all(&raw);
             std::fs::create_dir_all(&raw)?;
