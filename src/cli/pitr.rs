@@ -85,6 +85,14 @@ fn list(g: &Global) -> Result<()> {
             }
         ));
     }
+    match l.window {
+        Some((from, to)) => line(format!(
+            "recoverable window: {} .. {}",
+            from.format("%Y-%m-%d %H:%M:%S UTC"),
+            to.format("%Y-%m-%d %H:%M:%S UTC")
+        )),
+        None => line("recoverable window: none (no base backup with its WAL archived)"),
+    }
     line("archived WAL:");
     if l.timelines.is_empty() {
         line("  none (set archive_command = 'cairn -r REPO wal-push %p')");

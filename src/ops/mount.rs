@@ -139,7 +139,10 @@ pub struct SnapshotFs {
 /// `s + n/1e9` (s negative, 0 ≤ n < 1e9) must be given as `-s` seconds and
 /// `n` nanoseconds before the epoch, not as its true distance.
 fn time_of_ns(ns: i64) -> SystemTime {
-    let (s, n) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32);
+    let (s, n) = (
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    );
     match s >= 0 {
         true => UNIX_EPOCH + Duration::new(s as u64, n),
         false => UNIX_EPOCH - Duration::new(s.unsigned_abs(), n),

@@ -63,6 +63,10 @@ pub struct PitrList {
     pub timelines: Vec<Timeline>,
     /// Timelines with a `.history` file.
     pub histories: Vec<u32>,
+    /// The recoverable window: from the end of the oldest base backup whose
+    /// WAL is archived to the newest WAL archived after it without a gap
+    /// (on the base's timeline). None without such a base backup.
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 fn segments_by_timeline(
@@ -112,7 +116,7 @@ pub fn list(repo: &IndexedRepository) -> Result<PitrList> {
             });
         }
     }
-    let timelines = by_tl
+    let timelines: Vec<Timeline> = by_tl
         .iter()
         .map(|(&tl, segs)| {
             let keys: Vec<u64> = segs.keys().copied().collect();
@@ -138,11 +142,51 @@ pub fn list(repo: &IndexedRepository) -> Result<PitrList> {
             _ => None,
         })
         .collect();
+    let window = recoverable_window(&bases, &timelines, &cat);
     Ok(PitrList {
         bases,
         timelines,
         histories,
+        window,
     })
+}
+
+/// From the oldest consistent base backup's end to the newest segment
+/// reachable from it: on its timeline up to the first gap after it, and any
+/// later timeline's segments (recovery follows the newest timeline).
+fn recoverable_window(
+    bases: &[Base],
+    timelines: &[Timeline],
+    cat: &BTreeMap<String, Archived>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let oldest = bases
+        .iter()
+        .filter(|b| b.consistent)
+        .min_by_key(|b| b.time)?;
+    let first_gap = timelines
+        .iter()
+        .find(|t| t.timeline == oldest.timeline)
+        .and_then(|t| {
+            t.gaps
+                .iter()
+                .map(|(from, _)| from.clone())
+                .find(|g| *g > oldest.last_segment)
+        });
+    let newest = cat
+        .iter()
+        .filter_map(|(name, a)| match WalFile::parse(name) {
+            Some(WalFile::Segment { timeline, .. }) if timeline > oldest.timeline => Some(a.time),
+            Some(WalFile::Segment { timeline, .. })
+                if timeline == oldest.timeline
+                    && first_gap.as_ref().is_none_or(|g| name < g)
+                    && *name >= oldest.first_segment =>
+            {
+                Some(a.time)
+            }
+            _ => None,
+        })
+        .max()?;
+    Some((oldest.time, newest.max(oldest.time)))
 }
 
 /// Where recovery stops.

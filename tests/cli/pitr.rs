@@ -173,7 +173,7 @@ fn recover_to_a_time_between_two_sets_of_writes() {
     });
 
     let listed = archive.ok(&pg, &["pitr", "list"]);
-    assert!(listed.contains("recoverable"), "{listed}");
+    assert!(listed.contains("recoverable window: 20"), "{listed}");
     assert!(listed.contains("timeline 1"), "{listed}");
 
     let data = dir.path().join("restored");
