@@ -503,3 +503,55 @@ fn killed_pushes_never_lose_an_acknowledged_segment() {
         "{listed}"
     );
 }
+
+/// Mistakes get one line and the documented exit code; a repository without
+/// WAL or base backups says what to do.
+#[test]
+fn pitr_mistakes_and_an_empty_archive() {
+    let sb = crate::common::Sandbox::init();
+    let d = sb.path("data");
+    let d = d.to_str().unwrap();
+    sb.cmd(["pitr", "restore", "--target", d])
+        .code(2)
+        .assert_one_error_line("give one recovery target");
+    sb.cmd(["pitr", "restore", "--to-time", "yesterday", "--target", d])
+        .code(2)
+        .assert_one_error_line("is not a time");
+    sb.cmd(["pitr", "restore", "--to-lsn", "bogus", "--target", d])
+        .code(2)
+        .assert_one_error_line("is not an LSN");
+    sb.cmd(["pitr", "restore", "latest", "--target", d])
+        .code(1)
+        .assert_one_error_line("no base backup");
+    sb.cmd(["drill", "--pitr"])
+        .code(1)
+        .assert_one_error_line("no base backup");
+    sb.cmd(["health", "--max-wal-lag", "5x"])
+        .code(2)
+        .assert_one_error_line("--max-wal-lag");
+    let out = sb.cmd(["health", "--max-wal-lag", "1h"]).code(1);
+    assert!(
+        out.dump().contains("no WAL has been archived"),
+        "{}",
+        out.dump()
+    );
+    sb.cmd(["wal-push", "/etc/hostname"])
+        .code(1)
+        .assert_one_error_line("is not a WAL file name");
+    let listed = sb.json(["pitr", "list"]);
+    assert!(listed["bases"].as_array().unwrap().is_empty());
+    assert!(listed["window"].is_null());
+    // Never archived: a quiet exit 1, as PostgreSQL's restore_command needs.
+    let out = sb
+        .cmd([
+            "wal-fetch",
+            "000000010000000000000001",
+            sb.path("x").to_str().unwrap(),
+        ])
+        .code(1);
+    assert!(
+        out.stderr.is_empty() && out.stdout.is_empty(),
+        "{}",
+        out.dump()
+    );
+}
