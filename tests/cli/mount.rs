@@ -142,3 +142,54 @@ fn mount_refuses_a_missing_mount_point() {
         .code(2);
     out.assert_one_error_line("not a folder");
 }
+
+/// A prune that repacks the packs a mounted snapshot reads from, and deletes
+/// the old ones, does not break the mount: the blob reader finds the blobs
+/// where the prune moved them.
+#[test]
+fn a_mount_reads_on_while_a_prune_repacks_under_it() {
+    if !fuse_available() {
+        eprintln!("mount test skipped: no usable /dev/fuse or fusermount here");
+        return;
+    }
+    let sb = Sandbox::init();
+    let src = sb.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let keep: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
+        .collect();
+    let gone: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(3266489917) >> 7) as u8)
+        .collect();
+    std::fs::write(src.join("keep.bin"), &keep).unwrap();
+    std::fs::write(src.join("gone.bin"), &gone).unwrap();
+    let first = sb.backup([src.to_str().unwrap()]);
+    std::fs::remove_file(src.join("gone.bin")).unwrap();
+    sb.backup([src.to_str().unwrap()]);
+    let packs_before = sb.data_packs();
+
+    let mnt = sb.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = Mount::start(sb.std_cmd(["mount", mnt.to_str().unwrap()]), &mnt);
+    let file = mnt
+        .join("snapshots/latest")
+        .join(src.strip_prefix("/").unwrap())
+        .join("keep.bin");
+    // Nothing read yet: every blob comes after the prune.
+    sb.ok(["forget", first["snapshot_id"].as_str().unwrap()]);
+    for _ in 0..2 {
+        sb.ok(["prune", "--max-unused", "0%", "--stale-after", "0s"]);
+    }
+    let packs_after = sb.data_packs();
+    // keep.bin's blobs shared packs with gone.bin's: they were moved.
+    assert!(
+        packs_before.iter().all(|p| !packs_after.contains(p)),
+        "a pack of the first backup survived the prune: the test proves nothing ({packs_before:?} / {packs_after:?})"
+    );
+    assert!(
+        std::fs::read(&file).unwrap() == keep,
+        "keep.bin read through the mount differs"
+    );
+    let (status, err) = m.stop();
+    assert!(status.success(), "{err}");
+}
