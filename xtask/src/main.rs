@@ -14,6 +14,7 @@
 mod bench;
 mod cloud;
 mod corpus;
+mod dbbench;
 mod measure;
 mod report;
 mod scale;
@@ -34,6 +35,9 @@ tasks:
   scale            time and peak RSS of every command against the blob count, and the slopes
   cloud            backups of the kernel corpus to S3 (moto_server on 127.0.0.1): time, RSS, requests
   corpora          build the benchmark corpora (cached) without running anything
+  bench-db         a pgbench database (scale 65, about 1 GB; --quick: 5): backup --postgres beside
+                   pg_dump | restic/borg, first and unchanged re-dump, restore-db beside pg_restore
+                   (--rounds, --tools, --cairn, --no-build)
   bench-wal        PostgreSQL WAL archived per second by cp, wal-push and wal-push --sync
                    (--seconds N of pgbench WAL, default 60; --rounds, --quick, --cairn, --no-build)
   install-peers    apt-get install restic borgbackup; cargo install rustic-rs --locked
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Some("bench-wal") => bench_wal(&args[1..]),
+        Some("bench-db") => parse_opts(&args[1..]).and_then(|o| dbbench::run_bench(&o)),
         Some("install-peers") => install_peers(),
         None | Some("help") | Some("--help") | Some("-h") => {
             println!("{USAGE}");

@@ -20,13 +20,13 @@ use crate::Opts;
 
 const PASSWORD: &str = "bench-wal";
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// A command run as the cluster's owner (postgres under root).
-fn as_owner(program: &Path) -> Command {
+pub(crate) fn as_owner(program: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
@@ -37,7 +37,7 @@ fn as_owner(program: &Path) -> Command {
     }
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<()> {
     let out = cmd.output().with_context(|| format!("running {what}"))?;
     if !out.status.success() {
         bail!(
@@ -48,7 +48,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn bindir() -> Result<PathBuf> {
+pub(crate) fn bindir() -> Result<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .context("PostgreSQL is not installed (apt-get install postgresql)")?
         .flatten()
@@ -242,7 +242,7 @@ fn archive_round(
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
