@@ -218,7 +218,10 @@ fn safe_restore(
         rollback::safe_restore(repo, &snap.tree, &a.target, opts, &NoRestoreProgress)?
     };
     let secs = started.elapsed().as_secs_f64();
-    let target = a.target.display().to_string();
+    let target = std::path::absolute(&a.target)
+        .unwrap_or_else(|_| a.target.clone())
+        .display()
+        .to_string();
     if let Some(pre) = o.pre_snapshot {
         emit(
             g,

@@ -222,6 +222,8 @@ fn failed_safe_restore_rolls_back() {
         .find(|e| e["event"] == "restore.rolled_back")
         .unwrap();
     assert_eq!(rolled["severity"], "warning", "{rolled}");
+    assert_eq!(rolled["figures"]["target"], t.to_str().unwrap(), "{rolled}");
+    assert_eq!(rolled["figures"]["restoring"], id2.as_str(), "{rolled}");
 }
 
 #[test]
