@@ -85,6 +85,8 @@ pub enum Error {
     InvalidArgument(String),
     #[error("{0}")]
     CommandFailed(String),
+    #[error("snapshot {0} is not a pre-restore snapshot: rollback restores only the snapshots a safe restore took of its target (tagged pre-restore)")]
+    NotPreRestore(String),
     #[error("path {0} not found in the snapshot")]
     PathNotInSnapshot(String),
     #[error("{what}: {reason}")]

@@ -30,6 +30,7 @@ mod repair;
 mod restore;
 mod restore_db;
 mod rewrite;
+mod rollback;
 mod run;
 mod schedule;
 mod shell;
@@ -163,6 +164,8 @@ enum Command {
     Dump(restore::DumpArgs),
     /// Load a database dump into a server or SQLite file and verify it
     RestoreDb(restore_db::RestoreDbArgs),
+    /// Put a folder back as the pre-restore snapshot a safe restore took of it
+    Rollback(rollback::RollbackArgs),
     /// Archive a PostgreSQL WAL file (archive_command = 'cairn -r R wal-push %p')
     WalPush(wal::WalPushArgs),
     /// Fetch an archived WAL file (restore_command = 'cairn -r R wal-fetch %f %p')
@@ -473,6 +476,7 @@ fn logs_events(command: &str) -> bool {
             | "backup"
             | "restore"
             | "restore-db"
+            | "rollback"
             | "wal-push"
             | "check"
             | "forget"
@@ -498,6 +502,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Restore(_) => "restore",
         Command::Dump(_) => "dump",
         Command::RestoreDb(_) => "restore-db",
+        Command::Rollback(_) => "rollback",
         Command::WalPush(_) => "wal-push",
         Command::WalFetch(_) => "wal-fetch",
         Command::Pitr(_) => "pitr",
@@ -535,6 +540,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Restore(a) => restore::restore(g, a),
         Command::Dump(a) => restore::dump(g, a),
         Command::RestoreDb(a) => restore_db::run(g, a),
+        Command::Rollback(a) => rollback::run(g, a),
         Command::WalPush(a) => wal::push(g, a),
         Command::WalFetch(a) => wal::fetch(g, a),
         Command::Pitr(a) => pitr::run(g, a),

@@ -7,7 +7,8 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use cairn::format::tree::NodeType;
-use cairn::ops::restore::{self, Overwrite, RestoreOptions};
+use cairn::ops::restore::{self, NoRestoreProgress, Overwrite, RestoreOptions};
+use cairn::ops::rollback;
 
 use super::events::{emit, Severity};
 use super::output::{self, line};
@@ -46,6 +47,10 @@ pub struct RestoreArgs {
     /// folders hold that the snapshot does not (see it first with --dry-run)
     #[arg(long)]
     delete: bool,
+    /// Into a non-empty target: list the local files that differ, save a
+    /// pre-restore snapshot of it first, verify, and roll back on failure
+    #[arg(long)]
+    safe: bool,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -84,7 +89,7 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
             "--delete makes the target equal to the whole snapshot: not with --include or --exclude",
         ));
     }
-    let repo = g.open_indexed()?;
+    let mut repo = g.open_indexed()?;
     let (id, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
     let opts = RestoreOptions {
         delete: a.delete,
@@ -105,6 +110,9 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
             snap.paths.join(", "),
             a.target.display()
         ));
+    }
+    if a.safe {
+        return safe_restore(g, a, &mut repo, &id, &snap, &opts);
     }
     let started = std::time::Instant::now();
     let list = (g.verbose > 0 && !g.json && !g.quiet).then_some(a.dry_run);
@@ -182,6 +190,195 @@ pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// How many modified local files the human output names.
+const MODIFIED_SHOWN: usize = 10;
+
+/// `restore --safe`: the library plans, backs the target up, restores,
+/// verifies and rolls back; this prints and emits what it did.
+fn safe_restore(
+    g: &Global,
+    a: &RestoreArgs,
+    repo: &mut cairn::repo::IndexedRepository,
+    id: &cairn::format::id::SnapshotId,
+    snap: &cairn::format::snapshot::Snapshot,
+    opts: &RestoreOptions,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let o = if g.progress() {
+        let total = (a.includes.is_empty() && a.excludes.is_empty())
+            .then(|| snap.summary.as_ref().map(|s| s.total_bytes_processed))
+            .flatten();
+        let display = output::RestoreDisplay::new(true, total, None, a.dry_run);
+        let o = rollback::safe_restore(repo, &snap.tree, &a.target, opts, &display);
+        display.finish();
+        o?
+    } else {
+        rollback::safe_restore(repo, &snap.tree, &a.target, opts, &NoRestoreProgress)?
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let target = std::path::absolute(&a.target)
+        .unwrap_or_else(|_| a.target.clone())
+        .display()
+        .to_string();
+    if let Some(pre) = o.pre_snapshot {
+        emit(
+            g,
+            "restore.pre_snapshot",
+            Severity::Info,
+            Some(pre.to_hex()),
+            json!({"target": target, "modified_local_files": o.modified.count}),
+        );
+    }
+    if o.rolled_back {
+        emit(
+            g,
+            "restore.rolled_back",
+            Severity::Warning,
+            o.pre_snapshot.map(|p| p.to_hex()),
+            json!({"target": target, "restoring": id.to_hex(), "error": o.failure}),
+        );
+    }
+    let r = o.restore.as_ref();
+    let figures = json!({
+        "message_type": "summary",
+        "snapshot_id": id.to_hex(),
+        "dry_run": a.dry_run,
+        "safe": o.safe,
+        "target_was": o.target_was.as_str(),
+        "modified_local_files": o.modified.first.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "modified_local_files_count": o.modified.count,
+        "pre_restore_snapshot": o.pre_snapshot.map(|p| p.to_hex()),
+        "files_restored": r.map_or(0, |r| r.files_restored),
+        "files_skipped": r.map_or(0, |r| r.files_skipped),
+        "dirs": r.map_or(0, |r| r.dirs),
+        "bytes_restored": r.map_or(0, |r| r.bytes_written),
+        "files_verified": r.map_or(0, |r| r.files_verified),
+        "errors": r.map_or(usize::from(o.failure.is_some()), |r| r.errors.len()),
+        "deleted": r.map(|r| r.deleted.clone()).unwrap_or_default(),
+        "verified": !a.dry_run && o.ok(),
+        "error": o.failure,
+        "rolled_back": o.rolled_back,
+        "rollback_error": o.rollback_failure,
+        "total_duration": secs,
+    });
+    if g.json {
+        output::json(&figures);
+    } else if !g.quiet {
+        safe_report(a, &o);
+    }
+    if let Some(r) = r {
+        for (p, why) in &r.errors {
+            eprintln!("error: {}: {why}", p.display());
+        }
+    }
+    if a.dry_run {
+        return Ok(());
+    }
+    let (event, sev) = match o.ok() {
+        true => ("restore.completed", Severity::Info),
+        false => ("restore.failed", Severity::Critical),
+    };
+    emit(g, event, sev, Some(id.to_hex()), figures);
+    let Some(failure) = &o.failure else {
+        return Ok(());
+    };
+    let after = match (o.rolled_back, &o.rollback_failure, o.pre_snapshot) {
+        (true, _, Some(p)) => format!(
+            "; rolled {} back to the pre-restore snapshot {} (verified)",
+            a.target.display(),
+            p.short()
+        ),
+        (_, Some(why), Some(p)) => format!(
+            "; the rollback failed too ({why}): the pre-restore snapshot {} holds the old files (`cairn rollback {}`)",
+            p.short(),
+            p.short()
+        ),
+        _ => String::new(),
+    };
+    Err(Finished(
+        EXIT_FAILURE,
+        format!("the restore failed: {failure}{after}"),
+    )
+    .into())
+}
+
+/// The human account of a safe restore.
+fn safe_report(a: &RestoreArgs, o: &rollback::SafeRestoreOutcome) {
+    let m = &o.modified;
+    if m.count > 0 {
+        eprintln!(
+            "{} under {} {} the snapshot's and {}:",
+            output::count(m.count, "local file"),
+            a.target.display(),
+            if m.count == 1 {
+                "differs from"
+            } else {
+                "differ from"
+            },
+            if a.dry_run {
+                "would be replaced"
+            } else {
+                "will be replaced"
+            },
+        );
+        for p in m.first.iter().take(MODIFIED_SHOWN) {
+            eprintln!("  {}", p.display());
+        }
+        if m.count > MODIFIED_SHOWN as u64 {
+            eprintln!("  ... and {} more", m.count - MODIFIED_SHOWN as u64);
+        }
+    }
+    match (o.safe, a.dry_run, o.pre_snapshot) {
+        (false, _, _) => line(format!(
+            "{} is {}: no pre-restore snapshot needed",
+            a.target.display(),
+            o.target_was.as_str()
+        )),
+        (true, true, _) => line(format!(
+            "would save a pre-restore snapshot of {}, restore, verify, and roll back on failure",
+            a.target.display()
+        )),
+        (true, false, Some(p)) => line(format!(
+            "saved pre-restore snapshot {} of {}",
+            p.short(),
+            a.target.display()
+        )),
+        (true, false, None) => {}
+    }
+    if let Some(r) = &o.restore {
+        let verb = if a.dry_run {
+            "Would restore"
+        } else {
+            "Restored"
+        };
+        line(format!(
+            "Summary: {verb} {} files ({}), skipped {}",
+            r.files_restored,
+            output::size(r.bytes_written),
+            r.files_skipped,
+        ));
+        if !a.dry_run {
+            line(format!("verified {} files", r.files_verified));
+        }
+        for p in &r.deleted {
+            line(format!(
+                "{} {}",
+                if a.dry_run { "would remove" } else { "removed" },
+                p.display()
+            ));
+        }
+    }
+    if o.rolled_back {
+        if let Some(p) = o.pre_snapshot {
+            line(format!(
+                "rolled back: {} holds again what it held before (pre-restore snapshot {})",
+                a.target.display(),
+                p.short()
+            ));
+        }
+    }
 }
 
 #[derive(Args)]

@@ -19,6 +19,7 @@ pub mod repair;
 pub mod restore;
 pub mod restore_db;
 pub mod rewrite;
+pub mod rollback;
 pub mod schedule;
 pub mod stats;
 pub mod tag;

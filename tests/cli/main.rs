@@ -19,6 +19,7 @@ mod pitr;
 mod restore;
 mod restore_safety;
 mod robustness;
+mod rollback;
 mod schedule;
 mod stdin;
 mod usage;
