@@ -39,23 +39,45 @@ impl Cluster {
         let bin = bindir()?;
         let data = work.join("data");
         if is_root() {
-            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(work), "chown")?;
+            run(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(work),
+                "chown",
+            )?;
         }
         run(
-            as_owner(&bin.join("initdb")).arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres"]),
+            as_owner(&bin.join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-A", "trust", "-U", "postgres"]),
             "initdb",
         )?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let child = as_owner(&bin.join("postgres"))
             .arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-k"])
             .arg(work)
-            .args(["-c", "listen_addresses=", "-c", "max_wal_size=4GB", "-c", "fsync=off"])
+            .args([
+                "-c",
+                "listen_addresses=",
+                "-c",
+                "max_wal_size=4GB",
+                "-c",
+                "fsync=off",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(work.join("postgres.log"))?)
             .spawn()?;
-        let c = Cluster { child, socket: work.to_path_buf(), port, bin };
+        let c = Cluster {
+            child,
+            socket: work.to_path_buf(),
+            port,
+            bin,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !c.tool("pg_isready").status()?.success() {
             if Instant::now() > deadline {
@@ -69,7 +91,9 @@ impl Cluster {
     /// A client tool pointed at the cluster as `postgres`.
     fn tool(&self, program: &str) -> Command {
         let mut c = Command::new(self.bin.join(program));
-        c.arg("-h").arg(&self.socket).args(["-p", &self.port.to_string(), "-U", "postgres"]);
+        c.arg("-h")
+            .arg(&self.socket)
+            .args(["-p", &self.port.to_string(), "-U", "postgres"]);
         c
     }
 
@@ -84,11 +108,18 @@ impl Cluster {
     }
 
     fn url(&self, db: &str) -> String {
-        format!("postgresql://postgres@/{db}?host={}&port={}", self.socket.display(), self.port)
+        format!(
+            "postgresql://postgres@/{db}?host={}&port={}",
+            self.socket.display(),
+            self.port
+        )
     }
 
     fn sql(&self, db: &str, sql: &str) -> Result<String> {
-        let out = self.tool("psql").args(["-X", "-At", "-d", db, "-c", sql]).output()?;
+        let out = self
+            .tool("psql")
+            .args(["-X", "-At", "-d", db, "-c", sql])
+            .output()?;
         if !out.status.success() {
             bail!("psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -109,7 +140,11 @@ fn timed(sh: &str, env: &[(&str, &str)]) -> Result<(f64, u64)> {
     if !out.status.success() {
         bail!("`{sh}` failed: {}", err.trim());
     }
-    let rss = err.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+    let rss = err
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
     Ok((secs, rss))
 }
 
@@ -128,19 +163,36 @@ fn tools(o: &Opts, c: &Cluster, cairn: &Path, work: &Path) -> Result<Vec<Tool>> 
     let wanted = |t: &str| o.tools.as_ref().is_none_or(|l| l.iter().any(|x| x == t));
     if wanted("cairn") {
         let repo = work.join("cairn");
-        run(Command::new(cairn).arg("-r").arg(&repo).arg("init").env("CAIRN_PASSWORD", PASSWORD), "cairn init")?;
+        run(
+            Command::new(cairn)
+                .arg("-r")
+                .arg(&repo)
+                .arg("init")
+                .env("CAIRN_PASSWORD", PASSWORD),
+            "cairn init",
+        )?;
         let r = format!("{} -r {} -q", cairn.display(), repo.display());
         out.push(Tool {
             name: "cairn",
             backup: format!("{r} backup --postgres '{}'", c.url("postgres")),
-            restore: format!("{r} restore-db latest --to '{}' --no-owner", c.url("restored")),
+            restore: format!(
+                "{r} restore-db latest --to '{}' --no-owner",
+                c.url("restored")
+            ),
             repo,
             env: vec![("CAIRN_PASSWORD", PASSWORD.into())],
         });
     }
     if wanted("restic") && crate::tools::which("restic").is_some() {
         let repo = work.join("restic");
-        run(Command::new("restic").arg("-r").arg(&repo).arg("init").env("RESTIC_PASSWORD", PASSWORD), "restic init")?;
+        run(
+            Command::new("restic")
+                .arg("-r")
+                .arg(&repo)
+                .arg("init")
+                .env("RESTIC_PASSWORD", PASSWORD),
+            "restic init",
+        )?;
         let r = format!("restic -r {} -q", repo.display());
         out.push(Tool {
             name: "restic",
@@ -153,16 +205,26 @@ fn tools(o: &Opts, c: &Cluster, cairn: &Path, work: &Path) -> Result<Vec<Tool>> 
     if wanted("borg") && crate::tools::which("borg").is_some() {
         let repo = work.join("borg");
         run(
-            Command::new("borg").args(["init", "--encryption=repokey"]).arg(&repo).env("BORG_PASSPHRASE", PASSWORD),
+            Command::new("borg")
+                .args(["init", "--encryption=repokey"])
+                .arg(&repo)
+                .env("BORG_PASSPHRASE", PASSWORD),
             "borg init",
         )?;
         let r = repo.display().to_string();
         out.push(Tool {
             name: "borg",
-            backup: format!("{dump} | borg create --compression zstd,3 {r}::\"db-$(date +%s%N)\" -"),
-            restore: format!("borg extract --stdout {r}::\"$(borg list --last 1 --short {r})\" | {restore_into}"),
+            backup: format!(
+                "{dump} | borg create --compression zstd,3 {r}::\"db-$(date +%s%N)\" -"
+            ),
+            restore: format!(
+                "borg extract --stdout {r}::\"$(borg list --last 1 --short {r})\" | {restore_into}"
+            ),
             repo,
-            env: vec![("BORG_PASSPHRASE", PASSWORD.into()), ("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes".into())],
+            env: vec![
+                ("BORG_PASSPHRASE", PASSWORD.into()),
+                ("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes".into()),
+            ],
         });
     }
     Ok(out)
@@ -180,19 +242,34 @@ struct Row {
 pub fn run_bench(o: &Opts) -> Result<()> {
     let cairn = crate::bench::cairn_binary(o)?;
     let scale = if o.quick { 5 } else { 65 };
-    let rounds = if o.rounds == 0 { if o.quick { 1 } else { 3 } } else { o.rounds };
+    let rounds = if o.rounds == 0 {
+        if o.quick {
+            1
+        } else {
+            3
+        }
+    } else {
+        o.rounds
+    };
     let work = std::env::temp_dir().join(format!("cairn-bench-db-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let result = (|| -> Result<()> {
         let c = Cluster::start(&work)?;
         eprintln!("xtask: pgbench -i -s {scale} ...");
-        run(c.tool("pgbench").args(["-i", "-q", "-s", &scale.to_string(), "postgres"]), "pgbench -i")?;
-        let db_size: u64 = c.sql("postgres", "SELECT pg_database_size('postgres')")?.parse()?;
-        let dump = format!("{} -Fc -Z0 postgres | wc -c", c.tool_sh("pg_dump"));
-        let dump_size: u64 = String::from_utf8_lossy(&Command::new("bash").args(["-c", &dump]).output()?.stdout)
-            .trim()
+        run(
+            c.tool("pgbench")
+                .args(["-i", "-q", "-s", &scale.to_string(), "postgres"]),
+            "pgbench -i",
+        )?;
+        let db_size: u64 = c
+            .sql("postgres", "SELECT pg_database_size('postgres')")?
             .parse()?;
+        let dump = format!("{} -Fc -Z0 postgres | wc -c", c.tool_sh("pg_dump"));
+        let dump_size: u64 =
+            String::from_utf8_lossy(&Command::new("bash").args(["-c", &dump]).output()?.stdout)
+                .trim()
+                .parse()?;
         let repos = work.join("repos");
         let mut rows: Vec<(&'static str, Row)> = Vec::new();
         for r in 0..rounds {
