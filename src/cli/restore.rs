@@ -51,6 +51,10 @@ pub struct RestoreArgs {
     /// pre-restore snapshot of it first, verify, and roll back on failure
     #[arg(long)]
     safe: bool,
+    /// With --safe: after a verified restore, keep only this many
+    /// pre-restore snapshots of the target (older ones are forgotten)
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "safe")]
+    keep_pre_restore: usize,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -80,6 +84,9 @@ fn check_target(target: &std::path::Path) -> Result<()> {
 }
 
 pub fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
+    if a.keep_pre_restore == 0 {
+        return Err(usage("--keep-pre-restore must be at least 1"));
+    }
     super::keep_freed_buffers();
     check_patterns(&a.includes, "--include")?;
     check_patterns(&a.excludes, "--exclude")?;
@@ -211,11 +218,25 @@ fn safe_restore(
             .then(|| snap.summary.as_ref().map(|s| s.total_bytes_processed))
             .flatten();
         let display = output::RestoreDisplay::new(true, total, None, a.dry_run);
-        let o = rollback::safe_restore(repo, &snap.tree, &a.target, opts, &display);
+        let o = rollback::safe_restore(
+            repo,
+            &snap.tree,
+            &a.target,
+            opts,
+            Some(a.keep_pre_restore),
+            &display,
+        );
         display.finish();
         o?
     } else {
-        rollback::safe_restore(repo, &snap.tree, &a.target, opts, &NoRestoreProgress)?
+        rollback::safe_restore(
+            repo,
+            &snap.tree,
+            &a.target,
+            opts,
+            Some(a.keep_pre_restore),
+            &NoRestoreProgress,
+        )?
     };
     let secs = started.elapsed().as_secs_f64();
     let target = std::path::absolute(&a.target)
@@ -250,6 +271,7 @@ fn safe_restore(
         "modified_local_files": o.modified.first.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "modified_local_files_count": o.modified.count,
         "pre_restore_snapshot": o.pre_snapshot.map(|p| p.to_hex()),
+        "pre_restore_forgotten": o.forgotten.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
         "files_restored": r.map_or(0, |r| r.files_restored),
         "files_skipped": r.map_or(0, |r| r.files_skipped),
         "dirs": r.map_or(0, |r| r.dirs),

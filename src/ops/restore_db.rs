@@ -244,7 +244,7 @@ pub fn restore_db(
 
 /// Forgets the `pre-restore` snapshots of the same target (same paths) but
 /// the newest `keep`; their data goes with the next prune.
-fn forget_old_pre_restores(
+pub(crate) fn forget_old_pre_restores(
     repo: &Repository,
     newest: &Snapshot,
     keep: usize,

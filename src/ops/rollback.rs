@@ -142,6 +142,9 @@ pub struct SafeRestoreOutcome {
     pub rolled_back: bool,
     /// Why the rollback failed, if it did: the target needs a hand.
     pub rollback_failure: Option<String>,
+    /// Older pre-restore snapshots of the target forgotten after a verified
+    /// restore (`keep_pre_restore`).
+    pub forgotten: Vec<SnapshotId>,
 }
 
 impl SafeRestoreOutcome {
@@ -155,12 +158,15 @@ impl SafeRestoreOutcome {
 /// up first into a `pre-restore` snapshot; the restore is verified, and on
 /// any failure the pre-restore snapshot is restored back (see the module
 /// documentation). `opts.verify` is implied. An empty or missing target has
-/// nothing to protect: it is restored as usual.
+/// nothing to protect: it is restored as usual. After a verified restore,
+/// the pre-restore snapshots of the same target beyond the newest
+/// `keep_pre_restore` are forgotten (their data goes with the next prune).
 pub fn safe_restore(
     repo: &mut IndexedRepository,
     root: &BlobId,
     target: &Path,
     opts: &RestoreOptions,
+    keep_pre_restore: Option<usize>,
     progress: &dyn RestoreProgress,
 ) -> Result<SafeRestoreOutcome> {
     let was = target_was(target)?;
@@ -178,6 +184,7 @@ pub fn safe_restore(
         failure: None,
         rolled_back: false,
         rollback_failure: None,
+        forgotten: Vec::new(),
     };
     let run = RestoreOptions {
         includes: opts.includes.clone(),
@@ -218,6 +225,9 @@ pub fn safe_restore(
         Err(e) => out.failure = Some(e.to_string()),
     }
     let pre_snap = pre.as_ref().map(|(_, s)| s);
+    if let (None, Some(keep), Some(newest)) = (&out.failure, keep_pre_restore, pre_snap) {
+        out.forgotten = crate::ops::restore_db::forget_old_pre_restores(repo, newest, keep)?;
+    }
     if let Some(pre_snap) = pre_snap.filter(|_| out.failure.is_some()) {
         match rollback_into(repo, pre_snap, target, false) {
             Ok(o) => match o.errors.first() {

@@ -126,6 +126,48 @@ fn safe_restore_lists_modified_files_and_saves_a_pre_restore_snapshot() {
     assert_eq!(p["paths"][0], t.to_str().unwrap(), "{p}");
     assert_eq!(s.snapshot_count(), snaps_before + 2);
 
+    // Retention of the pre-restore snapshots: --keep-pre-restore 1 leaves
+    // only the newest of this target.
+    write(
+        &restored_path(&t, &src.join("b/3.txt")),
+        "edited a third time",
+    );
+    let v = s.json([
+        "restore",
+        &id2,
+        "--target",
+        t.to_str().unwrap(),
+        "--safe",
+        "--keep-pre-restore",
+        "1",
+    ]);
+    assert_eq!(
+        v["pre_restore_forgotten"].as_array().unwrap().len(),
+        2,
+        "{v}"
+    );
+    let pre_left: Vec<_> = s
+        .snapshots(&["--tag", "pre-restore"])
+        .into_iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(pre_left, [text(&v, "pre_restore_snapshot").to_string()]);
+    s.cmd([
+        "restore",
+        &id2,
+        "--target",
+        t.to_str().unwrap(),
+        "--safe",
+        "--keep-pre-restore",
+        "0",
+    ])
+    .code(2)
+    .assert_one_error_line("--keep-pre-restore");
+    write(
+        &restored_path(&t, &src.join("b/3.txt")),
+        "three, second version",
+    );
+
     // Restored as the snapshot has it; the file only the target has stays.
     let r = |rel: &str| fs::read_to_string(restored_path(&t, &src.join(rel))).unwrap();
     assert_eq!(r("a/1.txt"), "one");
@@ -138,7 +180,7 @@ fn safe_restore_lists_modified_files_and_saves_a_pre_restore_snapshot() {
             .iter()
             .filter(|e| *e == "restore.pre_snapshot")
             .count()
-            == 2,
+            == 3,
         "{events:?}"
     );
 
@@ -155,7 +197,7 @@ fn safe_restore_lists_modified_files_and_saves_a_pre_restore_snapshot() {
     assert_eq!(v["safe"], false, "{v}");
     assert_eq!(v["target_was"], "empty", "{v}");
     assert!(v["pre_restore_snapshot"].is_null(), "{v}");
-    assert_eq!(s.snapshot_count(), snaps_before + 2);
+    assert_eq!(s.snapshot_count(), snaps_before + 1);
 }
 
 #[test]
