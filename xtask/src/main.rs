@@ -16,6 +16,7 @@ mod cloud;
 mod corpus;
 mod dbbench;
 mod measure;
+mod mountbench;
 mod report;
 mod scale;
 mod tools;
@@ -38,6 +39,8 @@ tasks:
   bench-db         a pgbench database (scale 65, about 1 GB; --quick: 5): backup --postgres beside
                    pg_dump | restic/borg, first and unchanged re-dump, restore-db beside pg_restore
                    (--rounds, --tools, --cairn, --no-build)
+  bench-mount      the kernel tree (--quick: a small one) read out of cairn/restic/borg mount
+                   with tar, cold cache: wall time and the mount's peak RSS (--rounds, --tools)
   bench-wal        PostgreSQL WAL archived per second by cp, wal-push and wal-push --sync
                    (--seconds N of pgbench WAL, default 60; --rounds, --quick, --cairn, --no-build)
   install-peers    apt-get install restic borgbackup; cargo install rustic-rs --locked
@@ -171,6 +174,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Some("bench-wal") => bench_wal(&args[1..]),
+        Some("bench-mount") => parse_opts(&args[1..]).and_then(|o| mountbench::run_bench(&o)),
         Some("bench-db") => parse_opts(&args[1..]).and_then(|o| dbbench::run_bench(&o)),
         Some("install-peers") => install_peers(),
         None | Some("help") | Some("--help") | Some("-h") => {
