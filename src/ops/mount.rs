@@ -41,6 +41,14 @@ const TTL_TOP: Duration = Duration::from_secs(1);
 /// Plaintext bytes of recently read blobs kept for the next reads.
 const CACHE_BYTES: usize = 64 << 20;
 
+/// Opening a file at most this large fetches, in one batched read, the
+/// blobs of the small files that follow it in its folder (up to
+/// [`PREFETCH_BYTES`]): `tar`, `grep -r` and `cp -r` open a folder's files
+/// one after another, and one request for each small file's blob would
+/// leave the pack reads serial.
+const SMALL_FILE: u64 = 1 << 20;
+const PREFETCH_BYTES: u64 = 16 << 20;
+
 const ROOT: u64 = 1;
 const TOP: [&str; 4] = ["snapshots", "hosts", "tags", "ids"];
 
@@ -80,6 +88,8 @@ enum Kind {
 struct Inode {
     kind: Kind,
     attr: FileAttr,
+    /// The folder it was found in (the first one, for a hard link).
+    parent: u64,
 }
 
 /// Recently read blobs, least recently used out first.
@@ -198,7 +208,11 @@ impl SnapshotFs {
     fn alloc(&mut self, kind: Kind, mut attr: FileAttr) -> u64 {
         let ino = self.inodes.len() as u64 + 1;
         attr.ino = ino;
-        self.inodes.push(Inode { kind, attr });
+        self.inodes.push(Inode {
+            kind,
+            attr,
+            parent: ROOT,
+        });
         ino
     }
 
@@ -384,6 +398,9 @@ impl SnapshotFs {
         for n in nodes {
             let name = n.os_name();
             let child = self.node_inode(n, root);
+            if self.inodes[child as usize - 1].parent == ROOT {
+                self.inodes[child as usize - 1].parent = ino;
+            }
             map.insert(name, child);
         }
         if let Kind::Tree { children, .. } = &mut self.inodes[ino as usize - 1].kind {
@@ -423,6 +440,64 @@ impl SnapshotFs {
         match self.inode(ino).map(|i| &i.kind) {
             Some(Kind::Virtual(_)) | Some(Kind::Link(_)) => TTL_TOP,
             _ => TTL_SNAPSHOT,
+        }
+    }
+
+    /// Fetches the blobs of `ino` and of the small files after it in its
+    /// folder (name order, as readdir lists them) into the cache, with the
+    /// repository's batched reader (runs of nearby blobs, read in parallel).
+    fn prefetch_siblings(&mut self, ino: u64) {
+        let Some(me) = self.inode(ino) else { return };
+        let small = |k: &Kind| match k {
+            Kind::Leaf(n) if n.kind == NodeType::File && n.size <= SMALL_FILE => {
+                Some(n.content.clone())
+            }
+            _ => None,
+        };
+        let Some(first) = small(&me.kind) else { return };
+        if first
+            .first()
+            .is_none_or(|c| self.cache.blobs.contains_key(&c.id))
+        {
+            return;
+        }
+        let siblings = match &self.inodes[me.parent as usize - 1].kind {
+            Kind::Tree {
+                children: Some(m), ..
+            } => m.values().copied().skip_while(|&c| c != ino).collect(),
+            _ => vec![ino],
+        };
+        let mut wanted = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut bytes = 0u64;
+        for c in siblings {
+            let Some(content) = small(&self.inodes[c as usize - 1].kind) else {
+                continue;
+            };
+            for r in content {
+                if !self.cache.blobs.contains_key(&r.id) && seen.insert(r.id) {
+                    bytes += r.size as u64;
+                    wanted.push(crate::repo::blobs::WantedBlob {
+                        id: r.id,
+                        raw_len: Some(r.size),
+                        tag: (),
+                    });
+                }
+            }
+            if bytes >= PREFETCH_BYTES {
+                break;
+            }
+        }
+        let got = std::sync::Mutex::new(Vec::new());
+        // A blob that fails here is read (and its error reported) by the read.
+        let _ = self.repo.read_blobs(wanted, |w, plain| {
+            if let Ok(p) = plain {
+                got.lock().unwrap().push((w.id, p));
+            }
+            Ok(())
+        });
+        for (id, p) in got.into_inner().unwrap() {
+            self.cache.put(id, Arc::new(p));
         }
     }
 
@@ -517,7 +592,10 @@ impl Filesystem for SnapshotFs {
         }
         match self.inode(ino).map(|i| &i.kind) {
             // A snapshot never changes: the kernel may keep what it read.
-            Some(Kind::Leaf(_)) => reply.opened(0, fuser::consts::FOPEN_KEEP_CACHE),
+            Some(Kind::Leaf(_)) => {
+                self.prefetch_siblings(ino);
+                reply.opened(0, fuser::consts::FOPEN_KEEP_CACHE)
+            }
             Some(_) => reply.error(libc::EISDIR),
             None => reply.error(libc::ENOENT),
         }
