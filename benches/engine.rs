@@ -74,7 +74,7 @@ fn sql_like_bytes(n: usize, seed: u64) -> Vec<u8> {
     while out.len() < n {
         let bid = aid / 100_000 + 1;
         let balance = (rng.next() % 10_000) as i64 - 5_000;
-        let row = if rng.next() % 50 == 0 {
+        let row = if rng.next().is_multiple_of(50) {
             format!("{aid}\t{bid}\t{balance}\t{filler}\n")
         } else {
             format!("{aid}\t{bid}\t0\t{filler}\n")

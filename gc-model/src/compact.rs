@@ -433,7 +433,7 @@ impl Search<'_> {
                 return;
             }
             steps = steps.wrapping_add(1);
-            if steps % 1024 == 0 && self.hungry.load(Relaxed) > 0 {
+            if steps.is_multiple_of(1024) && self.hungry.load(Relaxed) > 0 {
                 // Hand over the successors of the shallowest state that
                 // still has some: the biggest pieces of work this thread has.
                 if let Some(k) = stack.iter().position(|f| !f.next.is_empty()) {

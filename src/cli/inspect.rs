@@ -145,7 +145,7 @@ fn grouped_snapshots(
             )
         } else {
             let mut all: Vec<_> = groups.iter().flat_map(|(_, v)| v.iter()).collect();
-            all.sort_by(|x, y| x.1.time.cmp(&y.1.time));
+            all.sort_by_key(|x| x.1.time);
             Value::Array(all.iter().map(|(id, s)| snapshot_json(id, s)).collect())
         };
         output::json(&doc);

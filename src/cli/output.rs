@@ -120,7 +120,7 @@ fn line_beside(bar: &Option<ProgressBar>, s: String) {
 impl cairn::ops::backup::Progress for BackupProgress {
     fn file_done(&self, _path: &Path, _bytes: u64) {
         let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(bar) = self.bar.as_ref().filter(|_| n % 64 == 0) {
+        if let Some(bar) = self.bar.as_ref().filter(|_| n.is_multiple_of(64)) {
             bar.set_message(self.files_message(n));
         }
     }

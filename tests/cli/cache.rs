@@ -140,7 +140,7 @@ fn parent_trees_come_from_the_cache() {
     let run = |extra: &[&str]| s.bare(base.iter().map(String::as_str).chain(extra.iter().copied()));
     let src = s.path("src");
     for d in 0..40 {
-        write(&src.join(format!("d{d}/f")), &format!("file {d}"));
+        write(&src.join(format!("d{d}/f")), format!("file {d}"));
     }
     let src = src.to_str().unwrap();
     run(&["backup", src]).ok();

@@ -57,7 +57,7 @@ pub fn write_random(path: &Path, len: u64, seed: u64) {
         let n = left.min(buf.len() as u64) as usize;
         // Whole 8-byte words per call keep the stream identical to random_bytes.
         assert!(
-            n % 8 == 0 || n as u64 == left,
+            n.is_multiple_of(8) || n as u64 == left,
             "write_random: buffer must be word-aligned"
         );
         rng.fill(&mut buf[..n]);

@@ -121,7 +121,7 @@ impl GcsFake {
 
     fn handle(&self, req: &Request) -> Response {
         let every = self.fail_every.load(Ordering::SeqCst);
-        if every > 0 && (self.requests.fetch_add(1, Ordering::SeqCst) + 1) % every == 0 {
+        if every > 0 && (self.requests.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every) {
             self.injected.fetch_add(1, Ordering::SeqCst);
             return Response::status(503, "<Error><Code>ServiceUnavailable</Code></Error>");
         }
