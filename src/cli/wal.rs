@@ -76,6 +76,17 @@ pub fn push(g: &Global, a: &WalPushArgs) -> Result<()> {
     let pushed = spool.push(&a.path, &name)?;
     if a.sync {
         let flushed = wal::flush(g.open()?, &spool, None)?;
+        report_conflicts(g, &flushed);
+        if flushed.conflicts.iter().any(|c| {
+            c.file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{name}.")))
+        }) {
+            return Err(cairn::Error::CommandFailed(format!(
+                "WAL file {name} is already archived in the repository with different content; refusing to replace it (kept in {})",
+                spool.dir().join("conflicts").display()
+            ))
+            .into());
+        }
         emit(
             g,
             "wal.archived",
@@ -122,13 +133,17 @@ fn flush_in_background(g: &Global, spool: &Spool) -> Result<()> {
     loop {
         let result = g.open().and_then(|repo| Ok(wal::flush(repo, spool, None)?));
         match result {
-            Ok(f) if f.files > 0 => emit(
-                g,
-                "wal.archived",
-                Severity::Info,
-                f.snapshots.last().map(|s| s.to_hex()),
-                json!({"files": f.files, "bytes": f.bytes, "duplicates": f.duplicates}),
-            ),
+            Ok(f) if f.files > 0 => {
+                report_conflicts(g, &f);
+                emit(
+                    g,
+                    "wal.archived",
+                    Severity::Info,
+                    f.snapshots.last().map(|s| s.to_hex()),
+                    json!({"files": f.files, "bytes": f.bytes, "duplicates": f.duplicates}),
+                )
+            }
+            Ok(f) if !f.conflicts.is_empty() => report_conflicts(g, &f),
             Ok(_) => {}
             Err(e) => {
                 // The files stay spooled (PostgreSQL was told they are
@@ -146,6 +161,20 @@ fn flush_in_background(g: &Global, spool: &Spool) -> Result<()> {
         if spool.pending()?.is_empty() || spool.flusher_running() {
             return Ok(());
         }
+    }
+}
+
+/// A spooled file the repository holds with other content was set aside:
+/// a critical event, for a human to look at.
+fn report_conflicts(g: &Global, f: &wal::Flushed) {
+    for c in &f.conflicts {
+        emit(
+            g,
+            "wal.conflict",
+            Severity::Critical,
+            None,
+            json!({"set_aside": c, "why": "the repository holds this WAL file name with other content"}),
+        );
     }
 }
 

@@ -255,6 +255,21 @@ impl Spool {
 }
 
 impl Spool {
+    /// Moves a spooled file that conflicts with the repository to
+    /// `conflicts/<name>.<sha256>`; returns where it went.
+    fn set_aside(&self, name: &str, path: &Path, sha: &str) -> Result<PathBuf> {
+        let dir = self.dir.join("conflicts");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        let to = dir.join(format!("{name}.{sha}"));
+        std::fs::rename(path, &to).map_err(|e| Error::io(&to, e))?;
+        fsync_dir(&self.dir)?;
+        Ok(to)
+    }
+
     /// Keeps the newest half of the archived log: every push reads it, and
     /// PostgreSQL only ever pushes a recent name again (after a crash); an
     /// older one is still caught when flushing, against the repository.
@@ -286,6 +301,10 @@ pub struct Flushed {
     pub bytes: u64,
     /// Files the repository already held with the same content.
     pub duplicates: usize,
+    /// Spooled files the repository holds with other content under the same
+    /// name (two clusters in one archive, or damage): moved to the spool's
+    /// `conflicts/` folder for a human, not archived.
+    pub conflicts: Vec<PathBuf>,
 }
 
 /// Moves everything spooled into the repository, batch after batch, until
@@ -323,13 +342,18 @@ pub fn flush(repo: Repository, spool: &Spool, host: Option<String>) -> Result<Fl
             .partition(|(name, _, _)| catalog.contains_key(name));
         if !known.is_empty() {
             let indexed = repo.into_indexed()?;
-            for (name, _, sha) in &known {
+            let mut same = Vec::new();
+            for (name, path, sha) in known {
                 let mut bytes = Vec::new();
-                dump_file(&indexed, &node_of(&indexed, &catalog[name])?, &mut bytes)?;
-                if sha256_hex(&bytes) != *sha {
-                    return Err(conflict(name, "in the repository"));
+                dump_file(&indexed, &node_of(&indexed, &catalog[&name])?, &mut bytes)?;
+                match sha256_hex(&bytes) == sha {
+                    true => same.push((name, path, sha)),
+                    // Set aside, not left in the way: one such file must not
+                    // hold up every segment spooled after it.
+                    false => out.conflicts.push(spool.set_aside(&name, &path, &sha)?),
                 }
             }
+            known = same;
             repo = indexed.into_inner();
         }
         if !fresh.is_empty() {

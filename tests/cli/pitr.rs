@@ -555,3 +555,66 @@ fn pitr_mistakes_and_an_empty_archive() {
         out.dump()
     );
 }
+
+/// A spooled file the repository already holds with other content (a spool
+/// that lost its log) is set aside, not archived, and does not hold up the
+/// segments after it.
+#[test]
+fn a_conflicting_spooled_segment_is_set_aside_not_in_the_way() {
+    let sb = crate::common::Sandbox::init();
+    let spool = sb.path("spool");
+    let spool_s = spool.to_str().unwrap();
+    let push = |name: &str, bytes: &[u8]| {
+        let p = sb.path(name);
+        std::fs::write(&p, bytes).unwrap();
+        sb.cmd([
+            "wal-push",
+            "--sync",
+            "--spool",
+            spool_s,
+            p.to_str().unwrap(),
+        ])
+    };
+    let (one, bytes) = synthetic_segment(1);
+    push(&one, &bytes).ok();
+    // The spool forgets what it archived; the same name comes with other bytes.
+    std::fs::remove_file(spool.join("archived")).unwrap();
+    let mut other = bytes.clone();
+    other[5000] ^= 0xff;
+    push(&one, &other)
+        .code(1)
+        .assert_one_error_line("different content");
+    let aside: Vec<_> = std::fs::read_dir(spool.join("conflicts"))
+        .unwrap()
+        .collect();
+    assert_eq!(aside.len(), 1);
+    // The next segment is archived as usual.
+    let (two, bytes2) = synthetic_segment(2);
+    push(&two, &bytes2).ok();
+    let dest = sb.path("fetched");
+    let empty = sb.path("empty-spool");
+    sb.ok([
+        "wal-fetch",
+        &one,
+        dest.to_str().unwrap(),
+        "--spool",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&dest).unwrap() == bytes,
+        "the first content stays archived"
+    );
+    sb.ok([
+        "wal-fetch",
+        &two,
+        dest.to_str().unwrap(),
+        "--spool",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&dest).unwrap() == bytes2);
+    assert!(
+        sb.events().iter().any(|e| e["event"] == "wal.conflict"),
+        "{:?}",
+        sb.events()
+    );
+}
