@@ -217,6 +217,12 @@ fn restore(g: &Global, a: &RestoreArgs) -> Result<()> {
     for (from, to) in &done.gaps_after {
         eprintln!("warning: the archive lacks WAL {from} .. {to}: recovery stops before it");
     }
+    if let Some(end) = done.target_past_archive {
+        eprintln!(
+            "warning: the newest WAL reached the repository at {}, before the target: recovery may end short of it, and PostgreSQL then refuses to start (push the remaining WAL, or recover to latest)",
+            end.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
     line(format!(
         "start PostgreSQL on {} (as the owner of its files, mode 0700): it replays the archived WAL to the target, then promotes",
         done.dir.display()

@@ -220,6 +220,9 @@ pub struct PitrRestored {
     /// Gaps in the archived WAL after the base backup on its timeline:
     /// recovery cannot pass the first one.
     pub gaps_after: Vec<(String, String)>,
+    /// A target time past the newest archived WAL: recovery may end before
+    /// it (PostgreSQL then refuses to start).
+    pub target_past_archive: Option<DateTime<Utc>>,
 }
 
 /// Picks the base backup, checks its WAL, unpacks it, writes the recovery
@@ -246,6 +249,10 @@ pub fn restore(repo: &IndexedRepository, opts: &PitrRestoreOptions) -> Result<Pi
         files,
         settings,
         gaps_after,
+        target_past_archive: match (&opts.target, listed.window) {
+            (Target::Time(t), Some((_, end))) if *t > end => Some(end),
+            _ => None,
+        },
     })
 }
 
