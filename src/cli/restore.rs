@@ -370,10 +370,10 @@ fn safe_report(a: &RestoreArgs, o: &rollback::SafeRestoreOutcome) {
         (true, false, None) => {}
     }
     if let Some(r) = &o.restore {
-        let verb = if a.dry_run {
-            "Would restore"
-        } else {
-            "Restored"
+        let verb = match (a.dry_run, &o.failure) {
+            (true, _) => "Would restore",
+            (false, Some(_)) => "Failed after restoring",
+            (false, None) => "Restored",
         };
         line(format!(
             "Summary: {verb} {} files ({}), skipped {}",
@@ -381,7 +381,7 @@ fn safe_report(a: &RestoreArgs, o: &rollback::SafeRestoreOutcome) {
             output::size(r.bytes_written),
             r.files_skipped,
         ));
-        if !a.dry_run {
+        if !a.dry_run && o.failure.is_none() {
             line(format!("verified {} files", r.files_verified));
         }
         for p in &r.deleted {
