@@ -555,7 +555,6 @@ fn recover_and_probe(
     bytes: &mut u64,
 ) -> Result<()> {
     use crate::database::scratch::{server_bindir, ScratchCluster};
-    use crate::format::wal::{segment_of, DEFAULT_SEGMENT_SIZE};
     use crate::ops::{pitr, wal};
     let bindir = server_bindir(&base.server_version)?;
     let (wal_dir, data) = (dir.join("wal"), dir.join("data"));
@@ -563,12 +562,15 @@ fn recover_and_probe(
         .mode(0o700)
         .create(&wal_dir)
         .map_err(|e| Error::io(&wal_dir, e))?;
-    let first = segment_of(base.start_lsn, DEFAULT_SEGMENT_SIZE) * DEFAULT_SEGMENT_SIZE;
     for (name, a) in wal::catalog(repo)? {
         let wanted = match (a.entry.start_lsn, name.ends_with(".partial")) {
             (_, true) => false,
             (None, _) => true,
-            (Some(start), _) => a.entry.timeline >= base.timeline && start.0 >= first,
+            // From the segment holding the base backup's start on.
+            (Some(start), _) => {
+                let first = base.start_lsn.0 / a.segment_size * a.segment_size;
+                a.entry.timeline >= base.timeline && start.0 >= first
+            }
         };
         if wanted {
             *bytes += wal::copy_out(repo, &a, &wal_dir.join(&name))?;

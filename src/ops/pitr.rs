@@ -69,36 +69,45 @@ pub struct PitrList {
     pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
+/// Segments by timeline and number (the number from the segment's start
+/// LSN and the cluster's segment size: names alone number segments
+/// differently for each size).
 fn segments_by_timeline(
     cat: &BTreeMap<String, Archived>,
 ) -> BTreeMap<u32, BTreeMap<u64, &Archived>> {
     let mut out: BTreeMap<u32, BTreeMap<u64, &Archived>> = BTreeMap::new();
     for (name, a) in cat {
-        if let Some(WalFile::Segment { timeline, segment }) = WalFile::parse(name) {
-            out.entry(timeline).or_default().insert(segment, a);
+        if let (Some(WalFile::Segment { timeline, .. }), Some(start)) =
+            (WalFile::parse(name), a.entry.start_lsn)
+        {
+            out.entry(timeline)
+                .or_default()
+                .insert(start.0 / a.segment_size, a);
         }
     }
     out
 }
 
-fn name(timeline: u32, segment: u64) -> String {
-    segment_name(timeline, segment, DEFAULT_SEGMENT_SIZE)
+/// The archive's segment size (one cluster, one size).
+fn archive_segment_size(cat: &BTreeMap<String, Archived>) -> u64 {
+    cat.values()
+        .next()
+        .map_or(DEFAULT_SEGMENT_SIZE, |a| a.segment_size)
 }
 
 /// Base backups and archived WAL.
 pub fn list(repo: &IndexedRepository) -> Result<PitrList> {
     let cat = catalog(repo)?;
     let by_tl = segments_by_timeline(&cat);
+    let size = archive_segment_size(&cat);
+    let name = |timeline: u32, segment: u64| segment_name(timeline, segment, size);
     let mut bases = Vec::new();
     for (id, s) in repo.list_snapshots()? {
         for d in &s.databases {
             let (DumpFormat::PgBaseTar, Some(b)) = (d.format, &d.base) else {
                 continue;
             };
-            let (first, last) = (
-                segment_of(b.start_lsn, DEFAULT_SEGMENT_SIZE),
-                segment_of(b.stop_lsn, DEFAULT_SEGMENT_SIZE),
-            );
+            let (first, last) = (segment_of(b.start_lsn, size), segment_of(b.stop_lsn, size));
             let have = by_tl.get(&b.timeline);
             let consistent = (first..=last).all(|g| have.is_some_and(|h| h.contains_key(&g)));
             bases.push(Base {

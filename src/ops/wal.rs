@@ -395,6 +395,8 @@ pub struct Archived {
     pub snapshot: SnapshotId,
     pub time: chrono::DateTime<chrono::Utc>,
     pub entry: WalEntry,
+    /// The cluster's segment size (from the snapshot's `wal` record).
+    pub segment_size: u64,
 }
 
 /// Every WAL file the repository holds, by name (the newest copy), read
@@ -408,13 +410,15 @@ pub fn catalog(repo: &Repository) -> Result<BTreeMap<String, Archived>> {
     snaps.sort_by_key(|(_, s)| s.time);
     let mut out = BTreeMap::new();
     for (id, s) in snaps {
-        for entry in s.wal.into_iter().flat_map(|w| w.files) {
+        let Some(w) = s.wal else { continue };
+        for entry in w.files {
             out.insert(
                 entry.name.clone(),
                 Archived {
                     snapshot: id,
                     time: s.time,
                     entry,
+                    segment_size: w.segment_size,
                 },
             );
         }
@@ -500,11 +504,13 @@ pub fn fetch(
     };
     let node = node_of(repo, found)?;
     write_atomically(dest, &mut |out| dump_file(repo, &node, out).map(|_| ()))?;
-    if let WalFile::Segment { timeline, segment } = kind {
+    if let (WalFile::Segment { timeline, .. }, Some(start)) = (kind, found.entry.start_lsn) {
         // Keep the prefetch folder to what recovery will ask next.
         clear_dir(&spool.dir.join(PREFETCH))?;
+        let size = found.segment_size;
+        let segment = start.0 / size;
         for next in segment + 1..=segment + prefetch as u64 {
-            let n = segment_name(timeline, next, DEFAULT_SEGMENT_SIZE);
+            let n = segment_name(timeline, next, size);
             let Some(a) = catalog.get(&n) else { break };
             let node = node_of(repo, a)?;
             let path = spool.dir.join(PREFETCH).join(&n);

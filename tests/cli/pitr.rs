@@ -618,3 +618,50 @@ fn a_conflicting_spooled_segment_is_set_aside_not_in_the_way() {
         sb.events()
     );
 }
+
+/// Segments are numbered by the cluster's own segment size: 1 MiB segments
+/// across a 4 GiB "log" boundary (names ...00000000/00000FFF then
+/// ...00000001/00000000) are one run without a gap, and wal-fetch
+/// prefetches across it.
+#[test]
+fn other_segment_sizes_number_their_segments_right() {
+    let sb = crate::common::Sandbox::init();
+    let spool = sb.path("spool");
+    let mut names = Vec::new();
+    for n in 4094..=4097u64 {
+        let (name, bytes) = synthetic_segment(n);
+        let p = sb.path(&name);
+        std::fs::write(&p, bytes).unwrap();
+        sb.ok([
+            "wal-push",
+            "--sync",
+            "--spool",
+            spool.to_str().unwrap(),
+            p.to_str().unwrap(),
+        ]);
+        names.push(name);
+    }
+    assert_eq!(names[2], "000000010000000100000000");
+    let listed = sb.json(["pitr", "list"]);
+    let tl = &listed["timelines"][0];
+    assert_eq!(tl["segments"], 4, "{listed}");
+    assert_eq!(tl["gaps"].as_array().unwrap().len(), 0, "{listed}");
+    assert_eq!(tl["first"], names[0].as_str(), "{listed}");
+    assert_eq!(tl["last"], names[3].as_str(), "{listed}");
+    // Fetching the first prefetches the next ones, across the boundary.
+    let fresh = sb.path("fresh-spool");
+    let dest = sb.path("fetched");
+    sb.ok([
+        "wal-fetch",
+        &names[0],
+        dest.to_str().unwrap(),
+        "--spool",
+        fresh.to_str().unwrap(),
+    ]);
+    for n in &names[1..] {
+        assert!(
+            fresh.join("prefetch").join(n).is_file(),
+            "{n} was not prefetched"
+        );
+    }
+}
