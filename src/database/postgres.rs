@@ -459,6 +459,30 @@ struct GlobalsDump {
     child: ChildDump,
 }
 
+/// The record of a dump of the whole cluster (its globals or a base
+/// backup): no database name, no tables; the path is set by the archiver.
+fn cluster_record(
+    loc: PgLocation,
+    server_version: String,
+    format: DumpFormat,
+    base: Option<BaseBackup>,
+) -> DatabaseRecord {
+    DatabaseRecord {
+        engine: Engine::Postgres,
+        format,
+        server_version,
+        source: PgLocation {
+            dbname: None,
+            ..loc
+        }
+        .redacted(),
+        name: String::new(),
+        path: String::new(),
+        tables: Vec::new(),
+        base,
+    }
+}
+
 fn start_globals(loc: PgLocation, version: String) -> Result<Box<dyn Dump>> {
     let mut cmd = loc.tool("pg_dumpall");
     cmd.arg("--globals-only");
@@ -488,20 +512,7 @@ impl Dump for GlobalsDump {
             ..
         } = *self;
         child.finish()?;
-        Ok(DatabaseRecord {
-            engine: Engine::Postgres,
-            format: DumpFormat::PgGlobals,
-            server_version: version,
-            source: PgLocation {
-                dbname: None,
-                ..loc
-            }
-            .redacted(),
-            name: String::new(),
-            path: String::new(),
-            tables: Vec::new(),
-            base: None,
-        })
+        Ok(cluster_record(loc, version, DumpFormat::PgGlobals, None))
     }
 }
 
@@ -770,25 +781,18 @@ impl Dump for BaseDump {
                     "the base backup carries no backup_manifest with its WAL range (PostgreSQL 13 or later is needed)",
                 )
             })?;
-        Ok(DatabaseRecord {
-            engine: Engine::Postgres,
-            format: DumpFormat::PgBaseTar,
-            server_version: version,
-            source: PgLocation {
-                dbname: None,
-                ..loc
-            }
-            .redacted(),
-            name: String::new(),
-            path: String::new(),
-            tables: Vec::new(),
-            base: Some(BaseBackup {
-                timeline,
-                start_lsn,
-                stop_lsn,
-                system_identifier: system,
-            }),
-        })
+        let base = BaseBackup {
+            timeline,
+            start_lsn,
+            stop_lsn,
+            system_identifier: system,
+        };
+        Ok(cluster_record(
+            loc,
+            version,
+            DumpFormat::PgBaseTar,
+            Some(base),
+        ))
     }
 }
 

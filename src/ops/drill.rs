@@ -273,10 +273,23 @@ pub fn drill_with_progress(
     } else {
         report.files_ok as f64 / report.files as f64
     };
+    record(
+        repo,
+        &mut report,
+        chosen.iter().map(|(id, _)| *id).collect(),
+    );
+    Ok(report)
+}
+
+/// Writes the drill's record for `health`; a record that cannot be written
+/// is reported, not fatal (the drill itself ran).
+/// The record is the report's figures (a database drill's when
+/// `report.databases`), the first 100 failures named.
+fn record(repo: &IndexedRepository, report: &mut DrillReport, snapshots: Vec<SnapshotId>) {
     let rec = DrillRecord {
         time: chrono::Utc::now(),
         hostname: crate::repo::hostname(),
-        snapshots: chosen.iter().map(|(id, _)| *id).collect(),
+        snapshots,
         files: report.files,
         files_ok: report.files_ok,
         bytes: report.bytes_restored,
@@ -287,15 +300,8 @@ pub fn drill_with_progress(
             .take(100)
             .map(|f| format!("{}:{}", f.snapshot, f.path))
             .collect(),
-        databases: false,
+        databases: report.databases,
     };
-    record(repo, &mut report, rec);
-    Ok(report)
-}
-
-/// Writes the drill's record for `health`; a record that cannot be written
-/// is reported, not fatal (the drill itself ran).
-fn record(repo: &IndexedRepository, report: &mut DrillReport, rec: DrillRecord) {
     match ledger::record_drill(repo, &rec) {
         Ok(k) => report.recorded = Some(k),
         Err(e) => report.record_error = Some(e.to_string()),
@@ -376,23 +382,11 @@ pub fn drill_databases(
     report.duration_secs = started.elapsed().as_secs_f64();
     report.bytes_per_second = report.bytes_restored as f64 / report.duration_secs.max(1e-9);
     report.success_rate = report.files_ok as f64 / report.files.max(1) as f64;
-    let rec = DrillRecord {
-        time: chrono::Utc::now(),
-        hostname: crate::repo::hostname(),
-        snapshots: chosen.iter().map(|(id, _)| *id).collect(),
-        files: report.files,
-        files_ok: report.files_ok,
-        bytes: report.bytes_restored,
-        duration_secs: report.duration_secs,
-        failures: report
-            .failures
-            .iter()
-            .take(100)
-            .map(|f| format!("{}:{}", f.snapshot, f.path))
-            .collect(),
-        databases: true,
-    };
-    record(repo, &mut report, rec);
+    record(
+        repo,
+        &mut report,
+        chosen.iter().map(|(id, _)| *id).collect(),
+    );
     Ok(report)
 }
 
@@ -526,22 +520,7 @@ pub fn drill_pitr(repo: &IndexedRepository, opts: &DrillOptions) -> Result<Drill
     report.duration_secs = started.elapsed().as_secs_f64();
     report.bytes_per_second = report.bytes_restored as f64 / report.duration_secs.max(1e-9);
     report.success_rate = report.files_ok as f64;
-    let rec = DrillRecord {
-        time: chrono::Utc::now(),
-        hostname: crate::repo::hostname(),
-        snapshots: vec![base.snapshot],
-        files: 1,
-        files_ok: report.files_ok,
-        bytes: report.bytes_restored,
-        duration_secs: report.duration_secs,
-        failures: report
-            .failures
-            .iter()
-            .map(|f| format!("{}:{}", f.snapshot, f.path))
-            .collect(),
-        databases: true,
-    };
-    record(repo, &mut report, rec);
+    record(repo, &mut report, vec![base.snapshot]);
     Ok(report)
 }
 

@@ -145,18 +145,7 @@ impl Spool {
                 false => Err(conflict(name, "in the repository")),
             };
         }
-        let tmp = self.dir.join(format!(".tmp-{name}"));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(&bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &spooled).map_err(|e| Error::io(&spooled, e))?;
-        fsync_dir(&self.dir)?;
+        write_durably(&spooled, &bytes)?;
         Ok(Pushed::Spooled)
     }
 
@@ -278,18 +267,7 @@ impl Spool {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let lines: Vec<&str> = text.lines().collect();
         let keep = lines[lines.len() / 2..].join("\n") + "\n";
-        let tmp = self.dir.join(".archived.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(keep.as_bytes())
-            .map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        write_durably(&path, keep.as_bytes())
     }
 }
 
@@ -457,6 +435,15 @@ fn write_atomically(dest: &Path, fill: &mut dyn FnMut(&mut File) -> Result<()>) 
         .map_err(|e| Error::io(tmp.path(), e))?;
     tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
     Ok(())
+}
+
+/// [`write_atomically`], and the folder synced too: the file survives a
+/// crash once this returns (a spooled segment is acknowledged after it).
+fn write_durably(dest: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically(dest, &mut |f| {
+        f.write_all(bytes).map_err(|e| Error::io(dest, e))
+    })?;
+    fsync_dir(dest.parent().unwrap_or(Path::new(".")))
 }
 
 fn copy_file(src: &Path, dest: &Path) -> Result<()> {

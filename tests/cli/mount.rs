@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::common::fsutil::{assert_same_tree, build_full_tree};
-use crate::common::mountutil::{fuse_available, is_mounted as mounted, wait_for, Mount};
+use crate::common::mountutil::{fuse_or_skip, is_mounted as mounted, wait_for, Mount};
 use crate::common::Sandbox;
 
 /// The entries of a folder, sorted.
@@ -21,8 +21,7 @@ fn names(dir: &Path) -> Vec<String> {
 
 #[test]
 fn mount_serves_snapshots_read_only_and_sees_new_ones() {
-    if !fuse_available() {
-        eprintln!("mount test skipped: no usable /dev/fuse or fusermount here");
+    if !fuse_or_skip() {
         return;
     }
     let sb = Sandbox::init();
@@ -116,8 +115,7 @@ fn mount_serves_snapshots_read_only_and_sees_new_ones() {
 /// mtimes, sizes, bytes, symlink targets and hard-link groups.
 #[test]
 fn a_mounted_snapshot_matches_its_restore() {
-    if !fuse_available() {
-        eprintln!("mount test skipped: no usable /dev/fuse or fusermount here");
+    if !fuse_or_skip() {
         return;
     }
     let sb = Sandbox::init();
@@ -148,8 +146,7 @@ fn mount_refuses_a_missing_mount_point() {
 /// where the prune moved them.
 #[test]
 fn a_mount_reads_on_while_a_prune_repacks_under_it() {
-    if !fuse_available() {
-        eprintln!("mount test skipped: no usable /dev/fuse or fusermount here");
+    if !fuse_or_skip() {
         return;
     }
     let sb = Sandbox::init();

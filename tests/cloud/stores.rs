@@ -402,8 +402,7 @@ fn retry_options_are_validated() {
 /// `mount` over a bucket serves what a restore of the same snapshot writes.
 #[test]
 fn mount_of_an_s3_repository_matches_its_restore() {
-    if !common::mountutil::fuse_available() {
-        eprintln!("mount test skipped: no usable /dev/fuse or fusermount here");
+    if !common::mountutil::fuse_or_skip() {
         return;
     }
     let Some(moto) = start_moto() else { return };

@@ -22,6 +22,16 @@ pub fn fuse_available() -> bool {
     dev && tool
 }
 
+/// For a mount test's first line: false (and a message) when FUSE is not
+/// usable here.
+pub fn fuse_or_skip() -> bool {
+    let ok = fuse_available();
+    if !ok {
+        eprintln!("mount test skipped: no usable /dev/fuse or fusermount here");
+    }
+    ok
+}
+
 pub fn is_mounted(at: &Path) -> bool {
     std::fs::read_to_string("/proc/mounts")
         .unwrap_or_default()

@@ -18,8 +18,9 @@ use crate::Opts;
 
 const PASSWORD: &str = "bench-db";
 
-/// A throwaway cluster on a private socket, stopped on drop.
-struct Cluster {
+/// A throwaway cluster on a private socket, stopped (a fast shutdown) on
+/// drop. bench-wal runs one too, with archiving settings.
+pub(crate) struct Cluster {
     child: std::process::Child,
     socket: PathBuf,
     port: u16,
@@ -35,7 +36,10 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    fn start(work: &Path) -> Result<Cluster> {
+    /// initdb in `work/data` (trust, superuser `postgres`; as the postgres
+    /// user under root) and a server with these `-c` settings besides no
+    /// TCP listener, its socket in `work`.
+    pub(crate) fn start(work: &Path, settings: &[(&str, &str)]) -> Result<Cluster> {
         let bin = bindir()?;
         let data = work.join("data");
         if is_root() {
@@ -56,19 +60,16 @@ impl Cluster {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let child = as_owner(&bin.join("postgres"))
-            .arg("-D")
+        let mut cmd = as_owner(&bin.join("postgres"));
+        cmd.arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-k"])
             .arg(work)
-            .args([
-                "-c",
-                "listen_addresses=",
-                "-c",
-                "max_wal_size=4GB",
-                "-c",
-                "fsync=off",
-            ])
+            .args(["-c", "listen_addresses="]);
+        for (k, v) in settings {
+            cmd.arg("-c").arg(format!("{k}={v}"));
+        }
+        let child = cmd
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(work.join("postgres.log"))?)
             .spawn()?;
@@ -81,7 +82,10 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !c.tool("pg_isready").status()?.success() {
             if Instant::now() > deadline {
-                bail!("the benchmark cluster did not start");
+                bail!(
+                    "the benchmark cluster did not start: {}",
+                    crate::measure::tail(&work.join("postgres.log"), 5)
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -89,7 +93,7 @@ impl Cluster {
     }
 
     /// A client tool pointed at the cluster as `postgres`.
-    fn tool(&self, program: &str) -> Command {
+    pub(crate) fn tool(&self, program: &str) -> Command {
         let mut c = Command::new(self.bin.join(program));
         c.arg("-h")
             .arg(&self.socket)
@@ -255,7 +259,7 @@ pub fn run_bench(o: &Opts) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let result = (|| -> Result<()> {
-        let c = Cluster::start(&work)?;
+        let c = Cluster::start(&work, &[("max_wal_size", "4GB"), ("fsync", "off")])?;
         eprintln!("xtask: pgbench -i -s {scale} ...");
         run(
             c.tool("pgbench")

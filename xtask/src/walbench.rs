@@ -63,87 +63,37 @@ pub(crate) fn bindir() -> Result<PathBuf> {
 
 /// Runs pgbench against a fresh cluster archiving with `cp` into `raw`.
 fn generate_wal(work: &Path, raw: &Path, seconds: u64, scale: u32) -> Result<()> {
-    let bin = bindir()?;
-    let data = work.join("data");
     std::fs::create_dir_all(raw)?;
-    if is_root() {
-        run(
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(work),
-            "chown",
-        )?;
-    }
-    run(
-        as_owner(&bin.join("initdb"))
-            .args(["-D"])
-            .arg(&data)
-            .args(["-A", "trust", "-U", "postgres"]),
-        "initdb",
-    )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
     let archive = format!("cp %p {}/%f", raw.display());
-    let mut server = as_owner(&bin.join("postgres"))
-        .arg("-D")
-        .arg(&data)
-        .args(["-p", &port.to_string(), "-k"])
-        .arg(work)
-        .args([
-            "-c",
-            "listen_addresses=",
-            "-c",
-            "wal_level=replica",
-            "-c",
-            "archive_mode=on",
-        ])
-        .arg("-c")
-        .arg(format!("archive_command={archive}"))
-        .args(["-c", "max_wal_size=4GB", "-c", "synchronous_commit=off"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(work.join("postgres.log"))?)
-        .spawn()?;
-    let pg = |program: &str| {
-        let mut c = as_owner(&bin.join(program));
-        c.arg("-h")
-            .arg(work)
-            .args(["-p", &port.to_string(), "-U", "postgres"]);
-        c
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !pg("pg_isready").status()?.success() {
-        if Instant::now() > deadline {
-            let _ = server.kill();
-            bail!(
-                "the benchmark cluster did not start: {}",
-                crate::measure::tail(&work.join("postgres.log"), 5)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let result = (|| -> Result<()> {
-        eprintln!("xtask: pgbench -i -s {scale}, then pgbench -T {seconds} -c 4 ...");
-        run(
-            pg("pgbench").args(["-i", "-q", "-s", &scale.to_string(), "postgres"]),
-            "pgbench -i",
-        )?;
-        run(
-            pg("pgbench").args(["-T", &seconds.to_string(), "-c", "4", "-j", "2", "postgres"]),
-            "pgbench",
-        )?;
-        run(
-            pg("psql").args(["-X", "-c", "SELECT pg_switch_wal()", "postgres"]),
-            "pg_switch_wal",
-        )?;
-        std::thread::sleep(Duration::from_secs(2));
-        Ok(())
-    })();
-    // A fast shutdown archives what is left.
-    // SAFETY: kill with a child's pid and SIGINT has no memory effects.
-    unsafe { libc::kill(server.id() as i32, libc::SIGINT) };
-    server.wait()?;
-    result
+    let c = crate::dbbench::Cluster::start(
+        work,
+        &[
+            ("wal_level", "replica"),
+            ("archive_mode", "on"),
+            ("archive_command", &archive),
+            ("max_wal_size", "4GB"),
+            ("synchronous_commit", "off"),
+        ],
+    )?;
+    eprintln!("xtask: pgbench -i -s {scale}, then pgbench -T {seconds} -c 4 ...");
+    run(
+        c.tool("pgbench")
+            .args(["-i", "-q", "-s", &scale.to_string(), "postgres"]),
+        "pgbench -i",
+    )?;
+    run(
+        c.tool("pgbench")
+            .args(["-T", &seconds.to_string(), "-c", "4", "-j", "2", "postgres"]),
+        "pgbench",
+    )?;
+    run(
+        c.tool("psql")
+            .args(["-X", "-c", "SELECT pg_switch_wal()", "postgres"]),
+        "pg_switch_wal",
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    // Dropping the cluster shuts it down fast, which archives what is left.
+    Ok(())
 }
 
 /// The archived segments, sorted (history and backup files left out).
