@@ -33,6 +33,7 @@ use crate::repo::saver::{save_tree, BlobSaver};
 use crate::repo::session::Session;
 use crate::repo::{hostname, Repository, SnapshotFilter};
 use crate::source::fs::{clean_absolute, node_from_metadata, unix_nanos};
+use crate::source::prefetch::Prefetcher;
 use crate::source::{remove_secret_env, validate_stdin_name, Excludes, Source};
 
 /// Bytes of chunks read ahead while the previous batch is being sealed. A batch
@@ -126,6 +127,9 @@ struct Archiver<'a> {
     progress: &'a dyn Progress,
     /// The writer session (none in a dry run): checked at safe points.
     session: Option<&'a Session>,
+    /// Reads the files a directory listing names into the page cache while
+    /// the walk works on the ones before them.
+    read_ahead: Prefetcher,
 }
 
 /// The intermediate directories between `/` and the sources, merged.
@@ -336,22 +340,60 @@ impl<'a> Archiver<'a> {
             }
         }
         let ptree = self.parent_tree(parent);
+        let admitted: Vec<Option<(PathBuf, Metadata)>> = entries
+            .par_iter()
+            .map(|e| self.admit(e, root_dev))
+            .collect();
+        let parents: Vec<Option<&Node>> = entries
+            .iter()
+            .map(|e| {
+                let (name_s, name_hex) = encode_name(&e.file_name());
+                Self::find(&ptree, &name_s, &name_hex)
+            })
+            .collect();
+        self.read_ahead_files(&admitted, &parents);
         let nodes: Vec<Option<Node>> = entries
             .par_iter()
-            .map(|e| -> Result<Option<Node>> {
-                let Some((child, meta)) = self.admit(e, root_dev) else {
+            .zip(admitted)
+            .zip(parents)
+            .map(|((e, admitted), pnode)| -> Result<Option<Node>> {
+                let Some((child, meta)) = admitted else {
                     return Ok(None);
                 };
-                let name = e.file_name();
-                let (name_s, name_hex) = encode_name(&name);
-                let pnode = Self::find(&ptree, &name_s, &name_hex);
-                self.archive_entry(&child, &name, &meta, pnode, root_dev, depth)
+                self.archive_entry(&child, &e.file_name(), &meta, pnode, root_dev, depth)
             })
             .collect::<Result<_>>()?;
         let mut tree = Tree {
             nodes: nodes.into_iter().flatten().collect(),
         };
         Ok(Some(save_tree(&self.saver, &mut tree)?.0))
+    }
+
+    /// Asks for the content of the listed files that this backup will read
+    /// (new or changed ones; not those the parent snapshot has unchanged) to
+    /// be read ahead, in listing order.
+    fn read_ahead_files(&self, admitted: &[Option<(PathBuf, Metadata)>], parents: &[Option<&Node>]) {
+        for (entry, pnode) in admitted.iter().zip(parents) {
+            let Some((path, meta)) = entry else { continue };
+            if meta.is_dir() {
+                self.read_ahead.advise_folder(path.clone());
+                continue;
+            }
+            if !meta.is_file() {
+                continue;
+            }
+            let unchanged = !self.force
+                && pnode.is_some_and(|p| {
+                    p.kind == NodeType::File
+                        && p.size == meta.size()
+                        && p.mtime_ns == unix_nanos(meta.mtime(), meta.mtime_nsec())
+                        && p.ctime_ns == unix_nanos(meta.ctime(), meta.ctime_nsec())
+                        && p.inode == meta.ino()
+                });
+            if !unchanged {
+                self.read_ahead.advise(path.clone(), meta.size());
+            }
+        }
     }
 
     /// A directory entry the walk takes, with its metadata: not excluded by
@@ -776,6 +818,7 @@ pub fn backup(
         errors: Mutex::new(Vec::new()),
         progress,
         session: session.as_ref(),
+        read_ahead: Prefetcher::new(),
     };
     let mut databases = Vec::new();
     let root = match &source {

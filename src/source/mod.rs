@@ -8,6 +8,7 @@
 //! knows the repository.
 
 pub mod fs;
+pub mod prefetch;
 
 use std::path::{Path, PathBuf};
 
