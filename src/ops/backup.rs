@@ -372,7 +372,11 @@ impl<'a> Archiver<'a> {
     /// Asks for the content of the listed files that this backup will read
     /// (new or changed ones; not those the parent snapshot has unchanged) to
     /// be read ahead, in listing order.
-    fn read_ahead_files(&self, admitted: &[Option<(PathBuf, Metadata)>], parents: &[Option<&Node>]) {
+    fn read_ahead_files(
+        &self,
+        admitted: &[Option<(PathBuf, Metadata)>],
+        parents: &[Option<&Node>],
+    ) {
         for (entry, pnode) in admitted.iter().zip(parents) {
             let Some((path, meta)) = entry else { continue };
             if meta.is_dir() {

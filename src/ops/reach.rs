@@ -8,18 +8,18 @@
 
 use std::collections::HashSet;
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
 use crate::format::id::BlobId;
 use crate::format::tree::NodeType;
 use crate::repo::index::Marks;
 use crate::repo::Repository;
 
-/// Trees loaded at once: enough for every core, few enough that the decoded
-/// trees held at once stay small (a tree of 1000 files decodes to ~300 KB).
+/// Trees loaded at once: enough for neighbouring trees to share a read and
+/// for every core to decode, few enough that the decoded trees held at once
+/// stay small (a tree of 1000 files decodes to ~300 KB; most are far
+/// smaller).
 fn tree_batch() -> usize {
-    (2 * rayon::current_num_threads()).max(8)
+    (8 * rayon::current_num_threads()).max(32)
 }
 
 /// Valid while the repository's index is unchanged (positions move when blobs
@@ -76,11 +76,8 @@ pub fn reach(
             }
         }
         r.trees += batch.len();
-        let loaded: Vec<_> = batch
-            .par_iter()
-            .map(|id| (*id, repo.load_tree(id)))
-            .collect();
-        for (id, tree) in loaded {
+        let loaded = repo.load_trees(&batch);
+        for (id, tree) in batch.into_iter().zip(loaded) {
             match tree {
                 Ok(t) => {
                     for n in t.nodes {

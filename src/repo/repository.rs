@@ -923,6 +923,39 @@ impl Repository {
         Tree::from_bytes(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
     }
 
+    /// Loads several trees with one read per run of neighbouring tree blobs
+    /// (a walk's trees were mostly written side by side), decoded in
+    /// parallel; each with its own outcome, in the order asked.
+    pub fn load_trees(&self, ids: &[BlobId]) -> Vec<Result<Tree>> {
+        let slots: Vec<std::sync::OnceLock<Result<Tree>>> =
+            ids.iter().map(|_| std::sync::OnceLock::new()).collect();
+        let wanted = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| super::blobs::WantedBlob {
+                id: *id,
+                raw_len: None,
+                tag: i,
+            })
+            .collect();
+        let read = self.read_blobs(wanted, |w, plain| {
+            let tree = plain.and_then(|bytes| {
+                Tree::from_bytes(&bytes).map_err(|e| Error::corrupt(format!("tree {}", w.id), e))
+            });
+            let _ = slots[w.tag].set(tree);
+            Ok(())
+        });
+        debug_assert!(read.is_ok(), "the callback never fails");
+        slots
+            .into_iter()
+            .zip(ids)
+            .map(|(slot, id)| {
+                slot.into_inner()
+                    .unwrap_or_else(|| Err(Error::corrupt(format!("tree {id}"), "not read")))
+            })
+            .collect()
+    }
+
     // ---- snapshots --------------------------------------------------------
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {

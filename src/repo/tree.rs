@@ -5,6 +5,7 @@
 //! Walks keep an explicit stack, never the call stack: a snapshot of a
 //! directory tree 100,000 levels deep walks in constant stack space.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::{IndexedRepository, Repository};
 use crate::error::{Error, Result};
 use crate::format::id::BlobId;
-use crate::format::tree::{ContentRef, Node, NodeType};
+use crate::format::tree::{ContentRef, Node, NodeType, Tree};
 
 /// One entry of a tree: its path inside the snapshot and its node.
 #[derive(Debug, Clone)]
@@ -46,10 +47,14 @@ pub(crate) fn walk_loaded(
     // level would hold the square of the depth in memory), and per level the
     // directory's entries not yet visited and where its path ends.
     let mut dir = base.as_os_str().as_bytes().to_vec();
-    let mut stack = vec![(repo.load_tree(root)?.nodes.into_iter(), dir.len())];
-    while let Some((entries, dir_len)) = stack.last_mut() {
-        dir.truncate(*dir_len);
-        let Some(node) = entries.next() else {
+    let mut stack = vec![Level {
+        entries: repo.load_tree(root)?.nodes.into_iter(),
+        dir_len: dir.len(),
+        loaded: HashMap::new(),
+    }];
+    while let Some(level) = stack.last_mut() {
+        dir.truncate(level.dir_len);
+        let Some(node) = level.entries.next() else {
             stack.pop();
             continue;
         };
@@ -57,12 +62,59 @@ pub(crate) fn walk_loaded(
         let sub = node.subtree.filter(|_| node.kind == NodeType::Dir);
         let path = PathBuf::from(OsString::from_vec(child.clone()));
         if let (Some(sub), true) = (sub, out(Item { path, node })?) {
-            let entries = repo.load_tree(&sub)?.nodes.into_iter();
+            let tree = level.take_subtree(repo, sub)?;
             dir = child;
-            stack.push((entries, dir.len()));
+            stack.push(Level {
+                entries: tree.nodes.into_iter(),
+                dir_len: dir.len(),
+                loaded: HashMap::new(),
+            });
         }
     }
     Ok(())
+}
+
+/// Subfolders whose trees a walk loads with one request, ahead of going
+/// into them: one load per folder, each a storage round trip, was most of
+/// the time of `ls` and of a check's walk. Bounds what a level holds.
+const SUBTREES_AHEAD: usize = 32;
+
+/// One folder of a walk: the entries not yet visited, where its path ends,
+/// and the trees of the subfolders after the current one, loaded ahead.
+struct Level {
+    entries: std::vec::IntoIter<Node>,
+    dir_len: usize,
+    loaded: HashMap<BlobId, Tree>,
+}
+
+impl Level {
+    /// The tree of subfolder `sub` (the entry just taken): loaded ahead, or
+    /// loaded now together with the next subfolders' trees.
+    fn take_subtree(&mut self, repo: &Repository, sub: BlobId) -> Result<Tree> {
+        if let Some(t) = self.loaded.remove(&sub) {
+            return Ok(t);
+        }
+        let mut ids = vec![sub];
+        ids.extend(
+            self.entries
+                .as_slice()
+                .iter()
+                .filter(|n| n.kind == NodeType::Dir)
+                .filter_map(|n| n.subtree)
+                .filter(|id| *id != sub)
+                .take(SUBTREES_AHEAD - 1),
+        );
+        let mut trees = repo.load_trees(&ids).into_iter();
+        let first = trees.next().expect("one result per id")?;
+        // A subfolder ahead that failed to load fails when the walk gets to
+        // it, through a load of its own.
+        for (id, tree) in ids[1..].iter().zip(trees) {
+            if let Ok(t) = tree {
+                self.loaded.insert(*id, t);
+            }
+        }
+        Ok(first)
+    }
 }
 
 /// `dir/name`, as `Path::join` spells it for a plain name.
