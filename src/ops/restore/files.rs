@@ -5,15 +5,17 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+use super::beneath::split;
 use super::{file_type, rel, tmp_name, Item, Restorer};
 use crate::error::{Error, Result};
 use crate::format::id::BlobId;
@@ -30,6 +32,13 @@ struct PendingFile<'i> {
     dest: PathBuf,
     /// Its temporary name, relative to the target.
     tmp: PathBuf,
+    /// A handle on its folder, opened beneath the target once for all the
+    /// batch's files in that folder: the existence check, the create and the
+    /// rename then name a single entry in it, where each used to resolve the
+    /// whole path below the target again (two of three `openat2` a file).
+    /// None: the folder could not be opened or the handle budget is spent;
+    /// the path is resolved per call, as before, and fails as before.
+    folder: Option<Arc<OwnedFd>>,
     /// The first error that hit this file; it is then not renamed into place.
     error: Mutex<Option<String>>,
     /// The temporary file, kept open from its creation to its rename while
@@ -60,9 +69,15 @@ impl Restorer<'_> {
     /// complete file gets its metadata and is renamed into place.
     pub(super) fn restore_files(&self, files: &[&Item]) {
         let mut pending = Vec::new();
+        let mut folders = Folders::new(self, descriptor_budget() / 4);
         for it in files {
             let dest = self.dest(it);
-            let keep = match self.existing(rel(it)) {
+            let folder = folders.of(rel(it));
+            let existing = match &folder {
+                Some(dir) => stat_in(dir, rel(it)),
+                None => self.existing(rel(it)),
+            };
+            let keep = match existing {
                 Ok(st) => self.keep(st.as_ref(), |s| {
                     file_type(s) == FileType::RegularFile && self.file_unchanged(it)
                 }),
@@ -82,6 +97,7 @@ impl Restorer<'_> {
                 pending.push(PendingFile {
                     item: it,
                     tmp: rel.with_file_name(tmp_name(rel.file_name().unwrap_or_default())),
+                    folder,
                     dest,
                     error: Mutex::new(None),
                     open: OnceLock::new(),
@@ -100,17 +116,27 @@ impl Restorer<'_> {
         pending.iter().for_each(|p| {
             let size = p.item.node.content.iter().map(|c| c.size as u64).sum();
             // The full length up front, as a hole: only non-zero blocks get written.
-            let created = self
-                .fs()
-                .and_then(|fs| {
-                    fs.open(
-                        &p.tmp,
-                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
-                        Mode::RUSR | Mode::WUSR,
-                    )
-                })
-                .map(File::from)
-                .and_then(|f| f.set_len(size).map(|()| f));
+            let create = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
+            let created = match &p.folder {
+                // A single new name in a folder opened beneath the target:
+                // O_EXCL and O_NOFOLLOW refuse anything already there.
+                Some(dir) => split(&p.tmp)
+                    .map_err(io::Error::from)
+                    .and_then(|(_, name)| {
+                        rustix::fs::openat(
+                            dir.as_ref(),
+                            name,
+                            create | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::RUSR | Mode::WUSR,
+                        )
+                        .map_err(io::Error::from)
+                    }),
+                None => self
+                    .fs()
+                    .and_then(|fs| fs.open(&p.tmp, create, Mode::RUSR | Mode::WUSR)),
+            }
+            .map(File::from)
+            .and_then(|f| f.set_len(size).map(|()| f));
             match created {
                 Ok(f) if kept.fetch_add(1, Ordering::Relaxed) < budget => {
                     let _ = p.open.set(f);
@@ -190,8 +216,8 @@ impl Restorer<'_> {
                 self.restored.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                if let Ok((dir, tmp)) = self.fs().and_then(|fs| fs.parent(&p.tmp)) {
-                    let _ = rustix::fs::unlinkat(&dir, tmp, AtFlags::empty());
+                if let Ok((dir, tmp)) = self.folder_of(&p) {
+                    let _ = rustix::fs::unlinkat(dir.as_ref(), tmp, AtFlags::empty());
                 }
                 self.fail(&p.dest, e);
             }
@@ -206,9 +232,24 @@ impl Restorer<'_> {
         };
         self.metadata_fd(&file, &p.item.node)?;
         drop(file);
-        let (dir, tmp) = fs.parent(&p.tmp)?;
+        let (dir, tmp) = self.folder_of(p)?;
         let name = rel(p.item).file_name().unwrap_or_default();
-        Ok(rustix::fs::renameat(&dir, tmp, &dir, name)?)
+        Ok(rustix::fs::renameat(dir.as_ref(), tmp, dir.as_ref(), name)?)
+    }
+
+    /// The handle of a pending file's folder (the batch's, or opened now),
+    /// and its temporary name.
+    fn folder_of<'p>(
+        &self,
+        p: &'p PendingFile<'_>,
+    ) -> io::Result<(Arc<OwnedFd>, &'p std::ffi::OsStr)> {
+        match &p.folder {
+            Some(dir) => Ok((Arc::clone(dir), split(&p.tmp)?.1)),
+            None => {
+                let (dir, tmp) = self.fs()?.parent(&p.tmp)?;
+                Ok((Arc::new(dir), tmp))
+            }
+        }
     }
 
     /// Under `if-changed`: whether the regular file at the entry's place
@@ -251,6 +292,53 @@ impl Restorer<'_> {
                     Err(e) => self.fail(&d, format!("verification failed: {e}")),
                 }
             });
+    }
+}
+
+/// The folders of one batch's files, each opened once beneath the target,
+/// at most `budget` of them (the rest resolve their path per call).
+struct Folders<'f, 'r> {
+    restorer: &'f Restorer<'r>,
+    open: HashMap<PathBuf, Option<Arc<OwnedFd>>>,
+    budget: usize,
+}
+
+impl<'f, 'r> Folders<'f, 'r> {
+    fn new(restorer: &'f Restorer<'r>, budget: usize) -> Self {
+        Folders {
+            restorer,
+            open: HashMap::new(),
+            budget,
+        }
+    }
+
+    /// The handle of the folder holding `rel`, if it can be had.
+    fn of(&mut self, rel: &Path) -> Option<Arc<OwnedFd>> {
+        let (parent, _) = split(rel).ok()?;
+        if let Some(dir) = self.open.get(parent) {
+            return dir.clone();
+        }
+        if self.open.len() >= self.budget {
+            return None;
+        }
+        let dir = self
+            .restorer
+            .fs()
+            .and_then(|fs| fs.dir(parent))
+            .ok()
+            .map(Arc::new);
+        self.open.insert(parent.to_path_buf(), dir.clone());
+        dir
+    }
+}
+
+/// What is at `rel`'s name in its folder `dir` (not following a symlink).
+fn stat_in(dir: &OwnedFd, rel: &Path) -> io::Result<Option<rustix::fs::Stat>> {
+    let (_, name) = split(rel)?;
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
