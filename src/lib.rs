@@ -11,7 +11,7 @@
 //! | 3 | [`database`] | database engines: dump with a record of tables, row counts and schema fingerprints; load; inspect to verify |
 //! | 3 | [`source`] | where backups read from: the one `Source` type (paths, stdin, dump commands), excludes, file metadata as nodes |
 //! | 4 | [`ops`] | the operations, one module a verb: backup, restore, check, copy, drill, forget, health, prune, stats, schedule |
-//! | 5 | `cli/` (in the binary) | argument parsing and printing |
+//! | 5 | `cli/` (crate-private; `src/main.rs` only calls its entry point) | argument parsing and printing |
 //!
 //! **The rule: a file may import from its own layer and the layers below it,
 //! never from a layer above.** `tests/engine/layering.rs` reads every `use crate::`
@@ -38,6 +38,8 @@ pub mod repo;
 pub mod source;
 pub mod storage;
 
+mod cli;
+
 pub use error::{Error, Result};
 pub use ops::backup::{backup, BackupOptions, BackupOutcome, NoProgress};
 pub use ops::check::{check, CheckReport, ReadData};
@@ -49,3 +51,10 @@ pub use ops::restore::{restore, RestoreOptions, RestoreOutcome};
 pub use repo::{IndexedRepository, InitOptions, Repository, SnapshotFilter};
 pub use source::Source;
 pub use storage::Backend;
+
+/// The `cairn` command line, for `src/main.rs`: parses the process's
+/// arguments, runs the command and returns the exit code. Not part of the API.
+#[doc(hidden)]
+pub fn cli_main() -> i32 {
+    cli::main()
+}

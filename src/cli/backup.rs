@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn::storage::RequestCounts;
+use crate::storage::RequestCounts;
 use chrono::{Local, NaiveDateTime, TimeZone, Utc};
 use clap::Args;
 use serde_json::json;
 
-use cairn::ops::backup::{self, BackupOptions, BackupOutcome, NoProgress};
-use cairn::source::Source;
+use crate::ops::backup::{self, BackupOptions, BackupOutcome, NoProgress};
+use crate::source::Source;
 
 use super::events::{self, emit, Severity};
 use super::output::{self, line};
@@ -149,8 +149,8 @@ fn files_from(a: &BackupArgs) -> Result<Vec<PathBuf>> {
 }
 
 /// The database sources given, parsed (mistakes are usage errors).
-fn database_sources(a: &BackupArgs) -> Result<Vec<cairn::database::DatabaseSource>> {
-    use cairn::database::{DatabaseSource, Location};
+fn database_sources(a: &BackupArgs) -> Result<Vec<crate::database::DatabaseSource>> {
+    use crate::database::{DatabaseSource, Location};
     let mut out = Vec::new();
     let urls = a.postgres.iter().map(|u| ("--postgres", u.clone()));
     let urls = urls.chain(
@@ -184,7 +184,7 @@ fn database_sources(a: &BackupArgs) -> Result<Vec<cairn::database::DatabaseSourc
         });
     }
     for f in &a.sqlite {
-        let path = cairn::source::fs::clean_absolute(f).map_err(|e| usage(e.to_string()))?;
+        let path = crate::source::fs::clean_absolute(f).map_err(|e| usage(e.to_string()))?;
         out.push(DatabaseSource {
             location: Location::Sqlite(path),
             all: false,
@@ -282,12 +282,12 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
     let src = source(a)?;
     let time = a.time.as_deref().map(parse_time).transpose()?;
     let excludes = excludes(a)?;
-    let selectors = cairn::source::Selectors {
+    let selectors = crate::source::Selectors {
         iexcludes: a.iexcludes.clone(),
         if_present: a.exclude_if_present.clone(),
         caches: a.exclude_caches,
         larger_than: match &a.exclude_larger_than {
-            Some(s) => Some(cairn::format::size::parse_size(s).ok_or_else(|| {
+            Some(s) => Some(crate::format::size::parse_size(s).ok_or_else(|| {
                 usage(format!(
                     "--exclude-larger-than '{s}' is not a size like 2G or 500M"
                 ))
@@ -296,9 +296,9 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         },
     };
     // Mistakes in the arguments are usage errors, found before any password is asked.
-    cairn::source::Excludes::with(&excludes, &selectors).map_err(|e| usage(e.to_string()))?;
+    crate::source::Excludes::with(&excludes, &selectors).map_err(|e| usage(e.to_string()))?;
     if let Source::Stdin { name } | Source::Command { name, .. } = &src {
-        cairn::source::validate_stdin_name(name).map_err(|e| usage(e.to_string()))?;
+        crate::source::validate_stdin_name(name).map_err(|e| usage(e.to_string()))?;
     }
     let mut repo = g.open()?;
     let parent = match &a.parent {
@@ -323,8 +323,8 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<()> {
         // The total for the ETA comes from a concurrent scan, as restic does.
         let (p, paths, ex) = (p.clone(), paths.clone(), excludes.clone());
         std::thread::spawn(move || {
-            if let Ok(ex) = cairn::source::Excludes::new(&ex) {
-                let (files, bytes) = cairn::source::fs::scan_totals(&paths, &ex);
+            if let Ok(ex) = crate::source::Excludes::new(&ex) {
+                let (files, bytes) = crate::source::fs::scan_totals(&paths, &ex);
                 p.set_total(files, bytes);
             }
         });
@@ -476,7 +476,7 @@ fn report(g: &Global, o: &BackupOutcome, requests: &RequestCounts) {
 }
 
 /// One dump, as the backup reports it.
-fn database_line(d: &cairn::format::database::DatabaseRecord) -> String {
+fn database_line(d: &crate::format::database::DatabaseRecord) -> String {
     if let Some(b) = &d.base {
         return format!(
             "{} base backup of {}: timeline {}, WAL {}..{} → {}",

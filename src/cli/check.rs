@@ -5,13 +5,13 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::ops::check::{self, Budget, ReadData};
+use crate::ops::check::{self, Budget, ReadData};
 
 use super::events::{self, emit, Severity};
 use super::output::{self, line};
 use super::prune::parse_size;
 use super::{usage, Finished, Global, EXIT_FAILURE};
-use cairn::format::duration::parse_duration;
+use crate::format::duration::parse_duration;
 
 #[derive(Args)]
 pub struct CheckArgs {

@@ -5,9 +5,9 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use cairn::ops::schedule::config::{Config, Job, OptionValue, PasswordSource, Repo, VerifyLimit};
-use cairn::ops::schedule::runner::JobState;
-use cairn::source::Source;
+use crate::ops::schedule::config::{Config, Job, OptionValue, PasswordSource, Repo, VerifyLimit};
+use crate::ops::schedule::runner::JobState;
+use crate::source::Source;
 
 use super::Global;
 
@@ -127,7 +127,7 @@ fn repo_json(r: &Repo) -> serde_json::Value {
 /// One job, everything resolved.
 fn job_json(j: &Job) -> serde_json::Value {
     let now = chrono::Utc::now();
-    let retention_json = |r: &cairn::ops::schedule::config::Retention| {
+    let retention_json = |r: &crate::ops::schedule::config::Retention| {
         let p = &r.policy;
         json!({
             "keep_last": p.last, "keep_hourly": p.hourly, "keep_daily": p.daily,
@@ -231,7 +231,7 @@ pub fn run(g: &Global, a: &ConfigArgs) -> Result<()> {
 }
 
 /// Database sources as a config shows them (no passwords).
-fn database_names(databases: &[cairn::database::DatabaseSource]) -> Vec<serde_json::Value> {
+fn database_names(databases: &[crate::database::DatabaseSource]) -> Vec<serde_json::Value> {
     databases
         .iter()
         .map(|d| json!({"engine": d.location.engine().name(), "location": d.location.display(), "all": d.all}))

@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::ops::copy;
-use cairn::{Backend, Repository};
+use crate::ops::copy;
+use crate::{Backend, Repository};
 
 use super::events::{emit, Severity};
 use super::output::{self, line};
@@ -42,7 +42,7 @@ pub fn run(g: &Global, a: &CopyArgs) -> Result<()> {
     let dst_backend =
         Backend::open(&a.to, &to_options, false)?.with_limits(g.limit_upload, g.limit_download);
     if !Repository::exists(&dst_backend)? {
-        return Err(cairn::Error::RepoNotFound(format!(
+        return Err(crate::Error::RepoNotFound(format!(
             "{} (make it with `cairn -r {} init --from {}`)",
             a.to,
             a.to,

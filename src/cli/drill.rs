@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::ops::drill::{self, DrillOptions};
+use crate::ops::drill::{self, DrillOptions};
 
 use super::events::{self, emit, Severity};
 use super::output::{self, line};
@@ -49,9 +49,9 @@ fn scratch(
     flag: &str,
     url: &Option<String>,
     engine: &str,
-) -> Result<Option<cairn::database::Location>> {
+) -> Result<Option<crate::database::Location>> {
     let Some(url) = url else { return Ok(None) };
-    let l = cairn::database::Location::parse(url).map_err(|e| usage(format!("{flag}: {e}")))?;
+    let l = crate::database::Location::parse(url).map_err(|e| usage(format!("{flag}: {e}")))?;
     if l.engine().name() != engine {
         return Err(usage(format!("{flag} takes a {engine}:// URL")));
     }

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::ops::find::{self, Query};
+use crate::ops::find::{self, Query};
 
 use super::output::{self, line};
 use super::{usage, FilterArgs, Global};

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::{json, Value};
 
-use cairn::ops::forget::{self, Policy};
+use crate::ops::forget::{self, Policy};
 
 use super::events::{emit, Severity};
 use super::inspect::snapshot_json;
@@ -57,7 +57,7 @@ pub struct ForgetArgs {
 
 fn policy(a: &ForgetArgs) -> Result<Policy> {
     let within = match &a.keep_within {
-        Some(s) => Some(cairn::format::duration::parse_span(s).ok_or_else(|| {
+        Some(s) => Some(crate::format::duration::parse_span(s).ok_or_else(|| {
             usage(format!(
                 "--keep-within '{s}' is not a duration like 30d or 1y6m"
             ))
@@ -101,7 +101,7 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
     // backup whose parent vanishes re-reads files; a prune that analysed it
     // merely keeps its data one generation longer).
     let repo = g.open()?;
-    let (remove, report): (Vec<cairn::format::id::SnapshotId>, Vec<Value>) =
+    let (remove, report): (Vec<crate::format::id::SnapshotId>, Vec<Value>) =
         if a.snapshots.is_empty() {
             let f = a.filter.filter();
             // Every snapshot goes in: those the filters leave out are kept,

@@ -10,9 +10,9 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::format::duration::parse_duration;
-use cairn::format::size::parse_size;
-use cairn::ops::health::{self, HealthOptions, HealthReport, PROBLEM_KINDS};
+use crate::format::duration::parse_duration;
+use crate::format::size::parse_size;
+use crate::ops::health::{self, HealthOptions, HealthReport, PROBLEM_KINDS};
 
 use super::events::{self, Severity};
 use super::output::{self, line};

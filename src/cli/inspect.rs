@@ -8,11 +8,11 @@ use anyhow::{anyhow, Result};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
-use cairn::format::id::{BlobId, IndexId, KeyId, SnapshotId};
-use cairn::format::snapshot::Snapshot;
-use cairn::format::tree::{Node, NodeType};
-use cairn::repo::tree::walk_tree;
-use cairn::repo::IndexedRepository;
+use crate::format::id::{BlobId, IndexId, KeyId, SnapshotId};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, NodeType};
+use crate::repo::tree::walk_tree;
+use crate::repo::IndexedRepository;
 
 use super::events;
 use super::output::{self, line};
@@ -41,7 +41,7 @@ pub struct SnapshotsArgs {
 
 /// Metrics every unfiltered listing knows: the snapshot count and each host's
 /// latest snapshot's age.
-fn snapshot_figures<'a>(snaps: impl Iterator<Item = &'a cairn::format::snapshot::Snapshot>) {
+fn snapshot_figures<'a>(snaps: impl Iterator<Item = &'a crate::format::snapshot::Snapshot>) {
     let mut count = 0;
     let mut latest: std::collections::BTreeMap<&str, chrono::DateTime<chrono::Utc>> =
         Default::default();
@@ -120,11 +120,11 @@ fn grouped_snapshots(
     g: &Global,
     a: &SnapshotsArgs,
     snaps: Vec<(
-        cairn::format::id::SnapshotId,
-        cairn::format::snapshot::Snapshot,
+        crate::format::id::SnapshotId,
+        crate::format::snapshot::Snapshot,
     )>,
 ) -> Result<()> {
-    use cairn::ops::group::{group, GroupBy};
+    use crate::ops::group::{group, GroupBy};
     let by = match &a.group_by {
         Some(s) => GroupBy::parse(s).map_err(usage)?,
         None => GroupBy::HOST_PATHS,
@@ -257,7 +257,7 @@ pub fn ls(g: &Global, a: &LsArgs) -> Result<()> {
     {
         None => (snap.tree, PathBuf::from("/")),
         Some(p) => {
-            let node = cairn::repo::tree::find_node(&repo, &snap.tree, p)?;
+            let node = crate::repo::tree::find_node(&repo, &snap.tree, p)?;
             let abs = PathBuf::from("/").join(p.trim_start_matches('/'));
             print_node(g, a.long, &abs, &node);
             match node.subtree.filter(|_| node.kind == NodeType::Dir) {
@@ -460,7 +460,7 @@ pub fn cat(g: &Global, a: &CatArgs) -> Result<()> {
         }
         CatKind::Index => {
             let id: IndexId = parse(need_id(a)?)?;
-            let packs = repo.read_index_object(&format!("{}/{id}", cairn::repo::INDEX_DIR))?;
+            let packs = repo.read_index_object(&format!("{}/{id}", crate::repo::INDEX_DIR))?;
             let v: Vec<Value> = packs
                 .iter()
                 .map(|p| {
@@ -503,7 +503,7 @@ pub fn stats(g: &Global, a: &StatsArgs) -> Result<()> {
         }
     }
     let repo = g.open_indexed()?;
-    let st = cairn::ops::stats::stats(&repo, &a.filter.filter())?;
+    let st = crate::ops::stats::stats(&repo, &a.filter.filter())?;
     if a.filter.is_empty() {
         events::figure("cairn_snapshots", &[], st.snapshots_count as f64);
         events::figure("cairn_repository_size_bytes", &[], st.stored_size as f64);

@@ -6,10 +6,10 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use cairn::format::blob::Padding;
-use cairn::format::crypto::KdfParams;
-use cairn::format::objects;
-use cairn::{InitOptions, Repository};
+use crate::format::blob::Padding;
+use crate::format::crypto::KdfParams;
+use crate::format::objects;
+use crate::{InitOptions, Repository};
 
 use super::events::{emit, Severity};
 use super::output::{json as print_json, line};
@@ -103,10 +103,10 @@ pub fn init(g: &Global, a: &InitArgs) -> Result<()> {
     result
 }
 
-fn init_in(g: &Global, a: &InitArgs, backend: &cairn::Backend) -> Result<()> {
+fn init_in(g: &Global, a: &InitArgs, backend: &crate::Backend) -> Result<()> {
     let backend = backend.clone();
     if Repository::exists(&backend)? {
-        return Err(cairn::Error::RepoExists(backend.location().to_string()).into());
+        return Err(crate::Error::RepoExists(backend.location().to_string()).into());
     }
     let mut opts = InitOptions {
         compression: a.compression,
@@ -120,7 +120,7 @@ fn init_in(g: &Global, a: &InitArgs, backend: &cairn::Backend) -> Result<()> {
     };
     if let Some(from) = &a.from {
         let src_backend =
-            cairn::Backend::open(from, &super::parse_options(&a.from_options)?, false)?;
+            crate::Backend::open(from, &super::parse_options(&a.from_options)?, false)?;
         let pw = password::other_password(&a.from_password_file, &None, "CAIRN_FROM_PASSWORD", g)?;
         let src = g.open_other(src_backend, pw.as_bytes())?;
         opts.chunker = Some(src.config().chunker);
@@ -183,7 +183,7 @@ pub fn key(g: &Global, a: &KeyArgs) -> Result<()> {
     // still take an exclusive lock (backup, forget and prune take none).
     let _lock = match &a.cmd {
         KeyCmd::List => None,
-        _ => Some(cairn::repo::lock::acquire(&repo, true)?),
+        _ => Some(crate::repo::lock::acquire(&repo, true)?),
     };
     match &a.cmd {
         KeyCmd::List => {
@@ -292,7 +292,7 @@ pub struct UnlockArgs {
 
 pub fn unlock(g: &Global, a: &UnlockArgs) -> Result<()> {
     let repo = g.open()?;
-    let n = cairn::repo::lock::remove_locks(&repo, a.remove_all)?;
+    let n = crate::repo::lock::remove_locks(&repo, a.remove_all)?;
     emit(
         g,
         "repository.unlocked",

@@ -37,8 +37,8 @@ mod shell;
 mod tag;
 mod wal;
 
-use cairn::repo::unlock::Unlock;
-use cairn::{Backend, Repository};
+use crate::repo::unlock::Unlock;
+use crate::{Backend, Repository};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
@@ -239,7 +239,7 @@ impl Global {
     pub fn open(&self) -> Result<Repository> {
         let backend = self.backend(false)?;
         if !Repository::exists(&backend)? {
-            return Err(cairn::Error::RepoNotFound(backend.location().to_string()).into());
+            return Err(crate::Error::RepoNotFound(backend.location().to_string()).into());
         }
         let pw = password::repository_password(self)?;
         let unlock = self.unlock(&backend, self.key_hint.as_deref());
@@ -253,7 +253,7 @@ impl Global {
 
     /// Opens the repository for reading: index loaded, as the tree view,
     /// restore, dump and drill take it.
-    pub fn open_indexed(&self) -> Result<cairn::repo::IndexedRepository> {
+    pub fn open_indexed(&self) -> Result<crate::repo::IndexedRepository> {
         Ok(self.open()?.into_indexed()?)
     }
 
@@ -277,7 +277,7 @@ impl Global {
             // Not in a folder others may write (set_cache warns about it).
             memory_root: self
                 .cache_base()
-                .filter(|root| !in_memory && cairn::repo::cache::folder_refusal(root).is_none()),
+                .filter(|root| !in_memory && crate::repo::cache::folder_refusal(root).is_none()),
         }
     }
 
@@ -326,15 +326,15 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
     if err.downcast_ref::<UsageError>().is_some() {
         return EXIT_USAGE;
     }
-    match err.downcast_ref::<cairn::Error>() {
+    match err.downcast_ref::<crate::Error>() {
         Some(
-            cairn::Error::RepoNotFound(_)
-            | cairn::Error::NotARepository(_)
-            | cairn::Error::ContainerNotFound { .. },
+            crate::Error::RepoNotFound(_)
+            | crate::Error::NotARepository(_)
+            | crate::Error::ContainerNotFound { .. },
         ) => EXIT_NO_REPO,
-        Some(cairn::Error::Locked(_)) => EXIT_LOCKED,
-        Some(cairn::Error::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
-        Some(cairn::Error::BadLocation { .. }) => EXIT_USAGE,
+        Some(crate::Error::Locked(_)) => EXIT_LOCKED,
+        Some(crate::Error::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
+        Some(crate::Error::BadLocation { .. }) => EXIT_USAGE,
         _ => EXIT_FAILURE,
     }
 }
@@ -610,8 +610,8 @@ impl FilterArgs {
         self.hosts.is_empty() && self.tags.is_empty() && self.paths.is_empty()
     }
 
-    pub fn filter(&self) -> cairn::SnapshotFilter {
-        cairn::SnapshotFilter {
+    pub fn filter(&self) -> crate::SnapshotFilter {
+        crate::SnapshotFilter {
             hosts: self.hosts.clone(),
             tags: self.tags.clone(),
             paths: self.paths.clone(),
@@ -628,8 +628,8 @@ pub fn select_snapshots(
     f: &FilterArgs,
 ) -> Result<
     Vec<(
-        cairn::format::id::SnapshotId,
-        cairn::format::snapshot::Snapshot,
+        crate::format::id::SnapshotId,
+        crate::format::snapshot::Snapshot,
     )>,
 > {
     if sels.is_empty() {
@@ -655,8 +655,8 @@ pub fn select_snapshot(
     sel: &str,
     f: &FilterArgs,
 ) -> Result<(
-    cairn::format::id::SnapshotId,
-    cairn::format::snapshot::Snapshot,
+    crate::format::id::SnapshotId,
+    crate::format::snapshot::Snapshot,
 )> {
     if sel != "latest" && sel.len() < 4 {
         return Err(usage(format!(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use cairn::ops::mount::{mount, MountOptions};
+use crate::ops::mount::{mount, MountOptions};
 use clap::Args;
 
 use super::output::line;

@@ -101,7 +101,7 @@ fn run_command(cmd: &str, ev: &Value) -> Result<(), String> {
             "CAIRN_SEVERITY",
             ev["severity"].as_str().unwrap_or_default(),
         );
-    cairn::source::remove_secret_env(&mut c);
+    crate::source::remove_secret_env(&mut c);
     let mut child = c.spawn().map_err(|e| format!("cannot start it: {e}"))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let body = format!("{ev}\n");

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use cairn::format::tree::{Node, NodeType};
-use cairn::ops::backup::FileStatus;
-use cairn::ops::restore::EntryAction;
+use crate::format::tree::{Node, NodeType};
+use crate::ops::backup::FileStatus;
+use crate::ops::restore::EntryAction;
 
 /// Writes a line to stdout; a closed pipe (`cairn ls | head`) ends the process quietly.
 pub fn line(s: impl std::fmt::Display) {
@@ -30,7 +30,7 @@ pub fn pretty_json(v: &serde_json::Value) {
 
 /// 1.234 MiB style sizes.
 pub fn size(bytes: u64) -> String {
-    cairn::format::size::human(bytes)
+    crate::format::size::human(bytes)
 }
 
 /// "1 pack", "3 packs".
@@ -117,7 +117,7 @@ fn line_beside(bar: &Option<ProgressBar>, s: String) {
     }
 }
 
-impl cairn::ops::backup::Progress for BackupProgress {
+impl crate::ops::backup::Progress for BackupProgress {
     fn file_done(&self, _path: &Path, _bytes: u64) {
         let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(bar) = self.bar.as_ref().filter(|_| n.is_multiple_of(64)) {
@@ -224,7 +224,7 @@ impl RestoreDisplay {
     }
 }
 
-impl cairn::ops::restore::RestoreProgress for RestoreDisplay {
+impl crate::ops::restore::RestoreProgress for RestoreDisplay {
     fn entry(&self, path: &Path, node: &Node, action: EntryAction) {
         if let Some(bar) = &self.bar {
             if node.kind == NodeType::File {
@@ -291,8 +291,8 @@ impl CopyDisplay {
     }
 }
 
-impl cairn::ops::copy::CopyProgress for CopyDisplay {
-    fn snapshot(&self, index: usize, total: usize, id: &cairn::format::id::SnapshotId) {
+impl crate::ops::copy::CopyProgress for CopyDisplay {
+    fn snapshot(&self, index: usize, total: usize, id: &crate::format::id::SnapshotId) {
         if let Some(bar) = &self.bar {
             bar.set_message(format!(
                 "copying snapshot {index} of {total} ({})",
@@ -341,7 +341,7 @@ impl DrillDisplay {
     }
 }
 
-impl cairn::ops::drill::DrillProgress for DrillDisplay {
+impl crate::ops::drill::DrillProgress for DrillDisplay {
     fn sampled(&self, files: u64, bytes: u64) {
         self.total.store(files, Ordering::Relaxed);
         if let Some(bar) = &self.bar {

@@ -56,7 +56,7 @@ fn from_file(path: &Path) -> Result<Password> {
 fn from_command(cmd: &str) -> Result<Password> {
     let mut c = std::process::Command::new("sh");
     c.arg("-c").arg(cmd);
-    cairn::source::remove_secret_env(&mut c);
+    crate::source::remove_secret_env(&mut c);
     let out = c
         .stderr(std::process::Stdio::inherit())
         .output()

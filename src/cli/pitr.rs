@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use cairn::format::wal::Lsn;
-use cairn::ops::pitr::{self, PitrRestoreOptions, Target};
+use crate::format::wal::Lsn;
+use crate::ops::pitr::{self, PitrRestoreOptions, Target};
 
 use super::events::{emit, Severity};
 use super::output::line;

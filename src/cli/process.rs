@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use cairn::ops::schedule::runner::{Step, StepRunner};
+use crate::ops::schedule::runner::{Step, StepRunner};
 
 /// Set by SIGTERM/SIGINT: finish (the child was told to stop), then exit.
 pub static STOP: AtomicBool = AtomicBool::new(false);

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::ops::prune::{self, Action, MaxUnused, PruneOptions, PruneOutcome};
+use crate::ops::prune::{self, Action, MaxUnused, PruneOptions, PruneOutcome};
 
 use super::events::{self, emit, Severity};
 use super::output::{self, line};
@@ -41,7 +41,7 @@ pub struct PruneArgs {
     opts: PruneOpts,
 }
 
-pub(super) use cairn::format::size::parse_size;
+pub(super) use crate::format::size::parse_size;
 
 impl PruneOpts {
     pub fn options(&self, dry_run: bool) -> Result<PruneOptions> {
@@ -55,14 +55,14 @@ impl PruneOpts {
             None => None,
         };
         let stale_after =
-            cairn::format::duration::parse_duration(&self.stale_after).ok_or_else(|| {
+            crate::format::duration::parse_duration(&self.stale_after).ok_or_else(|| {
                 usage(format!(
                     "--stale-after '{}' is not a duration like 30m or 2h",
                     self.stale_after
                 ))
             })?;
         let fence_older_than = match &self.fence_older_than {
-            Some(s) => Some(cairn::format::duration::parse_duration(s).ok_or_else(|| {
+            Some(s) => Some(crate::format::duration::parse_duration(s).ok_or_else(|| {
                 usage(format!(
                     "--fence-older-than '{s}' is not a duration like 12h or 2d"
                 ))

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use cairn::ops::repair;
+use crate::ops::repair;
 
 use super::events::{emit, Severity};
 use super::output::{self, count, line};

@@ -6,9 +6,9 @@ use anyhow::{anyhow, Result};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use cairn::format::tree::NodeType;
-use cairn::ops::restore::{self, NoRestoreProgress, Overwrite, RestoreOptions};
-use cairn::ops::rollback;
+use crate::format::tree::NodeType;
+use crate::ops::restore::{self, NoRestoreProgress, Overwrite, RestoreOptions};
+use crate::ops::rollback;
 
 use super::events::{emit, Severity};
 use super::output::{self, line};
@@ -207,9 +207,9 @@ const MODIFIED_SHOWN: usize = 10;
 fn safe_restore(
     g: &Global,
     a: &RestoreArgs,
-    repo: &mut cairn::repo::IndexedRepository,
-    id: &cairn::format::id::SnapshotId,
-    snap: &cairn::format::snapshot::Snapshot,
+    repo: &mut crate::repo::IndexedRepository,
+    id: &crate::format::id::SnapshotId,
+    snap: &crate::format::snapshot::Snapshot,
     opts: &RestoreOptions,
 ) -> Result<()> {
     let started = std::time::Instant::now();
@@ -420,7 +420,7 @@ pub struct DumpArgs {
 /// Where a path that `latest` lacks is: the newest snapshot (of the last 100
 /// the filters allow) that holds it, as a hint; empty when none does.
 fn newest_holding(
-    repo: &cairn::repo::IndexedRepository,
+    repo: &crate::repo::IndexedRepository,
     path: &str,
     filter: &super::FilterArgs,
 ) -> String {
@@ -429,7 +429,7 @@ fn newest_holding(
         return String::new();
     };
     for (id, s) in snaps.iter().rev().filter(|(_, s)| f.matches(s)).take(100) {
-        if cairn::repo::tree::find_node(repo, &s.tree, path).is_ok() {
+        if crate::repo::tree::find_node(repo, &s.tree, path).is_ok() {
             let narrow = s
                 .paths
                 .first()
@@ -450,8 +450,8 @@ pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
     super::keep_freed_buffers();
     let repo = g.open_indexed()?;
     let (id, snap) = select_snapshot(&repo, &a.snapshot, &a.filter)?;
-    let node = match cairn::repo::tree::find_node(&repo, &snap.tree, &a.path) {
-        Err(cairn::Error::PathNotInSnapshot(_)) => {
+    let node = match crate::repo::tree::find_node(&repo, &snap.tree, &a.path) {
+        Err(crate::Error::PathNotInSnapshot(_)) => {
             return Err(anyhow!(
                 "{} is not in snapshot {} ({}){}",
                 a.path,
@@ -464,8 +464,8 @@ pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
     };
     if let Some(format) = &a.archive {
         let write = match format.as_str() {
-            "tar" => cairn::ops::dump::dump_tar,
-            "zip" => cairn::ops::dump::dump_zip,
+            "tar" => crate::ops::dump::dump_tar,
+            "zip" => crate::ops::dump::dump_zip,
             _ => {
                 return Err(usage(format!(
                     "--archive {format}: the archive formats are: tar, zip"
@@ -481,9 +481,9 @@ pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
         return match write(&repo, &node, &path, &mut out).and_then(|_| {
-            std::io::Write::flush(&mut out).map_err(|e| cairn::Error::io("<stdout>", e))
+            std::io::Write::flush(&mut out).map_err(|e| crate::Error::io("<stdout>", e))
         }) {
-            Err(cairn::Error::Io { source, .. })
+            Err(crate::Error::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::BrokenPipe =>
             {
                 Ok(())
@@ -499,8 +499,8 @@ pub fn dump(g: &Global, a: &DumpArgs) -> Result<()> {
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    match cairn::repo::tree::dump_file(&repo, &node, &mut out) {
-        Err(cairn::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+    match crate::repo::tree::dump_file(&repo, &node, &mut out) {
+        Err(crate::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(())
         }
         other => other.map(|_| ()).map_err(Into::into),

@@ -4,8 +4,8 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::database::Location;
-use cairn::ops::restore_db::{self, RestoreDbOptions, RestoreDbOutcome, Safety, TargetWas};
+use crate::database::Location;
+use crate::ops::restore_db::{self, RestoreDbOptions, RestoreDbOutcome, Safety, TargetWas};
 
 use super::events::{self, emit, Severity};
 use super::output::line;
@@ -49,7 +49,7 @@ pub fn run(g: &Global, a: &RestoreDbArgs) -> Result<()> {
     if a.keep_pre_restore == 0 {
         return Err(usage("--keep-pre-restore must be at least 1"));
     }
-    if a.jobs > 1 && target.engine() != cairn::format::database::Engine::Postgres {
+    if a.jobs > 1 && target.engine() != crate::format::database::Engine::Postgres {
         return Err(usage("--jobs is for PostgreSQL targets"));
     }
     let repo = g.open()?;
@@ -148,10 +148,10 @@ fn failure_line(o: &RestoreDbOutcome) -> String {
             "; the rollback failed too ({r}): the pre-restore snapshot {} holds the old database",
             p.short()
         ),
-        _ if o.record.engine == cairn::format::database::Engine::Sqlite => {
+        _ if o.record.engine == crate::format::database::Engine::Sqlite => {
             "; the target file was left as it was".into()
         }
-        _ if o.record.engine == cairn::format::database::Engine::Postgres
+        _ if o.record.engine == crate::format::database::Engine::Postgres
             && o.failure.is_some() =>
         {
             "; the load ran in one transaction, so the database is as it was".into()
@@ -161,7 +161,7 @@ fn failure_line(o: &RestoreDbOutcome) -> String {
     format!("{what}{after}")
 }
 
-fn outcome_json(id: &cairn::format::id::SnapshotId, o: &RestoreDbOutcome) -> serde_json::Value {
+fn outcome_json(id: &crate::format::id::SnapshotId, o: &RestoreDbOutcome) -> serde_json::Value {
     json!({
         "snapshot_id": id.to_hex(),
         "engine": o.record.engine,
@@ -188,7 +188,7 @@ fn outcome_json(id: &cairn::format::id::SnapshotId, o: &RestoreDbOutcome) -> ser
     })
 }
 
-fn report(g: &Global, id: &cairn::format::id::SnapshotId, o: &RestoreDbOutcome, dry_run: bool) {
+fn report(g: &Global, id: &crate::format::id::SnapshotId, o: &RestoreDbOutcome, dry_run: bool) {
     if g.json {
         let mut v = outcome_json(id, o);
         v["dry_run"] = json!(dry_run);

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::ops::rewrite;
+use crate::ops::rewrite;
 
 use super::events::{emit, Severity};
 use super::output::{self, count, line};
@@ -33,7 +33,7 @@ pub fn run(g: &Global, a: &RewriteArgs) -> Result<()> {
     if a.excludes.is_empty() {
         return Err(usage("give --exclude GLOB: what to leave out"));
     }
-    let excludes = cairn::source::Excludes::new(&a.excludes).map_err(|e| usage(e.to_string()))?;
+    let excludes = crate::source::Excludes::new(&a.excludes).map_err(|e| usage(e.to_string()))?;
     let repo = g.open_indexed()?;
     let chosen = select_snapshots(&repo, &a.snapshots, &a.filter)?;
     let mut plans = rewrite::plan(&repo, &chosen, &excludes)?;

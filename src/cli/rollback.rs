@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::ops::rollback;
+use crate::ops::rollback;
 
 use super::events::{emit, Severity};
 use super::output::{self, line};
@@ -41,9 +41,9 @@ pub fn run(g: &Global, a: &RollbackArgs) -> Result<()> {
         match rollback::pick_pre_restore(&repo, a.snapshot.as_deref(), a.target.as_deref()) {
             Ok(picked) => picked,
             Err(
-                e @ (cairn::Error::NotPreRestore(_)
-                | cairn::Error::InvalidArgument(_)
-                | cairn::Error::PrefixTooShort(_)),
+                e @ (crate::Error::NotPreRestore(_)
+                | crate::Error::InvalidArgument(_)
+                | crate::Error::PrefixTooShort(_)),
             ) => return Err(usage(e.to_string())),
             Err(e) => return Err(e.into()),
         };

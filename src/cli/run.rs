@@ -8,8 +8,8 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::ops::schedule::config::{self, Config};
-use cairn::ops::schedule::runner::{self, RunError, RunReport, Step, StepOutcome};
+use crate::ops::schedule::config::{self, Config};
+use crate::ops::schedule::runner::{self, RunError, RunReport, Step, StepOutcome};
 
 use super::events::{emit, Severity};
 use super::{Finished, Global, EXIT_LOCKED, EXIT_USAGE};
@@ -65,12 +65,12 @@ pub fn load(g: &Global) -> Result<Config> {
 /// Whether a job or repository of the file runs a command (hooks, dump
 /// commands, notification or password commands).
 fn runs_commands(c: &Config) -> bool {
-    use cairn::ops::schedule::config::PasswordSource;
+    use crate::ops::schedule::config::PasswordSource;
     c.jobs.values().any(|j| {
         j.before.is_some()
             || j.after.is_some()
             || j.notify.command.is_some()
-            || matches!(j.source, cairn::source::Source::Command { .. })
+            || matches!(j.source, crate::source::Source::Command { .. })
     }) || c
         .repositories
         .values()

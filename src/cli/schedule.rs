@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use cairn::ops::schedule::runner::{JobState, RunError};
-use cairn::ops::schedule::scheduler::{self, Entry, SystemClock};
-use cairn::ops::schedule::systemd;
+use crate::ops::schedule::runner::{JobState, RunError};
+use crate::ops::schedule::scheduler::{self, Entry, SystemClock};
+use crate::ops::schedule::systemd;
 
 use super::events::{emit, Severity};
 use super::{usage, Global};

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::ops::tag::{self, TagChange};
+use crate::ops::tag::{self, TagChange};
 
 use super::events::{emit, Severity};
 use super::output::{self, count, line};

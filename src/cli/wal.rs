@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cairn::ops::wal::{self, Pushed, Spool};
+use crate::ops::wal::{self, Pushed, Spool};
 
 use super::events::{emit, Severity};
 use super::{usage, Finished, Global, EXIT_FAILURE};
@@ -81,7 +81,7 @@ pub fn push(g: &Global, a: &WalPushArgs) -> Result<()> {
             c.file_name()
                 .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{name}.")))
         }) {
-            return Err(cairn::Error::CommandFailed(format!(
+            return Err(crate::Error::CommandFailed(format!(
                 "WAL file {name} is already archived in the repository with different content; refusing to replace it (kept in {})",
                 spool.dir().join("conflicts").display()
             ))
@@ -189,7 +189,7 @@ pub fn fetch(g: &Global, a: &WalFetchArgs) -> Result<()> {
 }
 
 fn fetch_inner(g: &Global, a: &WalFetchArgs) -> Result<bool> {
-    if cairn::format::wal::WalFile::parse(&a.name).is_none() {
+    if crate::format::wal::WalFile::parse(&a.name).is_none() {
         return Ok(false);
     }
     let spool = Spool::open(&spool_dir(g, &a.spool)?)?;
