@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
 use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +33,9 @@ use crate::format::tree::{encode_name, ContentRef, Node, NodeType, Tree};
 use crate::repo::saver::{save_tree, BlobSaver};
 use crate::repo::session::Session;
 use crate::repo::{hostname, Repository, SnapshotFilter};
-use crate::source::fs::{clean_absolute, node_from_metadata, unix_nanos};
+use crate::source::fs::{
+    clean_absolute, list_at, metadata_at, node_from_metadata, unix_nanos, DirChain,
+};
 use crate::source::prefetch::Prefetcher;
 use crate::source::{remove_secret_env, validate_stdin_name, Excludes, Source};
 
@@ -107,6 +110,20 @@ struct Counters {
     bytes_processed: AtomicU64,
     bytes_read: AtomicU64,
 }
+
+/// A directory in `archive_deep_dir`'s stack.
+struct DeepFrame {
+    parent_sub: Option<BlobId>,
+    /// Subdirectories still to go into: name, metadata, parent's subtree.
+    dirs: std::vec::IntoIter<(OsString, Metadata, Option<BlobId>)>,
+    nodes: Vec<Node>,
+    /// This directory's node in its parent (none for the first).
+    node: Option<Node>,
+}
+
+/// A path this long or longer is walked by `archive_deep_dir` (through
+/// handles), so no path the parallel walk gives the kernel nears PATH_MAX.
+const DEEP_PATH_BYTES: usize = 1024;
 
 /// Directories this deep or deeper are archived without recursion (and
 /// without parallelism within them): see `archive_deep_dir`.
@@ -226,7 +243,9 @@ impl<'a> Archiver<'a> {
                 let pnode = Self::find(&ptree, &name_s, &name_hex);
                 match entry {
                     VirtualEntry::Source(path) => match std::fs::symlink_metadata(path) {
-                        Ok(meta) => self.archive_entry(path, name, &meta, pnode, meta.dev(), 0),
+                        Ok(meta) => {
+                            self.archive_entry(path, name, &meta, pnode, meta.dev(), 0, None)
+                        }
                         Err(e) => {
                             self.fail(path, e);
                             Ok(None)
@@ -271,12 +290,13 @@ impl<'a> Archiver<'a> {
         pnode: Option<&Node>,
         root_dev: u64,
         depth: usize,
+        at: Option<BorrowedFd<'_>>,
     ) -> Result<Option<Node>> {
         self.check_session()?;
         let mut node = node_from_metadata(name, meta);
         match node.kind {
             NodeType::File => {
-                if !self.archive_file(path, &mut node, pnode)? {
+                if !self.archive_file(path, &mut node, pnode, at)? {
                     return Ok(None);
                 }
             }
@@ -284,7 +304,9 @@ impl<'a> Archiver<'a> {
                 let parent_sub = pnode
                     .filter(|p| p.kind == NodeType::Dir)
                     .and_then(|p| p.subtree);
-                let archived = if depth < PARALLEL_DEPTH {
+                let archived = if depth < PARALLEL_DEPTH
+                    && path.as_os_str().len() < DEEP_PATH_BYTES
+                {
                     self.archive_dir(path, parent_sub, root_dev, depth + 1)?
                 } else {
                     self.archive_deep_dir(path, parent_sub, root_dev)?
@@ -302,7 +324,7 @@ impl<'a> Archiver<'a> {
                     None => return Ok(None),
                 }
             }
-            NodeType::Symlink => match std::fs::read_link(path) {
+            NodeType::Symlink => match read_link(path, name, at) {
                 Ok(t) => {
                     let (t, t_hex) = encode_name(t.as_os_str());
                     node.target = Some(t);
@@ -360,7 +382,7 @@ impl<'a> Archiver<'a> {
                 let Some((child, meta)) = admitted else {
                     return Ok(None);
                 };
-                self.archive_entry(&child, &e.file_name(), &meta, pnode, root_dev, depth)
+                self.archive_entry(&child, &e.file_name(), &meta, pnode, root_dev, depth, None)
             })
             .collect::<Result<_>>()?;
         let mut tree = Tree {
@@ -424,54 +446,40 @@ impl<'a> Archiver<'a> {
         Some((child, meta))
     }
 
-    /// Archives a directory below [`PARALLEL_DEPTH`] without recursion: one
-    /// thread, an explicit stack of open directories, each with the entries
-    /// still to read and the nodes done. A tree thousands of levels deep
-    /// would otherwise overflow the stack (a crash, not an error).
+    /// Archives a directory below [`PARALLEL_DEPTH`] (or with a long path)
+    /// without recursion: one thread, an explicit stack of directories, each
+    /// with the subdirectories still to go into and the nodes done. A tree
+    /// thousands of levels deep would otherwise overflow the stack (a crash,
+    /// not an error). Entries are reached through directory handles
+    /// ([`DirChain`]), never by full path: below 100,000 levels the paths are
+    /// far beyond PATH_MAX. Files, links and special files of a directory are
+    /// archived when it is listed, through its handle.
     fn archive_deep_dir(
         &self,
         path: &Path,
         parent: Option<BlobId>,
         root_dev: u64,
     ) -> Result<Option<BlobId>> {
-        struct Frame {
-            ptree: Option<Tree>,
-            parent_sub: Option<BlobId>,
-            entries: std::vec::IntoIter<std::fs::DirEntry>,
-            nodes: Vec<Node>,
-            /// This directory's node in its parent (none for the first).
-            node: Option<Node>,
-        }
-        let list = |path: &Path| -> Option<Vec<std::fs::DirEntry>> {
-            match std::fs::read_dir(path) {
-                Ok(rd) => Some(
-                    rd.filter_map(|e| e.map_err(|err| self.fail(path, err)).ok())
-                        .collect(),
-                ),
-                Err(e) => {
-                    self.fail(path, e);
-                    None
-                }
+        let mut chain = match DirChain::open(path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail(path, e);
+                return Ok(None);
             }
         };
-        let Some(entries) = list(path) else {
+        let Some(first) = self.deep_frame(&mut chain, parent, None, root_dev)? else {
             return Ok(None);
         };
-        let mut stack = vec![Frame {
-            ptree: self.parent_tree(parent),
-            parent_sub: parent,
-            entries: entries.into_iter(),
-            nodes: Vec::new(),
-            node: None,
-        }];
+        let mut stack = vec![first];
         loop {
             let top = stack.last_mut().expect("the first frame is popped last");
-            let Some(e) = top.entries.next() else {
+            let Some((name, meta, parent_sub)) = top.dirs.next() else {
                 let done = stack.pop().expect("just looked");
                 let id = save_tree(&self.saver, &mut Tree { nodes: done.nodes })?.0;
                 let Some(mut node) = done.node else {
                     return Ok(Some(id));
                 };
+                chain.pop();
                 let counter = match done.parent_sub {
                     None => &self.counters.dirs_new,
                     Some(p) if p == id => &self.counters.dirs_unmodified,
@@ -482,41 +490,97 @@ impl<'a> Archiver<'a> {
                 stack.last_mut().expect("a parent frame").nodes.push(node);
                 continue;
             };
-            let Some((child, meta)) = self.admit(&e, root_dev) else {
+            self.check_session()?;
+            if let Err(e) = chain.push(&name, meta.dev(), meta.ino()) {
+                let child = chain.child(&name).to_path_buf();
+                self.fail(&child, e);
                 continue;
-            };
-            let name = e.file_name();
-            let (name_s, name_hex) = encode_name(&name);
-            let pnode = Self::find(&top.ptree, &name_s, &name_hex).cloned();
-            if meta.is_dir() {
-                self.check_session()?;
-                let parent_sub = pnode
-                    .filter(|p| p.kind == NodeType::Dir)
-                    .and_then(|p| p.subtree);
-                if let Some(entries) = list(&child) {
-                    stack.push(Frame {
-                        node: Some(node_from_metadata(&name, &meta)),
-                        ptree: self.parent_tree(parent_sub),
-                        parent_sub,
-                        entries: entries.into_iter(),
-                        nodes: Vec::new(),
-                    });
+            }
+            let node = node_from_metadata(&name, &meta);
+            match self.deep_frame(&mut chain, parent_sub, Some(node), root_dev)? {
+                Some(f) => stack.push(f),
+                None => {
+                    chain.pop();
                 }
-            } else if let Some(n) = self.archive_entry(
-                &child,
-                &name,
-                &meta,
-                pnode.as_ref(),
-                root_dev,
-                PARALLEL_DEPTH,
-            )? {
-                top.nodes.push(n);
             }
         }
     }
 
+    /// Lists the chain's current directory: archives its files, links and
+    /// special files at once, and returns its frame with the subdirectories
+    /// still to go into (None when it could not be listed: error recorded).
+    fn deep_frame(
+        &self,
+        chain: &mut DirChain,
+        parent_sub: Option<BlobId>,
+        node: Option<Node>,
+        root_dev: u64,
+    ) -> Result<Option<DeepFrame>> {
+        let listed = chain
+            .dir()
+            .and_then(|d| Ok((d.try_clone_to_owned()?, list_at(d)?)));
+        let (fd, names) = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                self.fail(chain.path(), e);
+                return Ok(None);
+            }
+        };
+        let ptree = self.parent_tree(parent_sub);
+        let (mut nodes, mut dirs) = (Vec::new(), Vec::new());
+        for name in names {
+            let child = chain.child(&name);
+            if self.excludes.is_excluded(child) {
+                continue;
+            }
+            let meta = match metadata_at(fd.as_fd(), &name) {
+                Ok(m) => m,
+                Err(err) => {
+                    self.fail(child, err);
+                    continue;
+                }
+            };
+            if self.one_file_system && meta.is_dir() && meta.dev() != root_dev {
+                continue;
+            }
+            if self.excludes.excludes_by_kind(child, &meta) {
+                continue;
+            }
+            let (name_s, name_hex) = encode_name(&name);
+            let pnode = Self::find(&ptree, &name_s, &name_hex);
+            if meta.is_dir() {
+                let sub = pnode
+                    .filter(|p| p.kind == NodeType::Dir)
+                    .and_then(|p| p.subtree);
+                dirs.push((name, meta, sub));
+            } else if let Some(n) = self.archive_entry(
+                child,
+                &name,
+                &meta,
+                pnode,
+                root_dev,
+                PARALLEL_DEPTH,
+                Some(fd.as_fd()),
+            )? {
+                nodes.push(n);
+            }
+        }
+        Ok(Some(DeepFrame {
+            parent_sub,
+            dirs: dirs.into_iter(),
+            nodes,
+            node,
+        }))
+    }
+
     /// Fills a file node's content; false when the file could not be read.
-    fn archive_file(&self, path: &Path, node: &mut Node, pnode: Option<&Node>) -> Result<bool> {
+    fn archive_file(
+        &self,
+        path: &Path,
+        node: &mut Node,
+        pnode: Option<&Node>,
+        at: Option<BorrowedFd<'_>>,
+    ) -> Result<bool> {
         self.counters
             .bytes_processed
             .fetch_add(node.size, Ordering::Relaxed);
@@ -528,7 +592,11 @@ impl<'a> Archiver<'a> {
             self.progress.file_done(path, node.size);
             return Ok(true);
         }
-        let file = match crate::source::fs::open_listed(path, node.device, node.inode) {
+        let opened = match at {
+            None => crate::source::fs::open_listed(path, node.device, node.inode),
+            Some(dir) => crate::source::fs::open_listed_at(dir, name_of(path), node.device, node.inode),
+        };
+        let file = match opened {
             Ok(f) => f,
             Err(e) => {
                 self.fail(path, e);
@@ -670,6 +738,23 @@ fn find_parent(
         })
         .next_back()
         .map(|(id, s)| (id, s.tree)))
+}
+
+/// A symlink's target, through its directory's handle when there is one.
+fn read_link(path: &Path, name: &OsStr, at: Option<BorrowedFd<'_>>) -> std::io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    match at {
+        None => std::fs::read_link(path),
+        Some(dir) => {
+            let t = rustix::fs::readlinkat(dir, name, Vec::new())?;
+            Ok(PathBuf::from(OsString::from_vec(t.into_bytes())))
+        }
+    }
+}
+
+/// The last name of a path the walk built (never empty).
+fn name_of(path: &Path) -> &OsStr {
+    path.file_name().unwrap_or(path.as_os_str())
 }
 
 fn current_ids() -> (u32, u32) {

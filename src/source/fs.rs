@@ -163,3 +163,231 @@ mod open_listed_tests {
         assert!(err.to_string().contains("replaced"), "{err}");
     }
 }
+
+/// Keep an open handle every this many bytes of path: a path given to the
+/// kernel is at most this plus one name, well below PATH_MAX (4096).
+const ANCHOR_BYTES: usize = 2048;
+
+/// The chain of directories a deep walk is in, reached through handles
+/// rather than full paths (a tree 100,000 levels deep has paths far beyond
+/// PATH_MAX). An open handle (an anchor) is kept every [`ANCHOR_BYTES`] of
+/// path, so few descriptors are open however deep the walk; a directory
+/// between anchors is reopened from the nearest anchor above it (checked to
+/// be the same device and inode). Memory: the current path and a few words
+/// per level.
+pub struct DirChain {
+    /// The current directory's path (anything past its end is scratch).
+    path: Vec<u8>,
+    levels: Vec<Level>,
+    /// The current directory's handle when it is not an anchor.
+    open: Option<std::os::fd::OwnedFd>,
+}
+
+struct Level {
+    end: usize,
+    dev: u64,
+    ino: u64,
+    anchor: Option<std::os::fd::OwnedFd>,
+    /// The nearest level at or above this one holding an anchor.
+    base: usize,
+}
+
+fn open_dir_at(
+    dir: impl std::os::fd::AsFd,
+    name: &OsStr,
+    dev: u64,
+    ino: u64,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if st.st_dev != dev || st.st_ino != ino {
+        return Err(std::io::Error::other(
+            "replaced between listing and reading (not the folder listed); not read",
+        ));
+    }
+    Ok(fd)
+}
+
+impl DirChain {
+    /// Starts at the directory `root` (not following a symlink there).
+    pub fn open(root: &Path) -> std::io::Result<DirChain> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        let path = root.as_os_str().as_encoded_bytes().to_vec();
+        Ok(DirChain {
+            levels: vec![Level {
+                end: path.len(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                anchor: Some(fd),
+                base: 0,
+            }],
+            path,
+            open: None,
+        })
+    }
+
+    /// Levels below the root.
+    pub fn depth(&self) -> usize {
+        self.levels.len() - 1
+    }
+
+    /// The current directory's path (for messages and exclude patterns).
+    pub fn path(&self) -> &Path {
+        let end = self.levels.last().expect("the root level").end;
+        Path::new(<OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+            &self.path[..end],
+        ))
+    }
+
+    /// The path of `name` in the current directory.
+    pub fn child(&mut self, name: &OsStr) -> &Path {
+        let end = self.levels.last().expect("the root level").end;
+        self.path.truncate(end);
+        if !self.path.ends_with(b"/") {
+            self.path.push(b'/');
+        }
+        self.path.extend_from_slice(name.as_encoded_bytes());
+        Path::new(<OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+            &self.path,
+        ))
+    }
+
+    /// A handle on the current directory (opened for reading).
+    pub fn dir(&mut self) -> std::io::Result<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        let top = self.levels.last().expect("the root level");
+        if top.anchor.is_none() && self.open.is_none() {
+            let base = &self.levels[top.base];
+            let rel = &self.path[base.end..top.end];
+            let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+            let rel = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rel);
+            let anchor = base.anchor.as_ref().expect("a base holds an anchor");
+            let fd = {
+                use rustix::fs::{Mode, OFlags};
+                let fd = rustix::fs::openat(
+                    anchor,
+                    rel,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let st = rustix::fs::fstat(&fd)?;
+                if st.st_dev != top.dev || st.st_ino != top.ino {
+                    return Err(std::io::Error::other(
+                        "replaced while it was being read; the rest of it not read",
+                    ));
+                }
+                fd
+            };
+            self.open = Some(fd);
+        }
+        let top = self.levels.last().expect("the root level");
+        Ok(match &top.anchor {
+            Some(a) => a.as_fd(),
+            None => self.open.as_ref().expect("just opened").as_fd(),
+        })
+    }
+
+    /// Goes down into the directory `name` of the current one, checking it
+    /// is the one listed (`dev`, `ino`).
+    pub fn push(&mut self, name: &OsStr, dev: u64, ino: u64) -> std::io::Result<()> {
+        let fd = open_dir_at(self.dir()?, name, dev, ino)?;
+        self.child(name);
+        let end = self.path.len();
+        let at = self.levels.len();
+        let base = self.levels.last().expect("the root level").base;
+        let anchor = end - self.levels[base].end > ANCHOR_BYTES;
+        let (anchor, base) = match anchor {
+            true => {
+                self.open = None;
+                (Some(fd), at)
+            }
+            false => {
+                self.open = Some(fd);
+                (None, base)
+            }
+        };
+        self.levels.push(Level {
+            end,
+            dev,
+            ino,
+            anchor,
+            base,
+        });
+        Ok(())
+    }
+
+    /// Goes back up one level; false at the root.
+    pub fn pop(&mut self) -> bool {
+        if self.levels.len() <= 1 {
+            return false;
+        }
+        self.levels.pop();
+        self.open = None;
+        let end = self.levels.last().expect("the root level").end;
+        self.path.truncate(end);
+        true
+    }
+}
+
+/// The names in a directory (without `.` and `..`).
+pub fn list_at(dir: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Vec<std::ffi::OsString>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let n = entry.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    Ok(names)
+}
+
+/// The metadata of `name` in `dir`, not following a symlink there.
+pub fn metadata_at(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> std::io::Result<Metadata> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    std::fs::File::from(fd).metadata()
+}
+
+/// [`open_listed`] for `name` in the directory `dir`.
+pub fn open_listed_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &OsStr,
+    device: u64,
+    inode: u64,
+) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::unix::fs::MetadataExt;
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let f = std::fs::File::from(fd);
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() || meta.ino() != inode || meta.dev() != device {
+        return Err(std::io::Error::other(
+            "replaced between listing and reading (not the file listed); not read",
+        ));
+    }
+    Ok(f)
+}

@@ -223,3 +223,40 @@ fn a_tree_two_thousand_levels_deep_backs_up() {
         b"bottom"
     );
 }
+
+/// A tree 100,000 levels deep (paths of 200 KB, far beyond PATH_MAX) backs
+/// up through directory handles, backs up again unchanged, and checks;
+/// restore writes the levels whose paths the system takes and says in one
+/// line where it stopped.
+#[test]
+fn a_tree_a_hundred_thousand_levels_deep_backs_up() {
+    const DEPTH: usize = 100_000;
+    let s = Sandbox::init();
+    let base = s.path("deep");
+    std::fs::create_dir(&base).unwrap();
+    make_deep_chain(&base, "top", DEPTH);
+    let root = base.join("top");
+    let v = s.backup([&root]);
+    assert_eq!(num(&v, "files_new"), 1, "{v}");
+    assert_eq!(num(&v, "dirs_new"), DEPTH as u64 + 1, "{v}");
+    let v = s.backup([&root]);
+    assert_eq!(num(&v, "dirs_unmodified"), DEPTH as u64 + 1, "{v}");
+    assert_eq!(num(&v, "files_unmodified"), 1, "{v}");
+    s.ok(["check", "--read-data"]);
+    remove_deep(&base);
+
+    let target = s.path("t");
+    let o = s
+        .cmd(["restore", "latest", "--target", target.to_str().unwrap()])
+        .code(1);
+    let errors: Vec<_> = o
+        .stderr
+        .lines()
+        .filter(|l| l.contains("longer than the system's limit"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", o.dump());
+    assert!(errors[0].contains("nor anything below it"), "{}", errors[0]);
+    assert!(restored_path(&target, &root).join("d/d/d").is_dir());
+    remove_deep(&target);
+}

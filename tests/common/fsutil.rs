@@ -458,3 +458,59 @@ pub fn build_full_tree(root: &Path, big_len: u64) -> FullTree {
         big,
     }
 }
+
+/// Makes `root/top` the top of a chain of `depth` folders named `d` with a
+/// file `leaf` at the bottom, using only short paths: the chain grows at its
+/// top (the whole chain is moved one level down each step), so it may go far
+/// beyond PATH_MAX.
+pub fn make_deep_chain(root: &Path, top: &str, depth: usize) {
+    let top = root.join(top);
+    let spare = root.join(".deep-spare");
+    std::fs::create_dir(&top).unwrap();
+    write(&top.join("leaf"), "bottom");
+    for _ in 0..depth {
+        std::fs::create_dir(&spare).unwrap();
+        std::fs::rename(&top, spare.join("d")).unwrap();
+        std::fs::rename(&spare, &top).unwrap();
+    }
+}
+
+/// Removes `root` however deep it goes, with short paths and few descriptors
+/// (std's remove_dir_all holds a descriptor per level and recurses): the
+/// entries of each subfolder are moved up into `root`, then the emptied
+/// subfolder is removed.
+pub fn remove_deep(root: &Path) {
+    let mut moved = 0u64;
+    loop {
+        let names: Vec<_> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        if names.is_empty() {
+            break;
+        }
+        for name in names {
+            let sub = root.join(&name);
+            if !std::fs::symlink_metadata(&sub).unwrap().is_dir() {
+                std::fs::remove_file(&sub).unwrap();
+                continue;
+            }
+            make_writable_one(&sub);
+            for child in std::fs::read_dir(&sub).unwrap() {
+                moved += 1;
+                let up = root.join(format!(".up-{moved}"));
+                std::fs::rename(child.unwrap().path(), up).unwrap();
+            }
+            std::fs::remove_dir(&sub).unwrap();
+        }
+    }
+    std::fs::remove_dir(root).unwrap();
+}
+
+fn make_writable_one(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+    if mode & 0o700 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o700)).unwrap();
+    }
+}

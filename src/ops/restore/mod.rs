@@ -219,6 +219,13 @@ pub fn restore_with_progress(
         names.insert(PathBuf::from("/"), HashSet::new());
     }
     walk_tree(repo, root, Path::new("/"), &mut |item| {
+        if rel(&item).as_os_str().len() > MAX_REL_PATH {
+            // Deeper entries would be longer still: one error for the
+            // first, and the walk goes no further (paths of a tree 100,000
+            // levels deep would make it quadratic).
+            r.fail(&r.target.join(rel(&item)), too_long(&item));
+            return Ok(false);
+        }
         if opts.delete {
             let parent = item.path.parent().unwrap_or(Path::new("/")).to_path_buf();
             names.entry(parent).or_default().insert(item.node.os_name());
@@ -274,6 +281,23 @@ pub fn restore_with_progress(
 /// Entries restored at a time (when the whole walk is restored).
 const RESTORE_BATCH: usize = 8192;
 
+/// The longest path below the target that the kernel takes in one call
+/// (PATH_MAX, 4,096 bytes with the terminating NUL). Restore reaches every
+/// entry from the target's handle by its relative path.
+const MAX_REL_PATH: usize = 4095;
+
+fn too_long(item: &Item) -> String {
+    let what = if item.node.kind == NodeType::Dir {
+        "nor anything below it"
+    } else {
+        "the file"
+    };
+    format!(
+        "not restored ({what}): its path below the target is {} bytes, longer than the system's limit of {MAX_REL_PATH}",
+        rel(item).as_os_str().len()
+    )
+}
+
 /// What outlives a batch: directories whose metadata is set at the end,
 /// blocked directories, the first file of each hard-link group.
 #[derive(Default)]
@@ -324,18 +348,30 @@ impl Below {
 
 /// Drops directories that were only walked through but hold nothing selected.
 fn prune_unneeded_dirs(items: Vec<Item>, selected: Vec<bool>) -> Vec<Item> {
-    let keep_paths: Vec<PathBuf> = items
-        .iter()
-        .zip(&selected)
-        .filter(|(_, s)| **s)
-        .map(|(i, _)| i.path.clone())
-        .collect();
-    let keep: std::collections::HashSet<&Path> =
-        keep_paths.iter().flat_map(|p| p.ancestors()).collect();
+    if selected.iter().all(|s| *s) {
+        return items;
+    }
+    // Each selected entry marks its ancestors, stopping at the first one
+    // already marked: every ancestor is hashed about once, not once per
+    // entry below it (quadratic in the depth).
+    let needed: Vec<bool> = {
+        let mut keep: HashSet<&Path> = HashSet::new();
+        for (item, _) in items.iter().zip(&selected).filter(|(_, s)| **s) {
+            for a in item.path.ancestors() {
+                if !keep.insert(a) {
+                    break;
+                }
+            }
+        }
+        items
+            .iter()
+            .map(|i| keep.contains(i.path.as_path()))
+            .collect()
+    };
     items
         .into_iter()
-        .zip(selected)
-        .filter(|(i, s)| *s || keep.contains(i.path.as_path()))
+        .zip(needed)
+        .filter(|(_, n)| *n)
         .map(|(i, _)| i)
         .collect()
 }
@@ -383,6 +419,11 @@ fn mode(n: &Node) -> Mode {
 
 /// The first directory in `path`'s ancestors (not `path` itself) found in `set`.
 fn blocked_ancestor<'s>(set: &'s HashSet<PathBuf>, path: &Path) -> Option<&'s PathBuf> {
+    // Hashing every ancestor of every entry is quadratic in the depth: skip
+    // it in the usual case, where nothing is blocked.
+    if set.is_empty() {
+        return None;
+    }
     path.ancestors().skip(1).find_map(|a| set.get(a))
 }
 
