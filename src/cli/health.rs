@@ -98,6 +98,14 @@ pub fn run(g: &Global, a: &HealthArgs) -> Result<()> {
     let opts = a.options()?;
     let repo = g.open()?;
     let report = health::health(&repo, &opts, chrono::Utc::now())?;
+    if opts.min_free.is_some() && report.free_bytes.is_none() {
+        // A bucket has no free space to report: say the check did not run
+        // rather than pass it silently.
+        eprintln!(
+            "warning: --min-free not checked: {} reports no free space (a bucket grows as needed)",
+            repo.backend().location()
+        );
+    }
     set_figures(&report);
     if g.json {
         output::json(&serde_json::to_value(&report)?);

@@ -103,6 +103,12 @@ fn s3_backup_restore_check_and_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A bucket has no free space to compare with --min-free: health says so.
+    let out = cairn(p, url, "pw", &["health", "--min-free", "1P"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("--min-free not checked"), "{err}");
+
     // The prefix confines the repository: another prefix in the same bucket is empty.
     assert_eq!(
         cairn(p, "s3://cairn-test/other", "pw", &["snapshots"])
