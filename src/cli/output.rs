@@ -393,6 +393,14 @@ impl Spinner {
     }
 }
 
+/// A command that fails half way (`?`) clears its spinner too, so the error
+/// line is not drawn over.
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::count;

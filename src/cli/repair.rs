@@ -73,10 +73,17 @@ fn snapshots(g: &Global, a: &SnapshotsArgs) -> Result<()> {
     let mut repo = g.open()?;
     repo.load_index()?;
     let chosen = select_snapshots(&repo, &a.snapshots, &a.filter)?;
+    let spinner = output::Spinner::new(g.progress());
+    spinner.phase(&format!(
+        "planning: walking the trees of {}",
+        count(chosen.len() as u64, "snapshot")
+    ));
     let mut plan = repair::plan_snapshots(&repo, &chosen)?;
     if !a.dry.dry_run {
+        spinner.phase("saving the repaired snapshots");
         repair::repair_snapshots(&mut repo, &mut plan, &chosen, a.forget)?;
     }
+    spinner.finish();
     if g.json {
         output::json(
             &json!({"dry_run": a.dry.dry_run, "checked": chosen.len(), "snapshots": plan}),
@@ -127,7 +134,10 @@ fn snapshots(g: &Global, a: &SnapshotsArgs) -> Result<()> {
 fn index(g: &Global, dry_run: bool) -> Result<()> {
     let mut repo = g.open()?;
     repo.load_index()?;
+    let spinner = output::Spinner::new(g.progress());
+    spinner.phase("planning: reading the headers of packs no index names");
     let plan = repair::plan_index(&repo)?;
+    spinner.finish();
     if !g.json && !g.quiet {
         line(format!(
             "{} no index names{}",
@@ -150,7 +160,14 @@ fn index(g: &Global, dry_run: bool) -> Result<()> {
     let adopted = if dry_run {
         0
     } else {
-        repair::repair_index(&mut repo, &plan)?
+        let spinner = output::Spinner::new(g.progress());
+        spinner.phase(&format!(
+            "indexing {}",
+            count(plan.unindexed.len() as u64, "pack")
+        ));
+        let adopted = repair::repair_index(&mut repo, &plan);
+        spinner.finish();
+        adopted?
     };
     if g.json {
         output::json(&json!({"dry_run": dry_run, "plan": plan, "packs_indexed": adopted}));
@@ -182,7 +199,14 @@ fn packs(g: &Global, a: &PacksArgs) -> Result<()> {
     } else {
         named
     };
-    let plan = repair::plan_packs(&repo, &damaged)?;
+    let spinner = output::Spinner::new(g.progress());
+    spinner.phase(&format!(
+        "planning: reading {}",
+        count(damaged.len() as u64, "damaged pack")
+    ));
+    let plan = repair::plan_packs(&repo, &damaged);
+    spinner.finish();
+    let plan = plan?;
     if !g.json && !g.quiet {
         if damaged.is_empty() {
             line("no damaged pack is recorded (run `cairn check --read-data` first, or name the packs)");
@@ -211,7 +235,14 @@ fn packs(g: &Global, a: &PacksArgs) -> Result<()> {
     let outcome = if a.dry.dry_run {
         repair::PackRepairOutcome::default()
     } else {
-        repair::repair_packs(&repo, &plan)?
+        let spinner = output::Spinner::new(g.progress());
+        spinner.phase(&format!(
+            "salvaging {} into new packs",
+            count(plan.packs.iter().map(|p| p.salvage.len() as u64).sum(), "blob")
+        ));
+        let outcome = repair::repair_packs(&repo, &plan);
+        spinner.finish();
+        outcome?
     };
     if g.json {
         output::json(&json!({"dry_run": a.dry.dry_run, "plan": plan, "outcome": outcome}));
