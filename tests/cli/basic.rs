@@ -893,6 +893,44 @@ fn find_names_the_snapshots_and_files() {
     s.cmd(["find"]).code(2);
 }
 
+/// `find` across 50 snapshots: newest first, `--newest N` stops after N
+/// snapshots, a file held by one snapshot only is found in exactly that one.
+#[test]
+fn find_across_fifty_snapshots() {
+    let s = Sandbox::init();
+    let src = s.path("src");
+    write(&src.join("always.log"), "a");
+    for day in 1..=50 {
+        write(&src.join("day.txt"), format!("day {day}"));
+        if day == 17 {
+            write(&src.join("once.conf"), "only on day 17");
+        } else {
+            let _ = std::fs::remove_file(src.join("once.conf"));
+        }
+        // Two a day: odd days at 10:00, even ones at 12:00.
+        let hour = if day % 2 == 0 { 12 } else { 10 };
+        let time = format!("2024-02-{:02} {hour}:00:00", 1 + (day - 1) / 2);
+        s.backup([src.to_str().unwrap(), "--time", &time]);
+    }
+    let js = s.json(["find", "*.log"]);
+    let found = js.as_array().unwrap();
+    assert_eq!(found.len(), 50, "every snapshot holds always.log");
+    let times: Vec<&str> = found.iter().map(|f| f["time"].as_str().unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(times, sorted, "newest first");
+
+    let js = s.json(["find", "*.log", "--newest", "5"]);
+    assert_eq!(js.as_array().unwrap().len(), 5, "{js}");
+    assert_eq!(js[0]["time"], found[0]["time"], "{js}");
+
+    let js = s.json(["find", "once.conf"]);
+    let once = js.as_array().unwrap();
+    assert_eq!(once.len(), 1, "{js}");
+    assert!(once[0]["time"].as_str().unwrap().starts_with("2024-02-09"), "{js}");
+    assert_eq!(once[0]["matches"][0]["size"], 14, "{js}");
+}
+
 /// `stats --mode restore-size|raw-data|blobs-per-file`, restic's figures.
 #[test]
 fn stats_modes() {
