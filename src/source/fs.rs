@@ -274,22 +274,9 @@ impl DirChain {
             let rel = rel.strip_prefix(b"/").unwrap_or(rel);
             let rel = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rel);
             let anchor = base.anchor.as_ref().expect("a base holds an anchor");
-            let fd = {
-                use rustix::fs::{Mode, OFlags};
-                let fd = rustix::fs::openat(
-                    anchor,
-                    rel,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
-                let st = rustix::fs::fstat(&fd)?;
-                if st.st_dev != top.dev || st.st_ino != top.ino {
-                    return Err(std::io::Error::other(
-                        "replaced while it was being read; the rest of it not read",
-                    ));
-                }
-                fd
-            };
+            // Reopened by its path below the anchor: it must still be the
+            // folder that was listed there.
+            let fd = open_dir_at(anchor, rel, top.dev, top.ino)?;
             self.open = Some(fd);
         }
         let top = self.levels.last().expect("the root level");
@@ -390,4 +377,65 @@ pub fn open_listed_at(
         ));
     }
     Ok(f)
+}
+
+#[cfg(test)]
+mod dir_chain_tests {
+    use super::{list_at, DirChain};
+    use std::ffi::OsStr;
+    use std::os::unix::fs::MetadataExt;
+
+    fn push(chain: &mut DirChain, name: &str) {
+        let m = std::fs::symlink_metadata(chain.child(OsStr::new(name))).unwrap();
+        chain.push(OsStr::new(name), m.dev(), m.ino()).unwrap();
+    }
+
+    fn names(chain: &mut DirChain) -> Vec<String> {
+        let mut n: Vec<String> = list_at(chain.dir().unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    /// Past an anchor (2 KiB of path) a folder that was left is reopened
+    /// from the anchor by its relative path, and a folder swapped in its
+    /// place is refused rather than read.
+    #[test]
+    fn folders_between_anchors_are_reopened_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut deep = dir.path().to_path_buf();
+        for _ in 0..1200 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(deep.join("a/x")).unwrap();
+        std::fs::create_dir_all(deep.join("b/y")).unwrap();
+        let mut chain = DirChain::open(dir.path()).unwrap();
+        for _ in 0..1200 {
+            push(&mut chain, "d");
+        }
+        assert_eq!(chain.depth(), 1200);
+        assert_eq!(chain.path(), deep.as_path());
+        push(&mut chain, "a");
+        assert_eq!(names(&mut chain), ["x"]);
+        assert!(chain.pop());
+        // The parent's handle was given up for "a": reopened here.
+        assert_eq!(names(&mut chain), ["a", "b"]);
+        push(&mut chain, "b");
+        assert_eq!(names(&mut chain), ["y"]);
+        assert!(chain.pop());
+
+        // The folder listed as "d" is swapped for another between the
+        // listing and going in: going in is refused.
+        let listed = std::fs::symlink_metadata(&deep).unwrap();
+        assert!(chain.pop());
+        std::fs::rename(&deep, dir.path().join("moved")).unwrap();
+        std::fs::create_dir(&deep).unwrap();
+        let err = chain
+            .push(OsStr::new("d"), listed.dev(), listed.ino())
+            .unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
+    }
 }
