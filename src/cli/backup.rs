@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use crate::storage::RequestCounts;
+use anyhow::{Context, Result};
 use chrono::{Local, NaiveDateTime, TimeZone, Utc};
 use clap::Args;
 use serde_json::json;

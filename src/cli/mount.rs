@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
 use crate::ops::mount::{mount, MountOptions};
+use anyhow::Result;
 use clap::Args;
 
 use super::output::line;

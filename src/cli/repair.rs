@@ -238,7 +238,10 @@ fn packs(g: &Global, a: &PacksArgs) -> Result<()> {
         let spinner = output::Spinner::new(g.progress());
         spinner.phase(&format!(
             "salvaging {} into new packs",
-            count(plan.packs.iter().map(|p| p.salvage.len() as u64).sum(), "blob")
+            count(
+                plan.packs.iter().map(|p| p.salvage.len() as u64).sum(),
+                "blob"
+            )
         ));
         let outcome = repair::repair_packs(&repo, &plan);
         spinner.finish();

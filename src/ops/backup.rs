@@ -304,8 +304,7 @@ impl<'a> Archiver<'a> {
                 let parent_sub = pnode
                     .filter(|p| p.kind == NodeType::Dir)
                     .and_then(|p| p.subtree);
-                let archived = if depth < PARALLEL_DEPTH
-                    && path.as_os_str().len() < DEEP_PATH_BYTES
+                let archived = if depth < PARALLEL_DEPTH && path.as_os_str().len() < DEEP_PATH_BYTES
                 {
                     self.archive_dir(path, parent_sub, root_dev, depth + 1)?
                 } else {
@@ -594,7 +593,9 @@ impl<'a> Archiver<'a> {
         }
         let opened = match at {
             None => crate::source::fs::open_listed(path, node.device, node.inode),
-            Some(dir) => crate::source::fs::open_listed_at(dir, name_of(path), node.device, node.inode),
+            Some(dir) => {
+                crate::source::fs::open_listed_at(dir, name_of(path), node.device, node.inode)
+            }
         };
         let file = match opened {
             Ok(f) => f,

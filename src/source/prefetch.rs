@@ -28,6 +28,12 @@ const THREADS: usize = 8;
 const MAX_QUEUED_BYTES: u64 = 256 * 1024 * 1024;
 /// Files waiting at most (bounds the queue's memory for tiny files).
 const MAX_QUEUED_FILES: usize = 4096;
+/// Folders waiting at most. Warming a folder reads the inodes of everything
+/// in it, far more than its weight says: without a cap, a root of 1,000
+/// folders of 1,000 files each queued all of them at once, to be warmed in
+/// whatever order the threads took them, while the walk needed the first.
+/// With it, only the folders the walk is about to enter are warmed.
+const MAX_QUEUED_FOLDERS: usize = THREADS;
 /// Of a large file, only its start is advised: the kernel's own read-ahead
 /// takes over once the walk reads it sequentially.
 const MAX_ADVISED_PER_FILE: u64 = 8 * 1024 * 1024;
@@ -57,6 +63,8 @@ impl Ahead {
 #[derive(Default)]
 struct Queue {
     files: VecDeque<Ahead>,
+    /// Folders among `files`.
+    folders: usize,
     /// Bytes of the files queued and being advised.
     bytes: u64,
     closed: bool,
@@ -114,6 +122,12 @@ impl Prefetcher {
         if q.bytes + weight > MAX_QUEUED_BYTES || q.files.len() >= MAX_QUEUED_FILES {
             return;
         }
+        if matches!(what, Ahead::Folder(_)) {
+            if q.folders >= MAX_QUEUED_FOLDERS {
+                return;
+            }
+            q.folders += 1;
+        }
         q.bytes += weight;
         q.files.push_back(what);
         drop(q);
@@ -133,6 +147,7 @@ impl Drop for Prefetcher {
             let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
             q.closed = true;
             q.files.clear();
+            q.folders = 0;
         }
         self.shared.wake.notify_all();
         for t in self.threads.drain(..) {
@@ -150,6 +165,9 @@ fn advise_loop(shared: &Shared) {
                     return;
                 }
                 if let Some(f) = q.files.pop_front() {
+                    if matches!(f, Ahead::Folder(_)) {
+                        q.folders -= 1;
+                    }
                     break f;
                 }
                 q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -220,6 +238,20 @@ mod tests {
             }),
             threads: Vec::new(),
         }
+    }
+
+    #[test]
+    fn only_a_few_folders_wait_at_once() {
+        let p = stalled();
+        for i in 0..100 {
+            p.advise_folder(PathBuf::from(format!("/nonexistent/{i}")));
+        }
+        p.advise(PathBuf::from("/nonexistent/file"), 1);
+        let q = p.shared.queue.lock().unwrap();
+        assert_eq!(
+            (q.files.len(), q.folders),
+            (MAX_QUEUED_FOLDERS + 1, MAX_QUEUED_FOLDERS)
+        );
     }
 
     #[test]

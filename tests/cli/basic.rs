@@ -927,7 +927,10 @@ fn find_across_fifty_snapshots() {
     let js = s.json(["find", "once.conf"]);
     let once = js.as_array().unwrap();
     assert_eq!(once.len(), 1, "{js}");
-    assert!(once[0]["time"].as_str().unwrap().starts_with("2024-02-09"), "{js}");
+    assert!(
+        once[0]["time"].as_str().unwrap().starts_with("2024-02-09"),
+        "{js}"
+    );
     assert_eq!(once[0]["matches"][0]["size"], 14, "{js}");
 }
 

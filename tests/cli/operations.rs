@@ -360,7 +360,10 @@ fn damaged_pack_then_repair_then_backup_makes_old_snapshots_whole() {
     assert!(damaged.exists());
     // On a terminal the plan says what it reads while it reads.
     let shown = s.on_terminal(&["repair", "packs", "--dry-run"]);
-    assert!(shown.contains("planning: reading 1 damaged pack"), "{shown}");
+    assert!(
+        shown.contains("planning: reading 1 damaged pack"),
+        "{shown}"
+    );
 
     let js = s.json(["repair", "packs"]);
     assert_eq!(js["outcome"]["packs_deleted"], 1, "{js}");
