@@ -1,5 +1,6 @@
 //! Put-only hosts (issue 22): with credentials that may create, read and list
-//! but never delete or overwrite, backup, copy --to, check and restore work;
+//! but never delete or overwrite, backup, copy --to, check, health, drill and
+//! restore work;
 //! prune fails with one line. Azurite enforces the SAS permissions, so a
 //! delete or an overwrite a writer made would really be refused.
 //! (moto can enforce IAM too, but its signature check rejects every listing
@@ -84,6 +85,7 @@ fn put_only_credentials_back_up_copy_check_restore_but_cannot_prune() {
     ok(cairn(&writer, main, &["copy", "--to", copy]), "put-only copy --to");
     ok(cairn(&writer, copy, &["check", "--read-data"]), "check of the copy");
     ok(cairn(&writer, main, &["health"]), "put-only health");
+    ok(cairn(&writer, main, &["drill"]), "put-only drill");
     let target = dir.path().join("restored");
     let t = target.to_str().unwrap();
     ok(
