@@ -43,6 +43,8 @@ pub enum Error {
     Unreachable { location: String, reason: String },
     #[error("the storage service refused the credentials for {location} ({reason}); check the credentials and their permissions")]
     AccessDenied { location: String, reason: String },
+    #[error("cannot delete objects in {location} ({reason}); prune needs credentials that may delete (see docs/storage.md)")]
+    DeleteDenied { location: String, reason: String },
     #[error("bucket or container '{container}' of {location} does not exist; cairn does not create buckets: create it with your provider's tools (e.g. `aws s3 mb s3://{container}`, `gcloud storage buckets create gs://{container}`, `az storage container create --name {container}`), then run `cairn init`")]
     ContainerNotFound { location: String, container: String },
     #[error("storage error on {key}: {source}")]

@@ -182,6 +182,9 @@ pub fn prune_with_progress(
     if opts.dry_run {
         return dry_run(repo, opts, phase);
     }
+    // Before any work: a put-only credential would otherwise publish a mark
+    // it can never sweep, and fail on its first delete.
+    repo.backend().check_delete()?;
     let session = Session::start(repo, SessionKind::Prune)?;
     let deleting = Deleting::default();
     match collect(repo, opts, phase, &session, &deleting) {

@@ -213,7 +213,9 @@ pub fn acquire_with_refresh(
     // Name a future-dated lock first: that one needs the user's action.
     conflicts.sort_by_key(|i| !i.is_future_dated());
     if let Some(info) = conflicts.first() {
-        backend.delete(&key)?;
+        // Best effort: the conflict is the error to report; a lock we could
+        // not remove goes stale and `unlock` removes it.
+        let _ = backend.delete(&key);
         return Err(Error::Locked(info.describe()));
     }
     let key = Arc::new(Mutex::new(key));

@@ -567,6 +567,21 @@ impl Backend {
             .collect())
     }
 
+    /// Fails unless these credentials may delete: deletes a name nobody
+    /// writes, so one request leaves nothing behind. Stores check the
+    /// permission before the object's existence, so a put-only credential
+    /// (issue 22) is refused here, before a collector has done any work.
+    pub fn check_delete(&self) -> Result<()> {
+        const PROBE: &str = "locks/.delete-probe";
+        self.delete(PROBE).map_err(|e| Error::DeleteDenied {
+            location: self.location.clone(),
+            reason: match e {
+                Error::AccessDenied { reason, .. } => reason,
+                other => other.to_string(),
+            },
+        })
+    }
+
     /// Deletes an object; a missing object is not an error (stores differ here).
     pub fn delete(&self, key: &str) -> Result<()> {
         match self.block(self.store.delete(&Self::path(key)))? {
