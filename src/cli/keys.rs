@@ -12,7 +12,7 @@ use crate::format::objects;
 use crate::{InitOptions, Repository};
 
 use super::events::{emit, Severity};
-use super::output::{json as print_json, line};
+use super::output::{self, json as print_json, line};
 use super::password;
 use super::{usage, Global};
 
@@ -38,6 +38,11 @@ pub struct InitArgs {
     /// larger) or padme (at most 12% larger, leaks far less)
     #[arg(long, value_enum, value_name = "SCHEME")]
     padding: Option<PaddingArg>,
+    /// The bucket keeps every object at least this long (S3 Object Lock default
+    /// retention, Azure immutability, GCS retention policy), e.g. 30d or 1y:
+    /// prune then never condemns a younger pack
+    #[arg(long, value_name = "SPAN")]
+    min_retention: Option<String>,
     #[command(flatten)]
     kdf: KdfArgs,
 }
@@ -94,8 +99,13 @@ pub fn init(g: &Global, a: &InitArgs) -> Result<()> {
             PACK_SIZE_MIB.end()
         )));
     }
+    let min_retention = a
+        .min_retention
+        .as_deref()
+        .map(parse_min_retention)
+        .transpose()?;
     let backend = g.backend(true)?;
-    let result = init_in(g, a, &backend);
+    let result = init_in(g, a, min_retention, &backend);
     if result.is_err() {
         // Leave no empty directory behind (only those this init created).
         backend.remove_created_dirs();
@@ -103,7 +113,31 @@ pub fn init(g: &Global, a: &InitArgs) -> Result<()> {
     result
 }
 
-fn init_in(g: &Global, a: &InitArgs, backend: &crate::Backend) -> Result<()> {
+/// `--min-retention` in restic's `--keep-within` grammar (`m` is a month),
+/// the way retention periods are usually given.
+fn parse_min_retention(s: &str) -> Result<std::time::Duration> {
+    let span = crate::format::duration::parse_span(s)
+        .and_then(|d| d.to_std().ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            usage(format!(
+                "--min-retention '{s}' is not a retention period like 30d, 6m or 1y"
+            ))
+        })?;
+    if span.as_secs() > objects::MAX_MIN_RETENTION_SECS {
+        return Err(usage(format!(
+            "--min-retention '{s}' is longer than 100 years"
+        )));
+    }
+    Ok(span)
+}
+
+fn init_in(
+    g: &Global,
+    a: &InitArgs,
+    min_retention: Option<std::time::Duration>,
+    backend: &crate::Backend,
+) -> Result<()> {
     let backend = backend.clone();
     if Repository::exists(&backend)? {
         return Err(crate::Error::RepoExists(backend.location().to_string()).into());
@@ -116,6 +150,7 @@ fn init_in(g: &Global, a: &InitArgs, backend: &crate::Backend) -> Result<()> {
             PaddingArg::Bucket => Padding::Bucket,
             PaddingArg::Padme => Padding::Padme,
         }),
+        min_retention,
         ..Default::default()
     };
     if let Some(from) = &a.from {
@@ -139,6 +174,12 @@ fn init_in(g: &Global, a: &InitArgs, backend: &crate::Backend) -> Result<()> {
             &repo.config().id[..10],
             g.location()?
         ));
+        if let Some(secs) = repo.config().min_retention_secs {
+            line(format!(
+                "prune keeps every pack for at least {} after it is written (--min-retention)",
+                output::span(secs)
+            ));
+        }
         line("");
         line("Please note that knowledge of your password is required to access");
         line("the repository. Losing your password means that your data is");

@@ -51,6 +51,15 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
+/// A retention period in its largest whole unit: `30d`, `36h`, `90s`.
+pub fn span(secs: u64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s => format!("{s}s"),
+    }
+}
+
 /// Backup progress on stderr (a bar with files, bytes, rate and ETA against a
 /// total found by a concurrent scan), and with `-v` each new and changed file on
 /// stdout (`-vv`: unmodified ones too).

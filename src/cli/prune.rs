@@ -131,9 +131,14 @@ fn summary_json(o: &PruneOutcome, dry_run: bool) -> serde_json::Value {
         "bytes_to_rewrite": p.bytes_rewritten,
         "bytes_freed": p.bytes_freed,
         "bytes_unused_kept": p.bytes_unused_kept,
+        "packs_locked": p.packs_locked,
+        "bytes_locked": p.bytes_locked,
+        "locked_until": p.locked_until,
         "packs_written": o.packs_written,
         "packs_deleted": o.packs_deleted,
         "bytes_deleted": o.bytes_deleted,
+        "packs_delete_refused": o.packs_refused,
+        "bytes_delete_refused": o.bytes_refused,
         "swept": o.swept,
         "sessions_pending": o.sessions_pending,
         "sessions_fenced": o.sessions_fenced,
@@ -193,6 +198,23 @@ fn report(g: &Global, o: &PruneOutcome, dry_run: bool) {
         output::size(p.bytes_rewritten),
         output::size(p.bytes_freed)
     ));
+    if let Some(until) = p.locked_until {
+        line(format!(
+            "{} ({}) {would}stay under the minimum retention until {}; a later prune takes them",
+            output::count(p.packs_locked as u64, "pack"),
+            output::size(p.bytes_locked),
+            until
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+        ));
+    }
+    if o.packs_refused > 0 {
+        line(format!(
+            "the store refused to delete {} ({}): locked (object lock, immutability or retention policy); they stay until a later prune",
+            output::count(o.packs_refused as u64, "pack"),
+            output::size(o.bytes_refused)
+        ));
+    }
     if dry_run {
         line("dry run: nothing was changed");
     } else if o.lost_race {

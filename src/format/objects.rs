@@ -111,7 +111,16 @@ pub struct Config {
     /// Blob padding; absent (none) in format 1.
     #[serde(default = "no_padding")]
     pub padding: Padding,
+    /// The shortest time the store keeps an object once written (an S3 Object
+    /// Lock default retention, an Azure immutability policy, a GCS retention
+    /// policy), in seconds, as `init --min-retention` recorded it. Prune never
+    /// condemns a pack younger than this. Absent: no retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_retention_secs: Option<u64>,
 }
+
+/// The longest minimum retention a config may record: 100 years.
+pub const MAX_MIN_RETENTION_SECS: u64 = 100 * 365 * 86_400;
 
 fn no_padding() -> Padding {
     Padding::None
@@ -151,6 +160,12 @@ impl Config {
         }
         if self.id.len() != 64 || !self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("repository ID is not 64 hex digits".into());
+        }
+        if self
+            .min_retention_secs
+            .is_some_and(|r| r == 0 || r > MAX_MIN_RETENTION_SECS)
+        {
+            return Err("minimum retention must be from 1 second to 100 years".into());
         }
         Ok(())
     }
@@ -440,8 +455,14 @@ mod tests {
             pack_size: DEFAULT_PACK_SIZE,
             compression: 3,
             padding: Padding::Bucket,
+            min_retention_secs: None,
         };
         assert_eq!(good.validate(), Ok(()));
+        let locked = Config {
+            min_retention_secs: Some(86_400),
+            ..good.clone()
+        };
+        assert_eq!(locked.validate(), Ok(()));
         let bad = [
             Config {
                 pack_size: 0,
@@ -465,6 +486,14 @@ mod tests {
             },
             Config {
                 id: "x".into(),
+                ..good.clone()
+            },
+            Config {
+                min_retention_secs: Some(0),
+                ..good.clone()
+            },
+            Config {
+                min_retention_secs: Some(MAX_MIN_RETENTION_SECS + 1),
                 ..good.clone()
             },
         ];

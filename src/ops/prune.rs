@@ -118,6 +118,12 @@ pub struct PrunePlan {
     /// Space freed: removed minus rewritten.
     pub bytes_freed: u64,
     pub bytes_unused_kept: u64,
+    /// Packs that would go but are younger than the repository's minimum
+    /// retention (`init --min-retention`): kept, to go in a later prune.
+    pub packs_locked: usize,
+    pub bytes_locked: u64,
+    /// When the last of them leaves its retention.
+    pub locked_until: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(skip)]
     analysed: BTreeSet<SnapshotId>,
     /// What the snapshots reach, over the index the plan was made from
@@ -139,6 +145,10 @@ pub struct PruneOutcome {
     pub sessions_fenced: usize,
     pub packs_deleted: usize,
     pub bytes_deleted: u64,
+    /// Packs the sweep meant to delete but the store refused (locked): they
+    /// stay, in no index, until a later prune deletes them.
+    pub packs_refused: usize,
+    pub bytes_refused: u64,
     pub packs_written: usize,
     /// Another prune published generation n first (or finished it while this
     /// one was paused); this one changed nothing but harmless copies.
@@ -380,6 +390,8 @@ impl PruneOutcome {
         self.pending_sessions = s.pending_sessions.clone();
         self.sessions_fenced += s.fenced;
         self.packs_deleted += s.packs_deleted;
+        self.packs_refused += s.packs_refused;
+        self.bytes_refused += s.bytes_refused;
         self.bytes_deleted += s.bytes_deleted;
     }
 }
@@ -437,10 +449,62 @@ pub fn plan(repo: &mut Repository, generation: u64, opts: &PruneOptions) -> Resu
             reason,
         });
     }
+    keep_packs_under_retention(repo, &mut plan, chrono::Utc::now())?;
+    repack_candidates.retain(|&i| plan.decisions[i].action == Action::Repack);
     limit_repacking(&mut plan, repack_candidates, opts.max_repack_bytes);
     plan.total();
     plan.reached = reached;
     Ok(plan)
+}
+
+/// With a minimum retention recorded (`init --min-retention`), a pack the
+/// store would still refuse to delete is neither deleted nor repacked (a copy
+/// whose source cannot go only grows the bucket): it is kept and counted, and
+/// a later prune takes it. Judged by this machine's clock against the store's
+/// write times; a delete the store still refuses is counted at the sweep.
+fn keep_packs_under_retention(
+    repo: &Repository,
+    plan: &mut PrunePlan,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let Some(secs) = repo.config().min_retention_secs else {
+        return Ok(());
+    };
+    if plan.decisions.iter().all(|d| d.action == Action::Keep) {
+        return Ok(());
+    }
+    let retention = chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64);
+    let written = pack_write_times(repo)?;
+    for d in plan
+        .decisions
+        .iter_mut()
+        .filter(|d| d.action != Action::Keep)
+    {
+        // A pack gone from the listing since the index was loaded needs no
+        // decision of ours; one whose time is unknown is treated as new.
+        let until = written.get(&d.pack).copied().unwrap_or(now) + retention;
+        if until > now {
+            d.action = Action::Keep;
+            d.reason = "under the repository's minimum retention";
+            plan.packs_locked += 1;
+            plan.bytes_locked += d.size;
+            plan.locked_until = plan.locked_until.max(Some(until));
+        }
+    }
+    Ok(())
+}
+
+/// When the store wrote each pack, from one listing of the pack folders.
+fn pack_write_times(repo: &Repository) -> Result<HashMap<PackId, chrono::DateTime<chrono::Utc>>> {
+    let mut out = HashMap::new();
+    for kind in [BlobType::Data, BlobType::Tree] {
+        for l in repo.backend().list(kind.dir())? {
+            if let Some(id) = id_from_key::<PackId>(&l.key) {
+                out.insert(id, l.last_modified);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whether the unused blobs exceed the allowed share of the pack's blobs (the
@@ -623,6 +687,8 @@ struct SweepOutcome {
     fenced: usize,
     packs_deleted: usize,
     bytes_deleted: u64,
+    packs_refused: usize,
+    bytes_refused: u64,
 }
 
 /// Sweeps generation `n` if its preconditions hold (rules 6–8), as `session`
@@ -685,7 +751,13 @@ fn sweep(
     compact_index(repo, &deleted)?;
     for id in &deleted {
         if let Some((kind, size)) = kinds.get(id) {
-            repo.backend().delete(&pack_key(*kind, id))?;
+            if !delete_unless_locked(repo, &pack_key(*kind, id))? {
+                // Still stored, in no index: a later prune deletes it once
+                // the lock ends, and a writer may adopt it meanwhile.
+                out.packs_refused += 1;
+                out.bytes_refused += size;
+                continue;
+            }
             if let Some(c) = repo.cache() {
                 c.forget(&pack_key(*kind, id));
             }
@@ -954,7 +1026,11 @@ fn compact_index(repo: &Repository, deleted: &BTreeSet<PackId>) -> Result<()> {
         if !kept.is_empty() {
             repo.save_index(&kept)?;
         }
-        repo.backend().delete(&l.key)?;
+        // A locked old object stays beside its replacement: index loads
+        // ignore entries for packs no longer stored, and read the others twice.
+        if !delete_unless_locked(repo, &l.key)? {
+            continue;
+        }
         if let Some(c) = repo.cache() {
             c.forget(&l.key);
         }
@@ -973,7 +1049,7 @@ fn clean_up(repo: &Repository, n: u64) -> Result<()> {
     for l in repo.backend().list(records::GC_DIR)? {
         let void_body = crate::repo::gc::body_generation(&l.key).is_some_and(|m| m < n);
         if void_body || crate::repo::gc::is_probe(&l.key) {
-            repo.backend().delete(&l.key)?;
+            delete_unless_locked(repo, &l.key)?;
         }
     }
     let snapshots_of: HashSet<String> = repo
@@ -1005,11 +1081,25 @@ fn clean_up(repo: &Repository, n: u64) -> Result<()> {
                 .exists(&format!("{}/{id}", crate::repo::SNAPSHOTS_DIR))?,
             SessionEnd::Fenced { .. } => false,
         };
-        for k in &s.keys {
-            if *k != end_key || end_goes {
-                repo.backend().delete(k)?;
-            }
+        // The `.end` goes last, and only after every other record went: a
+        // session whose `.start` a lock kept would otherwise look running.
+        let mut all_gone = true;
+        for k in s.keys.iter().filter(|k| **k != end_key) {
+            all_gone &= delete_unless_locked(repo, k)?;
+        }
+        if end_goes && all_gone && s.keys.contains(&end_key) {
+            delete_unless_locked(repo, &end_key)?;
         }
     }
     Ok(())
+}
+
+/// Deletes `key`; false when the store refuses because the object is locked
+/// (`check_delete` passed, so the credential may delete): what a lock keeps
+/// stays, and a later prune tries again once the lock ends.
+fn delete_unless_locked(repo: &Repository, key: &str) -> Result<bool> {
+    match repo.backend().delete_unless_refused(key)? {
+        crate::storage::Deletion::Deleted => Ok(true),
+        crate::storage::Deletion::Refused(_) => Ok(false),
+    }
 }

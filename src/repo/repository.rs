@@ -84,6 +84,8 @@ pub struct InitOptions {
     pub compression: Option<i32>,
     pub kdf: Option<KdfParams>,
     pub padding: Option<Padding>,
+    /// The store's minimum retention (object lock), recorded in the config.
+    pub min_retention: Option<std::time::Duration>,
 }
 
 /// Where a repository's warnings go (skipped objects and the like): to the
@@ -220,6 +222,7 @@ impl Repository {
             pack_size: opts.pack_size.unwrap_or(objects::DEFAULT_PACK_SIZE),
             compression: opts.compression.unwrap_or(objects::DEFAULT_COMPRESSION),
             padding: opts.padding.unwrap_or_default(),
+            min_retention_secs: opts.min_retention.map(|d| d.as_secs().max(1)),
         };
         if chunker.key.is_none() {
             return Err(Error::InvalidArgument(

@@ -24,6 +24,14 @@ pub enum Created {
     AlreadyExisted,
 }
 
+/// What a delete that tolerates object locks did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// The store refused to delete this object (locked): why, as it said.
+    Refused(String),
+}
+
 /// A listed object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -580,6 +588,21 @@ impl Backend {
                 other => other.to_string(),
             },
         })
+    }
+
+    /// Deletes an object as [`delete`](Self::delete) does, but a store that
+    /// refuses this one object (403, or Azure's 409 for an immutable blob)
+    /// is an answer, not a failure: after [`check_delete`](Self::check_delete)
+    /// passed, such a refusal is a lock on the object (S3 Object Lock, an
+    /// Azure immutability policy, a GCS retention policy or hold).
+    pub fn delete_unless_refused(&self, key: &str) -> Result<Deletion> {
+        match self.block(self.store.delete(&Self::path(key)))? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(Deletion::Deleted),
+            Err(e) if matches!(http_status(&e), Some(403 | 409)) => {
+                Ok(Deletion::Refused(e.to_string()))
+            }
+            Err(e) => Err(self.storage_err(key, e)),
+        }
     }
 
     /// Deletes an object; a missing object is not an error (stores differ here).

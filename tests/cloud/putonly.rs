@@ -80,10 +80,22 @@ fn put_only_credentials_back_up_copy_check_restore_but_cannot_prune() {
     let out = cairn(&writer, main, &["backup", s]);
     ok(out, "put-only backup");
     std::fs::write(src.join("a.txt"), b"alpha, changed").unwrap();
-    ok(cairn(&writer, main, &["backup", s]), "second put-only backup");
-    ok(cairn(&writer, main, &["check", "--read-data"]), "put-only check");
-    ok(cairn(&writer, main, &["copy", "--to", copy]), "put-only copy --to");
-    ok(cairn(&writer, copy, &["check", "--read-data"]), "check of the copy");
+    ok(
+        cairn(&writer, main, &["backup", s]),
+        "second put-only backup",
+    );
+    ok(
+        cairn(&writer, main, &["check", "--read-data"]),
+        "put-only check",
+    );
+    ok(
+        cairn(&writer, main, &["copy", "--to", copy]),
+        "put-only copy --to",
+    );
+    ok(
+        cairn(&writer, copy, &["check", "--read-data"]),
+        "check of the copy",
+    );
     ok(cairn(&writer, main, &["health"]), "put-only health");
     ok(cairn(&writer, main, &["drill"]), "put-only drill");
     let target = dir.path().join("restored");
@@ -93,18 +105,33 @@ fn put_only_credentials_back_up_copy_check_restore_but_cannot_prune() {
         "put-only restore",
     );
     let root = target.join(src.strip_prefix("/").unwrap());
-    assert_eq!(std::fs::read(root.join("a.txt")).unwrap(), b"alpha, changed");
+    assert_eq!(
+        std::fs::read(root.join("a.txt")).unwrap(),
+        b"alpha, changed"
+    );
 
     // Prune needs delete: one clear line, exit code 1 (product.md).
-    ok(cairn(&admin, main, &["forget", "--keep-last", "1"]), "admin forget");
+    ok(
+        cairn(&admin, main, &["forget", "--keep-last", "1"]),
+        "admin forget",
+    );
     let out = cairn(&writer, main, &["prune"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("prune needs credentials that may delete"), "{err}");
+    assert!(
+        err.contains("prune needs credentials that may delete"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     // The admin's prune completes, and both repositories stay whole.
     ok(cairn(&admin, main, &["prune"]), "admin prune");
-    ok(cairn(&writer, main, &["check", "--read-data"]), "check after prune");
-    ok(cairn(&writer, copy, &["check", "--read-data"]), "check of the copy");
+    ok(
+        cairn(&writer, main, &["check", "--read-data"]),
+        "check after prune",
+    );
+    ok(
+        cairn(&writer, copy, &["check", "--read-data"]),
+        "check of the copy",
+    );
 }

@@ -93,9 +93,54 @@ impl Moto {
     /// Creates a bucket with a plain HTTP PUT (moto needs no signature). The server
     /// may accept connections a moment before it answers them: retry briefly.
     pub fn make_bucket(&self, bucket: &str) {
+        self.make_bucket_with(bucket, "");
+    }
+
+    /// Creates a bucket with S3 Object Lock enabled (and so versioning), as
+    /// `aws s3api create-bucket --object-lock-enabled-for-bucket` does.
+    pub fn make_locked_bucket(&self, bucket: &str) {
+        self.make_bucket_with(bucket, "x-amz-bucket-object-lock-enabled: true\r\n");
+    }
+
+    /// One plain HTTP request (moto checks no signature): status and body.
+    pub fn http(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        let port = self.port;
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("moto answers");
+        // Unsigned requests are anonymous to moto, which then refuses object
+        // operations on private objects; it checks no signature, only that
+        // one is there.
+        let auth = "Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n";
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        let extra = format!("{auth}{extra}");
+        write!(
+            s,
+            "{method} {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let status = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
+        (status, body)
+    }
+
+    fn make_bucket_with(&self, bucket: &str, headers: &str) {
         let mut last = String::new();
         for _ in 0..100 {
-            match self.try_put(bucket) {
+            match self.try_put_with(bucket, headers) {
                 Ok(resp)
                     if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") =>
                 {
@@ -109,10 +154,10 @@ impl Moto {
         panic!("bucket creation failed: {last}");
     }
 
-    fn try_put(&self, bucket: &str) -> std::io::Result<String> {
+    fn try_put_with(&self, bucket: &str, headers: &str) -> std::io::Result<String> {
         let port = self.port;
         let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n")?;
         let mut resp = String::new();
         s.read_to_string(&mut resp)?;
         Ok(resp)
@@ -294,11 +339,16 @@ fn account_sas(permissions: &str) -> String {
         .to_string();
     let to_sign =
         format!("{AZURITE_ACCOUNT}\n{permissions}\nb\nsco\n\n{expiry}\n\nhttp\n{version}\n\n");
-    let sig = b64.encode(hmac_sha256(&b64.decode(AZURITE_KEY).unwrap(), to_sign.as_bytes()));
+    let sig = b64.encode(hmac_sha256(
+        &b64.decode(AZURITE_KEY).unwrap(),
+        to_sign.as_bytes(),
+    ));
     let enc = |v: &str| {
         v.bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                    (b as char).to_string()
+                }
                 _ => format!("%{b:02X}"),
             })
             .collect::<String>()

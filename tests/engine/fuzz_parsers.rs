@@ -111,6 +111,7 @@ fn config_json() -> Vec<u8> {
         pack_size: objects::DEFAULT_PACK_SIZE,
         compression: 3,
         padding: Padding::Bucket,
+        min_retention_secs: Some(86_400),
     })
     .unwrap()
 }

@@ -9,3 +9,4 @@ mod faults;
 mod fuzz_parsers;
 mod layering;
 mod library;
+mod locks;
