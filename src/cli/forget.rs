@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::ops::forget::{self, Policy};
 
-use super::events::{emit, Severity};
+use super::events::{self, emit, Severity};
 use super::inspect::snapshot_json;
 use super::output::{self, line};
 use super::{select_snapshot, usage, FilterArgs, Global};
@@ -121,9 +121,15 @@ pub fn run(g: &Global, a: &ForgetArgs) -> Result<()> {
             ids.dedup();
             (ids, Vec::new())
         };
+    let mut locked = Vec::new();
     if !a.dry_run {
         for id in &remove {
-            repo.delete_snapshot(id)?;
+            if !repo.delete_snapshot_unless_locked(id)? {
+                locked.push(*id);
+            }
+        }
+        if !locked.is_empty() {
+            return Err(forget_refused(g, &locked, remove.len()));
         }
         emit(
             g,
@@ -197,4 +203,22 @@ fn group_report(g: &Global, grp: &forget::GroupPlan) -> Value {
         "remove": grp.remove.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>(),
         "reasons": grp.keep.iter().map(|(id, s, why)| json!({"snapshot": snapshot_json(id, s), "matches": why})).collect::<Vec<_>>(),
     })
+}
+
+/// A store that refuses to delete snapshot objects (an immutability or
+/// retention policy) leaves those snapshots in place: one line naming them,
+/// exit 1, and no prune (the keep rules were not carried out).
+fn forget_refused(
+    g: &Global,
+    locked: &[crate::format::id::SnapshotId],
+    planned: usize,
+) -> anyhow::Error {
+    let names: Vec<String> = locked.iter().map(|i| i.short()).collect();
+    let e = anyhow::anyhow!(
+        "the store refused to delete {} of the {planned} snapshots to remove (locked by its retention policy): {}; they stay until their lock ends, then run forget again",
+        locked.len(),
+        names.join(", ")
+    );
+    events::failed(g, "forget.failed", &e);
+    e
 }

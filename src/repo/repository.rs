@@ -1003,6 +1003,23 @@ impl Repository {
         Ok(())
     }
 
+    /// [`delete_snapshot`](Self::delete_snapshot), but false when the store
+    /// refuses because the object is locked (an immutability or retention
+    /// policy): the snapshot stays, valid, until a later forget.
+    pub fn delete_snapshot_unless_locked(&self, id: &SnapshotId) -> Result<bool> {
+        self.ensure_writable()?;
+        let key = format!("{SNAPSHOTS_DIR}/{id}");
+        match self.backend.delete_unless_refused(&key)? {
+            crate::storage::Deletion::Deleted => {
+                if let Some(c) = &self.cache {
+                    c.forget(&key);
+                }
+                Ok(true)
+            }
+            crate::storage::Deletion::Refused(_) => Ok(false),
+        }
+    }
+
     /// The sessions that have an `.end` record (one listing of `sessions/`).
     pub fn ended_sessions(&self) -> Result<HashSet<String>> {
         Ok(self

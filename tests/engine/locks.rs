@@ -35,6 +35,8 @@ const PW: &[u8] = b"lock password";
 struct LockStore {
     inner: Arc<InMemory>,
     locking: AtomicBool,
+    /// Snapshot objects too (an immutability policy on the whole container).
+    locks_snapshots: AtomicBool,
     locked: Mutex<HashSet<Path>>,
 }
 
@@ -67,7 +69,9 @@ impl ObjectStore for LockStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         let r = self.inner.put_opts(location, payload, opts).await?;
-        if self.locking.load(Ordering::SeqCst) && lockable(location) {
+        let snapshot = self.locks_snapshots.load(Ordering::SeqCst)
+            && location.as_ref().starts_with("snapshots/");
+        if self.locking.load(Ordering::SeqCst) && (lockable(location) || snapshot) {
             self.locked.lock().unwrap().insert(location.clone());
         }
         Ok(r)
@@ -219,4 +223,25 @@ fn a_recorded_minimum_retention_keeps_young_packs_out_of_the_plan() {
     assert!(until < before + chrono::Duration::hours(25), "{until}");
     assert_eq!(out.packs_deleted, 0);
     checks_clean(&b);
+}
+
+#[test]
+fn a_locked_snapshot_object_stays_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"locked snapshot").unwrap();
+    let store = Arc::new(LockStore::default());
+    let b = Backend::from_store(store.clone(), "locked");
+    Repository::init(b.clone(), PW, common::fast_kdf()).unwrap();
+    store.locking.store(true, Ordering::SeqCst);
+    store.locks_snapshots.store(true, Ordering::SeqCst);
+    back_up(&b, &src);
+    let repo = Repository::open(b.clone(), PW).unwrap();
+    let id = repo.list_snapshots().unwrap()[0].0;
+    assert!(!repo.delete_snapshot_unless_locked(&id).unwrap());
+    assert_eq!(repo.list_snapshots().unwrap().len(), 1);
+    store.lifts_every_lock();
+    assert!(repo.delete_snapshot_unless_locked(&id).unwrap());
+    assert!(repo.list_snapshots().unwrap().is_empty());
 }
