@@ -78,6 +78,7 @@ pub fn run(g: &Global, a: &CopyArgs) -> Result<()> {
         "to": a.to,
         "snapshots_copied": outcome.copied.len(),
         "snapshots_skipped": outcome.skipped.len(),
+        "snapshots_forgotten_meanwhile": outcome.forgotten_meanwhile.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
         "copied": outcome.copied.iter().map(|(s, d)| json!({"source": s.to_hex(), "copy": d.to_hex()})).collect::<Vec<_>>(),
         "blobs_uploaded": outcome.blobs_uploaded,
         "bytes_uploaded": outcome.bytes_uploaded,
@@ -99,6 +100,12 @@ pub fn run(g: &Global, a: &CopyArgs) -> Result<()> {
     if !g.quiet {
         for (s, d) in &outcome.copied {
             line(format!("copied snapshot {} as {}", s.short(), d.short()));
+        }
+        for s in &outcome.forgotten_meanwhile {
+            line(format!(
+                "snapshot {} was forgotten and pruned while the copy ran: not copied",
+                s.short()
+            ));
         }
         line(format!(
             "{} snapshots copied, {} already there; uploaded {} blobs ({}) in {}",

@@ -100,7 +100,9 @@ pub fn execute(g: &Global, opts: &PruneOptions) -> Result<()> {
         }
     };
     events::figure("cairn_snapshots", &[], outcome.plan.snapshots as f64);
-    let figures = summary_json(&outcome, opts.dry_run);
+    let mut figures = summary_json(&outcome, opts.dry_run);
+    // The whole command's requests (a fleet's admin watches the listings).
+    figures["requests"] = json!(repo.backend().request_counts());
     if !opts.dry_run {
         let severity = if outcome.swept {
             Severity::Info
@@ -134,6 +136,7 @@ fn summary_json(o: &PruneOutcome, dry_run: bool) -> serde_json::Value {
         "packs_locked": p.packs_locked,
         "bytes_locked": p.bytes_locked,
         "locked_until": p.locked_until,
+        "waiting_for_first_snapshot": p.waiting_for_first_snapshot,
         "packs_written": o.packs_written,
         "packs_deleted": o.packs_deleted,
         "bytes_deleted": o.bytes_deleted,
@@ -198,6 +201,9 @@ fn report(g: &Global, o: &PruneOutcome, dry_run: bool) {
         output::size(p.bytes_rewritten),
         output::size(p.bytes_freed)
     ));
+    if p.waiting_for_first_snapshot {
+        line("no snapshot is committed yet and backups are running: nothing to prune");
+    }
     if let Some(until) = p.locked_until {
         line(format!(
             "{} ({}) {would}stay under the minimum retention until {}; a later prune takes them",

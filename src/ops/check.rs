@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::blob::{self, BlobType};
 use crate::format::id::{storage_hash, BlobId, PackId, SnapshotId};
 use crate::format::pack;
 use crate::format::records::VerifyRecord;
+use crate::format::snapshot::Snapshot;
 use crate::ops::reach::Reached;
 use crate::repo::ledger::{self, PackVerification};
 use crate::repo::{pack_key, Repository, INDEX_DIR};
@@ -169,8 +170,16 @@ pub fn check_with_progress(
     phase: &dyn Fn(&str),
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
+    // Snapshots first, then the index: a backup writes its index objects
+    // before its snapshot, so every snapshot listed here has its blobs in the
+    // index loaded next. (A snapshot forgotten and pruned meanwhile is
+    // recognised in `check_snapshots`.)
+    phase("listing snapshots");
+    let (listed, mut snapshot_problems, not_committed) = list_snapshots(repo)?;
+    report.info.extend(not_committed);
     phase("loading the index");
-    let index_problems = load_index_tolerant(repo)?;
+    let mut index_problems = load_index_tolerant(repo)?;
+    index_problems.append(&mut snapshot_problems);
     let repo: &Repository = repo;
     let c = Checker {
         repo,
@@ -189,7 +198,7 @@ pub fn check_with_progress(
     check_records(&c, &gc)?;
     let lost_packs = check_index_against_storage(&c, &stored, &mut report);
     phase("walking snapshots and trees");
-    let (snapshots, reached) = check_snapshots(&c, &mut report)?;
+    let (snapshots, reached) = check_snapshots(&c, listed, &mut report)?;
     report_unused(repo, &stored, &reached, &mut report);
     judge_missing_packs(
         &c,
@@ -553,7 +562,7 @@ fn check_index_against_storage(
         if !c.repo.index().has_pack(id) {
             report.warnings.push(Problem {
                 object: pack_key(*kind, id),
-                message: "pack is not in any index (left by an interrupted backup; the next backup adopts it)".into(),
+                message: "pack is not in any index (a backup still running or one interrupted; the next backup adopts it)".into(),
             });
         }
     }
@@ -605,42 +614,88 @@ fn judge_missing_packs(
 
 /// Loads every snapshot and walks every tree once. Returns the snapshots and
 /// what they reach.
-fn check_snapshots(
-    c: &Checker,
-    report: &mut CheckReport,
-) -> Result<(
-    Vec<(SnapshotId, crate::format::snapshot::Snapshot)>,
-    Reached,
-)> {
+/// The valid snapshots (committed, per §15), the snapshots that do not load
+/// (problems), and those whose backup has not committed (information).
+fn list_snapshots(
+    repo: &Repository,
+) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<Problem>, Vec<Problem>)> {
     let mut snapshots = Vec::new();
-    let ended = c.repo.ended_sessions()?;
-    for id in c.repo.snapshot_ids()? {
-        match c.repo.load_snapshot(&id) {
-            Ok(s) if c.repo.snapshot_is_valid(&id, &s, &ended)? => snapshots.push((id, s)),
-            Ok(_) => report.info.push(Problem {
+    let (mut problems, mut info) = (Vec::new(), Vec::new());
+    let ended = repo.ended_sessions()?;
+    for id in repo.snapshot_ids()? {
+        match repo.load_snapshot(&id) {
+            Ok(s) if repo.snapshot_is_valid(&id, &s, &ended)? => snapshots.push((id, s)),
+            Ok(_) => info.push(Problem {
                 object: format!("snapshots/{id}"),
                 message: "its backup has not committed (still running, interrupted or invalidated by a prune): ignored".into(),
             }),
-            Err(e) => c.error(format!("snapshots/{id}"), e),
+            // Forgotten between the listing and the read: not a problem.
+            Err(Error::MissingObject(_)) => {}
+            Err(e) => problems.push(Problem {
+                object: format!("snapshots/{id}"),
+                message: e.to_string(),
+            }),
         }
     }
-    let reached = crate::ops::reach::reach(
-        c.repo,
-        snapshots.iter().map(|(_, s)| s.tree),
-        &mut |id, e| {
-            c.error(format!("tree {id}"), e);
+    Ok((snapshots, problems, info))
+}
+
+/// Walks the trees of the listed snapshots. A walk that finds a tree or data
+/// blob missing is taken again without the snapshots forgotten since the
+/// listing (another host's forget and prune may collect their data while
+/// check runs): only what a snapshot still stored needs is an error.
+fn check_snapshots(
+    c: &Checker,
+    mut snapshots: Vec<(SnapshotId, Snapshot)>,
+    report: &mut CheckReport,
+) -> Result<(Vec<(SnapshotId, Snapshot)>, Reached)> {
+    let (mut reached, mut problems) = walk(c.repo, &snapshots)?;
+    if !problems.is_empty() {
+        let before = snapshots.len();
+        let mut kept = Vec::with_capacity(before);
+        for (id, s) in snapshots {
+            if c.repo.snapshot_exists(&id)? {
+                kept.push((id, s));
+            }
+        }
+        snapshots = kept;
+        if snapshots.len() < before {
+            report.info.push(Problem {
+                object: "snapshots".into(),
+                message: format!(
+                    "{} snapshots were forgotten while check ran: not checked",
+                    before - snapshots.len()
+                ),
+            });
+            (reached, problems) = walk(c.repo, &snapshots)?;
+        }
+    }
+    for (object, message) in problems {
+        c.error(object, message);
+    }
+    Ok((snapshots, reached))
+}
+
+/// One walk of the snapshots' trees: what they reach, and what is missing.
+fn walk(
+    repo: &Repository,
+    snapshots: &[(SnapshotId, Snapshot)],
+) -> Result<(Reached, Vec<(String, String)>)> {
+    let mut problems = Vec::new();
+    let reached =
+        crate::ops::reach::reach(repo, snapshots.iter().map(|(_, s)| s.tree), &mut |id, e| {
+            problems.push((format!("tree {id}"), e.to_string()));
             Ok(())
-        },
-    )?;
+        })?;
     let mut unindexed: Vec<&BlobId> = reached.unindexed_data.iter().collect();
     unindexed.sort();
     for id in unindexed {
-        c.error(
+        problems.push((
             format!("blob {id}"),
-            "data blob is referenced by a snapshot but not in any index",
-        );
+            "data blob is referenced by a snapshot but not in any index".to_string(),
+        ));
     }
-    Ok((snapshots, reached))
+    Ok((reached, problems))
 }
 
 fn choose_packs(

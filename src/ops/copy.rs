@@ -29,6 +29,9 @@ pub struct CopyOutcome {
     pub copied: Vec<(SnapshotId, SnapshotId)>,
     /// Source snapshots the destination already holds.
     pub skipped: Vec<SnapshotId>,
+    /// Source snapshots forgotten (and their data pruned) while the copy ran:
+    /// another host's retention won the race, nothing is lost.
+    pub forgotten_meanwhile: Vec<SnapshotId>,
     pub blobs_uploaded: u64,
     /// Stored bytes of the new blobs (what went up, before pack overhead).
     pub bytes_uploaded: u64,
@@ -104,7 +107,7 @@ pub fn copy_with_progress(
             dst.load_index_excluding(session.condemned())?;
             view = Some(session.saw());
         }
-        let (tree, stats) = {
+        let moved = (|| {
             let saver = BlobSaver::new(dst, false)?;
             let tree = if out.same_blob_ids {
                 copy_sealed(src, dst, &saver, &snap.tree, &session, progress)?
@@ -113,7 +116,18 @@ pub fn copy_with_progress(
                 rekey_tree(src, &saver, &snap.tree, &mut map, &session, progress)?
             };
             let stats = saver.finish()?;
-            (tree, stats)
+            Ok((tree, stats))
+        })();
+        let (tree, stats) = match moved {
+            Ok(m) => m,
+            // A lock-free prune may collect a snapshot's data once another
+            // host forgot it; a copy that loses that race skips the snapshot.
+            Err(_) if !src.snapshot_exists(&src_id)? => {
+                session.abort();
+                out.forgotten_meanwhile.push(src_id);
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         out.add(&stats);
         let copy = Snapshot {

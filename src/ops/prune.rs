@@ -124,6 +124,9 @@ pub struct PrunePlan {
     pub bytes_locked: u64,
     /// When the last of them leaves its retention.
     pub locked_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// No snapshot is committed yet, but backups are running: nothing to
+    /// collect (their checkpoints are in the index).
+    pub waiting_for_first_snapshot: bool,
     #[serde(skip)]
     analysed: BTreeSet<SnapshotId>,
     /// What the snapshots reach, over the index the plan was made from
@@ -401,6 +404,17 @@ pub fn plan(repo: &mut Repository, generation: u64, opts: &PruneOptions) -> Resu
     let snapshots = repo.list_snapshots()?;
     repo.load_index()?;
     if snapshots.is_empty() && repo.index().blob_count() > 0 && !opts.allow_empty {
+        // A new repository whose first backups are still running: their
+        // checkpoints are indexed, no snapshot is committed yet. Nothing to do.
+        // (Asked in this order: a backup that commits after the survey is
+        // seen by the second listing.)
+        if writers_running(repo, opts.dry_run)? || !repo.list_snapshots()?.is_empty() {
+            return Ok(PrunePlan {
+                generation,
+                waiting_for_first_snapshot: true,
+                ..Default::default()
+            });
+        }
         return Err(Error::InvalidArgument(
             "no snapshots, but the index is not empty: refusing to delete everything (give --allow-empty if that is meant)".into(),
         ));
@@ -455,6 +469,17 @@ pub fn plan(repo: &mut Repository, generation: u64, opts: &PruneOptions) -> Resu
     plan.total();
     plan.reached = reached;
     Ok(plan)
+}
+
+/// Whether sessions other than this prune's own are running (announced, not
+/// ended). Another collector counts too: that errs towards doing nothing.
+fn writers_running(repo: &Repository, dry_run: bool) -> Result<bool> {
+    let (sessions, _) = survey(repo, false)?;
+    let running = sessions
+        .iter()
+        .filter(|s| s.announced && !matches!(s.end, EndState::Ended(_)))
+        .count();
+    Ok(running > usize::from(!dry_run))
 }
 
 /// With a minimum retention recorded (`init --min-retention`), a pack the

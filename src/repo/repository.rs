@@ -1003,6 +1003,11 @@ impl Repository {
         Ok(())
     }
 
+    /// Whether the snapshot object is still stored (one HEAD request).
+    pub fn snapshot_exists(&self, id: &SnapshotId) -> Result<bool> {
+        self.backend.exists(&format!("{SNAPSHOTS_DIR}/{id}"))
+    }
+
     /// [`delete_snapshot`](Self::delete_snapshot), but false when the store
     /// refuses because the object is locked (an immutability or retention
     /// policy): the snapshot stays, valid, until a later forget.

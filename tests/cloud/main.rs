@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod fleet;
 mod objectlock;
 mod putonly;
 mod s3;

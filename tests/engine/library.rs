@@ -594,3 +594,37 @@ fn the_crate_root_is_enough_to_embed_cairn() {
     let report = check(&mut reader.into_inner(), ReadData::All).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
+
+/// A copy that started before another host's forget + prune collected one of
+/// its snapshots skips that snapshot and copies the rest (a fleet's verifier
+/// copies while its admin applies retention).
+#[test]
+fn a_copy_skips_a_snapshot_forgotten_and_pruned_while_it_ran() {
+    use cairn::{copy, prune, PruneOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let backend = Backend::memory();
+    let mut repo = Repository::init(backend.clone(), PW, fast_kdf()).unwrap();
+    repo.load_index().unwrap();
+    for seed in [21, 22] {
+        make_tree(&src, seed);
+        let paths = Source::Paths(vec![src.clone()]);
+        backup(&mut repo, paths, &BackupOptions::default(), &NoProgress).unwrap();
+    }
+    let listed = repo.list_snapshots().unwrap();
+    let (old, new) = (listed[0].0, listed[1].0);
+    repo.delete_snapshot(&old).unwrap();
+    let pruned = prune(&mut repo, &PruneOptions::default()).unwrap();
+    assert!(pruned.packs_deleted >= 1, "{pruned:?}");
+
+    let dst_backend = Backend::memory();
+    let mut dst = Repository::init(dst_backend, PW, fast_kdf()).unwrap();
+    let mut src_repo = Repository::open(backend, PW).unwrap();
+    let out = copy(&mut src_repo, &mut dst, listed).unwrap();
+    assert_eq!(out.forgotten_meanwhile, vec![old]);
+    assert_eq!(out.copied.len(), 1);
+    assert_eq!(out.copied[0].0, new);
+    let report = check(&mut dst, ReadData::All).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.snapshots, 1);
+}

@@ -391,3 +391,29 @@ fn a_record_copied_to_another_generation_is_refused() {
     );
     r.assert_restores(&[(s, &a)]);
 }
+
+/// The first backups of a new repository are running, their data indexed,
+/// no snapshot committed yet: an admin's prune (without --allow-empty) has
+/// nothing to do and says so, rather than refusing as it does for an index
+/// with no snapshots and no writer (a fleet's admin loop starts like this).
+#[test]
+fn a_prune_before_the_first_snapshot_waits_for_it() {
+    let r = Repo::new();
+    let a = r.tree("a", &[("a.bin", 300_000, 30)]);
+    r.gates
+        .arm("first snapshot", Op::Put, |k| k.starts_with("snapshots/"));
+    let b = r.backup_in_background(&a);
+    r.gates.wait_held("first snapshot");
+    let q = r.prune(&PruneOptions::default()).unwrap();
+    assert!(q.plan.waiting_for_first_snapshot, "{q:?}");
+    assert_eq!(q.packs_deleted, 0, "{q:?}");
+    r.gates.release("first snapshot");
+    let s = b.join().unwrap().unwrap();
+    r.assert_restores(&[(s, &a)]);
+    // With no writer left, an index without snapshots is refused as before.
+    r.forget(&s);
+    assert!(matches!(
+        r.prune(&PruneOptions::default()),
+        Err(Error::InvalidArgument(_))
+    ));
+}

@@ -308,7 +308,7 @@ fn requests_table(reqs: &[Requests], source_bytes: u64) -> (String, Value) {
 // ---- the S3 server ----------------------------------------------------------------
 
 /// A moto S3 server on a free port, its request log in a file; killed on drop.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -322,7 +322,7 @@ impl Drop for Moto {
 }
 
 impl Moto {
-    fn start(log: &Path) -> Result<Moto> {
+    pub(crate) fn start(log: &Path) -> Result<Moto> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let f = std::fs::File::create(log)?;
         let child = Command::new("moto_server")
@@ -348,7 +348,7 @@ impl Moto {
         Ok(moto)
     }
 
-    fn make_bucket(&self, name: &str) -> Result<()> {
+    pub(crate) fn make_bucket(&self, name: &str) -> Result<()> {
         let mut last = String::new();
         for _ in 0..100 {
             let resp = (|| -> std::io::Result<String> {
@@ -370,7 +370,7 @@ impl Moto {
         bail!("creating bucket {name} failed: {last}")
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -383,7 +383,7 @@ impl Moto {
         }
     }
 
-    fn options(&self) -> Vec<String> {
+    pub(crate) fn options(&self) -> Vec<String> {
         [
             format!("aws_endpoint={}", self.endpoint()),
             "aws_allow_http=true".into(),

@@ -6,6 +6,8 @@
 //!                              the number of blobs (synthetic trees of tiny files)
 //! `cargo xtask cloud`          the kernel corpus to S3 (a local moto server):
 //!                              time, memory and requests, cairn and restic
+//! `cargo xtask fleet`          1 to 16 hosts backing up into one bucket at once,
+//!                              beside prune, check and copy loops (moto)
 //! `cargo xtask corpora`        build (and cache) the benchmark corpora only
 //! `cargo xtask install-peers`  install restic, borg (apt) and rustic (cargo)
 //!
@@ -15,6 +17,7 @@ mod bench;
 mod cloud;
 mod corpus;
 mod dbbench;
+mod fleet;
 mod measure;
 mod mountbench;
 mod report;
@@ -35,6 +38,10 @@ tasks:
   bench            run the side-by-side benchmark and print a Markdown table
   scale            time and peak RSS of every command against the blob count, and the slopes
   cloud            backups of the kernel corpus to S3 (moto_server on 127.0.0.1): time, RSS, requests
+  fleet            H hosts (--hosts 1,2,4,8,16) back up into one S3 bucket (moto) at once, --rounds
+                   each, beside forget+prune and check+copy loops; nothing may be lost or wait on
+                   a lock; medians per backup of time, CPU and requests, list requests per prune
+                   (--quick: 2 rounds; --cairn, --no-build, --keep)
   corpora          build the benchmark corpora (cached) without running anything
   bench-db         a pgbench database (scale 65, about 1 GB; --quick: 5): backup --postgres beside
                    pg_dump | restic/borg, first and unchanged re-dump, restore-db beside pg_restore
@@ -174,6 +181,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Some("bench-wal") => bench_wal(&args[1..]),
+        Some("fleet") => fleet(&args[1..]),
         Some("bench-mount") => parse_opts(&args[1..]).and_then(|o| mountbench::run_bench(&o)),
         Some("bench-db") => parse_opts(&args[1..]).and_then(|o| dbbench::run_bench(&o)),
         Some("install-peers") => install_peers(),
@@ -208,6 +216,34 @@ fn bench_wal(args: &[String]) -> Result<()> {
         }
     }
     walbench::run_bench(&parse_opts(&rest)?, seconds)
+}
+
+/// `fleet`: `--hosts LIST` is its own; the rest are bench options.
+fn fleet(args: &[String]) -> Result<()> {
+    let mut hosts = vec![1, 2, 4, 8, 16];
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--hosts" {
+            hosts = it
+                .next()
+                .context("--hosts takes numbers, comma-separated")?
+                .split(',')
+                .map(|n| n.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .context("--hosts takes numbers, comma-separated")?;
+            if hosts.is_empty() || hosts.contains(&0) {
+                bail!("--hosts takes positive numbers");
+            }
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let mut o = parse_opts(&rest)?;
+    if !rest.iter().any(|a| a == "--rounds") {
+        o.rounds = if o.quick { 2 } else { 4 };
+    }
+    fleet::run(&o, &hosts)
 }
 
 /// Best effort: each installer runs, failures are reported and do not stop the others.

@@ -44,6 +44,8 @@ pub struct Measured {
     pub max_rss_kib: u64,
     /// System (kernel) CPU time of the command and the children it reaped.
     pub sys_secs: f64,
+    /// User CPU time, likewise.
+    pub user_secs: f64,
     /// Exit code, or minus the signal number.
     pub code: i32,
     pub timed_out: bool,
@@ -226,6 +228,7 @@ pub fn run(inv: &Invocation, log_prefix: &Path, timeout: Duration) -> Result<Mea
         wall_secs: wall.as_secs_f64(),
         max_rss_kib: ru.ru_maxrss.max(0) as u64,
         sys_secs: ru.ru_stime.tv_sec as f64 + ru.ru_stime.tv_usec as f64 / 1e6,
+        user_secs: ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 / 1e6,
         code,
         timed_out: fired.load(Ordering::SeqCst),
         stdin_read,
