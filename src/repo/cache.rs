@@ -1,9 +1,11 @@
-//! A local cache of immutable metadata (index objects, snapshots and tree
-//! packs), so that commands against a bucket do not download the whole index
-//! and every directory of the parent snapshot every time.
+//! A local cache of immutable metadata (index objects, snapshots, tree
+//! packs and session end records), so that commands against a bucket do not
+//! download the whole index, every directory of the parent snapshot and the
+//! end record of every snapshot every time.
 //!
-//! Every cached object is named by the SHA-256 of its bytes, so an entry is
-//! checked against its name on every read: a damaged or planted entry is
+//! Every cached object but the end records is named by the SHA-256 of its
+//! bytes, so an entry is checked against its name on every read (end records
+//! are authenticated by their reader instead): a damaged or planted entry is
 //! detected, removed and fetched again, never trusted. Entries are written to a
 //! temporary name and renamed into place; files are private (0600, dirs 0700).
 
@@ -87,6 +89,20 @@ impl Cache {
     /// Stores a verified object; failures only cost a later download.
     pub fn put(&self, key: &str, bytes: &[u8]) {
         write_private(&self.path(key), bytes);
+    }
+
+    /// Session `.end` records, which `list_snapshots` reads for every
+    /// snapshot on every call: created once and never changed, but named by
+    /// their session, not by content. So they are not checked against their
+    /// name; the caller authenticates each one (the record is sealed and
+    /// bound to its key) and forgets an entry that fails.
+    pub fn caches_end_records(key: &str) -> bool {
+        key.starts_with("sessions/") && key.ends_with(".end")
+    }
+
+    /// A cached end record, unchecked (see [`caches_end_records`](Self::caches_end_records)).
+    pub fn get_end_record(&self, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.path(key)).ok()
     }
 
     /// Drops the entry of an object that no longer exists in the repository.

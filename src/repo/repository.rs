@@ -451,15 +451,10 @@ impl Repository {
         if let Some(bytes) = cache.and_then(|c| c.get(key)) {
             return Ok(bytes.into());
         }
-        if let Some(max) = max {
-            if self.backend.size(key)?.is_some_and(|n| n > max) {
-                return Err(Error::corrupt(
-                    key.to_string(),
-                    format!("larger than {max} bytes"),
-                ));
-            }
-        }
-        let bytes = self.backend.get(key)?;
+        let bytes = match max {
+            Some(max) => self.backend.get_bounded(key, max)?,
+            None => self.backend.get(key)?,
+        };
         if !named_by_content(key, &bytes) {
             return Err(Error::NameMismatch(key.to_string()));
         }
@@ -1053,6 +1048,20 @@ impl Repository {
             return Ok(false);
         }
         let key = records::session_key(sid, "end");
+        // The listing said the record exists; a cached copy that
+        // authenticates is the record (it never changes once created).
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|_| Cache::caches_end_records(&key));
+        if let Some(c) = cache {
+            if let Some(bytes) = c.get_end_record(&key) {
+                match records::open_record::<SessionEnd>(&self.cipher, &key, &bytes) {
+                    Ok(end) => return Ok(end_commits(&end, id)),
+                    Err(_) => c.forget(&key),
+                }
+            }
+        }
         let bytes = match self
             .backend
             .get_bounded(&key, records::MAX_SMALL_RECORD_LEN)
@@ -1062,7 +1071,11 @@ impl Repository {
             Err(e) if is_content_error(&e) => return Ok(self.valid_by_doubt(id, &e)),
             Err(e) => return Err(e),
         };
-        match records::open_record::<SessionEnd>(&self.cipher, &key, &bytes) {
+        let end = records::open_record::<SessionEnd>(&self.cipher, &key, &bytes);
+        if let (Ok(_), Some(c)) = (&end, cache) {
+            c.put(&key, &bytes);
+        }
+        match end {
             Ok(SessionEnd::Committed {
                 snapshot: Some(s), ..
             }) => Ok(s == *id),
@@ -1198,3 +1211,8 @@ impl SnapshotFilter {
 
 /// Shared handle for operations that run on several threads.
 pub type SharedRepo = Arc<Repository>;
+
+/// Whether an end record commits snapshot `id`.
+fn end_commits(end: &SessionEnd, id: &SnapshotId) -> bool {
+    matches!(end, SessionEnd::Committed { snapshot: Some(s), .. } if s == id)
+}

@@ -47,10 +47,12 @@ fn a_damaged_cache_entry_is_refetched_never_trusted() {
     );
     // Damage every cached file; the next command must read the repository's
     // objects again and give the same answer.
+    let mut damaged = std::collections::HashMap::new();
     for p in &cached {
         let mut b = std::fs::read(p).unwrap();
         b[0] ^= 0xff;
-        std::fs::write(p, b).unwrap();
+        std::fs::write(p, &b).unwrap();
+        damaged.insert(p.clone(), b);
     }
     let again = s.json(["snapshots", "--cache-dir", c]);
     assert_eq!(first, again);
@@ -68,13 +70,18 @@ fn a_damaged_cache_entry_is_refetched_never_trusted() {
         std::fs::read_to_string(restored_path(&t, &src.join("f"))).unwrap(),
         "one"
     );
-    // The entries were replaced by good copies.
+    // The entries were replaced by good copies: named by their content, or
+    // (session end records, authenticated by their reader) rewritten.
     for p in files_below(&cache)
         .into_iter()
         .filter(|p| !remembered_key(p))
     {
         use sha2::Digest;
         let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".end") {
+            assert_ne!(Some(&std::fs::read(&p).unwrap()), damaged.get(&p), "{p:?}");
+            continue;
+        }
         assert_eq!(
             hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap())),
             name
@@ -204,4 +211,53 @@ fn a_cache_folder_others_may_write_is_not_used() {
     let own = s.path("own-cache");
     s.ok(["snapshots", "--cache-dir", own.to_str().unwrap()]);
     assert!(!files_below(&own).is_empty());
+}
+
+/// Listing snapshots reads each one's session end record: cached (they never
+/// change once created), so what a backup asks of the bucket does not grow
+/// with the number of snapshots. A damaged cached record is refetched.
+#[test]
+fn end_records_come_from_the_cache() {
+    let Some(moto) = servers::start_moto() else {
+        return;
+    };
+    let s = Sandbox::new();
+    let base = init_in_bucket(&s, &moto, "cairn-ends");
+    let run = |extra: &[&str]| s.bare(base.iter().map(String::as_str).chain(extra.iter().copied()));
+    let src = s.path("src");
+    write(&src.join("f"), "unchanged");
+    let src = src.to_str().unwrap();
+    let requests = |out: Out| -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let r = &v["requests"];
+        ["get", "head", "list"]
+            .iter()
+            .map(|k| r[k].as_u64().unwrap())
+            .sum()
+    };
+    for _ in 0..3 {
+        run(&["backup", src]).ok();
+    }
+    let at_four = requests(run(&["backup", src, "--json"]).ok());
+    for _ in 0..6 {
+        run(&["backup", src]).ok();
+    }
+    let at_eleven = requests(run(&["backup", src, "--json"]).ok());
+    assert_eq!(
+        at_four, at_eleven,
+        "reads grew with the snapshots: {at_four} with 3 before, {at_eleven} with 10"
+    );
+    let ends: Vec<PathBuf> = files_below(&s.root.join("home/.cache/cairn"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".end"))
+        .collect();
+    assert!(ends.len() >= 10, "{ends:?}");
+    for p in &ends {
+        let mut b = std::fs::read(p).unwrap();
+        b[0] ^= 0x55;
+        std::fs::write(p, b).unwrap();
+    }
+    let out = run(&["snapshots", "--json"]).ok();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 11);
 }
