@@ -4,13 +4,13 @@
 //!
 //! | layer | folder | what lives there |
 //! | --- | --- | --- |
-//! | 0 | [`format`] | pure code: typed IDs, crypto, chunker, the byte formats of every stored object |
-//! | 1 | [`error`] | the library's error type (wraps the format errors) |
-//! | 2 | [`storage`] | the object_store backend: the only place that knows object_store and tokio |
-//! | 3 | [`repo`] | open/init, keys, locks, the master index, the blob saver, the blob reader ([`repo::blobs`]) and the tree view ([`repo::tree`]) |
-//! | 3 | [`database`] | database engines: dump with a record of tables, row counts and schema fingerprints; load; inspect to verify |
-//! | 3 | [`source`] | where backups read from: the one `Source` type (paths, stdin, dump commands), excludes, file metadata as nodes |
-//! | 4 | [`ops`] | the operations, one module a verb: backup, restore, check, copy, drill, forget, health, prune, stats, schedule |
+//! | 0 | `format` | pure code: typed IDs, crypto, chunker, the byte formats of every stored object |
+//! | 1 | `error` | the library's error type (wraps the format errors) |
+//! | 2 | `storage` | the object_store backend: the only place that knows object_store and tokio |
+//! | 3 | `repo` | open/init, keys, locks, the master index, the blob saver, the blob reader (`repo::blobs`) and the tree view (`repo::tree`) |
+//! | 3 | `database` | database engines: dump with a record of tables, row counts and schema fingerprints; load; inspect to verify |
+//! | 3 | `source` | where backups read from: the one `Source` type (paths, stdin, dump commands), excludes, file metadata as nodes |
+//! | 4 | `ops` | the operations, one module a verb: backup, restore, check, copy, drill, forget, health, prune, stats, schedule |
 //! | 5 | `cli/` (crate-private; `src/main.rs` only calls its entry point) | argument parsing and printing |
 //!
 //! **The rule: a file may import from its own layer and the layers below it,
@@ -26,21 +26,35 @@
 //! [`Source`] with [`backup`], open it for reading ([`Repository::into_indexed`])
 //! and [`restore`], [`check`], apply a retention [`Policy`] with
 //! [`forget_plan`], [`prune`], [`copy`] and [`drill`]. Errors are one
-//! [`Error`] enum (non-exhaustive). The layer modules stay public because the
-//! `cairn` binary (a separate crate target) and the tests drive them; their
-//! items are not a stable interface.
+//! [`Error`] enum (non-exhaustive). That is the whole documented API.
+//!
+//! The layer modules are hidden from the documentation and are not a stable
+//! interface. They stay reachable, rather than crate-private, for one reason:
+//! the integration tests in `tests/` (fault-injecting stores, the prune
+//! schedules, the format fuzzers) drive the engine's layers directly, and an
+//! integration test sees only what a dependent crate sees.
 
+#[doc(hidden)]
 pub mod database;
+#[doc(hidden)]
 pub mod error;
+#[doc(hidden)]
 pub mod format;
+#[doc(hidden)]
 pub mod ops;
+#[doc(hidden)]
 pub mod repo;
+#[doc(hidden)]
 pub mod source;
+#[doc(hidden)]
 pub mod storage;
 
 mod cli;
 
 pub use error::{Error, Result};
+pub use format::crypto::KdfParams;
+pub use format::id::{BlobId, SnapshotId};
+pub use format::snapshot::Snapshot;
 pub use ops::backup::{backup, BackupOptions, BackupOutcome, NoProgress};
 pub use ops::check::{check, CheckReport, ReadData};
 pub use ops::copy::{copy, CopyOutcome};

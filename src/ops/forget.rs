@@ -96,7 +96,7 @@ fn year(t: &DateTime<Local>) -> i64 {
 /// copies safe restores took of their targets (`pre-restore`) are a group of
 /// their own beside the backups of the same paths: counted with them, a
 /// `--keep-last 7` would keep fewer backups after each restore. WAL
-/// snapshots follow the base backups instead ([`plan_wal`]).
+/// snapshots follow the base backups instead (`plan_wal`).
 pub fn plan(snapshots: Vec<(SnapshotId, Snapshot)>, policy: &Policy) -> Vec<GroupPlan> {
     plan_selected(snapshots, |_| true, policy)
 }

@@ -170,7 +170,7 @@ const ANCHOR_BYTES: usize = 2048;
 
 /// The chain of directories a deep walk is in, reached through handles
 /// rather than full paths (a tree 100,000 levels deep has paths far beyond
-/// PATH_MAX). An open handle (an anchor) is kept every [`ANCHOR_BYTES`] of
+/// PATH_MAX). An open handle (an anchor) is kept every `ANCHOR_BYTES` of
 /// path, so few descriptors are open however deep the walk; a directory
 /// between anchors is reopened from the nearest anchor above it (checked to
 /// be the same device and inode). Memory: the current path and a few words

@@ -115,12 +115,15 @@ fn init_options_are_checked_before_anything_is_created() {
         vec!["init", "--pack-size", "2048"],
         vec!["init", "--compression", "99"],
         vec!["init", "--compression", "-99"],
+        vec!["init", "--min-retention", "forever"],
+        vec!["init", "--min-retention", "0d"],
+        vec!["init", "--min-retention", "200y"],
     ] {
         let out = sb.cmd(&args).code(2);
-        out.assert_one_error_line(if args[1] == "--pack-size" {
-            "pack size"
-        } else {
-            "compression"
+        out.assert_one_error_line(match args[1] {
+            "--pack-size" => "pack size",
+            "--min-retention" => "--min-retention",
+            _ => "compression",
         });
         assert!(!sb.repo.exists(), "`{}` left {:?}", out.desc, sb.repo);
     }
@@ -128,6 +131,11 @@ fn init_options_are_checked_before_anything_is_created() {
     sb.ok(["init", "--compression", "-5"]);
     let cfg = sb.json(["cat", "config"]);
     assert_eq!(cfg["compression"], -5, "{cfg}");
+    assert!(cfg.get("min_retention_secs").is_none(), "{cfg}");
+    let locked = Sandbox::new();
+    locked.ok(["init", "--min-retention", "1y6m"]);
+    let cfg = locked.json(["cat", "config"]);
+    assert_eq!(cfg["min_retention_secs"], (365 + 180) * 86_400, "{cfg}");
 }
 
 #[test]

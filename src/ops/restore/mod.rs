@@ -8,7 +8,7 @@
 //!
 //! Nothing is ever written outside the target: every entry is reached through
 //! a handle on the target directory and no symlink below it is followed
-//! ([`beneath`]). A symlink in the snapshot is restored as a symlink; one in
+//! (`beneath`). A symlink in the snapshot is restored as a symlink; one in
 //! the target where the snapshot has a directory is replaced by a directory,
 //! or under `--overwrite never` kept, with an error for everything below it.
 //! `--overwrite` holds for every kind of entry: `never` keeps whatever exists,
