@@ -9,33 +9,20 @@
 use crate::common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
-use assert_cmd::prelude::*;
-use common::servers::{start_moto, Moto};
+use common::servers::{cairn_cloud, start_moto, Moto};
 use serde_json::Value;
 
 const BUCKET: &str = "locked";
 
 fn cairn(moto: &Moto, url: &str, args: &[&str]) -> std::process::Output {
-    let out = Command::cargo_bin("cairn")
-        .unwrap()
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CAIRN_PASSWORD", "pw")
-        .args(["-r", url])
-        .args(moto.option_args())
-        .args(["--event-log", "/dev/null"])
-        .args(args)
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}{}",
+    let out = cairn_cloud(url, "pw", &moto.option_args(), args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!all.contains("panicked"), "{all}");
-    assert!(out.status.success(), "{args:?} failed: {all}");
     out
 }
 

@@ -3,30 +3,10 @@
 
 use crate::common;
 
-use std::process::Command;
-
-use assert_cmd::prelude::*;
-use common::servers::{start_moto, Moto};
+use common::servers::{cairn_cloud, start_moto, Moto};
 
 fn cairn(moto: &Moto, url: &str, password: &str, args: &[&str]) -> std::process::Output {
-    let out = Command::cargo_bin("cairn")
-        .unwrap()
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CAIRN_PASSWORD", password)
-        .args(["-r", url])
-        .args(moto.option_args())
-        .args(["--event-log", "/dev/null"])
-        .args(args)
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!all.contains("panicked"), "{all}");
-    out
+    cairn_cloud(url, password, &moto.option_args(), args)
 }
 
 #[test]

@@ -20,6 +20,34 @@ impl Drop for Moto {
 }
 
 /// Whether a program is on PATH.
+/// Runs the cairn binary on a cloud repository as a user would, with a clean
+/// environment: `-r url`, the store's `-o` options, no event log, then `args`.
+/// Fails the test on a panic.
+pub fn cairn_cloud(
+    url: &str,
+    password: &str,
+    options: &[String],
+    args: &[&str],
+) -> std::process::Output {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("cairn"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CAIRN_PASSWORD", password)
+        .args(["-r", url])
+        .args(options)
+        .args(["--event-log", "/dev/null"])
+        .args(args)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("panicked"), "{all}");
+    out
+}
+
 pub fn installed(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
