@@ -169,46 +169,28 @@ pub fn check_with_progress(
     budget: Budget,
     phase: &dyn Fn(&str),
 ) -> Result<CheckReport> {
-    let mut report = CheckReport::default();
-    // Snapshots first, then the index: a backup writes its index objects
-    // before its snapshot, so every snapshot listed here has its blobs in the
-    // index loaded next. (A snapshot forgotten and pruned meanwhile is
-    // recognised in `check_snapshots`.)
-    phase("listing snapshots");
-    let (listed, mut snapshot_problems, not_committed) = list_snapshots(repo)?;
-    report.info.extend(not_committed);
-    phase("loading the index");
-    let mut index_problems = load_index_tolerant(repo)?;
-    index_problems.append(&mut snapshot_problems);
+    let mut found = structure(repo, phase)?;
+    if !found.errors.is_empty() {
+        // A repository in use changes while it is checked (a backup commits,
+        // another host's prune sweeps): a problem is reported only if a
+        // second look, from a fresh listing and index, finds it too.
+        phase("looking again: the repository may have changed meanwhile");
+        found = structure(repo, phase)?;
+    }
+    let Structure {
+        mut report,
+        errors,
+        stored,
+        gc,
+        lost_packs,
+        snapshots,
+        reached,
+    } = found;
     let repo: &Repository = repo;
     let c = Checker {
         repo,
-        errors: Mutex::new(index_problems),
+        errors: Mutex::new(errors),
     };
-    let stored: HashMap<PackId, (BlobType, u64)> = repo
-        .list_packs()?
-        .into_iter()
-        .map(|(id, k, s)| (id, (k, s)))
-        .collect();
-    report.packs = stored.len();
-    report.blobs_indexed = repo.index().blob_count();
-
-    check_keys(&c)?;
-    let gc = crate::repo::gc::GcState::load(repo)?;
-    check_records(&c, &gc)?;
-    let lost_packs = check_index_against_storage(&c, &stored, &mut report);
-    phase("walking snapshots and trees");
-    let (snapshots, reached) = check_snapshots(&c, listed, &mut report)?;
-    report_unused(repo, &stored, &reached, &mut report);
-    judge_missing_packs(
-        &c,
-        &stored,
-        &lost_packs,
-        &|id| reached.contains(repo, id),
-        &mut report,
-    );
-    report.snapshots = snapshots.len();
-    report.trees = reached.trees;
 
     // Which pack each damaged blob was found in (for naming packs' dependants).
     let mut bad: HashMap<BlobId, PackId> = HashMap::new();
@@ -419,6 +401,72 @@ fn indexed_in(repo: &Repository, pack: &PackId) -> Vec<BlobId> {
         .filter(|(_, l)| l.pack == *pack)
         .map(|(id, _)| id)
         .collect()
+}
+
+/// What the structural pass found, before any pack is read.
+struct Structure {
+    report: CheckReport,
+    errors: Vec<Problem>,
+    stored: HashMap<PackId, (BlobType, u64)>,
+    gc: crate::repo::gc::GcState,
+    lost_packs: HashSet<PackId>,
+    snapshots: Vec<(SnapshotId, Snapshot)>,
+    reached: Reached,
+}
+
+/// Lists snapshots, loads the index afresh, checks keys, records, the index
+/// against storage and every snapshot's trees.
+fn structure(repo: &mut Repository, phase: &dyn Fn(&str)) -> Result<Structure> {
+    repo.clear_index();
+    let mut report = CheckReport::default();
+    // Snapshots first, then the index: a backup writes its index objects
+    // before its snapshot, so every snapshot listed here has its blobs in the
+    // index loaded next. (A snapshot forgotten and pruned meanwhile is
+    // recognised in `check_snapshots`.)
+    phase("listing snapshots");
+    let (listed, mut snapshot_problems, not_committed) = list_snapshots(repo)?;
+    report.info.extend(not_committed);
+    phase("loading the index");
+    let mut index_problems = load_index_tolerant(repo)?;
+    index_problems.append(&mut snapshot_problems);
+    let repo: &Repository = repo;
+    let c = Checker {
+        repo,
+        errors: Mutex::new(index_problems),
+    };
+    let stored: HashMap<PackId, (BlobType, u64)> = repo
+        .list_packs()?
+        .into_iter()
+        .map(|(id, k, s)| (id, (k, s)))
+        .collect();
+    report.packs = stored.len();
+    report.blobs_indexed = repo.index().blob_count();
+
+    check_keys(&c)?;
+    let gc = crate::repo::gc::GcState::load(repo)?;
+    check_records(&c, &gc)?;
+    let lost_packs = check_index_against_storage(&c, &stored, &mut report);
+    phase("walking snapshots and trees");
+    let (snapshots, reached) = check_snapshots(&c, listed, &mut report)?;
+    report_unused(repo, &stored, &reached, &mut report);
+    judge_missing_packs(
+        &c,
+        &stored,
+        &lost_packs,
+        &|id| reached.contains(repo, id),
+        &mut report,
+    );
+    report.snapshots = snapshots.len();
+    report.trees = reached.trees;
+    Ok(Structure {
+        report,
+        errors: c.errors.into_inner().unwrap(),
+        stored,
+        gc,
+        lost_packs,
+        snapshots,
+        reached,
+    })
 }
 
 /// Reads every index object once (in parallel), reporting the unreadable ones

@@ -614,6 +614,12 @@ impl Repository {
         Ok(())
     }
 
+    /// Drops the loaded index (a reader about to build its own, like `check`).
+    pub fn clear_index(&mut self) {
+        self.index = MasterIndex::new();
+        self.listed_packs.clear();
+    }
+
     /// The packs storage held when the index was last loaded (that load lists
     /// them anyway; callers reuse the listing instead of taking another).
     pub fn listed_packs(&self) -> &[(PackId, BlobType, u64)] {
