@@ -192,3 +192,73 @@ fn prune_on_an_object_lock_bucket_completes_and_locked_data_survives() {
     let check = json(&moto, &url, &["check", "--read-data"]);
     assert_eq!(check["errors"], serde_json::json!([]), "{check}");
 }
+
+/// A GCS bucket retention policy refuses to delete young objects (403). The
+/// fake enforces it as GCS does. `forget` of a held snapshot names it and
+/// exits 1; prune completes, counts the packs it could not delete, and leaves
+/// a repository that checks clean; once the policy is lifted the next prune
+/// deletes them.
+#[test]
+fn a_gcs_retention_policy_refuses_deletes_and_prune_still_completes() {
+    let fake = common::gcs_fake::GcsFake::start();
+    fake.make_bucket("held");
+    let opts: Vec<String> = fake
+        .options()
+        .into_iter()
+        .flat_map(|(k, v)| ["-o".to_string(), format!("{k}={v}")])
+        .collect();
+    let url = "gs://held/repo";
+    let run = |args: &[&str]| cairn_cloud(url, "pw", &opts, args);
+    let ok = |args: &[&str]| {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let json = |args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_slice(&ok(&a).stdout).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    ok(&["init"]);
+    for seed in [5, 6] {
+        std::fs::write(src.join("big"), common::random_bytes(1_500_000, seed)).unwrap();
+        ok(&["backup", src.to_str().unwrap()]);
+    }
+    ok(&["forget", "--keep-last", "1"]);
+
+    fake.set_retention("held", 86_400);
+    std::fs::write(src.join("big"), common::random_bytes(1_500_000, 7)).unwrap();
+    ok(&["backup", src.to_str().unwrap()]);
+    let refused = run(&["forget", "--keep-last", "1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("refused to delete 1 of the 1 snapshots"),
+        "{err}"
+    );
+    let out = json(&["prune"]);
+    assert_eq!(out["swept"], true, "{out}");
+    assert_eq!(out["packs_deleted"], 0, "{out}");
+    assert!(out["packs_delete_refused"].as_u64().unwrap() >= 1, "{out}");
+    let check = json(&["check", "--read-data"]);
+    assert_eq!(check["errors"], serde_json::json!([]), "{check}");
+    assert_eq!(check["snapshots"], 2, "{check}");
+
+    fake.set_retention("held", 0);
+    ok(&["forget", "--keep-last", "1"]);
+    let out = json(&["prune"]);
+    assert!(out["packs_deleted"].as_u64().unwrap() >= 2, "{out}");
+    assert_eq!(out["packs_delete_refused"], 0, "{out}");
+    let check = json(&["check", "--read-data"]);
+    assert_eq!(check["errors"], serde_json::json!([]), "{check}");
+    assert_eq!(check["unused_packs"], 0, "{check}");
+    assert_eq!(check["snapshots"], 1, "{check}");
+}

@@ -8,7 +8,8 @@
 //! - `GET`/`HEAD /BUCKET/KEY` — with `Range` (bounded, open, suffix),
 //!   `If-Match`, `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`
 //!   and `?generation=N` (older generations are kept).
-//! - `DELETE /BUCKET/KEY`.
+//! - `DELETE /BUCKET/KEY` — 403 while a bucket retention policy
+//!   (`set_retention`) holds the object.
 //! - `GET /BUCKET?list-type=2&prefix=&delimiter=&continuation-token=&max-keys=&start-after=`
 //!   — the S3-style ListObjectsV2 XML that object_store's GCS client parses.
 //!
@@ -46,6 +47,9 @@ struct State {
     objects: BTreeMap<(String, String), Obj>,
     history: HashMap<(String, String, u64), Obj>,
     next_generation: u64,
+    /// Bucket retention policies, in seconds: an object younger than this
+    /// cannot be deleted or replaced (403, as GCS answers).
+    retention: HashMap<String, i64>,
 }
 
 /// A fake GCS server on a free port; it lives as long as the test process.
@@ -82,6 +86,16 @@ impl GcsFake {
 
     pub fn make_bucket(&self, name: &str) {
         self.state.lock().unwrap().buckets.insert(name.to_string());
+    }
+
+    /// Sets a bucket's retention policy (0 removes it), as
+    /// `gcloud storage buckets update --retention-period` does.
+    pub fn set_retention(&self, bucket: &str, secs: i64) {
+        self.state
+            .lock()
+            .unwrap()
+            .retention
+            .insert(bucket.to_string(), secs);
     }
 
     /// Answers every `n`th request from now on with 503 Service Unavailable
@@ -147,13 +161,32 @@ impl GcsFake {
             }
             ("PUT", key) => put(&mut st, &bucket, key, req),
             ("GET" | "HEAD", key) => get(&st, &bucket, key, req, &query),
-            ("DELETE", key) => match st.objects.remove(&(bucket, key.to_string())) {
-                Some(_) => Response::status(204, ""),
-                None => Response::status(404, "<Error><Code>NoSuchKey</Code></Error>"),
-            },
+            ("DELETE", key) => {
+                if let Some(refusal) = retained(&st, &bucket, key) {
+                    return refusal;
+                }
+                match st.objects.remove(&(bucket, key.to_string())) {
+                    Some(_) => Response::status(204, ""),
+                    None => Response::status(404, "<Error><Code>NoSuchKey</Code></Error>"),
+                }
+            }
             _ => Response::status(405, "method not allowed"),
         }
     }
+}
+
+/// GCS's answer to deleting or replacing an object its bucket's retention
+/// policy still holds.
+fn retained(st: &State, bucket: &str, key: &str) -> Option<Response> {
+    let secs = st.retention.get(bucket).copied().filter(|s| *s > 0)?;
+    let obj = st.objects.get(&(bucket.to_string(), key.to_string()))?;
+    let until = obj.modified + chrono::Duration::seconds(secs);
+    (until > Utc::now()).then(|| {
+        Response::status(
+            403,
+            &format!("<Error><Code>AccessDenied</Code><Message>Object '{bucket}/{key}' is subject to bucket's retention policy or object retention and cannot be deleted or overwritten until {}</Message></Error>", until.to_rfc3339()),
+        )
+    })
 }
 
 fn put(st: &mut State, bucket: &str, key: &str, req: &Request) -> Response {
