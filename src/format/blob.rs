@@ -365,7 +365,7 @@ mod tests {
             vec![],
             b"abc".to_vec(),
             vec![7u8; 70_000],
-            (0..5000u32).map(|i| (i * 7919 >> 3) as u8).collect(),
+            (0..5000u32).map(|i| ((i * 7919) >> 3) as u8).collect(),
         ] {
             for pad in [Padding::None, Padding::Bucket, Padding::Padme] {
                 for level in [0, 3] {

@@ -306,7 +306,7 @@ pub fn check_with_progress(
     }
     for id in &reached.unindexed_data {
         // Not in any index: no pack to name.
-        bad.entry(*id).or_insert(PackId::default());
+        bad.entry(*id).or_default();
     }
     if !bad.is_empty() {
         let (files, by_pack) = files_using(repo, &snapshots, &bad);
@@ -660,13 +660,12 @@ fn judge_missing_packs(
     }
 }
 
-/// Loads every snapshot and walks every tree once. Returns the snapshots and
-/// what they reach.
+/// Valid snapshots, problems, and information (see `list_snapshots`).
+type SnapshotListing = (Vec<(SnapshotId, Snapshot)>, Vec<Problem>, Vec<Problem>);
+
 /// The valid snapshots (committed, per §15), the snapshots that do not load
 /// (problems), and those whose backup has not committed (information).
-fn list_snapshots(
-    repo: &Repository,
-) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<Problem>, Vec<Problem>)> {
+fn list_snapshots(repo: &Repository) -> Result<SnapshotListing> {
     let mut snapshots = Vec::new();
     let (mut problems, mut info) = (Vec::new(), Vec::new());
     let ended = repo.ended_sessions()?;
@@ -766,7 +765,7 @@ fn choose_packs(
             .into_iter()
             .filter(|(id, _, _)| {
                 let x = u32::from_be_bytes(id.0[..4].try_into().unwrap()) as u64;
-                (x * m as u64 >> 32) as u32 == n - 1
+                ((x * m as u64) >> 32) as u32 == n - 1
             })
             .collect(),
     }

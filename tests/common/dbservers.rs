@@ -1,6 +1,6 @@
 //! Throwaway database servers the tests start themselves: a PostgreSQL
-//! cluster (`initdb` + `postgres`) or a MariaDB server (`mariadb-install-db`
-//! + `mariadbd`) in a temporary folder, on 127.0.0.1 and a private socket,
+//! cluster (`initdb` and `postgres`) or a MariaDB server (`mariadb-install-db`
+//! and `mariadbd`) in a temporary folder, on 127.0.0.1 and a private socket,
 //! nothing shared between tests. In CI (`CI` set) a missing server is a
 //! failure, never a silent skip.
 
