@@ -417,3 +417,42 @@ fn a_prune_before_the_first_snapshot_waits_for_it() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// `check` beside a prune (a fleet's verifier beside its admin): check has
+/// listed the snapshots and is reading the index when another host forgets
+/// a snapshot and a prune sweeps its data, index object included. What
+/// changed under check is not damage: its second look, from a fresh listing
+/// and index, finds none.
+#[test]
+fn a_sweep_while_check_reads_the_index_is_not_damage() {
+    let r = Repo::new();
+    let a = r.tree("a", &[("a.bin", 300_000, 40)]);
+    let first = r.backup(&a).unwrap();
+    let first_index: Vec<String> = r
+        .backend
+        .list("index")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert!(!first_index.is_empty());
+    let b = r.tree("b", &[("b.bin", 300_000, 41)]);
+    let second = r.backup(&b).unwrap();
+    r.gates
+        .arm("check reads the first index", Op::Get, move |k| {
+            first_index.iter().any(|i| i == k)
+        });
+    let checker = {
+        let mut repo = r.open();
+        std::thread::spawn(move || check(&mut repo, ReadData::None))
+    };
+    r.gates.wait_held("check reads the first index");
+    r.forget(&first);
+    let q = r.prune(&patient()).unwrap();
+    assert!(q.swept && q.packs_deleted >= 1, "{q:?}");
+    r.gates.release("check reads the first index");
+    let report = checker.join().unwrap().unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.snapshots, 1, "{report:?}");
+    r.assert_restores(&[(second, &b)]);
+}
