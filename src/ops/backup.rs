@@ -727,18 +727,22 @@ fn find_parent(
     };
     let mut sorted = paths.to_vec();
     sorted.sort();
-    Ok(repo
-        .list_snapshots()?
-        .into_iter()
-        .filter(|(_, s)| {
-            filter.matches(s) && {
-                let mut p = s.paths.clone();
-                p.sort();
-                p == sorted
-            }
-        })
-        .next_back()
-        .map(|(id, s)| (id, s.tree)))
+    // Whether a snapshot committed is asked only of this host's candidates,
+    // newest first: other hosts' snapshots cost no session record read.
+    let ended = repo.ended_sessions()?;
+    let candidates = repo.list_all_snapshots()?.into_iter().filter(|(_, s)| {
+        filter.matches(s) && {
+            let mut p = s.paths.clone();
+            p.sort();
+            p == sorted
+        }
+    });
+    for (id, s) in candidates.rev() {
+        if repo.snapshot_is_valid(&id, &s, &ended)? {
+            return Ok(Some((id, s.tree)));
+        }
+    }
+    Ok(None)
 }
 
 /// A symlink's target, through its directory's handle when there is one.

@@ -261,3 +261,42 @@ fn end_records_come_from_the_cache() {
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 11);
 }
+
+/// Finding the parent asks whether a snapshot committed only of the backup's
+/// own host's snapshots: another host's new snapshots cost their one cached
+/// read each, not a read of their session records too (a fleet on one bucket).
+#[test]
+fn other_hosts_snapshots_cost_one_read_each() {
+    let Some(moto) = servers::start_moto() else {
+        return;
+    };
+    let s = Sandbox::new();
+    let base = init_in_bucket(&s, &moto, "cairn-hosts");
+    let run = |extra: &[&str]| s.bare(base.iter().map(String::as_str).chain(extra.iter().copied()));
+    let (mine, theirs) = (s.path("mine"), s.path("theirs"));
+    write(&mine.join("f"), "mine");
+    write(&theirs.join("f"), "theirs");
+    let (mine, theirs) = (mine.to_str().unwrap(), theirs.to_str().unwrap());
+    let gets = |out: Out| -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["requests"]["get"].as_u64().unwrap()
+    };
+    // Host b is another machine: a cache of its own.
+    let b_cache = s.path("b-cache");
+    let b_cache = b_cache.to_str().unwrap();
+    let b = ["backup", "--host", "b", "--cache-dir", b_cache, theirs];
+    run(&["backup", "--host", "a", mine]).ok();
+    run(&b).ok();
+    // This one reads b's index object and snapshot; the next reads nothing new.
+    run(&["backup", "--host", "a", mine]).ok();
+    let quiet = gets(run(&["backup", "--host", "a", mine, "--json"]).ok());
+    for _ in 0..4 {
+        run(&b).ok();
+    }
+    let after_four = gets(run(&["backup", "--host", "a", mine, "--json"]).ok());
+    assert_eq!(
+        after_four,
+        quiet + 4,
+        "4 new snapshots of another host: {quiet} GETs before, {after_four} after"
+    );
+}
