@@ -294,9 +294,10 @@ fn other_hosts_snapshots_cost_one_read_each() {
         run(&b).ok();
     }
     let after_four = gets(run(&["backup", "--host", "a", mine, "--json"]).ok());
-    assert_eq!(
-        after_four,
-        quiet + 4,
+    // One GET each (a retried request under a loaded test machine may add
+    // one); reading each one's session record too made it 8.
+    assert!(
+        (quiet + 4..=quiet + 5).contains(&after_four),
         "4 new snapshots of another host: {quiet} GETs before, {after_four} after"
     );
 }
