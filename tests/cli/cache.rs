@@ -294,10 +294,10 @@ fn other_hosts_snapshots_cost_one_read_each() {
         run(&b).ok();
     }
     let after_four = gets(run(&["backup", "--host", "a", mine, "--json"]).ok());
-    // One GET each (a retried request under a loaded test machine may add
-    // one); reading each one's session record too made it 8.
+    // One GET each, 4 (requests retried on a loaded test machine may add a
+    // few); reading each one's session record too made it at least 8.
     assert!(
-        (quiet + 4..=quiet + 5).contains(&after_four),
+        (quiet + 4..quiet + 8).contains(&after_four),
         "4 new snapshots of another host: {quiet} GETs before, {after_four} after"
     );
 }
