@@ -408,7 +408,7 @@ pub fn plan(repo: &mut Repository, generation: u64, opts: &PruneOptions) -> Resu
         // checkpoints are indexed, no snapshot is committed yet. Nothing to do.
         // (Asked in this order: a backup that commits after the survey is
         // seen by the second listing.)
-        if writers_running(repo, opts.dry_run)? || !repo.list_snapshots()?.is_empty() {
+        if writers_running(repo, opts)? || !repo.list_snapshots()?.is_empty() {
             return Ok(PrunePlan {
                 generation,
                 waiting_for_first_snapshot: true,
@@ -471,15 +471,20 @@ pub fn plan(repo: &mut Repository, generation: u64, opts: &PruneOptions) -> Resu
     Ok(plan)
 }
 
-/// Whether sessions other than this prune's own are running (announced, not
-/// ended). Another collector counts too: that errs towards doing nothing.
-fn writers_running(repo: &Repository, dry_run: bool) -> Result<bool> {
+/// Whether sessions other than this prune's own are running: announced, not
+/// ended, and heard from within `--stale-after` (a backup that crashed long
+/// ago does not count). Another collector counts too: that errs towards
+/// doing nothing. Judged by this machine's clock: either answer is safe.
+fn writers_running(repo: &Repository, opts: &PruneOptions) -> Result<bool> {
     let (sessions, _) = survey(repo, false)?;
+    let now = chrono::Utc::now();
+    let stale = chrono::Duration::from_std(opts.stale_after).unwrap_or(chrono::Duration::MAX);
     let running = sessions
         .iter()
         .filter(|s| s.announced && !matches!(s.end, EndState::Ended(_)))
+        .filter(|s| s.newest.is_some_and(|t| now - t <= stale))
         .count();
-    Ok(running > usize::from(!dry_run))
+    Ok(running > usize::from(!opts.dry_run))
 }
 
 /// With a minimum retention recorded (`init --min-retention`), a pack the

@@ -407,6 +407,14 @@ fn a_prune_before_the_first_snapshot_waits_for_it() {
     let q = r.prune(&PruneOptions::default()).unwrap();
     assert!(q.plan.waiting_for_first_snapshot, "{q:?}");
     assert_eq!(q.packs_deleted, 0, "{q:?}");
+    // A writer silent for longer than --stale-after (one that crashed) is
+    // not waited for: the empty repository is refused as before.
+    tick();
+    let crashed = PruneOptions {
+        stale_after: Duration::ZERO,
+        ..Default::default()
+    };
+    assert!(matches!(r.prune(&crashed), Err(Error::InvalidArgument(_))));
     r.gates.release("first snapshot");
     let s = b.join().unwrap().unwrap();
     r.assert_restores(&[(s, &a)]);
