@@ -422,7 +422,7 @@ fn structure(repo: &mut Repository, phase: &dyn Fn(&str)) -> Result<Structure> {
     // Snapshots first, then the index: a backup writes its index objects
     // before its snapshot, so every snapshot listed here has its blobs in the
     // index loaded next. (A snapshot forgotten and pruned meanwhile is
-    // recognised in `check_snapshots`.)
+    // recognised by the second look.)
     phase("listing snapshots");
     let (listed, mut snapshot_problems, not_committed) = list_snapshots(repo)?;
     report.info.extend(not_committed);
@@ -447,7 +447,7 @@ fn structure(repo: &mut Repository, phase: &dyn Fn(&str)) -> Result<Structure> {
     check_records(&c, &gc)?;
     let lost_packs = check_index_against_storage(&c, &stored, &mut report);
     phase("walking snapshots and trees");
-    let (snapshots, reached) = check_snapshots(&c, listed, &mut report)?;
+    let (snapshots, reached) = check_snapshots(&c, listed)?;
     report_unused(repo, &stored, &reached, &mut report);
     judge_missing_packs(
         &c,
@@ -687,62 +687,30 @@ fn list_snapshots(repo: &Repository) -> Result<SnapshotListing> {
     Ok((snapshots, problems, info))
 }
 
-/// Walks the trees of the listed snapshots. A walk that finds a tree or data
-/// blob missing is taken again without the snapshots forgotten since the
-/// listing (another host's forget and prune may collect their data while
-/// check runs): only what a snapshot still stored needs is an error.
+/// Walks the trees of the listed snapshots once. What a walk misses is
+/// reported as found; whether it was only a snapshot forgotten and collected
+/// while check ran is for the second look (`check_with_progress`) to tell.
 fn check_snapshots(
     c: &Checker,
-    mut snapshots: Vec<(SnapshotId, Snapshot)>,
-    report: &mut CheckReport,
+    snapshots: Vec<(SnapshotId, Snapshot)>,
 ) -> Result<(Vec<(SnapshotId, Snapshot)>, Reached)> {
-    let (mut reached, mut problems) = walk(c.repo, &snapshots)?;
-    if !problems.is_empty() {
-        let before = snapshots.len();
-        let mut kept = Vec::with_capacity(before);
-        for (id, s) in snapshots {
-            if c.repo.snapshot_exists(&id)? {
-                kept.push((id, s));
-            }
-        }
-        snapshots = kept;
-        if snapshots.len() < before {
-            report.info.push(Problem {
-                object: "snapshots".into(),
-                message: format!(
-                    "{} snapshots were forgotten while check ran: not checked",
-                    before - snapshots.len()
-                ),
-            });
-            (reached, problems) = walk(c.repo, &snapshots)?;
-        }
-    }
-    for (object, message) in problems {
-        c.error(object, message);
-    }
-    Ok((snapshots, reached))
-}
-
-/// One walk of the snapshots' trees: what they reach, and what is missing.
-fn walk(
-    repo: &Repository,
-    snapshots: &[(SnapshotId, Snapshot)],
-) -> Result<(Reached, Vec<(String, String)>)> {
-    let mut problems = Vec::new();
-    let reached =
-        crate::ops::reach::reach(repo, snapshots.iter().map(|(_, s)| s.tree), &mut |id, e| {
-            problems.push((format!("tree {id}"), e.to_string()));
+    let reached = crate::ops::reach::reach(
+        c.repo,
+        snapshots.iter().map(|(_, s)| s.tree),
+        &mut |id, e| {
+            c.error(format!("tree {id}"), e);
             Ok(())
-        })?;
+        },
+    )?;
     let mut unindexed: Vec<&BlobId> = reached.unindexed_data.iter().collect();
     unindexed.sort();
     for id in unindexed {
-        problems.push((
+        c.error(
             format!("blob {id}"),
-            "data blob is referenced by a snapshot but not in any index".to_string(),
-        ));
+            "data blob is referenced by a snapshot but not in any index",
+        );
     }
-    Ok((reached, problems))
+    Ok((snapshots, reached))
 }
 
 fn choose_packs(

@@ -526,15 +526,11 @@ fn keep_packs_under_retention(
 
 /// When the store wrote each pack, from one listing of the pack folders.
 fn pack_write_times(repo: &Repository) -> Result<HashMap<PackId, chrono::DateTime<chrono::Utc>>> {
-    let mut out = HashMap::new();
-    for kind in [BlobType::Data, BlobType::Tree] {
-        for l in repo.backend().list(kind.dir())? {
-            if let Some(id) = id_from_key::<PackId>(&l.key) {
-                out.insert(id, l.last_modified);
-            }
-        }
-    }
-    Ok(out)
+    Ok(repo
+        .list_pack_objects()?
+        .into_iter()
+        .map(|(id, _, l)| (id, l.last_modified))
+        .collect())
 }
 
 /// Whether the unused blobs exceed the allowed share of the pack's blobs (the

@@ -22,7 +22,7 @@ use crate::format::tree::Tree;
 use crate::repo::cache::Cache;
 use crate::repo::index::MasterIndex;
 use crate::repo::unlock::{self, KeyMemory, Selected, Unlock};
-use crate::storage::{Backend, Created};
+use crate::storage::{Backend, Created, Listed};
 
 pub const CONFIG_KEY: &str = "config";
 pub const KEYS_DIR: &str = "keys";
@@ -729,7 +729,7 @@ impl Repository {
     }
 
     /// Why a listed object under `index/` cannot be an index object, if it cannot.
-    pub fn index_listing_problem(&self, l: &crate::storage::Listed) -> Option<String> {
+    pub fn index_listing_problem(&self, l: &Listed) -> Option<String> {
         if id_from_key::<IndexId>(&l.key).is_none() {
             return Some("not named by a 64-digit ID".into());
         }
@@ -768,11 +768,20 @@ impl Repository {
 
     /// Every pack in storage, by listing.
     pub fn list_packs(&self) -> Result<Vec<(PackId, BlobType, u64)>> {
+        Ok(self
+            .list_pack_objects()?
+            .into_iter()
+            .map(|(id, kind, l)| (id, kind, l.size))
+            .collect())
+    }
+
+    /// Every pack in storage with its listing (size and when the store wrote it).
+    pub fn list_pack_objects(&self) -> Result<Vec<(PackId, BlobType, Listed)>> {
         let mut out = Vec::new();
         for kind in [BlobType::Data, BlobType::Tree] {
             for l in self.backend.list(kind.dir())? {
                 if let Some(id) = id_from_key::<PackId>(&l.key) {
-                    out.push((id, kind, l.size));
+                    out.push((id, kind, l));
                 }
             }
         }
@@ -1082,10 +1091,7 @@ impl Repository {
             c.put(&key, &bytes);
         }
         match end {
-            Ok(SessionEnd::Committed {
-                snapshot: Some(s), ..
-            }) => Ok(s == *id),
-            Ok(_) => Ok(false),
+            Ok(end) => Ok(end_commits(&end, id)),
             Err(e) => Ok(self.valid_by_doubt(id, &Error::format(key, e))),
         }
     }

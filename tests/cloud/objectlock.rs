@@ -15,8 +15,9 @@ use serde_json::Value;
 
 const BUCKET: &str = "locked";
 
-fn cairn(moto: &Moto, url: &str, args: &[&str]) -> std::process::Output {
-    let out = cairn_cloud(url, "pw", &moto.option_args(), args);
+/// Runs cairn with these store options (`-o K=V ...`); it must succeed.
+fn cairn(opts: &[String], url: &str, args: &[&str]) -> std::process::Output {
+    let out = cairn_cloud(url, "pw", opts, args);
     assert!(
         out.status.success(),
         "{args:?} failed: {}{}",
@@ -26,10 +27,10 @@ fn cairn(moto: &Moto, url: &str, args: &[&str]) -> std::process::Output {
     out
 }
 
-fn json(moto: &Moto, url: &str, args: &[&str]) -> Value {
+fn json(opts: &[String], url: &str, args: &[&str]) -> Value {
     let mut args = args.to_vec();
     args.push("--json");
-    let out = cairn(moto, url, &args);
+    let out = cairn(opts, url, &args);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -95,11 +96,11 @@ fn lock_everything(moto: &Moto, prefix: &str) {
     }
 }
 
-fn two_generations(moto: &Moto, url: &str, src: &std::path::Path) {
+fn two_generations(opts: &[String], url: &str, src: &std::path::Path) {
     for seed in [1, 2] {
         std::fs::write(src.join("big"), common::random_bytes(2_500_000, seed)).unwrap();
         std::fs::write(src.join("small"), format!("generation {seed}")).unwrap();
-        cairn(moto, url, &["backup", src.to_str().unwrap()]);
+        cairn(opts, url, &["backup", src.to_str().unwrap()]);
     }
 }
 
@@ -113,18 +114,19 @@ fn pack_keys(moto: &Moto, repo: &str) -> BTreeSet<String> {
 fn prune_on_an_object_lock_bucket_completes_and_locked_data_survives() {
     let Some(moto) = start_moto() else { return };
     moto.make_locked_bucket(BUCKET);
+    let o = moto.option_args();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
 
     // No retention recorded: prune deletes, S3 keeps every locked version.
     let url = format!("s3://{BUCKET}/plain");
-    cairn(&moto, &url, &["init"]);
-    two_generations(&moto, &url, &src);
+    cairn(&o, &url, &["init"]);
+    two_generations(&o, &url, &src);
     lock_everything(&moto, "plain/");
     let before = pack_keys(&moto, "plain");
-    cairn(&moto, &url, &["forget", "--keep-last", "1"]);
-    let out = json(&moto, &url, &["prune"]);
+    cairn(&o, &url, &["forget", "--keep-last", "1"]);
+    let out = json(&o, &url, &["prune"]);
     assert_eq!(out["swept"], true, "{out}");
     let deleted = out["packs_deleted"].as_u64().unwrap();
     assert!(deleted >= 1, "{out}");
@@ -148,11 +150,11 @@ fn prune_on_an_object_lock_bucket_completes_and_locked_data_survives() {
         "",
     );
     assert_eq!(status, 403, "{body}");
-    let check = json(&moto, &url, &["check", "--read-data"]);
+    let check = json(&o, &url, &["check", "--read-data"]);
     assert_eq!(check["errors"], serde_json::json!([]), "{check}");
     let target = dir.path().join("restored");
     cairn(
-        &moto,
+        &o,
         &url,
         &["restore", "latest", "--target", target.to_str().unwrap()],
     );
@@ -165,17 +167,17 @@ fn prune_on_an_object_lock_bucket_completes_and_locked_data_survives() {
     // A recorded minimum retention: prune leaves the young packs alone and
     // says until when.
     let url = format!("s3://{BUCKET}/recorded");
-    let init = cairn(&moto, &url, &["init", "--min-retention", "1d"]);
+    let init = cairn(&o, &url, &["init", "--min-retention", "1d"]);
     assert!(
         String::from_utf8_lossy(&init.stdout).contains("at least 1d"),
         "{}",
         String::from_utf8_lossy(&init.stdout)
     );
-    two_generations(&moto, &url, &src);
+    two_generations(&o, &url, &src);
     let before = pack_keys(&moto, "recorded");
-    cairn(&moto, &url, &["forget", "--keep-last", "1"]);
+    cairn(&o, &url, &["forget", "--keep-last", "1"]);
     let started = chrono::Utc::now();
-    let out = json(&moto, &url, &["prune"]);
+    let out = json(&o, &url, &["prune"]);
     assert_eq!(out["packs_deleted"], 0, "{out}");
     assert!(out["packs_locked"].as_u64().unwrap() >= 1, "{out}");
     assert!(out["bytes_locked"].as_u64().unwrap() >= 2_500_000, "{out}");
@@ -183,13 +185,13 @@ fn prune_on_an_object_lock_bucket_completes_and_locked_data_survives() {
         serde_json::from_value(out["locked_until"].clone()).unwrap();
     assert!(until > started + chrono::Duration::hours(23), "{out}");
     assert_eq!(pack_keys(&moto, "recorded"), before);
-    let text = cairn(&moto, &url, &["prune", "--dry-run"]);
+    let text = cairn(&o, &url, &["prune", "--dry-run"]);
     assert!(
         String::from_utf8_lossy(&text.stdout).contains("stay under the minimum retention until"),
         "{}",
         String::from_utf8_lossy(&text.stdout)
     );
-    let check = json(&moto, &url, &["check", "--read-data"]);
+    let check = json(&o, &url, &["check", "--read-data"]);
     assert_eq!(check["errors"], serde_json::json!([]), "{check}");
 }
 
@@ -208,21 +210,8 @@ fn a_gcs_retention_policy_refuses_deletes_and_prune_still_completes() {
         .flat_map(|(k, v)| ["-o".to_string(), format!("{k}={v}")])
         .collect();
     let url = "gs://held/repo";
-    let run = |args: &[&str]| cairn_cloud(url, "pw", &opts, args);
-    let ok = |args: &[&str]| {
-        let out = run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
-    let json = |args: &[&str]| -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        serde_json::from_slice(&ok(&a).stdout).unwrap()
-    };
+    let ok = |args: &[&str]| cairn(&opts, url, args);
+    let json = |args: &[&str]| json(&opts, url, args);
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -236,7 +225,7 @@ fn a_gcs_retention_policy_refuses_deletes_and_prune_still_completes() {
     fake.set_retention("held", 86_400);
     std::fs::write(src.join("big"), common::random_bytes(1_500_000, 7)).unwrap();
     ok(&["backup", src.to_str().unwrap()]);
-    let refused = run(&["forget", "--keep-last", "1"]);
+    let refused = cairn_cloud(url, "pw", &opts, &["forget", "--keep-last", "1"]);
     assert_eq!(refused.status.code(), Some(1));
     let err = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");

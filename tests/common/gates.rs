@@ -2,7 +2,8 @@
 //! test lets them go, so a test can force one schedule of concurrent commands
 //! exactly (a prune paused right before it publishes its mark, a backup
 //! paused before its snapshot upload...), and that can fake an S3-style
-//! conflict answer or refuse chosen uploads. Wired in with
+//! conflict answer or refuse chosen uploads, and that can lock what is written
+//! (deletes refused with 403, as an object lock holds them). Wired in with
 //! `Backend::from_store`.
 //!
 //! A gate parks the first request of its kind whose key it matches, from any
@@ -17,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -63,6 +64,10 @@ struct Inner {
     refusals: Vec<Refusal>,
     /// Successful uploads per key (to see that no key is created twice).
     created: std::collections::HashMap<String, usize>,
+    /// Uploads whose key this accepts are locked once stored, as an object
+    /// lock or retention policy would hold them (see [`GateStore::lock_writes`]).
+    locking: Option<KeyMatch>,
+    locked: std::collections::HashSet<String>,
 }
 
 pub struct GateStore {
@@ -172,6 +177,20 @@ impl GateStore {
         });
     }
 
+    /// From now on, objects whose key `matches` accepts are locked when
+    /// stored: their deletes are refused with 403, as S3 Object Lock, an
+    /// Azure immutability policy or a GCS retention policy answers.
+    pub fn lock_writes(&self, matches: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.state.lock().unwrap().locking = Some(Box::new(matches));
+    }
+
+    /// Every lock ends, and nothing written from now on is locked.
+    pub fn lift_locks(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.locking = None;
+        s.locked.clear();
+    }
+
     /// How many uploads of `key` succeeded.
     pub fn times_created(&self, key: &str) -> usize {
         self.state
@@ -239,7 +258,11 @@ impl ObjectStore for GateStore {
             None => {}
         }
         let r = self.inner.put_opts(location, payload, opts).await?;
-        *self.state.lock().unwrap().created.entry(key).or_default() += 1;
+        let mut s = self.state.lock().unwrap();
+        if s.locking.as_ref().is_some_and(|m| m(&key)) {
+            s.locked.insert(key.clone());
+        }
+        *s.created.entry(key).or_default() += 1;
         Ok(r)
     }
 
@@ -264,7 +287,26 @@ impl ObjectStore for GateStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
+        // Locked objects are refused one by one; the rest go to the store.
+        let locked = self.state.lock().unwrap().locked.clone();
+        let inner = self.inner.clone();
+        locations
+            .then(move |p| {
+                let refused = p.as_ref().is_ok_and(|p| locked.contains(p.as_ref()));
+                let inner = inner.clone();
+                async move {
+                    let p = p?;
+                    if refused {
+                        return Err(object_store::Error::PermissionDenied {
+                            path: p.to_string(),
+                            source: "the object is under a retention policy".into(),
+                        });
+                    }
+                    let one = futures::stream::once(async { Ok(p) }).boxed();
+                    inner.delete_stream(one).next().await.expect("one answer")
+                }
+            })
+            .boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {

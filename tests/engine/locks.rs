@@ -1,25 +1,18 @@
 //! Prune beside objects the store will not delete (issue 22): an Azure
 //! immutability policy or a GCS retention policy refuses the delete of a young
-//! object with 409 or 403. A TEST DOUBLE store locks what is written while its
-//! lock is on (packs and index objects, as such a policy would), and refuses
-//! their deletes until it is lifted. Prune must complete, count what stayed,
+//! object with 409 or 403. The gate store (a TEST DOUBLE, tests/common/gates.rs)
+//! locks what is written while its lock is on (packs and index objects, as
+//! such a policy would), and refuses their deletes until it is lifted. Prune must complete, count what stayed,
 //! leave a repository that checks clean, and take the rest once the lock ends.
 
 use crate::common;
 
-use std::collections::HashSet;
-use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+#[path = "../common/gates.rs"]
+mod gates;
 
-use bytes::Bytes;
-use futures::stream::{BoxStream, StreamExt};
+use std::sync::Arc;
+
 use object_store::memory::InMemory;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
-};
 
 use cairn::ops::backup::{backup, BackupOptions, NoProgress};
 use cairn::ops::check::{check, ReadData};
@@ -27,113 +20,23 @@ use cairn::ops::prune::{prune, PruneOptions};
 use cairn::source::Source;
 use cairn::{Backend, Repository};
 use common::random_bytes;
+use gates::GateStore;
 
 const PW: &[u8] = b"lock password";
 
-/// Locks every pack and index object written while `locking` is on.
-#[derive(Debug, Default)]
-struct LockStore {
-    inner: Arc<InMemory>,
-    locking: AtomicBool,
-    /// Snapshot objects too (an immutability policy on the whole container).
-    locks_snapshots: AtomicBool,
-    locked: Mutex<HashSet<Path>>,
-}
-
-impl std::fmt::Display for LockStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LockStore")
-    }
-}
-
-impl LockStore {
-    fn lifts_every_lock(&self) {
-        self.locking.store(false, Ordering::SeqCst);
-        self.locked.lock().unwrap().clear();
-    }
-}
-
-fn lockable(p: &Path) -> bool {
-    let s = p.as_ref();
+/// Packs and index objects, as a lock on the bucket holds them.
+fn packs_and_index(key: &str) -> bool {
     ["data/", "tree/", "index/"]
         .iter()
-        .any(|d| s.starts_with(d))
+        .any(|d| key.starts_with(d))
 }
 
-#[async_trait::async_trait]
-impl ObjectStore for LockStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
-        let r = self.inner.put_opts(location, payload, opts).await?;
-        let snapshot = self.locks_snapshots.load(Ordering::SeqCst)
-            && location.as_ref().starts_with("snapshots/");
-        if self.locking.load(Ordering::SeqCst) && (lockable(location) || snapshot) {
-            self.locked.lock().unwrap().insert(location.clone());
-        }
-        Ok(r)
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, Result<Path>>,
-    ) -> BoxStream<'static, Result<Path>> {
-        // Decide per path now; InMemory deletes what passes.
-        let locked = self.locked.lock().unwrap().clone();
-        let inner = self.inner.clone();
-        locations
-            .then(move |p| {
-                let locked = locked.clone();
-                let inner = inner.clone();
-                async move {
-                    let p = p?;
-                    if locked.contains(&p) {
-                        return Err(object_store::Error::PermissionDenied {
-                            path: p.to_string(),
-                            source: "the object is under a retention policy".into(),
-                        });
-                    }
-                    let mut s = inner.delete_stream(futures::stream::once(async { Ok(p) }).boxed());
-                    s.next().await.expect("one answer")
-                }
-            })
-            .boxed()
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-
-    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        self.inner.rename_opts(from, to, options).await
-    }
+/// A repository in memory behind a store that can lock what is written.
+fn lockable_repo() -> (Arc<GateStore>, Backend) {
+    let store = Arc::new(GateStore::new(Arc::new(InMemory::new())));
+    let b = Backend::from_store(store.clone(), "locked");
+    Repository::init(b.clone(), PW, common::fast_kdf()).unwrap();
+    (store, b)
 }
 
 fn back_up(b: &Backend, src: &std::path::Path) {
@@ -160,10 +63,8 @@ fn prune_beside_locked_packs_completes_and_takes_them_once_the_lock_ends() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    let store = Arc::new(LockStore::default());
-    let b = Backend::from_store(store.clone(), "locked");
-    Repository::init(b.clone(), PW, common::fast_kdf()).unwrap();
-    store.locking.store(true, Ordering::SeqCst);
+    let (store, b) = lockable_repo();
+    store.lock_writes(packs_and_index);
     for seed in [1, 2] {
         std::fs::write(src.join("big"), random_bytes(3_000_000, seed)).unwrap();
         std::fs::write(src.join("small"), format!("generation {seed}")).unwrap();
@@ -184,7 +85,7 @@ fn prune_beside_locked_packs_completes_and_takes_them_once_the_lock_ends() {
     assert!(report.unused_packs >= 1, "{report:?}");
 
     // The lock ends: the next prune deletes what stayed.
-    store.lifts_every_lock();
+    store.lift_locks();
     let mut repo = Repository::open(b.clone(), PW).unwrap();
     let out = prune(&mut repo, &PruneOptions::default()).unwrap();
     assert!(out.packs_deleted >= 1, "{out:?}");
@@ -231,17 +132,14 @@ fn a_locked_snapshot_object_stays_and_says_so() {
     let src = tmp.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), b"locked snapshot").unwrap();
-    let store = Arc::new(LockStore::default());
-    let b = Backend::from_store(store.clone(), "locked");
-    Repository::init(b.clone(), PW, common::fast_kdf()).unwrap();
-    store.locking.store(true, Ordering::SeqCst);
-    store.locks_snapshots.store(true, Ordering::SeqCst);
+    let (store, b) = lockable_repo();
+    store.lock_writes(|k| packs_and_index(k) || k.starts_with("snapshots/"));
     back_up(&b, &src);
     let repo = Repository::open(b.clone(), PW).unwrap();
     let id = repo.list_snapshots().unwrap()[0].0;
     assert!(!repo.delete_snapshot_unless_locked(&id).unwrap());
     assert_eq!(repo.list_snapshots().unwrap().len(), 1);
-    store.lifts_every_lock();
+    store.lift_locks();
     assert!(repo.delete_snapshot_unless_locked(&id).unwrap());
     assert!(repo.list_snapshots().unwrap().is_empty());
 }
